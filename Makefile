@@ -1,0 +1,35 @@
+# Two commands do everything: `make demo` (the local pipeline) and `make test` (every test).
+# Each sets itself up: a .venv with pinned Python packages, and the pinned CDK CLI in node_modules.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SETUP := $(VENV)/.setup-done
+export CDK_DISABLE_VERSION_CHECK := 1
+export AWS_CDK_DISABLE_TELEMETRY := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test synth bench clean
+
+$(SETUP): requirements.txt requirements-dev.txt lambdas/requirements.txt pyproject.toml package.json package-lock.json
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+demo: $(SETUP)
+	$(VENV)/bin/framesink demo
+
+test: $(SETUP)
+	$(PY) -m pytest -n 2 --dist loadfile
+
+synth: $(SETUP)
+	npx cdk synth --quiet
+
+bench: $(SETUP)
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) node_modules cdk.out .framesink .pytest_cache

@@ -1,0 +1,1 @@
+"""The `framesink` command: local stack, simulator, demo, create-bot, frames, export."""

@@ -1,0 +1,41 @@
+"""`framesink` entry point. Each subcommand lives in its own module under framesink/commands/
+and registers itself through a ``register(subparsers)`` function listed in COMMANDS."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Module names under framesink.commands; each defines register(subparsers).
+COMMANDS: list[str] = []
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="framesink",
+        description="Receive Recall.ai real-time participant video frames into S3 + DynamoDB.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"framesink.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except CliError as exc:
+        print(f"framesink: error: {exc}", file=sys.stderr)
+        return 1
+
+
+class CliError(Exception):
+    """An error the user can act on; printed without a traceback."""

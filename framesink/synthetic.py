@@ -1,0 +1,91 @@
+"""Synthetic Recall traffic: PNG frames and `video_separate_png.data` events.
+
+Used by the simulator, the demo, the benchmarks and the tests, so all of them send exactly
+the payload shape of ../shared/recall/EVENTS.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import random
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from PIL import Image, ImageDraw, ImageFilter
+
+FRAME_EVENT = "video_separate_png.data"
+WEBCAM_SIZE = (480, 360)
+SCREENSHARE_SIZE = (1280, 720)
+
+
+def make_png(width: int = 480, height: int = 360, *, seed: int = 0, detailed: bool = True) -> bytes:
+    """A PNG frame. ``detailed`` gives camera-like content (noise + shapes) whose PNG size
+    resembles a real webcam frame (~100-300 KB at 480x360); otherwise a tiny flat frame."""
+    rng = random.Random(seed)
+    if not detailed:
+        img = Image.new("RGB", (width, height), (rng.randrange(256), rng.randrange(256), rng.randrange(256)))
+        ImageDraw.Draw(img).text((4, 4), f"{seed}", fill=(255, 255, 255))
+    else:
+        # Sensor-like noise over a soft scene: PNG cannot compress noise, like a camera image.
+        noise = Image.frombytes("RGB", (width, height), rng.randbytes(width * height * 3))
+        scene = Image.new("RGB", (width, height), (rng.randrange(80, 180),) * 3)
+        draw = ImageDraw.Draw(scene)
+        for _ in range(12):
+            x0, y0 = rng.randrange(width), rng.randrange(height)
+            x1, y1 = x0 + rng.randrange(20, width // 2), y0 + rng.randrange(20, height // 2)
+            color = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+            draw.ellipse((x0, y0, x1, y1), fill=color)
+        scene = scene.filter(ImageFilter.GaussianBlur(3))
+        img = Image.blend(scene, noise, 0.18)
+    out = io.BytesIO()
+    img.save(out, format="PNG")
+    return out.getvalue()
+
+
+def frame_event(
+    png: bytes,
+    *,
+    recording_id: str,
+    participant_id: int | str,
+    relative: float,
+    frame_type: str = "webcam",
+    name: str | None = "Ada Lovelace",
+    is_host: bool = False,
+    platform: str | None = "desktop",
+    bot_id: str | None = None,
+    started_at: datetime | None = None,
+    with_email: bool = False,
+) -> dict:
+    """A `video_separate_png.data` event as Recall sends it."""
+    started_at = started_at or datetime(2026, 11, 23, 19, 0, tzinfo=timezone.utc)
+    absolute = (started_at + timedelta(seconds=relative)).isoformat(timespec="milliseconds")
+    participant = {
+        "id": participant_id,
+        "name": name,
+        "is_host": is_host,
+        "platform": platform,
+        "extra_data": {},
+    }
+    if with_email:
+        participant["email"] = None
+    return {
+        "event": FRAME_EVENT,
+        "data": {
+            "data": {
+                "buffer": base64.b64encode(png).decode("ascii"),
+                "timestamp": {"relative": relative, "absolute": absolute.replace("+00:00", "Z")},
+                "type": frame_type,
+                "participant": participant,
+            },
+            "realtime_endpoint": {"id": str(uuid.uuid4()), "metadata": {}},
+            "video_separate": {"id": str(uuid.uuid4()), "metadata": {}},
+            "recording": {"id": recording_id, "metadata": {}},
+            "bot": {"id": bot_id, "metadata": {}} if bot_id else None,
+        },
+    }
+
+
+def frame_message(png: bytes, **kwargs) -> str:
+    return json.dumps(frame_event(png, **kwargs))

@@ -1,0 +1,196 @@
+"""Recall realtime websocket events: parse and validate one message into a Frame.
+
+Written out by hand rather than with a pydantic model: the rules are few, each failure needs
+its own stable reason label (the log line and metric name it), and pydantic's import would
+be most of the ingest Lambda's cold start. See ../shared/recall/EVENTS.md for the payloads.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import math
+from base64 import b64decode
+from dataclasses import dataclass
+
+from .png import PngError, inspect_png
+from .schema import FRAME_TYPES, ID_PATTERN, MAX_RELATIVE_MS, frame_key
+
+FRAME_EVENT = "video_separate_png.data"
+
+# Event names a websocket endpoint can subscribe to (recall/EVENTS.md). Other names are
+# acknowledged too; they are counted as "other" so a metric dimension stays low-cardinality.
+KNOWN_EVENTS = frozenset(
+    {
+        FRAME_EVENT,
+        "participant_events.join",
+        "participant_events.leave",
+        "participant_events.update",
+        "participant_events.speech_on",
+        "participant_events.speech_off",
+        "participant_events.webcam_on",
+        "participant_events.webcam_off",
+        "participant_events.screenshare_on",
+        "participant_events.screenshare_off",
+        "participant_events.chat_message",
+        "transcript.data",
+        "transcript.partial_data",
+        "audio_mixed_raw.data",
+        "audio_separate_raw.data",
+        "video_separate_h264.data",
+    }
+)
+
+
+class Rejected(ValueError):
+    """A message that cannot be stored. ``reason`` is the stable label for logs and metrics."""
+
+    def __init__(self, reason: str, detail: str, context: dict | None = None):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.context = context or {}
+
+
+@dataclass(frozen=True)
+class Frame:
+    recording_id: str
+    participant_id: str
+    participant_name: str | None
+    is_host: bool | None
+    platform: str | None
+    frame_type: str
+    relative_ms: int
+    absolute: str | None
+    bot_id: str | None
+    png: bytes
+    width: int
+    height: int
+
+    @property
+    def s3_key(self) -> str:
+        return frame_key(self.recording_id, self.participant_id, self.frame_type, self.relative_ms)
+
+
+@dataclass(frozen=True)
+class OtherEvent:
+    """A well-formed message whose event is not a frame: acknowledged, counted, not stored."""
+
+    event: str
+
+    @property
+    def metric_label(self) -> str:
+        return self.event if self.event in KNOWN_EVENTS else "other"
+
+
+def _obj(value, reason: str, what: str) -> dict:
+    if not isinstance(value, dict):
+        raise Rejected(reason, f"{what} is missing or not an object")
+    return value
+
+
+def _id(value, reason: str, what: str, allow_number: bool = False) -> str:
+    if allow_number and isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise Rejected(reason, f"{what} {value} is negative")
+        value = str(value)
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+        shown = repr(value)[:80]
+        raise Rejected(reason, f"{what} {shown} does not match [A-Za-z0-9_-]{{1,128}}")
+    return value
+
+
+def _optional_str(value) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def parse_message(body: str | bytes, max_frame_bytes: int) -> Frame | OtherEvent:
+    """Parse one websocket message. Raises Rejected with a reason for anything unstorable."""
+    if isinstance(body, (bytes, bytearray)):
+        raise Rejected("binary_message", "binary messages are not supported; send JSON text")
+    try:
+        message = json.loads(body)
+    except (ValueError, TypeError) as exc:
+        raise Rejected("not_json", f"message is not JSON ({exc.__class__.__name__})") from None
+    if not isinstance(message, dict):
+        raise Rejected("not_json_object", "message is JSON but not an object")
+    event = message.get("event")
+    if not isinstance(event, str) or not event:
+        raise Rejected("missing_event", "message has no string 'event'")
+    if event != FRAME_EVENT:
+        return OtherEvent(event)
+
+    outer = _obj(message.get("data"), "missing_data", "'data'")
+    inner = _obj(outer.get("data"), "missing_data", "'data.data'")
+    context: dict = {}
+    try:
+        recording = _obj(outer.get("recording"), "missing_recording", "'data.recording'")
+        recording_id = _id(recording.get("id"), "bad_recording_id", "recording id")
+        context["recording_id"] = recording_id
+        participant = _obj(inner.get("participant"), "missing_participant", "'data.data.participant'")
+        participant_id = _id(
+            participant.get("id"), "bad_participant_id", "participant id", allow_number=True
+        )
+        context["participant_id"] = participant_id
+
+        frame_type = inner.get("type")
+        if frame_type not in FRAME_TYPES:
+            raise Rejected("bad_type", f"type {str(frame_type)[:40]!r} is not webcam or screenshare")
+
+        timestamp = _obj(inner.get("timestamp"), "bad_timestamp", "'data.data.timestamp'")
+        relative = timestamp.get("relative")
+        if (
+            not isinstance(relative, (int, float))
+            or isinstance(relative, bool)
+            or not math.isfinite(relative)
+            or relative < 0
+        ):
+            raise Rejected("bad_timestamp", f"timestamp.relative {relative!r} is not a finite number >= 0")
+        relative_ms = round(relative * 1000)
+        if relative_ms > MAX_RELATIVE_MS:
+            raise Rejected("bad_timestamp", f"timestamp.relative {relative!r} is beyond the key range")
+
+        buffer = inner.get("buffer")
+        if not isinstance(buffer, str) or not buffer:
+            raise Rejected("missing_buffer", "'data.data.buffer' is missing or not a string")
+        # Refuse before decoding: base64 is 4/3 the size of what it carries.
+        if len(buffer) // 4 * 3 > max_frame_bytes + 3:
+            raise Rejected(
+                "frame_too_large",
+                f"frame is about {len(buffer) // 4 * 3} bytes, over the {max_frame_bytes}-byte maximum",
+            )
+        try:
+            png = b64decode(buffer, validate=True)
+        except (binascii.Error, ValueError):
+            raise Rejected("bad_base64", "'data.data.buffer' is not valid base64") from None
+        if len(png) > max_frame_bytes:
+            raise Rejected(
+                "frame_too_large", f"frame is {len(png)} bytes, over the {max_frame_bytes}-byte maximum"
+            )
+        try:
+            info = inspect_png(png)
+        except PngError as exc:
+            raise Rejected(exc.reason, exc.detail) from None
+
+        bot = outer.get("bot")
+        bot_id = bot.get("id") if isinstance(bot, dict) else None
+        if bot_id is not None and not (isinstance(bot_id, str) and ID_PATTERN.fullmatch(bot_id)):
+            raise Rejected("bad_bot_id", f"bot id {repr(bot_id)[:80]} does not match [A-Za-z0-9_-]{{1,128}}")
+        is_host = participant.get("is_host")
+        return Frame(
+            recording_id=recording_id,
+            participant_id=participant_id,
+            participant_name=_optional_str(participant.get("name")),
+            is_host=is_host if isinstance(is_host, bool) else None,
+            platform=_optional_str(participant.get("platform")),
+            frame_type=frame_type,
+            relative_ms=relative_ms,
+            absolute=_optional_str(timestamp.get("absolute")),
+            bot_id=bot_id,
+            png=png,
+            width=info.width,
+            height=info.height,
+        )
+    except Rejected as exc:
+        exc.context = {**context, **exc.context}
+        raise

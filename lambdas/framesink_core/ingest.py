@@ -1,0 +1,76 @@
+"""One websocket message in, one outcome out: the entry point every ingress calls.
+
+Never raises for bad input or a failed store: the caller's connection must stay open.
+Each rejection or failure is one structured log line (with ``reason``) and one metric.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .events import Frame, OtherEvent, Rejected, parse_message
+from .observability import count, count_with_dimension, logger
+from .storage import FrameStore, StoreError
+
+STORED, DUPLICATE, IGNORED, REJECTED, FAILED = "stored", "duplicate", "ignored", "rejected", "failed"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str
+    reason: str | None = None
+    key: str | None = None
+    frame: Frame | None = None
+
+    @property
+    def stored(self) -> bool:
+        """True only when the frame is durably in S3 and the index (new or redelivered)."""
+        return self.status in (STORED, DUPLICATE)
+
+
+class Ingestor:
+    def __init__(self, store: FrameStore, max_frame_bytes: int):
+        self.store = store
+        self.max_frame_bytes = max_frame_bytes
+
+    def parse(self, body: str | bytes) -> Frame | OtherEvent | Outcome:
+        """Parse one message; a rejection comes back as an Outcome, already logged and counted."""
+        try:
+            return parse_message(body, self.max_frame_bytes)
+        except Rejected as exc:
+            logger.warning(
+                "message rejected",
+                extra={"reason": exc.reason, "detail": exc.detail, "message_bytes": len(body), **exc.context},
+            )
+            count_with_dimension("MessageRejected", "reason", exc.reason)
+            return Outcome(REJECTED, exc.reason)
+
+    def handle(self, body: str | bytes, *, connection_id: str | None = None, bot_id: str | None = None) -> Outcome:
+        parsed = self.parse(body)
+        if isinstance(parsed, Outcome):
+            return parsed
+        if isinstance(parsed, OtherEvent):
+            count_with_dimension("EventIgnored", "event", parsed.metric_label)
+            return Outcome(IGNORED, parsed.metric_label)
+        return self.store_frame(parsed, connection_id=connection_id, bot_id=bot_id)
+
+    def store_frame(self, frame: Frame, *, connection_id: str | None = None, bot_id: str | None = None) -> Outcome:
+        ids = {
+            "recording_id": frame.recording_id,
+            "participant_id": frame.participant_id,
+            "frame_type": frame.frame_type,
+            "relative_ms": frame.relative_ms,
+        }
+        try:
+            result = self.store.put_frame(frame, bot_id=bot_id, connection_id=connection_id)
+        except StoreError as exc:
+            logger.error("frame not stored", extra={"reason": exc.reason, "detail": exc.detail, **ids})
+            count_with_dimension("FrameStoreFailed", "reason", exc.reason)
+            return Outcome(FAILED, exc.reason, frame.s3_key, frame)
+        if result.duplicate:
+            count("FrameDuplicate")
+            logger.debug("duplicate frame", extra={"s3_key": result.key, **ids})
+            return Outcome(DUPLICATE, None, result.key, frame)
+        count("FrameStored")
+        count("FrameBytes", len(frame.png), "Bytes")
+        return Outcome(STORED, None, result.key, frame)

@@ -1,0 +1,65 @@
+"""Wiring: build the core's objects from Settings. Every adapter starts here.
+
+Lambda handlers build one Service per warm container (module scope); the container
+receiver and the local emulator build one per process.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from .auth import Authenticator, TokenStore
+from .connections import ConnectionRegistry
+from .ingest import Ingestor
+from .settings import Settings
+from .storage import FrameStore, clients
+
+
+class Service:
+    def __init__(self, settings: Settings | None = None, *, s3=None, dynamodb=None, secrets=None):
+        self.settings = settings or Settings.from_env()
+        if s3 is None or dynamodb is None:
+            s3_default, ddb_default = clients()
+            s3, dynamodb = s3 or s3_default, dynamodb or ddb_default
+        self.s3 = s3
+        self.dynamodb = dynamodb
+        self._secrets_client = secrets
+
+    @cached_property
+    def store(self) -> FrameStore:
+        return FrameStore(self.settings.bucket, self.settings.table, self.s3, self.dynamodb)
+
+    @cached_property
+    def ingestor(self) -> Ingestor:
+        return Ingestor(self.store, self.settings.max_frame_bytes)
+
+    @cached_property
+    def tokens(self) -> TokenStore:
+        return TokenStore(self.settings.table, self.dynamodb)
+
+    @cached_property
+    def connections(self) -> ConnectionRegistry:
+        return ConnectionRegistry(self.settings.table, self.dynamodb, self.settings.connection_ttl_seconds)
+
+    @cached_property
+    def _secrets(self):
+        # Powertools parameters: cached for max_age seconds, so a warm Lambda reads Secrets
+        # Manager once per interval, and a rotated token is picked up without a redeploy.
+        from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
+        return SecretsProvider(boto3_client=self._secrets_client) if self._secrets_client else SecretsProvider()
+
+    def secret(self, secret_id: str) -> str | None:
+        if not secret_id:
+            return None
+        value = self._secrets.get(secret_id, max_age=self.settings.secret_max_age_seconds)
+        return value.strip() if isinstance(value, str) else None
+
+    @cached_property
+    def authenticator(self) -> Authenticator:
+        return Authenticator(
+            static_token=lambda: self.secret(self.settings.token_secret_id),
+            tokens=self.tokens,
+            verification_secret=lambda: self.secret(self.settings.verification_secret_id),
+            tolerance_seconds=self.settings.signature_tolerance_seconds,
+        )

@@ -1,0 +1,63 @@
+"""Runtime settings, read once from the environment.
+
+The environment holds names and ARNs only, never a secret: the connection token and the
+Recall verification secret are read from Secrets Manager by ARN (see auth.py).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024  # a 1280x720 screenshare PNG fits with room to spare
+DEFAULT_CONNECTION_TTL_SECONDS = 3 * 60 * 60  # API Gateway closes connections after 2 h
+DEFAULT_SIGNATURE_TOLERANCE_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class Settings:
+    bucket: str
+    table: str
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    connection_ttl_seconds: int = DEFAULT_CONNECTION_TTL_SECONDS
+    # Secrets Manager ARN/name of the shared static connection token ("" = none configured).
+    token_secret_id: str = ""
+    # Secrets Manager ARN/name of Recall's whsec_ verification secret ("" = not checked).
+    verification_secret_id: str = ""
+    signature_tolerance_seconds: int = DEFAULT_SIGNATURE_TOLERANCE_SECONDS
+    # Seconds a secret value is cached in a warm Lambda before it is read again.
+    secret_max_age_seconds: int = 300
+
+    @classmethod
+    def from_env(cls, env: dict | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        return cls(
+            bucket=env.get("FRAMESINK_BUCKET", ""),
+            table=env.get("FRAMESINK_TABLE", ""),
+            max_frame_bytes=int(env.get("FRAMESINK_MAX_FRAME_BYTES", DEFAULT_MAX_FRAME_BYTES)),
+            connection_ttl_seconds=int(
+                env.get("FRAMESINK_CONNECTION_TTL_SECONDS", DEFAULT_CONNECTION_TTL_SECONDS)
+            ),
+            token_secret_id=env.get("FRAMESINK_TOKEN_SECRET_ID", ""),
+            verification_secret_id=env.get("FRAMESINK_VERIFICATION_SECRET_ID", ""),
+            signature_tolerance_seconds=int(
+                env.get("FRAMESINK_SIGNATURE_TOLERANCE_SECONDS", DEFAULT_SIGNATURE_TOLERANCE_SECONDS)
+            ),
+            secret_max_age_seconds=int(env.get("FRAMESINK_SECRET_MAX_AGE_SECONDS", 300)),
+        )
+
+    def as_env(self) -> dict[str, str]:
+        """The environment that from_env reads back (local emulator, CDK)."""
+        env = {
+            "FRAMESINK_BUCKET": self.bucket,
+            "FRAMESINK_TABLE": self.table,
+            "FRAMESINK_MAX_FRAME_BYTES": str(self.max_frame_bytes),
+            "FRAMESINK_CONNECTION_TTL_SECONDS": str(self.connection_ttl_seconds),
+            "FRAMESINK_SIGNATURE_TOLERANCE_SECONDS": str(self.signature_tolerance_seconds),
+            "FRAMESINK_SECRET_MAX_AGE_SECONDS": str(self.secret_max_age_seconds),
+        }
+        if self.token_secret_id:
+            env["FRAMESINK_TOKEN_SECRET_ID"] = self.token_secret_id
+        if self.verification_secret_id:
+            env["FRAMESINK_VERIFICATION_SECRET_ID"] = self.verification_secret_id
+        return env

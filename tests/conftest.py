@@ -1,0 +1,145 @@
+"""Shared fixtures: moto-backed AWS, a provisioned framesink stack, API Gateway event shapes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+
+import boto3
+import pytest
+
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_SESSION_TOKEN", "testing")
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "framesink")
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "framesink")
+
+from moto import mock_aws  # noqa: E402
+
+from framesink.local_aws import provision  # noqa: E402
+from framesink.synthetic import make_png  # noqa: E402
+from framesink_core.settings import Settings  # noqa: E402
+from framesink_core.storage import BOTO_CONFIG  # noqa: E402
+
+REGION = "us-east-1"
+TOKEN = "static-test-token-0123456789"
+WHSEC = "whsec_" + __import__("base64").b64encode(b"recall-verification-key-32bytes!").decode()
+
+
+@pytest.fixture
+def aws():
+    with mock_aws():
+        yield {
+            name: boto3.client(name, region_name=REGION, config=BOTO_CONFIG)
+            for name in ("s3", "dynamodb", "secretsmanager")
+        }
+
+
+def _stack(aws, monkeypatch, verification_secret=None):
+    bucket, table = f"frames-{uuid.uuid4().hex[:8]}", "framesink-index"
+    env = provision(
+        s3=aws["s3"], dynamodb=aws["dynamodb"], secretsmanager=aws["secretsmanager"],
+        bucket=bucket, table=table, token=TOKEN, verification_secret=verification_secret,
+    )
+    settings = Settings(bucket=bucket, table=table, max_frame_bytes=512 * 1024,
+                        token_secret_id=env.get("FRAMESINK_TOKEN_SECRET_ID", ""),
+                        verification_secret_id=env.get("FRAMESINK_VERIFICATION_SECRET_ID", ""))
+    for k, v in settings.as_env().items():
+        monkeypatch.setenv(k, v)
+    from framesink_handlers import _runtime
+
+    _runtime.service.cache_clear()  # handlers rebuild their Service from this env
+    return settings
+
+
+@pytest.fixture
+def stack(aws, monkeypatch):
+    """A provisioned stack (bucket, table, static token secret); returns its Settings."""
+    return _stack(aws, monkeypatch)
+
+
+@pytest.fixture
+def signed_stack(aws, monkeypatch):
+    """As ``stack``, with a Recall whsec_ verification secret configured."""
+    return _stack(aws, monkeypatch, verification_secret=WHSEC)
+
+
+@pytest.fixture(scope="session")
+def small_png():
+    return make_png(64, 48, seed=1, detailed=False)
+
+
+class LambdaContext:
+    function_name = "framesink-test"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:framesink-test"
+    aws_request_id = "req-0001"
+
+
+@pytest.fixture
+def lambda_context():
+    return LambdaContext()
+
+
+def ws_event(route: str, connection_id: str = "conn-1", *, body=None, query=None, headers=None,
+             binary: bool = False, close_code=None, close_reason=None) -> dict:
+    """An API Gateway WebSocket (Lambda proxy) event with the fields API Gateway sends."""
+    now_ms = int(time.time() * 1000)
+    event_type = {"$connect": "CONNECT", "$disconnect": "DISCONNECT"}.get(route, "MESSAGE")
+    ctx = {
+        "routeKey": route,
+        "eventType": event_type,
+        "extendedRequestId": uuid.uuid4().hex,
+        "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
+        "messageDirection": "IN",
+        "stage": "live",
+        "connectedAt": now_ms - 1000,
+        "requestTimeEpoch": now_ms,
+        "identity": {"sourceIp": "203.0.113.7", "userAgent": "recall-bot"},
+        "requestId": uuid.uuid4().hex,
+        "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
+        "connectionId": connection_id,
+        "apiId": "abc123",
+    }
+    event: dict = {"requestContext": ctx, "isBase64Encoded": binary}
+    if route == "$connect":
+        headers = {"Host": ctx["domainName"], "Sec-WebSocket-Version": "13", **(headers or {})}
+        event["headers"] = headers
+        event["multiValueHeaders"] = {k: [v] for k, v in headers.items()}
+        if query is not None:
+            event["queryStringParameters"] = query
+            event["multiValueQueryStringParameters"] = {k: [v] for k, v in query.items()}
+    elif route == "$disconnect":
+        ctx["disconnectStatusCode"] = close_code
+        ctx["disconnectReason"] = close_reason or ""
+    else:
+        ctx["messageId"] = uuid.uuid4().hex[:16]
+        event["body"] = body if not isinstance(body, dict) else json.dumps(body)
+    return event
+
+
+@pytest.fixture
+def caplog_json(capsys):
+    """Powertools Logger writes JSON lines to stdout: parse what a call printed."""
+
+    def read():
+        out = capsys.readouterr().out
+        lines = []
+        for line in out.splitlines():
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    lines.append(json.loads(line))
+                except ValueError:
+                    pass
+        return lines
+
+    return read
+
+
+logging.getLogger("botocore").setLevel(logging.WARNING)
