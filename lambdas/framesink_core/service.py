@@ -30,6 +30,26 @@ class Service:
         return FrameStore(self.settings.bucket, self.settings.table, self.s3, self.dynamodb)
 
     @cached_property
+    def index(self):
+        """Read-only queries over the index (query API, CLI)."""
+        from .query import FrameIndex
+
+        return FrameIndex(self.settings.table, self.dynamodb)
+
+    @cached_property
+    def presigner(self):
+        """An S3 client that presigns with SigV4 (the query API's frame URLs)."""
+        from .query import presign_client
+
+        return presign_client(self.s3.meta.region_name, self._endpoint_url)
+
+    @property
+    def _endpoint_url(self) -> str | None:
+        # Only a custom endpoint (moto, the local stack) is passed on; AWS's own is derived.
+        url = self.s3.meta.endpoint_url
+        return None if url.endswith(".amazonaws.com") else url
+
+    @cached_property
     def ingestor(self) -> Ingestor:
         return Ingestor(self.store, self.settings.max_frame_bytes)
 
@@ -54,6 +74,16 @@ class Service:
             return None
         value = self._secrets.get(secret_id, max_age=self.settings.secret_max_age_seconds)
         return value.strip() if isinstance(value, str) else None
+
+    @cached_property
+    def recall(self):
+        """Recall's REST API client (create-bot). The API key is read per call, cached by
+        Powertools, so a key put into Secrets Manager after deploy is picked up."""
+        from .recall import RecallClient, base_url_for  # only create-bot needs urllib3 & co.
+
+        base_url = self.settings.recall_base_url or base_url_for(self.settings.recall_region)
+        return RecallClient(lambda: self.secret(self.settings.recall_api_key_secret_id), base_url,
+                            deadline_seconds=self.settings.recall_deadline_seconds)
 
     @cached_property
     def authenticator(self) -> Authenticator:

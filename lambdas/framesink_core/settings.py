@@ -12,6 +12,10 @@ from dataclasses import dataclass
 DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024  # a 1280x720 screenshare PNG fits with room to spare
 DEFAULT_CONNECTION_TTL_SECONDS = 3 * 60 * 60  # API Gateway closes connections after 2 h
 DEFAULT_SIGNATURE_TOLERANCE_SECONDS = 300
+# A bot token lives this long after the bot's join time (a Recall bot stays at most hours).
+DEFAULT_BOT_TOKEN_TTL_SECONDS = 24 * 60 * 60
+# Create Bot's total time for retries: inside the HTTP API's 30 s integration timeout.
+DEFAULT_RECALL_DEADLINE_SECONDS = 25
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,19 @@ class Settings:
     signature_tolerance_seconds: int = DEFAULT_SIGNATURE_TOLERANCE_SECONDS
     # Seconds a secret value is cached in a warm Lambda before it is read again.
     secret_max_age_seconds: int = 300
+    # Lifetime of the presigned frame URLs the query API returns (SigV4 allows up to 7 days).
+    presign_expiry_seconds: int = 900
+    # create-bot (framesink_core/recall.py). The ingress websocket URL the bots are sent to
+    # (wss://.../<stage>, no token); Recall's region or an explicit base URL (any
+    # Recall-compatible server); the Recall API key's Secrets Manager ARN/name.
+    ws_url: str = ""
+    recall_region: str = "us-east-1"
+    recall_base_url: str = ""
+    recall_api_key_secret_id: str = ""
+    bot_token_ttl_seconds: int = DEFAULT_BOT_TOKEN_TTL_SECONDS
+    # "flat" ({type, url, events}, Recall's current form) or "nested" ({type, config: {...}}).
+    recall_endpoint_form: str = "flat"
+    recall_deadline_seconds: float = DEFAULT_RECALL_DEADLINE_SECONDS
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "Settings":
@@ -44,6 +61,16 @@ class Settings:
                 env.get("FRAMESINK_SIGNATURE_TOLERANCE_SECONDS", DEFAULT_SIGNATURE_TOLERANCE_SECONDS)
             ),
             secret_max_age_seconds=int(env.get("FRAMESINK_SECRET_MAX_AGE_SECONDS", 300)),
+            presign_expiry_seconds=int(env.get("FRAMESINK_PRESIGN_EXPIRY_SECONDS", 900)),
+            ws_url=env.get("FRAMESINK_WS_URL", ""),
+            recall_region=env.get("FRAMESINK_RECALL_REGION", "us-east-1"),
+            recall_base_url=env.get("FRAMESINK_RECALL_BASE_URL", ""),
+            recall_api_key_secret_id=env.get("FRAMESINK_RECALL_API_KEY_SECRET_ID", ""),
+            bot_token_ttl_seconds=int(env.get("FRAMESINK_BOT_TOKEN_TTL_SECONDS", DEFAULT_BOT_TOKEN_TTL_SECONDS)),
+            recall_endpoint_form=env.get("FRAMESINK_RECALL_ENDPOINT_FORM", "flat"),
+            recall_deadline_seconds=float(
+                env.get("FRAMESINK_RECALL_DEADLINE_SECONDS", DEFAULT_RECALL_DEADLINE_SECONDS)
+            ),
         )
 
     def as_env(self) -> dict[str, str]:
@@ -55,7 +82,19 @@ class Settings:
             "FRAMESINK_CONNECTION_TTL_SECONDS": str(self.connection_ttl_seconds),
             "FRAMESINK_SIGNATURE_TOLERANCE_SECONDS": str(self.signature_tolerance_seconds),
             "FRAMESINK_SECRET_MAX_AGE_SECONDS": str(self.secret_max_age_seconds),
+            "FRAMESINK_PRESIGN_EXPIRY_SECONDS": str(self.presign_expiry_seconds),
+            "FRAMESINK_RECALL_REGION": self.recall_region,
+            "FRAMESINK_BOT_TOKEN_TTL_SECONDS": str(self.bot_token_ttl_seconds),
+            "FRAMESINK_RECALL_ENDPOINT_FORM": self.recall_endpoint_form,
+            "FRAMESINK_RECALL_DEADLINE_SECONDS": str(self.recall_deadline_seconds),
         }
+        for name, value in (
+            ("FRAMESINK_WS_URL", self.ws_url),
+            ("FRAMESINK_RECALL_BASE_URL", self.recall_base_url),
+            ("FRAMESINK_RECALL_API_KEY_SECRET_ID", self.recall_api_key_secret_id),
+        ):
+            if value:
+                env[name] = value
         if self.token_secret_id:
             env["FRAMESINK_TOKEN_SECRET_ID"] = self.token_secret_id
         if self.verification_secret_id:
