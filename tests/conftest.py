@@ -125,21 +125,37 @@ def ws_event(route: str, connection_id: str = "conn-1", *, body=None, query=None
 
 @pytest.fixture
 def caplog_json(capsys):
-    """Powertools Logger writes JSON lines to stdout: parse what a call printed."""
+    """Structured log lines (Powertools JSON) and EMF metric lines emitted during a test.
+
+    Log lines are read from an extra handler with Powertools' own formatter (the Logger's
+    stdout handler keeps the stream it was created with); EMF lines are printed to stdout.
+    """
+    import io
+
+    from framesink_core.observability import logger
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logger.registered_formatter)
+    logger._logger.addHandler(handler)
 
     def read():
-        out = capsys.readouterr().out
-        lines = []
-        for line in out.splitlines():
-            line = line.strip()
-            if line.startswith("{"):
-                try:
-                    lines.append(json.loads(line))
-                except ValueError:
-                    pass
-        return lines
+        def parse(text):
+            for line in text.splitlines():
+                if line.strip().startswith("{"):
+                    try:
+                        yield json.loads(line)
+                    except ValueError:
+                        pass
 
-    return read
+        logs = list(parse(stream.getvalue()))
+        stream.seek(0)
+        stream.truncate()
+        emf = [line for line in parse(capsys.readouterr().out) if "_aws" in line]
+        return logs + emf
+
+    yield read
+    logger._logger.removeHandler(handler)
 
 
 logging.getLogger("botocore").setLevel(logging.WARNING)

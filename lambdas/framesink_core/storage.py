@@ -3,16 +3,21 @@
 Idempotent by construction: a frame's S3 key and its index key are functions of the frame,
 so a redelivered frame overwrites the same object with the same bytes and its conditional
 index put fails as a duplicate, which leaves the participant's counters alone.
+
+The object's metadata carries everything its index item holds (StoredFrame), so the index
+can be rebuilt from S3 alone (reindex.py) with the very same item-building code.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import boto3
+from boto3.dynamodb.table import BatchWriter
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -64,52 +69,181 @@ class StoreResult:
     duplicate: bool
 
 
-def s3_metadata(frame: Frame, bot_id: str | None, connection_id: str | None) -> dict[str, str]:
-    """User metadata: enough to rebuild the index item from the object alone (reindex).
+# S3 user metadata is limited to 2 KB in all; a participant name is free text of any length.
+MAX_QUOTED_NAME = 1024
 
-    S3 metadata travels as HTTP headers, so free text (the participant name) is URL-quoted.
+
+class MetadataError(ValueError):
+    """An S3 object whose key or metadata cannot be turned back into an index item."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class StoredFrame:
+    """A frame as the index records it, without its pixels.
+
+    Built from a parsed Frame at ingest (``from_frame``) or from an S3 object's key and
+    metadata at reindex (``from_object``); both paths then write the same items with
+    ``index_item`` and ``participant_attributes``.
     """
-    meta = {
-        "absolute": frame.absolute or "",
-        "bot-id": bot_id or "",
-        "recording-id": frame.recording_id,
-        "participant-id": frame.participant_id,
-        "participant-name": quote(frame.participant_name or "", safe=""),
-        "type": frame.frame_type,
-        "relative-ms": str(frame.relative_ms),
-        "width": str(frame.width),
-        "height": str(frame.height),
-    }
-    if connection_id:
-        meta["connection-id"] = connection_id
-    return meta
+
+    recording_id: str
+    participant_id: str
+    participant_name: str | None
+    is_host: bool | None
+    platform: str | None
+    frame_type: str
+    relative_ms: int
+    absolute: str | None
+    width: int
+    height: int
+    size: int
+    bot_id: str | None = None
+    connection_id: str | None = None
+    stored_at: int | None = None  # epoch ms of the S3 write
+
+    @property
+    def key(self) -> str:
+        return schema.frame_key(self.recording_id, self.participant_id, self.frame_type, self.relative_ms)
+
+    @classmethod
+    def from_frame(cls, frame: Frame, *, bot_id: str | None, connection_id: str | None,
+                   stored_at: int | None) -> "StoredFrame":
+        return cls(
+            recording_id=frame.recording_id, participant_id=frame.participant_id,
+            participant_name=frame.participant_name, is_host=frame.is_host, platform=frame.platform,
+            frame_type=frame.frame_type, relative_ms=frame.relative_ms, absolute=frame.absolute,
+            width=frame.width, height=frame.height, size=len(frame.png),
+            bot_id=bot_id, connection_id=connection_id, stored_at=stored_at,
+        )
+
+    @classmethod
+    def from_object(cls, key: str, metadata: dict[str, str], size: int,
+                    last_modified_ms: int | None = None) -> "StoredFrame":
+        """Rebuild from an object's key, user metadata (HeadObject) and size.
+
+        The key is the authority for ids, type and time; metadata that disagrees with it
+        means the object was not written by framesink, and is refused.
+        """
+        match = schema.FRAME_KEY_PATTERN.fullmatch(key)
+        if not match:
+            raise MetadataError("not_a_frame_key", f"{key[:200]!r} is not a frame key")
+        meta = {k.lower(): v for k, v in (metadata or {}).items()}
+        for field, expected in (
+            ("recording-id", match["recording_id"]),
+            ("participant-id", match["participant_id"]),
+            ("type", match["type"]),
+            ("relative-ms", str(int(match["relative_ms"]))),
+        ):
+            if meta.get(field) != expected:
+                raise MetadataError("metadata_mismatch", f"{key}: metadata {field} is not {expected!r}")
+        try:
+            width, height = int(meta["width"]), int(meta["height"])
+            stored_at = int(meta["stored-at"]) if meta.get("stored-at") else last_modified_ms
+        except (KeyError, ValueError):
+            raise MetadataError("metadata_missing", f"{key}: width/height/stored-at missing or not integers") from None
+        name = meta.get("participant-name")
+        return cls(
+            recording_id=match["recording_id"], participant_id=match["participant_id"],
+            participant_name=unquote(name) if name is not None else None,
+            is_host={"true": True, "false": False}.get(meta.get("is-host", "")),
+            platform=unquote(meta["platform"]) if "platform" in meta else None,
+            frame_type=match["type"], relative_ms=int(match["relative_ms"]),
+            absolute=meta.get("absolute") or None, width=width, height=height, size=size,
+            bot_id=meta.get("bot-id") or None, connection_id=meta.get("connection-id") or None,
+            stored_at=stored_at,
+        )
+
+    def metadata(self) -> dict[str, str]:
+        """User metadata: enough to rebuild the index item from the object alone (reindex).
+
+        S3 metadata travels as HTTP headers, so free text (name, platform) is URL-quoted.
+        An absent name, host flag or platform is an absent key, so None survives the trip.
+        """
+        meta = {
+            "absolute": self.absolute or "",
+            "bot-id": self.bot_id or "",
+            "recording-id": self.recording_id,
+            "participant-id": self.participant_id,
+            "type": self.frame_type,
+            "relative-ms": str(self.relative_ms),
+            "width": str(self.width),
+            "height": str(self.height),
+        }
+        if self.participant_name is not None:
+            meta["participant-name"] = _quote_capped(self.participant_name, MAX_QUOTED_NAME)
+        if self.is_host is not None:
+            meta["is-host"] = "true" if self.is_host else "false"
+        if self.platform is not None:
+            meta["platform"] = _quote_capped(self.platform, 128)
+        if self.connection_id:
+            meta["connection-id"] = self.connection_id
+        if self.stored_at is not None:
+            meta["stored-at"] = str(self.stored_at)
+        return meta
+
+    def index_item(self) -> dict:
+        rel = schema.relative_ms_text(self.relative_ms)
+        return {
+            "pk": schema.stream_pk(self.recording_id, self.participant_id, self.frame_type),
+            "sk": rel,
+            "gsi1pk": schema.participant_gsi_pk(self.recording_id, self.participant_id),
+            "gsi1sk": f"{rel}#{self.frame_type}",
+            "gsi2pk": schema.recording_gsi_pk(self.recording_id),
+            "gsi2sk": f"{rel}#{self.participant_id}#{self.frame_type}",
+            "kind": "frame",
+            "recording_id": self.recording_id,
+            "participant_id": self.participant_id,
+            "participant_name": self.participant_name,
+            "type": self.frame_type,
+            "relative_ms": self.relative_ms,
+            "absolute": self.absolute,
+            "s3_key": self.key,
+            "bytes": self.size,
+            "width": self.width,
+            "height": self.height,
+            "bot_id": self.bot_id,
+            "connection_id": self.connection_id,
+            "stored_at": self.stored_at,
+        }
+
+    def participant_attributes(self) -> dict:
+        """The participant item's descriptive attributes this frame sets (None = leave as is)."""
+        return {
+            "recording_id": self.recording_id,
+            "participant_id": self.participant_id,
+            "kind": "participant",
+            "participant_name": self.participant_name,
+            "is_host": self.is_host,
+            "platform": self.platform,
+            "bot_id": self.bot_id,
+        }
+
+
+def _quote_capped(text: str, limit: int) -> str:
+    quoted = quote(text, safe="")
+    while len(quoted) > limit:  # cut whole characters, never half a %XX escape
+        text = text[: max(len(text) * limit // len(quoted), len(text) - 1)]
+        quoted = quote(text, safe="")
+    return quoted
+
+
+def s3_metadata(frame: Frame, bot_id: str | None, connection_id: str | None,
+                stored_at: int | None = None) -> dict[str, str]:
+    return StoredFrame.from_frame(frame, bot_id=bot_id, connection_id=connection_id,
+                                  stored_at=stored_at).metadata()
 
 
 def frame_index_item(
     frame: Frame, key: str, size: int, bot_id: str | None, connection_id: str | None
 ) -> dict:
-    rel = schema.relative_ms_text(frame.relative_ms)
-    return {
-        "pk": schema.stream_pk(frame.recording_id, frame.participant_id, frame.frame_type),
-        "sk": rel,
-        "gsi1pk": schema.participant_gsi_pk(frame.recording_id, frame.participant_id),
-        "gsi1sk": f"{rel}#{frame.frame_type}",
-        "gsi2pk": schema.recording_gsi_pk(frame.recording_id),
-        "gsi2sk": f"{rel}#{frame.participant_id}#{frame.frame_type}",
-        "kind": "frame",
-        "recording_id": frame.recording_id,
-        "participant_id": frame.participant_id,
-        "participant_name": frame.participant_name,
-        "type": frame.frame_type,
-        "relative_ms": frame.relative_ms,
-        "absolute": frame.absolute,
-        "s3_key": key,
-        "bytes": size,
-        "width": frame.width,
-        "height": frame.height,
-        "bot_id": bot_id,
-        "connection_id": connection_id,
-    }
+    item = StoredFrame.from_frame(frame, bot_id=bot_id, connection_id=connection_id, stored_at=None).index_item()
+    item.update(s3_key=key, bytes=size)
+    return item
 
 
 class FrameStore:
@@ -130,79 +264,65 @@ class FrameStore:
         self, frame: Frame, *, bot_id: str | None = None, connection_id: str | None = None
     ) -> StoreResult:
         """Store one frame. Raises StoreError when S3 or the index fails after retries."""
-        bot_id = bot_id or frame.bot_id
-        key = frame.s3_key
+        record = StoredFrame.from_frame(
+            frame, bot_id=bot_id or frame.bot_id, connection_id=connection_id,
+            stored_at=int(time.time() * 1000),
+        )
+        key = record.key
         try:
             self.s3.put_object(
                 Bucket=self.bucket,
                 Key=key,
                 Body=frame.png,
                 ContentType="image/png",
-                Metadata=s3_metadata(frame, bot_id, connection_id),
+                Metadata=record.metadata(),
             )
         except (ClientError, BotoCoreError) as exc:
             raise StoreError("s3", _describe(exc)) from exc
         try:
-            item = frame_index_item(frame, key, len(frame.png), bot_id, connection_id)
-            item["stored_at"] = int(time.time() * 1000)
-            duplicate = not self._put_index_item(item)
+            duplicate = not self._put_index_item(record.index_item())
             if not duplicate:
-                self._update_participant(frame, len(frame.png), bot_id)
-            if bot_id:
-                self._remember_bot_recording(bot_id, frame.recording_id)
+                self._update_participant(record)
+            if record.bot_id:
+                self._remember_bot_recording(record.bot_id, record.recording_id, record.stored_at)
         except (ClientError, BotoCoreError) as exc:
             raise StoreError("index", _describe(exc)) from exc
         return StoreResult(key=key, duplicate=duplicate)
 
     def _put_index_item(self, item: dict) -> bool:
-        """Put a frame's index item unless it exists. True if it was new."""
+        """Put a frame's index item unless it exists. True if it was new.
+
+        ``write_id`` tells a real duplicate from our own retried write: if an attempt landed
+        but its response was lost (timeout, 500), botocore's retry fails the condition on an
+        item carrying the same write_id, which is still this frame's first write.
+        """
+        item = {**item, "write_id": uuid.uuid4().hex}
         try:
             self.dynamodb.put_item(
                 TableName=self.table,
                 Item=to_item(item),
                 ConditionExpression="attribute_not_exists(pk)",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
             return True
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
+                old = exc.response.get("Item", {})
+                return old.get("write_id", {}).get("S") == item["write_id"]
             raise
 
-    def _update_participant(self, frame: Frame, size: int, bot_id: str | None) -> None:
-        names = {"#n": "participant_name"}
-        values = {
-            ":rec": frame.recording_id,
-            ":pid": frame.participant_id,
-            ":ms": frame.relative_ms,
-            ":one": 1,
-            ":bytes": size,
-            ":kind": "participant",
-        }
-        sets = [
-            "recording_id = :rec",
-            "participant_id = :pid",
-            "kind = :kind",
-            "first_ms = if_not_exists(first_ms, :ms)",
-            "last_ms = if_not_exists(last_ms, :ms)",
-        ]
-        for attr, value in (
-            ("#n", frame.participant_name),
-            ("is_host", frame.is_host),
-            ("platform", frame.platform),
-            ("bot_id", bot_id),
-        ):
-            if value is not None:
-                placeholder = ":" + attr.lstrip("#")
-                sets.append(f"{attr} = {placeholder}")
-                values[placeholder] = value
-        key = to_item({"pk": schema.recording_pk(frame.recording_id), "sk": schema.participant_sk(frame.participant_id)})
+    def _update_participant(self, frame: StoredFrame) -> None:
+        names, values, sets = _set_clauses(frame.participant_attributes())
+        values.update({":ms": frame.relative_ms, ":one": 1, ":bytes": frame.size})
+        sets += ["first_ms = if_not_exists(first_ms, :ms)", "last_ms = if_not_exists(last_ms, :ms)"]
+        key = _participant_key(frame.recording_id, frame.participant_id)
         result = self.dynamodb.update_item(
             TableName=self.table,
             Key=key,
             UpdateExpression="SET " + ", ".join(sets) + " ADD frame_count :one, #b :bytes",
             ExpressionAttributeNames={**names, "#b": "bytes"},
             ExpressionAttributeValues=to_item(values),
-            ReturnValues="UPDATED_NEW",
+            ReturnValues="ALL_NEW",
         )
         updated = from_item(result.get("Attributes", {}))
         # Out-of-order frames: if_not_exists only sets the first value seen, so widen the
@@ -224,11 +344,11 @@ class FrameStore:
                     if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                         raise
 
-    def _remember_bot_recording(self, bot_id: str, recording_id: str) -> None:
+    def _remember_bot_recording(self, bot_id: str, recording_id: str, seen_at: int | None = None) -> None:
         pair = (bot_id, recording_id)
         if pair in self._bot_recordings:
             return
-        now = int(time.time() * 1000)
+        now = seen_at if seen_at is not None else int(time.time() * 1000)
         self.dynamodb.update_item(
             TableName=self.table,
             Key=to_item({"pk": schema.bot_pk(bot_id), "sk": f"REC#{recording_id}"}),
@@ -243,6 +363,67 @@ class FrameStore:
         self._bot_recordings[pair] = True
         if len(self._bot_recordings) > 10_000:
             self._bot_recordings.popitem(last=False)
+
+    # -- reindex: index objects that are already in S3 (reindex.py) ----------------------
+
+    def write_index_items(self, frames: list[StoredFrame]) -> None:
+        """Put (overwrite) the frames' index items in batches of 25.
+
+        An item is a pure function of its object, so overwriting is idempotent. boto3's
+        BatchWriter retries the unprocessed items a throttled BatchWriteItem hands back.
+        """
+        with BatchWriter(self.table, self.dynamodb) as writer:
+            for frame in frames:
+                writer.put_item(Item=to_item(frame.index_item()))
+
+    def set_participant_totals(self, frames: list[StoredFrame]) -> None:
+        """Write one participant's item from all of its frames: counts and first/last are
+        SET (recomputed), never ADDed, so running reindex twice changes nothing. Descriptive
+        attributes apply in time order, as at ingest: the latest non-empty value wins."""
+        if not frames:
+            return
+        ordered = sorted(frames, key=lambda f: (f.relative_ms, f.stored_at or 0, f.frame_type))
+        attributes: dict = {}
+        for frame in ordered:
+            attributes.update({k: v for k, v in frame.participant_attributes().items() if v is not None})
+        names, values, sets = _set_clauses(attributes)
+        totals = {
+            "frame_count": len(frames),
+            "bytes": sum(f.size for f in frames),
+            "first_ms": ordered[0].relative_ms,
+            "last_ms": max(f.relative_ms for f in frames),
+        }
+        for attr, value in totals.items():
+            names[f"#{attr}"] = attr
+            values[f":{attr}"] = value
+            sets.append(f"#{attr} = :{attr}")
+        self.dynamodb.update_item(
+            TableName=self.table,
+            Key=_participant_key(ordered[0].recording_id, ordered[0].participant_id),
+            UpdateExpression="SET " + ", ".join(sets),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=to_item(values),
+        )
+
+    def remember_bot_recording(self, bot_id: str, recording_id: str, seen_at: int | None) -> None:
+        """The bot's recording item (first_seen is kept if it exists)."""
+        self._bot_recordings.pop((bot_id, recording_id), None)
+        self._remember_bot_recording(bot_id, recording_id, seen_at)
+
+
+def _set_clauses(attributes: dict) -> tuple[dict, dict, list[str]]:
+    """SET clauses for the non-None attributes, every name behind a placeholder."""
+    names, values, sets = {}, {}, []
+    for attr, value in attributes.items():
+        if value is not None:
+            names[f"#{attr}"] = attr
+            values[f":{attr}"] = value
+            sets.append(f"#{attr} = :{attr}")
+    return names, values, sets
+
+
+def _participant_key(recording_id: str, participant_id: str) -> dict:
+    return to_item({"pk": schema.recording_pk(recording_id), "sk": schema.participant_sk(participant_id)})
 
 
 def _describe(exc: Exception) -> str:
