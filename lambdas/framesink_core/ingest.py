@@ -46,6 +46,7 @@ class Ingestor:
             return Outcome(REJECTED, exc.reason)
 
     def handle(self, body: str | bytes, *, connection_id: str | None = None, bot_id: str | None = None) -> Outcome:
+        count("MessageReceived")
         parsed = self.parse(body)
         if isinstance(parsed, Outcome):
             return parsed

@@ -16,6 +16,7 @@ def handler(event: APIGatewayWebSocketEvent, context):
     ctx = event.request_context
     logger.append_keys(connection_id=ctx.connection_id)
     svc = service()
+    count("ConnectionAttempt")
     try:
         principal = svc.authenticator.authenticate(event.query_string_parameters, event.headers)
     except AuthError as exc:
