@@ -20,16 +20,22 @@ WEBCAM_SIZE = (480, 360)
 SCREENSHARE_SIZE = (1280, 720)
 
 
-def make_png(width: int = 480, height: int = 360, *, seed: int = 0, detailed: bool = True) -> bytes:
-    """A PNG frame. ``detailed`` gives camera-like content (noise + shapes) whose PNG size
-    resembles a real webcam frame (~100-300 KB at 480x360); otherwise a tiny flat frame."""
+def make_png(
+    width: int = 480, height: int = 360, *, seed: int = 0, detailed: bool = True, label: str | None = None
+) -> bytes:
+    """A PNG frame, the same bytes for the same arguments.
+
+    ``detailed`` gives camera-like content whose PNG size resembles a real webcam frame:
+    100-320 KB at 480x360 (so 130-430 KB of base64, over API Gateway's 32 KB frame and
+    128 KB message limits), ~0.5-1 MB at 1280x720. Otherwise a tiny flat frame (1-2 KB at
+    480x360) that fits through API Gateway. ``label`` is drawn in the corner (e.g. a name).
+    """
     rng = random.Random(seed)
     if not detailed:
         img = Image.new("RGB", (width, height), (rng.randrange(256), rng.randrange(256), rng.randrange(256)))
-        ImageDraw.Draw(img).text((4, 4), f"{seed}", fill=(255, 255, 255))
     else:
-        # Sensor-like noise over a soft scene: PNG cannot compress noise, like a camera image.
-        noise = Image.frombytes("RGB", (width, height), rng.randbytes(width * height * 3))
+        # A soft scene plus sensor-like luma noise. PNG cannot compress noise, so the noise
+        # level sets the file size: 0.01-0.12 spans ~140-300 KB at 480x360, like cameras.
         scene = Image.new("RGB", (width, height), (rng.randrange(80, 180),) * 3)
         draw = ImageDraw.Draw(scene)
         for _ in range(12):
@@ -38,7 +44,9 @@ def make_png(width: int = 480, height: int = 360, *, seed: int = 0, detailed: bo
             color = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
             draw.ellipse((x0, y0, x1, y1), fill=color)
         scene = scene.filter(ImageFilter.GaussianBlur(3))
-        img = Image.blend(scene, noise, 0.18)
+        noise = Image.frombytes("L", (width, height), rng.randbytes(width * height)).convert("RGB")
+        img = Image.blend(scene, noise, rng.uniform(0.01, 0.12))
+    ImageDraw.Draw(img).text((4, 4), label if label is not None else f"{seed}", fill=(255, 255, 255))
     out = io.BytesIO()
     img.save(out, format="PNG")
     return out.getvalue()

@@ -1,0 +1,516 @@
+"""`framesink local`: an in-process moto server plus an API Gateway WebSocket emulator that
+feeds the real Lambda handlers (lambdas/framesink_handlers) on one machine.
+
+What is emulated, and how (DESIGN.md "API Gateway WebSocket limits"):
+- routes: ``$connect`` runs before the upgrade completes and a non-2xx result refuses the
+  handshake with that HTTP status; every text message is one ``$default`` invocation;
+  ``$disconnect`` runs once the connection is gone, with its close code and reason.
+- event shapes: the fields API Gateway's Lambda proxy integration sends (see ``_context``).
+- limits: 32 KB per websocket frame and 128 KB per message, both closing with 1009. This is
+  websockets' own ``max_size=(message, fragment)`` check, which runs per frame while parsing,
+  so no frame-level code is hand-written here. Binary messages close with 1003. Idle timeout
+  and maximum connection age close with 1001 ("Going away"), as API Gateway does.
+- no permessage-deflate (API Gateway does not negotiate it) and no server pings.
+
+Differences, on purpose: a connection's messages are handled one at a time, in order (API
+Gateway may run them concurrently); handlers share one process, so Powertools' logger keys
+can mix between concurrent connections (logs only; storage is unaffected).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import http
+import json
+import logging
+import os
+import secrets
+import string
+import time
+import uuid
+import warnings
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+import boto3
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from framesink_core.auth import mint_token
+from framesink_core.settings import DEFAULT_MAX_FRAME_BYTES, Settings
+
+from .local_aws import provision
+
+log = logging.getLogger("framesink.local")
+
+# API Gateway WebSocket quotas (hard limits).
+APIGW_MAX_FRAME_BYTES = 32 * 1024
+APIGW_MAX_MESSAGE_BYTES = 128 * 1024
+APIGW_IDLE_TIMEOUT = 10 * 60.0
+APIGW_MAX_AGE = 2 * 60 * 60.0
+GOING_AWAY = 1001
+UNSUPPORTED_DATA = 1003
+
+DEFAULT_PORT = 3456
+DEFAULT_STAGE = "live"
+DEFAULT_REGION = "us-east-1"
+DEFAULT_STATE_FILE = Path(".framesink/local.json")
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
+
+
+@dataclass
+class LocalConfig:
+    port: int = DEFAULT_PORT  # 0 = any free port
+    token: str | None = None  # None = mint a random one
+    stage: str = DEFAULT_STAGE
+    region: str = DEFAULT_REGION
+    bucket: str = "framesink-local"
+    table: str = "framesink-local"
+    # Secrets live in the process-wide moto backend: in-process stacks (tests) need unique names.
+    token_secret_name: str = "framesink/connection-token"
+    verification_secret: str | None = None
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    idle_timeout: float = APIGW_IDLE_TIMEOUT
+    max_age: float = APIGW_MAX_AGE
+    state_file: Path | None = DEFAULT_STATE_FILE
+    handler_log_level: str = "WARNING"
+    workers: int = 8  # concurrent handler invocations (Lambda concurrency, in threads)
+
+
+@dataclass
+class Stats:
+    """What the emulator saw. ``outcomes`` counts $default results by the ingest status."""
+
+    accepted: int = 0
+    refused: Counter = field(default_factory=Counter)  # HTTP status -> handshakes
+    messages: int = 0
+    outcomes: Counter = field(default_factory=Counter)  # stored/duplicate/rejected/ignored/failed
+    handler_errors: int = 0
+    closes: Counter = field(default_factory=Counter)  # close code -> connections
+
+    def as_dict(self) -> dict:
+        return {
+            "connections": {"accepted": self.accepted, "refused": _keyed(self.refused)},
+            "messages": self.messages,
+            "outcomes": dict(self.outcomes),
+            "handler_errors": self.handler_errors,
+            "closes": _keyed(self.closes),
+        }
+
+
+def _keyed(counter: Counter) -> dict[str, int]:
+    return {str(k): v for k, v in sorted(counter.items())}
+
+
+@dataclass
+class LambdaContext:
+    """The attributes of Lambda's context object that Powertools reads."""
+
+    function_name: str
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    memory_limit_in_mb: int = 512
+    log_group_name: str = ""
+    log_stream_name: str = "local"
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:{DEFAULT_REGION}:000000000000:function:{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 29_000  # API Gateway's integration timeout
+
+
+def _apigw_id() -> str:
+    """An id shaped like API Gateway's connection/request ids, e.g. ``L0SM9cOFvHcCIhw=``."""
+    return base64.b64encode(os.urandom(11)).decode()
+
+
+@dataclass
+class _Connection:
+    connection_id: str
+    connected_at_ms: int
+    source_ip: str
+    user_agent: str | None
+    domain_name: str
+    opened: float  # loop time
+    last_activity: float
+    busy: bool = False
+
+
+class ApiGatewayEmulator:
+    """A websockets server on 127.0.0.1 that behaves like an API Gateway WebSocket stage."""
+
+    def __init__(self, *, port: int = 0, stage: str = DEFAULT_STAGE, idle_timeout: float = APIGW_IDLE_TIMEOUT,
+                 max_age: float = APIGW_MAX_AGE, workers: int = 8, handlers=None):
+        self.port = port
+        self.stage = stage
+        self.idle_timeout = idle_timeout
+        self.max_age = max_age
+        self.api_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(10))
+        self.stats = Stats()
+        self._handlers = handlers or _real_handlers()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lambda")
+        self._connections: dict[ServerConnection, _Connection] = {}
+        self._server = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/{self.stage}"
+
+    async def start(self) -> None:
+        self._server = await serve(
+            self._serve_connection,
+            "127.0.0.1",
+            self.port,
+            process_response=self._on_handshake,
+            max_size=(APIGW_MAX_MESSAGE_BYTES, APIGW_MAX_FRAME_BYTES),
+            compression=None,
+            ping_interval=None,
+            logger=logging.getLogger("framesink.local.websockets"),
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop accepting, close open connections (1001), finish every in-flight handler call."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True)
+
+    async def wait_idle(self) -> None:
+        """Return once no connection is open and no handler call is running."""
+        await self._idle.wait()
+
+    # --- invocation ------------------------------------------------------------------------
+
+    async def _invoke(self, route: str, event: dict):
+        fn = self._handlers[route]
+        context = LambdaContext(function_name=f"framesink-{route.lstrip('$')}")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, event, context)
+
+    def _context(self, conn: _Connection, route: str, event_type: str) -> dict:
+        now_ms = int(time.time() * 1000)
+        return {
+            "routeKey": route,
+            "eventType": event_type,
+            "extendedRequestId": _apigw_id(),
+            "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now_ms / 1000)),
+            "messageDirection": "IN",
+            "stage": self.stage,
+            "connectedAt": conn.connected_at_ms,
+            "requestTimeEpoch": now_ms,
+            "identity": {"sourceIp": conn.source_ip, **({"userAgent": conn.user_agent} if conn.user_agent else {})},
+            "requestId": _apigw_id(),
+            "domainName": conn.domain_name,
+            "connectionId": conn.connection_id,
+            "apiId": self.api_id,
+        }
+
+    # --- $connect ----------------------------------------------------------------------------
+
+    async def _on_handshake(self, ws: ServerConnection, request: Request, response: Response) -> Response | None:
+        if response.status_code != http.HTTPStatus.SWITCHING_PROTOCOLS:
+            return None  # not a valid upgrade: websockets already answered it, as API Gateway would
+        url = urlsplit(request.path)
+        if url.path.rstrip("/") != "/" + self.stage:
+            return self._refuse(ws, http.HTTPStatus.FORBIDDEN, '{"message":"Forbidden"}')
+        host, _, _ = (request.headers.get("Host") or "127.0.0.1").partition(":")
+        source_ip = ws.remote_address[0] if ws.remote_address else "127.0.0.1"
+        now = asyncio.get_running_loop().time()
+        conn = _Connection(
+            connection_id=_apigw_id(),
+            connected_at_ms=int(time.time() * 1000),
+            source_ip=source_ip,
+            user_agent=request.headers.get("User-Agent"),
+            domain_name=host,
+            opened=now,
+            last_activity=now,
+        )
+        event = {
+            "requestContext": self._context(conn, "$connect", "CONNECT"),
+            "isBase64Encoded": False,
+            **_connect_headers(request.headers, source_ip),
+            **_query(url.query),
+        }
+        try:
+            result = await self._invoke("$connect", event)
+        except Exception:
+            log.exception("$connect handler failed")
+            self.stats.handler_errors += 1
+            return self._refuse(ws, http.HTTPStatus.INTERNAL_SERVER_ERROR, '{"message": "Internal server error"}')
+        status = int(result.get("statusCode", 200)) if isinstance(result, dict) else 200
+        if not self._server.is_serving():
+            status = http.HTTPStatus.SERVICE_UNAVAILABLE  # stopping: no handler would see this connection
+        if not 200 <= status < 300:
+            body = result.get("body") if isinstance(result, dict) else None
+            return self._refuse(ws, status, str(body or "Forbidden"))
+        self.stats.accepted += 1
+        self._connections[ws] = conn
+        self._idle.clear()
+        return None
+
+    def _refuse(self, ws: ServerConnection, status: int, body: str) -> Response:
+        self.stats.refused[int(status)] += 1
+        return ws.respond(status, body + "\n")
+
+    # --- $default and $disconnect --------------------------------------------------------------
+
+    async def _serve_connection(self, ws: ServerConnection) -> None:
+        conn = self._connections[ws]
+        watchdog = asyncio.create_task(self._watchdog(ws, conn))
+        try:
+            while True:
+                try:
+                    message = await ws.recv()  # messages already received are returned after a close
+                except ConnectionClosed:
+                    break
+                conn.last_activity = asyncio.get_running_loop().time()
+                if isinstance(message, bytes):
+                    # API Gateway drops the connection here: nothing after it is delivered.
+                    await ws.close(UNSUPPORTED_DATA, "Binary frames are not supported")
+                    break
+                await self._message(ws, conn, message)
+        finally:
+            watchdog.cancel()
+            await ws.wait_closed()
+            code, reason = _close_of(ws)
+            self.stats.closes[code] += 1
+            event = {
+                "requestContext": {**self._context(conn, "$disconnect", "DISCONNECT"),
+                                   "disconnectStatusCode": code, "disconnectReason": reason},
+                "headers": {"Host": conn.domain_name, "x-api-key": "", "X-Forwarded-For": "", "x-restapi": ""},
+                "multiValueHeaders": {"Host": [conn.domain_name], "x-api-key": [""], "X-Forwarded-For": [""],
+                                      "x-restapi": [""]},
+                "isBase64Encoded": False,
+            }
+            try:
+                await self._invoke("$disconnect", event)
+            except Exception:
+                log.exception("$disconnect handler failed")
+                self.stats.handler_errors += 1
+            del self._connections[ws]
+            if not self._connections:
+                self._idle.set()
+
+    async def _message(self, ws: ServerConnection, conn: _Connection, body: str) -> None:
+        context = {**self._context(conn, "$default", "MESSAGE"), "messageId": _apigw_id()}
+        event = {"requestContext": context, "body": body, "isBase64Encoded": False}
+        self.stats.messages += 1
+        conn.busy = True
+        try:
+            result = await self._invoke("$default", event)
+            self.stats.outcomes[str(result.get("body")) if isinstance(result, dict) else "unknown"] += 1
+        except Exception:
+            log.exception("$default handler failed")
+            self.stats.handler_errors += 1
+            # What API Gateway sends the client when an integration fails.
+            payload = {"message": "Internal server error", "connectionId": conn.connection_id,
+                       "requestId": context["requestId"]}
+            try:
+                await ws.send(json.dumps(payload))
+            except ConnectionClosed:
+                pass
+        finally:
+            conn.busy = False
+            conn.last_activity = asyncio.get_running_loop().time()
+
+    async def _watchdog(self, ws: ServerConnection, conn: _Connection) -> None:
+        """Close after ``idle_timeout`` without a message (pings do not count) or at ``max_age``."""
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            idle_at = conn.last_activity + self.idle_timeout
+            age_at = conn.opened + self.max_age
+            if now >= age_at or (now >= idle_at and not conn.busy):
+                await ws.close(GOING_AWAY, "Going away")
+                return
+            await asyncio.sleep(max(0.01, min(idle_at, age_at) - now))
+
+
+def _close_of(ws: ServerConnection) -> tuple[int, str]:
+    """The close code and reason of the side that closed first (1006 if nobody did)."""
+    p = ws.protocol
+    frame = p.close_sent if p.close_sent and not p.close_rcvd_then_sent else (p.close_rcvd or p.close_sent)
+    return (frame.code, frame.reason) if frame else (1006, "")
+
+
+def _connect_headers(headers: Headers, source_ip: str) -> dict:
+    """``headers`` (last value wins) and ``multiValueHeaders``, with API Gateway's additions."""
+    items = [(k, v) for k, v in headers.raw_items() if k.lower() != "x-forwarded-for"]
+    items += [("X-Amzn-Trace-Id", f"Root=1-{int(time.time()):08x}-{secrets.token_hex(12)}"),
+              ("X-Forwarded-For", source_ip), ("X-Forwarded-Port", "443"), ("X-Forwarded-Proto", "https")]
+    single: dict[str, str] = {}
+    multi: dict[str, list[str]] = {}
+    for k, v in items:
+        single[k] = v
+        multi.setdefault(k, []).append(v)
+    return {"headers": single, "multiValueHeaders": multi}
+
+
+def _query(query: str) -> dict:
+    """API Gateway omits both query keys when the URL has no query string."""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not pairs:
+        return {}
+    single: dict[str, str] = {}
+    multi: dict[str, list[str]] = {}
+    for k, v in pairs:
+        single[k] = v
+        multi.setdefault(k, []).append(v)
+    return {"queryStringParameters": single, "multiValueQueryStringParameters": multi}
+
+
+def _real_handlers() -> dict:
+    from framesink_handlers import connect, disconnect, ingest
+
+    return {"$connect": connect.handler, "$default": ingest.handler, "$disconnect": disconnect.handler}
+
+
+class LocalStack:
+    """moto (S3, DynamoDB, Secrets Manager) + the emulator, with the handlers' Lambda env set.
+
+    The Lambda env is process-wide (the handlers read it), so one LocalStack runs per process
+    at a time; stop() restores the environment it found.
+    """
+
+    def __init__(self, config: LocalConfig | None = None):
+        self.config = config or LocalConfig()
+        self.token = self.config.token or mint_token()
+        self.moto = None
+        self.emulator: ApiGatewayEmulator | None = None
+        self.endpoint_url = ""
+        self.state: dict = {}
+        self._saved_env: dict[str, str | None] = {}
+        self._saved_level = None
+
+    async def start(self) -> dict:
+        from moto.server import ThreadedMotoServer
+
+        cfg = self.config
+        # moto's server logs every request through werkzeug; the handlers' logs say what matters.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        # Metrics are off locally, so Powertools warns on every invocation that none were added.
+        warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
+        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.moto.start()
+        host, port = self.moto.get_host_and_port()
+        self.endpoint_url = f"http://{host}:{port}"
+        try:
+            secret_env = provision(
+                **{name: self.client(name) for name in ("s3", "dynamodb", "secretsmanager")},
+                bucket=cfg.bucket, table=cfg.table, token=self.token,
+                token_secret_name=cfg.token_secret_name,
+                verification_secret=cfg.verification_secret,
+                verification_secret_name=cfg.token_secret_name + "-verification",
+            )
+            settings = Settings(
+                bucket=cfg.bucket, table=cfg.table, max_frame_bytes=cfg.max_frame_bytes,
+                token_secret_id=secret_env.get("FRAMESINK_TOKEN_SECRET_ID", ""),
+                verification_secret_id=secret_env.get("FRAMESINK_VERIFICATION_SECRET_ID", ""),
+            )
+            self._apply_lambda_env(settings)
+            self.emulator = ApiGatewayEmulator(
+                port=cfg.port, stage=cfg.stage, idle_timeout=cfg.idle_timeout, max_age=cfg.max_age,
+                workers=cfg.workers,
+            )
+            await self.emulator.start()
+        except BaseException:
+            await self.stop()
+            raise
+        self.state = {
+            "ws_url": f"{self.emulator.url}?token={self.token}",
+            "endpoint_url": self.endpoint_url,
+            "bucket": cfg.bucket,
+            "table": cfg.table,
+            "token": self.token,
+            "region": cfg.region,
+        }
+        if cfg.state_file:
+            write_state_file(cfg.state_file, self.state)
+        return self.state
+
+    async def stop(self) -> dict:
+        """Stop in order: connections and handler calls first, then moto. Returns the stats."""
+        try:
+            if self.emulator is not None:
+                await self.emulator.stop()
+        finally:
+            if self.moto is not None:
+                self.moto.stop()
+                self.moto = None
+            self._restore_lambda_env()
+        return self.emulator.stats.as_dict() if self.emulator else {}
+
+    async def __aenter__(self) -> "LocalStack":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    def client(self, service: str):
+        """A boto3 client for the local moto server (the handlers build their own from the env)."""
+        return boto3.client(
+            service, endpoint_url=self.endpoint_url, region_name=self.config.region,
+            aws_access_key_id="testing", aws_secret_access_key="testing", aws_session_token="testing",
+        )
+
+    def _apply_lambda_env(self, settings: Settings) -> None:
+        from framesink_core.observability import logger
+        from framesink_handlers import _runtime
+
+        env = {
+            **settings.as_env(),
+            **FAKE_CREDENTIALS,
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_DEFAULT_REGION": self.config.region,
+            "AWS_REGION": self.config.region,
+            "POWERTOOLS_METRICS_DISABLED": "true",
+            "POWERTOOLS_TRACE_DISABLED": "true",
+        }
+        for key, value in env.items():
+            self._saved_env.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+        self._saved_level = logger.log_level
+        logger.setLevel(self.config.handler_log_level)
+        _runtime.service.cache_clear()  # the handlers' Service is rebuilt from this env
+
+    def _restore_lambda_env(self) -> None:
+        if not self._saved_env:
+            return
+        from framesink_core.observability import logger
+        from framesink_handlers import _runtime
+
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env = {}
+        if self._saved_level is not None:
+            logger.setLevel(self._saved_level)
+        _runtime.service.cache_clear()
+
+
+def write_state_file(path: Path, state: dict) -> None:
+    """Atomically, readable by the owner only: it holds the connection token."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(state, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_state_file(path: Path = DEFAULT_STATE_FILE) -> dict:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,243 @@
+"""A stand-in Recall bot: streams `video_separate_png.data` events over a real websocket.
+
+Like a Recall bot (recall/EVENTS.md): one connection per realtime endpoint carrying every
+participant's frames at 2 fps each (plus an optional 1280x720 screenshare), and after a drop
+or a failed connect it retries every 3 s, at most 30 times per incident, then gives up.
+Frames that fall due while it is disconnected are lost, as they are with Recall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.protocol import State
+
+from .synthetic import SCREENSHARE_SIZE, WEBCAM_SIZE, frame_message, make_png
+
+RECALL_RECONNECT_DELAY = 3.0
+RECALL_MAX_RETRIES = 30
+NAMES = [
+    "Ada Lovelace", "Grace Hopper", "Alan Turing", "Katherine Johnson", "Edsger Dijkstra",
+    "Barbara Liskov", "Claude Shannon", "Margaret Hamilton", "Donald Knuth", "Radia Perlman",
+]
+
+
+@dataclass
+class SimConfig:
+    url: str
+    participants: int = 3
+    seconds: float = 10.0
+    fps: float = 2.0
+    screenshare: bool = False
+    recording_id: str | None = None  # default: a fresh uuid, like Recall's
+    bot_id: str | None = None
+    small: bool = False  # flat 480x360 frames of ~2 KB that fit API Gateway; else camera-like
+    seed: int = 0
+    max_frame_bytes: int | None = None  # split each message into websocket frames of at most this
+    reconnect_delay: float = RECALL_RECONNECT_DELAY
+    max_retries: int = RECALL_MAX_RETRIES
+    pool_size: int = 4  # distinct PNGs per stream, cycled: generating one per frame is too slow
+    headers: dict | None = None  # extra handshake headers (e.g. Recall's signed headers)
+
+
+@dataclass
+class Stream:
+    participant_id: int
+    name: str
+    is_host: bool
+    frame_type: str
+    offset: float  # each stream's clock is a little out of step with the others, as in Recall
+    pool: list[bytes]
+    sent: int = 0
+    lost: int = 0
+    bytes_sent: int = 0
+
+
+@dataclass
+class SimReport:
+    url: str  # without the query string: it carries the token
+    recording_id: str
+    bot_id: str
+    frames_generated: int = 0
+    frames_sent: int = 0
+    frames_lost: int = 0
+    bytes_sent: int = 0
+    largest_message: int = 0
+    connections: int = 0
+    reconnects: int = 0
+    failed_connects: int = 0
+    refused: dict = field(default_factory=dict)  # HTTP status -> handshakes refused
+    closes: dict = field(default_factory=dict)  # close code -> connections closed
+    gave_up: bool = False
+    seconds: float = 0.0
+    streams: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_streams(config: SimConfig) -> list[Stream]:
+    """Each participant's webcam (and the host's screenshare) with its pool of frames."""
+    rng = random.Random(config.seed)
+    streams = []
+    for i in range(config.participants):
+        pid = 100 * (i + 1)
+        name = NAMES[i % len(NAMES)] + (f" {i // len(NAMES) + 1}" if i >= len(NAMES) else "")
+        kinds = [("webcam", WEBCAM_SIZE)]
+        if config.screenshare and i == 0:
+            kinds.append(("screenshare", SCREENSHARE_SIZE))
+        for frame_type, (w, h) in kinds:
+            pool = [
+                make_png(w, h, seed=config.seed * 100_003 + pid * 101 + k * 7 + len(frame_type),
+                         detailed=not config.small, label=f"{name} {frame_type} {k}")
+                for k in range(max(1, config.pool_size if frame_type == "webcam" else min(2, config.pool_size)))
+            ]
+            offset = rng.randrange(0, 200) / 1000  # under one frame interval: keys never collide
+            streams.append(Stream(pid, name, i == 0, frame_type, offset, pool))
+    return streams
+
+
+class Bot:
+    """One simulated bot: a connection kept up Recall's way, and the frame schedule."""
+
+    def __init__(self, config: SimConfig, streams: list[Stream] | None = None):
+        self.config = config
+        self.streams = streams if streams is not None else build_streams(config)
+        self.recording_id = config.recording_id or str(uuid.uuid4())
+        self.bot_id = config.bot_id or str(uuid.uuid4())
+        parts = urlsplit(config.url)
+        self.report = SimReport(urlunsplit(parts._replace(query="")), self.recording_id, self.bot_id)
+        self._ws: ClientConnection | None = None
+        self._stopping = asyncio.Event()
+        self._first_attempt = asyncio.Event()  # the meeting clock starts once the bot has tried
+        self._refused: Counter = Counter()
+        self._closes: Counter = Counter()
+        self._rng = random.Random(config.seed + 1)
+
+    async def run(self) -> SimReport:
+        started = time.perf_counter()
+        keeper = asyncio.create_task(self._keep_connected())
+        try:
+            await self._first_attempt.wait()
+            await self._stream_frames()
+        finally:
+            self._stopping.set()
+            ws = self._ws
+            if ws is not None:
+                await ws.close()  # 1000: the meeting ended
+            await keeper
+        r = self.report
+        r.refused = {str(k): v for k, v in sorted(self._refused.items())}
+        r.closes = {str(k): v for k, v in sorted(self._closes.items())}
+        r.seconds = round(time.perf_counter() - started, 3)
+        r.streams = [
+            {"participant_id": s.participant_id, "name": s.name, "type": s.frame_type,
+             "sent": s.sent, "lost": s.lost, "bytes_sent": s.bytes_sent}
+            for s in self.streams
+        ]
+        return r
+
+    async def _keep_connected(self) -> None:
+        try:
+            await self._connection_loop()
+        finally:
+            self._first_attempt.set()  # never leave run() waiting, whatever happened
+
+    async def _connection_loop(self) -> None:
+        cfg, r = self.config, self.report
+        failures = 0  # connect attempts that failed in the current incident
+        while not self._stopping.is_set():
+            try:
+                ws = await connect(cfg.url, additional_headers=cfg.headers, compression=None,
+                                   max_size=None, open_timeout=10, close_timeout=5)
+            except (InvalidHandshake, OSError, TimeoutError) as exc:
+                r.failed_connects += 1
+                if isinstance(exc, InvalidStatus):
+                    self._refused[exc.response.status_code] += 1
+                failures += 1
+                self._first_attempt.set()
+                if failures >= cfg.max_retries:
+                    r.gave_up = True  # Recall marks the endpoint failed: nothing more is sent
+                    return
+                await self._pause(cfg.reconnect_delay)
+                continue
+            self._first_attempt.set()
+            if self._stopping.is_set():
+                await ws.close()
+                return
+            r.connections += 1
+            if r.connections > 1:
+                r.reconnects += 1
+            failures = 0
+            self._ws = ws
+            await ws.wait_closed()
+            self._ws = None
+            self._closes[ws.close_code] += 1
+            if self._stopping.is_set():
+                return
+            await self._pause(cfg.reconnect_delay)
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def _stream_frames(self) -> None:
+        cfg, r = self.config, self.report
+        loop = asyncio.get_running_loop()
+        interval = 1.0 / cfg.fps
+        ticks = max(1, round(cfg.seconds * cfg.fps))
+        start = loop.time()
+        for k in range(ticks):
+            delay = start + k * interval - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if r.gave_up:
+                r.frames_generated += len(self.streams) * (ticks - k)
+                r.frames_lost += len(self.streams) * (ticks - k)
+                for s in self.streams:
+                    s.lost += ticks - k
+                return
+            for stream in self.streams:
+                await self._send_frame(stream, k, interval)
+
+    async def _send_frame(self, stream: Stream, k: int, interval: float) -> None:
+        r = self.report
+        r.frames_generated += 1
+        ws = self._ws
+        if ws is None or ws.state is not State.OPEN:
+            stream.lost += 1
+            r.frames_lost += 1
+            return
+        relative = round(k * interval + stream.offset + self._rng.random() * 0.02, 3)
+        message = frame_message(
+            stream.pool[k % len(stream.pool)],
+            recording_id=self.recording_id, participant_id=stream.participant_id, relative=relative,
+            frame_type=stream.frame_type, name=stream.name, is_host=stream.is_host, bot_id=self.bot_id,
+        )
+        size = self.config.max_frame_bytes
+        payload = [message[i:i + size] for i in range(0, len(message), size)] if size else message
+        try:
+            await ws.send(payload)  # a list is sent as one fragmented message
+        except ConnectionClosed:
+            stream.lost += 1
+            r.frames_lost += 1
+            return
+        stream.sent += 1
+        stream.bytes_sent += len(message)
+        r.frames_sent += 1
+        r.bytes_sent += len(message)
+        r.largest_message = max(r.largest_message, len(message))
+
+
+async def simulate(config: SimConfig) -> SimReport:
+    return await Bot(config).run()
