@@ -1,0 +1,350 @@
+"""Reading the index: frames, participants, recordings, presigned URLs.
+
+Every access pattern is one DynamoDB Query (never a Scan) on a key from schema.py:
+
+| question                                  | Query                                                      |
+|-------------------------------------------|------------------------------------------------------------|
+| frames of a recording                     | gsi2  gsi2pk = REC#<rec>, gsi2sk in range                  |
+| ... of one participant (all types)        | gsi1  gsi1pk = PART#<rec>#<pid>, gsi1sk in range           |
+| ... of one participant and one type       | table pk = STREAM#<rec>#<pid>#<type>, sk in range          |
+| ... of one type (all participants)        | gsi2 as above + FilterExpression type = :t                 |
+| participants of a recording               | table pk = REC#<rec>, begins_with(sk, PART#)               |
+| recordings of a bot                       | table pk = BOT#<bot>, begins_with(sk, REC#)                |
+| latest frame of a participant             | gsi1 / table, ScanIndexForward=False, Limit=1              |
+
+Time ranges are in relative milliseconds, ``since`` inclusive and ``until`` exclusive
+(``since <= relative_ms < until``), so consecutive windows [0, 1000), [1000, 2000) neither
+overlap nor leave gaps. All three sort keys start with the zero-padded relative ms, so the
+range is a key condition, not a filter: it costs only what it returns.
+
+A type-only filter is a FilterExpression on the recording index: DynamoDB reads (and bills)
+the other type's items too, and a page can hold fewer than ``limit`` items (even none) while
+more follow; the cursor says whether there is more, never the page size.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+
+import boto3
+from botocore.config import Config
+
+from . import schema
+from .storage import BOTO_CONFIG, from_item, to_item
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+MAX_CURSOR_CHARS = 2048
+# SigV4 presigned URLs are valid for at most 7 days.
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600
+
+FRAME_FIELDS = (
+    "recording_id",
+    "participant_id",
+    "participant_name",
+    "type",
+    "relative_ms",
+    "absolute",
+    "s3_key",
+    "bytes",
+    "width",
+    "height",
+    "bot_id",
+    "connection_id",
+    "stored_at",
+)
+PARTICIPANT_FIELDS = (
+    "recording_id",
+    "participant_id",
+    "participant_name",
+    "is_host",
+    "platform",
+    "first_ms",
+    "last_ms",
+    "frame_count",
+    "bytes",
+    "bot_id",
+)
+
+
+class QueryError(ValueError):
+    """A bad query parameter. ``param`` names it; ``reason`` is a stable log/metric label."""
+
+    def __init__(self, param: str, detail: str, reason: str = "bad_parameter"):
+        super().__init__(f"{param}: {detail}")
+        self.param = param
+        self.detail = detail
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict]
+    cursor: str | None  # opaque; None when there is nothing more
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One Query: which index, its key attributes, and the partition it reads."""
+
+    index: str | None
+    hash_attr: str
+    range_attr: str
+    hash_value: str
+    filter_type: str | None = None
+
+    @property
+    def key_attrs(self) -> frozenset[str]:
+        attrs = {self.hash_attr, self.range_attr, "pk", "sk"}
+        return frozenset(attrs)
+
+
+def check_id(value, param: str) -> str:
+    if not isinstance(value, str) or not schema.ID_PATTERN.fullmatch(value):
+        raise QueryError(param, "must match [A-Za-z0-9_-]{1,128}")
+    return value
+
+
+def check_type(value, param: str = "type") -> str:
+    if value not in schema.FRAME_TYPES:
+        raise QueryError(param, f"must be one of {', '.join(schema.FRAME_TYPES)}")
+    return value
+
+
+def parse_int(value, param: str, *, minimum: int = 0, maximum: int | None = None) -> int:
+    """An integer parameter from text (query string, CLI) or an int, with bounds."""
+    if isinstance(value, bool):
+        raise QueryError(param, "must be an integer")
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.isascii() or not text.isdigit() or len(text) > 12:
+            raise QueryError(param, "must be a non-negative integer")
+        value = int(text)
+    if not isinstance(value, int):
+        raise QueryError(param, "must be an integer")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+        raise QueryError(param, f"must be {bound}")
+    return value
+
+
+def encode_cursor(last_evaluated_key: dict) -> str:
+    """An opaque cursor: the LastEvaluatedKey's string values, as unpadded base64url JSON."""
+    plain = {k: v["S"] for k, v in sorted(last_evaluated_key.items())}
+    raw = json.dumps(plain, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _decode_cursor(cursor: str, plan: _Plan, since: int, until: int | None) -> dict:
+    """ExclusiveStartKey from a cursor, checked to belong to this very query."""
+    bad = QueryError("cursor", "is not a cursor returned by this query", reason="bad_cursor")
+    if not isinstance(cursor, str) or not cursor or len(cursor) > MAX_CURSOR_CHARS:
+        raise bad
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        plain = json.loads(raw.decode("utf-8"))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise bad from None
+    if (
+        not isinstance(plain, dict)
+        or set(plain) != plan.key_attrs
+        or not all(isinstance(v, str) and 0 < len(v) <= 600 for v in plain.values())
+        or plain[plan.hash_attr] != plan.hash_value
+    ):
+        raise bad
+    # The position must lie inside this query's time range (DynamoDB rejects it otherwise,
+    # with a less helpful message), and the base-table key must be a frame stream.
+    position = plain[plan.range_attr][: schema.RELATIVE_MS_DIGITS]
+    if not position.isdigit() or not plain["pk"].startswith("STREAM#"):
+        raise bad
+    if int(position) < since or (until is not None and int(position) >= until):
+        raise bad
+    return to_item(plain)
+
+
+def _plain(value):
+    """DynamoDB numbers come back as Decimal; our numbers are all integers."""
+    if isinstance(value, Decimal):
+        return int(value)
+    return value
+
+
+def frame_record(item: dict) -> dict:
+    """The public view of a frame index item (CLI --json, HTTP API)."""
+    values = from_item(item)
+    return {field: _plain(values.get(field)) for field in FRAME_FIELDS}
+
+
+def participant_record(item: dict) -> dict:
+    values = from_item(item)
+    return {field: _plain(values.get(field)) for field in PARTICIPANT_FIELDS}
+
+
+class FrameIndex:
+    """Read-only queries over the table that FrameStore writes."""
+
+    def __init__(self, table: str, dynamodb):
+        self.table = table
+        self.dynamodb = dynamodb
+
+    # -- frames -------------------------------------------------------------------------
+
+    def frames(
+        self,
+        recording_id: str,
+        *,
+        participant_id: str | None = None,
+        frame_type: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page:
+        """One page of frames in time order, ``since <= relative_ms < until``."""
+        plan = self._plan(recording_id, participant_id, frame_type)
+        since = 0 if since is None else parse_int(since, "since", maximum=schema.MAX_RELATIVE_MS)
+        if until is not None:
+            # Anything past the key range means "no upper bound".
+            until = parse_int(until, "until")
+            if until > schema.MAX_RELATIVE_MS:
+                until = None
+        limit = DEFAULT_PAGE_SIZE if limit is None else parse_int(limit, "limit", minimum=1, maximum=MAX_PAGE_SIZE)
+        start_key = _decode_cursor(cursor, plan, since, until) if cursor is not None else None
+        if until is not None and until <= since:
+            return Page([], None)
+
+        names = {"#h": plan.hash_attr}
+        values = {":h": plan.hash_value}
+        condition = "#h = :h"
+        # Sort keys are "<relms10>" or "<relms10>#...": compare on the 10-digit prefix.
+        # since only: >= since; until only: < until; both: BETWEEN since AND "<until-1>~"
+        # ("~" sorts after "#" and every digit, so every key of ms until-1 is inside).
+        low = schema.relative_ms_text(since)
+        if until is None:
+            if since > 0:
+                condition += " AND #r >= :lo"
+                values[":lo"] = low
+        elif since == 0:
+            condition += " AND #r < :hi"
+            values[":hi"] = schema.relative_ms_text(until)
+        else:
+            condition += " AND #r BETWEEN :lo AND :hi"
+            values[":lo"] = low
+            values[":hi"] = schema.relative_ms_text(until - 1) + "~"
+        if ":lo" in values or ":hi" in values:
+            names["#r"] = plan.range_attr
+        kwargs: dict = {
+            "TableName": self.table,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "Limit": limit,
+        }
+        if plan.index:
+            kwargs["IndexName"] = plan.index
+        if plan.filter_type:
+            kwargs["FilterExpression"] = "#t = :t"
+            names["#t"] = "type"
+            values[":t"] = plan.filter_type
+        kwargs["ExpressionAttributeValues"] = to_item(values)
+        if start_key:
+            kwargs["ExclusiveStartKey"] = start_key
+        result = self.dynamodb.query(**kwargs)
+        last = result.get("LastEvaluatedKey")
+        return Page([frame_record(i) for i in result.get("Items", [])], encode_cursor(last) if last else None)
+
+    def iter_frames(self, recording_id: str, **filters) -> Iterator[dict]:
+        """Every matching frame, following the cursor page by page."""
+        filters.setdefault("limit", MAX_PAGE_SIZE)
+        cursor = None
+        while True:
+            page = self.frames(recording_id, cursor=cursor, **filters)
+            yield from page.items
+            if page.cursor is None:
+                return
+            cursor = page.cursor
+
+    def latest_frame(self, recording_id: str, participant_id: str, frame_type: str | None = None) -> dict | None:
+        """The participant's most recent frame (of one type, or of any): one item read."""
+        plan = self._plan(recording_id, check_id(participant_id, "participant"), frame_type)
+        kwargs: dict = {
+            "TableName": self.table,
+            "KeyConditionExpression": "#h = :h",
+            "ExpressionAttributeNames": {"#h": plan.hash_attr},
+            "ExpressionAttributeValues": to_item({":h": plan.hash_value}),
+            "ScanIndexForward": False,
+            "Limit": 1,
+        }
+        if plan.index:
+            kwargs["IndexName"] = plan.index
+        items = self.dynamodb.query(**kwargs).get("Items", [])
+        return frame_record(items[0]) if items else None
+
+    def _plan(self, recording_id, participant_id, frame_type) -> _Plan:
+        recording_id = check_id(recording_id, "recording")
+        if participant_id is not None:
+            participant_id = check_id(participant_id, "participant")
+        if frame_type is not None:
+            frame_type = check_type(frame_type)
+        if participant_id and frame_type:
+            return _Plan(None, "pk", "sk", schema.stream_pk(recording_id, participant_id, frame_type))
+        if participant_id:
+            return _Plan(schema.GSI_PARTICIPANT, "gsi1pk", "gsi1sk",
+                         schema.participant_gsi_pk(recording_id, participant_id))
+        return _Plan(schema.GSI_RECORDING, "gsi2pk", "gsi2sk", schema.recording_gsi_pk(recording_id),
+                     filter_type=frame_type)
+
+    # -- participants and recordings ----------------------------------------------------
+
+    def participants(self, recording_id: str) -> list[dict]:
+        """A recording's participants (ordered by id as text); empty for an unknown recording."""
+        pk = schema.recording_pk(check_id(recording_id, "recording"))
+        return [participant_record(i) for i in self._query_prefix(pk, schema.participant_sk(""))]
+
+    def has_recording(self, recording_id: str) -> bool:
+        pk = schema.recording_pk(check_id(recording_id, "recording"))
+        return bool(next(self._query_prefix(pk, schema.participant_sk(""), limit=1), None))
+
+    def recordings(self, bot_id: str) -> list[dict]:
+        """The recordings a bot streamed, with when each was first seen (epoch ms)."""
+        pk = schema.bot_pk(check_id(bot_id, "bot"))
+        out = []
+        for item in self._query_prefix(pk, "REC#"):
+            values = from_item(item)
+            out.append({k: _plain(values.get(k)) for k in ("bot_id", "recording_id", "first_seen")})
+        return out
+
+    def _query_prefix(self, pk: str, prefix: str, limit: int | None = None) -> Iterator[dict]:
+        paginator = self.dynamodb.get_paginator("query")
+        kwargs = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": to_item({":pk": pk, ":prefix": prefix}),
+        }
+        if limit:
+            kwargs["PaginationConfig"] = {"MaxItems": limit}
+        for page in paginator.paginate(**kwargs):
+            yield from page.get("Items", [])
+
+
+def presigned_get_url(s3, bucket: str, key: str, expires_in: int) -> str:
+    """A time-limited GET URL for one frame. ``s3`` must sign with SigV4 (see presign_client).
+
+    Signed with the caller's credentials: from a Lambda role the URL also stops working when
+    the role's session expires, whichever comes first.
+    """
+    expires_in = parse_int(expires_in, "expires", minimum=1, maximum=MAX_PRESIGN_SECONDS)
+    return s3.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_in
+    )
+
+
+def presign_client(region: str | None = None, endpoint_url: str | None = None):
+    """An S3 client that presigns with SigV4: botocore's default for presigning in us-east-1
+    is still the deprecated SigV2, which newer regions and KMS-encrypted objects refuse."""
+    config = BOTO_CONFIG.merge(Config(signature_version="s3v4"))
+    return boto3.client("s3", region_name=region, endpoint_url=endpoint_url, config=config)
