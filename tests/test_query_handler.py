@@ -1,0 +1,134 @@
+"""Query Lambda (HTTP API, IAM auth): routes, 400/404, presigned URLs that download the frame."""
+
+import json
+import time
+import uuid
+from urllib.parse import urlencode
+
+import pytest
+import requests
+
+from framesink.synthetic import frame_message, make_png
+from framesink_core.service import Service
+
+
+def http_event(path: str, query: dict | None = None) -> dict:
+    """An API Gateway HTTP API (payload 2.0) event for an IAM-authorized GET."""
+    now = int(time.time() * 1000)
+    event = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": urlencode(query or {}),
+        "headers": {"host": "abc.execute-api.us-east-1.amazonaws.com", "accept": "application/json"},
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "abc",
+            "authorizer": {"iam": {"accessKey": "AKIA...", "accountId": "123456789012",
+                                   "userArn": "arn:aws:iam::123456789012:user/analyst"}},
+            "domainName": "abc.execute-api.us-east-1.amazonaws.com",
+            "http": {"method": "GET", "path": path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.9",
+                     "userAgent": "pytest"},
+            "requestId": uuid.uuid4().hex,
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "23/Nov/2026:19:00:00 +0000",
+            "timeEpoch": now,
+        },
+        "isBase64Encoded": False,
+    }
+    if query:
+        event["queryStringParameters"] = query
+    return event
+
+
+@pytest.fixture
+def stored(stack, aws):
+    svc = Service(stack, s3=aws["s3"], dynamodb=aws["dynamodb"])
+    pngs = {}
+    for ms in range(0, 2500, 500):
+        for pid, name in ((7, 'Zoë "Z" 山田'), (8, None)):
+            png = make_png(20, 10, seed=ms + pid, detailed=False)
+            pngs[(str(pid), ms)] = png
+            assert svc.ingestor.handle(frame_message(png, recording_id="rec-h", participant_id=pid,
+                                                     relative=ms / 1000, name=name)).stored
+    return pngs
+
+
+def call(lambda_context, path, query=None):
+    from framesink_handlers.query import handler
+
+    response = handler(http_event(path, query), lambda_context)
+    return response["statusCode"], json.loads(response["body"])
+
+
+def test_participants(stored, lambda_context):
+    status, body = call(lambda_context, "/recordings/rec-h/participants")
+    assert status == 200 and body["recording_id"] == "rec-h"
+    parts = {p["participant_id"]: p for p in body["participants"]}
+    assert parts["7"]["participant_name"] == 'Zoë "Z" 山田' and parts["8"]["participant_name"] is None
+    assert parts["7"]["frame_count"] == 5 and (parts["7"]["first_ms"], parts["7"]["last_ms"]) == (0, 2000)
+
+
+def test_frames_pages_with_presigned_urls_that_download_the_bytes(stored, lambda_context, monkeypatch):
+    monkeypatch.setenv("FRAMESINK_PRESIGN_EXPIRY_SECONDS", "300")
+    from framesink_handlers import _runtime
+
+    _runtime.service.cache_clear()
+    got, cursor, pages = [], None, 0
+    while True:
+        query = {"participant": "7", "since": "500", "until": "2000", "limit": "2"}
+        if cursor:
+            query["cursor"] = cursor
+        status, body = call(lambda_context, "/recordings/rec-h/frames", query)
+        assert status == 200 and body["url_expires_in"] == 300
+        got += body["frames"]
+        pages += 1
+        cursor = body["cursor"]
+        if not cursor:
+            break
+    assert [f["relative_ms"] for f in got] == [500, 1000, 1500] and pages == 2
+    for frame in got:
+        assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in frame["url"] and "X-Amz-Expires=300" in frame["url"]
+        # moto's mock answers requests' HTTP calls (test_query_cli.py downloads over real HTTP)
+        assert requests.get(frame["url"], timeout=10).content == stored[("7", frame["relative_ms"])]
+
+
+def test_type_filter_and_empty_window(stored, lambda_context):
+    status, body = call(lambda_context, "/recordings/rec-h/frames", {"type": "screenshare"})
+    assert status == 200 and body["frames"] == [] and body["cursor"] is None  # known, but no screenshare
+    status, body = call(lambda_context, "/recordings/rec-h/frames", {"since": "2000", "until": "2001"})
+    assert status == 200 and {(f["participant_id"], f["relative_ms"]) for f in body["frames"]} == {
+        ("7", 2000), ("8", 2000)}
+
+
+@pytest.mark.parametrize("path, query, param", [
+    ("/recordings/bad.id/frames", None, "recording"),
+    ("/recordings/rec-h/frames", {"participant": "x y"}, "participant"),
+    ("/recordings/rec-h/frames", {"type": "audio"}, "type"),
+    ("/recordings/rec-h/frames", {"since": "-5"}, "since"),
+    ("/recordings/rec-h/frames", {"until": "1e3"}, "until"),
+    ("/recordings/rec-h/frames", {"limit": "5000"}, "limit"),
+    ("/recordings/rec-h/frames", {"cursor": "garbage"}, "cursor"),
+    ("/recordings/rec-h/frames", {"partcipant": "7"}, "partcipant"),
+    ("/recordings/bad.id/participants", None, "recording"),
+])
+def test_bad_parameters_are_400_with_a_log_line_and_metric(stored, lambda_context, caplog_json, path, query, param):
+    caplog_json()  # drop what ingest printed
+    status, body = call(lambda_context, path, query)
+    assert status == 400 and body["param"] == param and param in body["message"]
+    lines = caplog_json()
+    [log] = [line for line in lines if line.get("message") == "query rejected"]
+    assert log["param"] == param and log["reason"] in ("bad_parameter", "bad_cursor", "unknown_parameter")
+    assert any(line.get("QueryRejected") == [1.0] and line.get("reason") == log["reason"] for line in lines)
+
+
+@pytest.mark.parametrize("path", ["/recordings/nope/participants", "/recordings/nope/frames"])
+def test_unknown_recording_is_404(stored, lambda_context, path):
+    status, body = call(lambda_context, path)
+    assert status == 404 and "nope" in body["message"]
+
+
+def test_unknown_route_is_404(stored, lambda_context):
+    status, _ = call(lambda_context, "/recordings/rec-h")
+    assert status == 404
