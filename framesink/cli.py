@@ -8,7 +8,7 @@ import importlib
 import sys
 
 # Module names under framesink.commands; each defines register(subparsers).
-COMMANDS: list[str] = []
+COMMANDS: list[str] = ["frames", "participants", "export", "reindex"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,111 @@
+"""`framesink export`: download a participant's frames, byte for byte, plus a contact sheet.
+
+Layout: ``DIR/<participant>/<type>/<relative_ms, 10 digits>.png`` (the S3 key's last parts,
+so files sort in time order), ``DIR/<participant>/frames.jsonl`` (the index records) and
+``DIR/<participant>/contact_sheet.png``. Re-running skips files already there at full size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+from botocore.exceptions import BotoCoreError, ClientError
+from tqdm import tqdm
+
+from framesink_core import schema
+from framesink_core.query import QueryError
+
+from .. import target
+from ..cli import CliError
+from ..contact_sheet import SheetEntry, make_contact_sheet
+
+DEFAULT_WORKERS = 16
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="download a participant's frames (and a contact sheet)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--recording", required=True, metavar="R", help="recording id")
+    p.add_argument("--participant", required=True, metavar="P", help="participant id")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="directory to write into")
+    p.add_argument("--type", choices=["webcam", "screenshare"], help="only this type (default both)")
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N",
+                   help=f"parallel downloads (default {DEFAULT_WORKERS})")
+    p.add_argument("--no-contact-sheet", dest="contact_sheet", action="store_false",
+                   help="skip the contact sheet")
+    target.add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def frame_path(root: Path, frame: dict) -> Path:
+    return root / frame["participant_id"] / frame["type"] / f"{schema.relative_ms_text(frame['relative_ms'])}.png"
+
+
+def download(s3, bucket: str, frame: dict, path: Path) -> int:
+    """One frame to ``path``; returns bytes written (0 if already there). Written to a
+    temporary name and renamed, so an interrupted export never leaves a partial PNG."""
+    if path.exists() and path.stat().st_size == frame["bytes"]:
+        return 0
+    body = s3.get_object(Bucket=bucket, Key=frame["s3_key"])["Body"].read()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(body)
+    os.replace(tmp, path)
+    return len(body)
+
+
+def run(args: argparse.Namespace) -> int:
+    t = target.resolve(args)
+    started = time.monotonic()
+    index = t.index()
+    try:
+        frames = list(index.iter_frames(args.recording, participant_id=args.participant, frame_type=args.type))
+    except QueryError as exc:
+        raise CliError(f"--{exc.param}: {exc.detail}") from None
+    if not frames:
+        what = "recording" if not index.has_recording(args.recording) else "participant"
+        raise CliError(f"no indexed frames for {what} {args.recording if what == 'recording' else args.participant}")
+    root = args.out
+    folder = root / args.participant
+    s3 = t.client("s3")
+    failures: list[tuple[dict, str]] = []
+    written = 0
+    with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool, \
+            tqdm(total=len(frames), unit="frame", file=sys.stderr, disable=None, desc="export") as bar:
+        futures = {pool.submit(download, s3, t.bucket, f, frame_path(root, f)): f for f in frames}
+        for future in as_completed(futures):
+            try:
+                written += future.result()
+            except (ClientError, BotoCoreError, OSError) as exc:
+                failures.append((futures[future], str(exc)))
+            bar.update(1)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "frames.jsonl", "w", encoding="utf-8") as manifest:
+        for frame in frames:
+            manifest.write(json.dumps(frame, ensure_ascii=False) + "\n")
+    for frame, error in failures:
+        print(f"framesink: could not download {frame['s3_key']}: {error}", file=sys.stderr)
+    failed = {f["s3_key"] for f, _ in failures}
+    ok = [f for f in frames if f["s3_key"] not in failed]
+    print(f"exported {len(ok)} of {len(frames)} frames ({written / 1e6:.1f} MB downloaded) "
+          f"to {folder} in {time.monotonic() - started:.1f} s")
+    if args.contact_sheet and ok:
+        name = ok[-1].get("participant_name") or args.participant
+        sheet = make_contact_sheet(
+            [SheetEntry(frame_path(root, f), f["relative_ms"], f["type"]) for f in ok],
+            folder / "contact_sheet.png",
+            title=f"{name} - recording {args.recording}",
+        )
+        print(f"contact sheet: {sheet.path} ({sheet.size[0]}x{sheet.size[1]}, "
+              f"{sheet.thumbnails} of {sheet.of_frames} frames)")
+    return 1 if failures else 0

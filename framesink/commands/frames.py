@@ -1,0 +1,61 @@
+"""`framesink frames`: list a recording's indexed frames, in time order."""
+
+from __future__ import annotations
+
+import argparse
+
+from framesink_core.query import QueryError
+
+from .. import target
+from ..cli import CliError
+from ..output import clock, json_lines, quiet_broken_pipe, table
+
+JSON_FIELDS = ("recording_id", "participant_id", "participant_name", "type", "relative_ms", "absolute",
+               "s3_key", "bytes", "width", "height", "bot_id", "stored_at")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "frames",
+        help="list indexed frames (time order; filter by participant, type, time range)",
+        description="List a recording's frames from the DynamoDB index, in time order. The time "
+        "range is in milliseconds since the recording started: --since is inclusive, --until "
+        "exclusive (since <= relative_ms < until).",
+    )
+    p.add_argument("--recording", required=True, metavar="R", help="recording id")
+    p.add_argument("--participant", metavar="P", help="only this participant's frames")
+    p.add_argument("--type", choices=["webcam", "screenshare"], help="only this type")
+    p.add_argument("--since", metavar="MS", help="from this relative millisecond (inclusive)")
+    p.add_argument("--until", metavar="MS", help="up to this relative millisecond (exclusive)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    target.add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    index = target.resolve(args, need=("table",)).index()
+    try:
+        frames = index.iter_frames(args.recording, participant_id=args.participant, frame_type=args.type,
+                                   since=args.since, until=args.until)
+        if args.json:
+            count = json_lines({k: f[k] for k in JSON_FIELDS} for f in frames)
+        else:
+            rows = [
+                (clock(f["relative_ms"]), f["relative_ms"], f["participant_id"], f["participant_name"], f["type"],
+                 f"{f['width']}x{f['height']}", f["bytes"], f["absolute"], f["s3_key"])
+                for f in frames
+            ]
+            count = len(rows)
+            if rows:
+                table(rows, ["TIME", "REL_MS", "PARTICIPANT", "NAME", "TYPE", "SIZE", "BYTES", "ABSOLUTE", "S3_KEY"],
+                      right={"TIME", "REL_MS", "BYTES", "SIZE"})
+    except QueryError as exc:
+        raise CliError(f"--{exc.param}: {exc.detail}") from None
+    except BrokenPipeError:
+        quiet_broken_pipe()
+        return 0
+    if count == 0 and not index.has_recording(args.recording):
+        raise CliError(f"recording {args.recording} has no indexed frames (reindex it if its objects are in S3)")
+    if not args.json:
+        print(f"{count} frame{'s' if count != 1 else ''}")
+    return 0

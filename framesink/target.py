@@ -1,0 +1,173 @@
+"""Which framesink stack a command talks to: one answer for every CLI command.
+
+``--local``: the state file that `framesink local` writes (default .framesink/local.json:
+``{ws_url, endpoint_url, bucket, table, token, region}``) names the moto endpoint, bucket
+and table. Otherwise, for each value the first of:
+
+1. the command line (``--bucket``, ``--table``, ``--region``),
+2. the environment (``FRAMESINK_BUCKET``, ``FRAMESINK_TABLE``),
+3. the deployed stack's CloudFormation outputs (``--stack-name``, default ``$FRAMESINK_STACK``
+   or ``framesink-live``), read with one DescribeStacks call, only when still needed.
+
+AWS credentials, profile, region and ``AWS_ENDPOINT_URL`` come from the usual boto3
+configuration (environment, ~/.aws), never from framesink.
+
+Usage in a command module::
+
+    def register(sub):
+        p = sub.add_parser(...)
+        target.add_arguments(p)                  # --local --state-file --stack-name --region --bucket --table
+    def run(args):
+        t = target.resolve(args)                 # raises CliError with what to do
+        t.index().frames(...); t.store(); t.client("secretsmanager"); t.output("BotApiUrl")
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from framesink_core.storage import BOTO_CONFIG, FrameStore
+
+from .cli import CliError
+
+DEFAULT_STATE_FILE = Path(".framesink/local.json")  # `framesink local` writes it (DESIGN.md)
+STACK_ENV = "FRAMESINK_STACK"
+DEFAULT_STACK = "framesink-live"  # infra/settings.py: "framesink-<stage>", stage "live"
+# CloudFormation output keys (infra/stack.py: "Output ids are a contract for the CLI").
+OUTPUT_BUCKET = "BucketName"
+OUTPUT_TABLE = "TableName"
+OUTPUT_REGION = "Region"
+OUTPUT_WS_URL = "WebSocketUrl"
+OUTPUT_QUERY_API_URL = "QueryApiUrl"
+STATE_KEYS = ("ws_url", "endpoint_url", "bucket", "table", "region")
+
+
+def default_stack() -> str:
+    return os.environ.get(STACK_ENV) or DEFAULT_STACK
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, storage: bool = True) -> None:
+    """The target options. ``storage``: also --bucket/--table (commands that read the data)."""
+    group = parser.add_argument_group("which stack")
+    group.add_argument("--local", action="store_true", help="use the `framesink local` stack (its state file)")
+    group.add_argument("--state-file", type=Path, default=DEFAULT_STATE_FILE, metavar="F",
+                       help=f"with --local: the local stack's state file (default {DEFAULT_STATE_FILE})")
+    group.add_argument("--stack-name", "--stack", dest="stack_name", default=None, metavar="NAME",
+                       help=f"deployed stack whose outputs name the resources (default ${STACK_ENV} "
+                       f"or {DEFAULT_STACK})")
+    group.add_argument("--region", help="AWS region of the deployed stack (default: your AWS configuration)")
+    if storage:
+        group.add_argument("--bucket", help="frames bucket (default $FRAMESINK_BUCKET, else the stack output)")
+        group.add_argument("--table", help="index table (default $FRAMESINK_TABLE, else the stack output)")
+
+
+@dataclass
+class Target:
+    local: bool
+    region: str | None = None
+    endpoint_url: str | None = None
+    bucket: str | None = None
+    table: str | None = None
+    stack_name: str | None = None
+    state: dict = field(default_factory=dict)  # the local state file, with --local
+    outputs: dict = field(default_factory=dict)  # stack outputs, when they were read
+
+    def client(self, service: str):
+        """A boto3 client for this target, with framesink's retry/timeout settings."""
+        kwargs: dict = {"region_name": self.region, "config": BOTO_CONFIG}
+        if self.endpoint_url:
+            kwargs["endpoint_url"] = self.endpoint_url
+        if self.local:
+            # moto accepts any credentials; do not make a laptop without AWS set up fail.
+            kwargs["aws_access_key_id"] = os.environ.get("AWS_ACCESS_KEY_ID") or "testing"
+            kwargs["aws_secret_access_key"] = os.environ.get("AWS_SECRET_ACCESS_KEY") or "testing"
+        return boto3.client(service, **kwargs)
+
+    def store(self) -> FrameStore:
+        self.require("bucket", "table")
+        return FrameStore(self.bucket, self.table, self.client("s3"), self.client("dynamodb"))
+
+    def index(self):
+        from framesink_core.query import FrameIndex
+
+        self.require("table")
+        return FrameIndex(self.table, self.client("dynamodb"))
+
+    def output(self, key: str) -> str:
+        """A stack output (deployed) or state-file value (local), or a CliError naming it."""
+        if self.local:
+            value = self.state.get(key)
+            where = "the local state file"
+        else:
+            if not self.outputs:
+                self.outputs = stack_outputs(self.stack_name or default_stack(), self.region)
+            value = self.outputs.get(key)
+            where = f"stack {self.stack_name or default_stack()}'s outputs"
+        if not value:
+            raise CliError(f"{key} is not in {where}")
+        return value
+
+    def require(self, *names: str) -> None:
+        missing = [n for n in names if not getattr(self, n)]
+        if missing:
+            raise CliError(f"no {' or '.join(missing)} given (use --{missing[0]} or --local)")
+
+
+def read_state(path: Path) -> dict:
+    """The `framesink local` state file, checked."""
+    path = Path(path)
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CliError(f"no local stack state at {path}: start one with `framesink local`") from None
+    except (OSError, ValueError) as exc:
+        raise CliError(f"{path} is not a framesink local state file: {exc}") from None
+    if not isinstance(state, dict):
+        raise CliError(f"{path} is not a framesink local state file")
+    missing = [k for k in STATE_KEYS if not state.get(k)]
+    if missing:
+        raise CliError(f"{path} lacks {', '.join(missing)}")
+    return state
+
+
+def stack_outputs(stack_name: str, region: str | None = None) -> dict[str, str]:
+    """OutputKey -> OutputValue of a deployed stack (one DescribeStacks call)."""
+    try:
+        cfn = boto3.client("cloudformation", region_name=region, config=BOTO_CONFIG)
+        stacks = cfn.describe_stacks(StackName=stack_name)["Stacks"]
+    except ClientError as exc:
+        message = exc.response.get("Error", {}).get("Message", str(exc))
+        raise CliError(f"cannot read stack {stack_name}: {message} (deployed? right --region/--stack-name? "
+                       f"or pass --bucket/--table, or --local)") from None
+    except BotoCoreError as exc:
+        raise CliError(f"cannot read stack {stack_name}: {exc} (or pass --bucket/--table, or --local)") from None
+    return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+
+
+def resolve(args: argparse.Namespace, *, need: tuple[str, ...] = ("bucket", "table")) -> Target:
+    """The target the arguments name; ``need`` lists what the command cannot do without."""
+    if getattr(args, "local", False):
+        state = read_state(args.state_file)
+        return Target(local=True, region=state["region"], endpoint_url=state["endpoint_url"],
+                      bucket=state["bucket"], table=state["table"], state=state)
+    target = Target(
+        local=False,
+        region=getattr(args, "region", None),
+        bucket=getattr(args, "bucket", None) or os.environ.get("FRAMESINK_BUCKET") or None,
+        table=getattr(args, "table", None) or os.environ.get("FRAMESINK_TABLE") or None,
+        stack_name=getattr(args, "stack_name", None) or default_stack(),
+    )
+    if any(not getattr(target, n) for n in need if n in ("bucket", "table")):
+        target.outputs = stack_outputs(target.stack_name, target.region)
+        target.bucket = target.bucket or target.outputs.get(OUTPUT_BUCKET)
+        target.table = target.table or target.outputs.get(OUTPUT_TABLE)
+        target.region = target.region or target.outputs.get(OUTPUT_REGION)
+    target.require(*[n for n in need if n in ("bucket", "table")])
+    return target
