@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SETUP := $(VENV)/.setup-done
 export CDK_DISABLE_VERSION_CHECK := 1
-export AWS_CDK_DISABLE_TELEMETRY := 1
+export CDK_DISABLE_CLI_TELEMETRY := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: demo test synth bench clean

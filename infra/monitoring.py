@@ -1,0 +1,94 @@
+"""CloudWatch alarms: lost frames, rejected messages, and function errors.
+
+Alarms have no actions: subscribe one (SNS, chatbot) to them in the console or extend this
+construct. Missing data is "not breaching": a quiet stack is a healthy stack.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from .functions import METRICS_NAMESPACE
+
+if TYPE_CHECKING:
+    from .stack import FramesinkStack
+
+PERIOD = Duration.minutes(5)
+# framesink_core.storage.StoreError.reason: "<stage>_write_failed" for stage s3 | index.
+STORE_FAILURE_REASONS = ("s3_write_failed", "index_write_failed")
+REJECTIONS_PER_PERIOD = 5  # one odd message is noise; a stream of them is a broken client
+
+
+class Monitoring(Construct):
+    def __init__(self, scope: Construct, id: str, *, stack: "FramesinkStack"):
+        super().__init__(scope, id)
+        service = stack.functions.service_name
+
+        # FrameStoreFailed is emitted with dimensions {service, reason}; sum the known reasons.
+        failed = cloudwatch.MathExpression(
+            expression=" + ".join(f"FILL(m{i}, 0)" for i in range(len(STORE_FAILURE_REASONS))),
+            using_metrics={
+                f"m{i}": cloudwatch.Metric(
+                    namespace=METRICS_NAMESPACE,
+                    metric_name="FrameStoreFailed",
+                    dimensions_map={"service": service, "reason": reason},
+                    statistic="Sum",
+                    period=PERIOD,
+                )
+                for i, reason in enumerate(STORE_FAILURE_REASONS)
+            },
+            label="Frames not stored",
+            period=PERIOD,
+        )
+        self.frames_not_stored = failed.create_alarm(
+            self,
+            "FramesNotStored",
+            alarm_description="A frame could not be written to S3 or the index after retries (lost frame).",
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+
+        # MessageRejected has an open set of reasons (one per validation rule), and alarms
+        # cannot SEARCH across dimensions, so count the rejection log lines instead.
+        ingest_logs = stack.websocket.ingest.log_group
+        rejected = logs.MetricFilter(
+            self,
+            "RejectedMessages",
+            log_group=ingest_logs,
+            filter_pattern=logs.FilterPattern.string_value("$.message", "=", "message rejected"),
+            metric_namespace=METRICS_NAMESPACE,
+            metric_name=f"MessageRejectedTotal-{stack.settings.stage}",
+            metric_value="1",
+            default_value=0,
+        ).metric(statistic="Sum", period=PERIOD)
+        self.messages_rejected = rejected.create_alarm(
+            self,
+            "MessagesRejected",
+            alarm_description="The ingest function rejected messages (bad JSON, bad PNG, ids, size); "
+            "see its log lines with message='message rejected' for the reason.",
+            threshold=REJECTIONS_PER_PERIOD,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+
+        # Every function the factory made, including ones other constructs add later.
+        self.function_errors = [
+            made.function.metric_errors(period=PERIOD, statistic="Sum").create_alarm(
+                made,
+                "Errors",
+                alarm_description=f"{made.node.id} function errors (unhandled exceptions, timeouts).",
+                threshold=1,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
+            for made in stack.functions.functions
+        ]

@@ -1,0 +1,194 @@
+"""Deployment settings, read from the CDK context (cdk.json, or `cdk synth -c key=value`).
+
+Every key has a default here, and cdk.json lists the same defaults so they are visible in
+one place (a test keeps the two equal). Values given with `-c` arrive as strings, so each
+reader accepts both the JSON type and its text form. A bad value fails synth with a message
+that names the key, what it accepts and what it got.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+
+from framesink_core.settings import DEFAULT_MAX_FRAME_BYTES
+
+DEFAULTS: dict[str, Any] = {
+    # API Gateway stage name; also names the stack ("framesink-<stage>").
+    "stage": "live",
+    # CloudWatch Logs retention of every log group (Lambda, API Gateway access logs), and
+    # S3 expiry of the bucket access logs. One of CloudWatch's allowed values.
+    "logRetentionDays": 30,
+    # S3 lifecycle expiry of stored frames, in days; 0 keeps frames forever.
+    "frameExpiryDays": 30,
+    # Largest decoded PNG a message may carry (framesink_core.settings.DEFAULT_MAX_FRAME_BYTES).
+    "maxFrameBytes": DEFAULT_MAX_FRAME_BYTES,
+    # What `cdk destroy` does to the bucket, table, secret and log groups.
+    "removalPolicy": "retain",
+    # Lambda CPU architecture: arm64 (Graviton, ~20% cheaper per GB-s) or x86_64.
+    "architecture": "arm64",
+    # Name of an existing Secrets Manager secret holding Recall's whsec_ verification secret;
+    # empty = signed headers are not checked.
+    "verificationSecretName": "",
+    # true: the stack generates a shared connection token in Secrets Manager.
+    "staticToken": True,
+    # true: the stack sets the account's API Gateway CloudWatch role (one per account and
+    # region, needed for WebSocket access logs). false if the account already has one.
+    "apiGatewayCloudWatchRole": True,
+}
+
+# CloudWatch Logs accepts only these retention periods (days -> CDK enum).
+RETENTION_DAYS: dict[int, logs.RetentionDays] = {
+    1: logs.RetentionDays.ONE_DAY,
+    3: logs.RetentionDays.THREE_DAYS,
+    5: logs.RetentionDays.FIVE_DAYS,
+    7: logs.RetentionDays.ONE_WEEK,
+    14: logs.RetentionDays.TWO_WEEKS,
+    30: logs.RetentionDays.ONE_MONTH,
+    60: logs.RetentionDays.TWO_MONTHS,
+    90: logs.RetentionDays.THREE_MONTHS,
+    120: logs.RetentionDays.FOUR_MONTHS,
+    150: logs.RetentionDays.FIVE_MONTHS,
+    180: logs.RetentionDays.SIX_MONTHS,
+    365: logs.RetentionDays.ONE_YEAR,
+    400: logs.RetentionDays.THIRTEEN_MONTHS,
+    545: logs.RetentionDays.EIGHTEEN_MONTHS,
+    731: logs.RetentionDays.TWO_YEARS,
+    1096: logs.RetentionDays.THREE_YEARS,
+    1827: logs.RetentionDays.FIVE_YEARS,
+    2192: logs.RetentionDays.SIX_YEARS,
+    2557: logs.RetentionDays.SEVEN_YEARS,
+    2922: logs.RetentionDays.EIGHT_YEARS,
+    3288: logs.RetentionDays.NINE_YEARS,
+    3653: logs.RetentionDays.TEN_YEARS,
+}
+
+ARCHITECTURES = {"arm64": lambda_.Architecture.ARM_64, "x86_64": lambda_.Architecture.X86_64}
+REMOVAL_POLICIES = {"retain": RemovalPolicy.RETAIN, "destroy": RemovalPolicy.DESTROY}
+
+STAGE_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,23}")  # valid as an API stage and in a stack name
+SECRET_NAME_PATTERN = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
+
+
+class SettingsError(ValueError):
+    """A context value that cannot be used; the message says which key and why."""
+
+
+@dataclass(frozen=True)
+class InfraSettings:
+    stage: str = DEFAULTS["stage"]
+    log_retention_days: int = DEFAULTS["logRetentionDays"]
+    frame_expiry_days: int = DEFAULTS["frameExpiryDays"]
+    max_frame_bytes: int = DEFAULTS["maxFrameBytes"]
+    removal_policy_name: str = DEFAULTS["removalPolicy"]
+    architecture_name: str = DEFAULTS["architecture"]
+    verification_secret_name: str = DEFAULTS["verificationSecretName"]
+    static_token: bool = DEFAULTS["staticToken"]
+    api_gateway_cloudwatch_role: bool = DEFAULTS["apiGatewayCloudWatchRole"]
+
+    @classmethod
+    def from_context(cls, get: Callable[[str], Any] | Mapping[str, Any]) -> "InfraSettings":
+        """Read and validate every key; ``get`` is ``node.try_get_context`` or a dict."""
+        lookup = get.get if isinstance(get, Mapping) else get
+
+        def value(key: str) -> Any:
+            found = lookup(key)
+            return DEFAULTS[key] if found is None else found
+
+        stage = _text(value("stage"), "stage")
+        if not STAGE_PATTERN.fullmatch(stage):
+            raise SettingsError(
+                f"context 'stage' must match {STAGE_PATTERN.pattern} (lower case, used in the "
+                f"stack name and the websocket URL); got {stage!r}"
+            )
+        retention = _integer(value("logRetentionDays"), "logRetentionDays")
+        if retention not in RETENTION_DAYS:
+            raise SettingsError(
+                f"context 'logRetentionDays' must be one of CloudWatch Logs' periods "
+                f"{sorted(RETENTION_DAYS)}; got {retention}"
+            )
+        expiry = _integer(value("frameExpiryDays"), "frameExpiryDays")
+        if expiry < 0:
+            raise SettingsError(f"context 'frameExpiryDays' must be >= 0 (0 = keep forever); got {expiry}")
+        max_bytes = _integer(value("maxFrameBytes"), "maxFrameBytes")
+        if max_bytes <= 0:
+            raise SettingsError(f"context 'maxFrameBytes' must be a positive number of bytes; got {max_bytes}")
+        removal = _choice(value("removalPolicy"), "removalPolicy", REMOVAL_POLICIES)
+        architecture = _choice(value("architecture"), "architecture", ARCHITECTURES)
+        secret_name = _text(value("verificationSecretName"), "verificationSecretName").strip()
+        if secret_name.startswith("whsec_"):
+            raise SettingsError(
+                "context 'verificationSecretName' looks like the secret itself: store the whsec_ "
+                "value in Secrets Manager and give the secret's name here (never the value)"
+            )
+        if secret_name and not SECRET_NAME_PATTERN.fullmatch(secret_name):
+            raise SettingsError(
+                f"context 'verificationSecretName' must be a Secrets Manager secret name "
+                f"({SECRET_NAME_PATTERN.pattern}); got {secret_name!r}"
+            )
+        return cls(
+            stage=stage,
+            log_retention_days=retention,
+            frame_expiry_days=expiry,
+            max_frame_bytes=max_bytes,
+            removal_policy_name=removal,
+            architecture_name=architecture,
+            verification_secret_name=secret_name,
+            static_token=_boolean(value("staticToken"), "staticToken"),
+            api_gateway_cloudwatch_role=_boolean(value("apiGatewayCloudWatchRole"), "apiGatewayCloudWatchRole"),
+        )
+
+    @property
+    def stack_name(self) -> str:
+        return f"framesink-{self.stage}"
+
+    @property
+    def log_retention(self) -> logs.RetentionDays:
+        return RETENTION_DAYS[self.log_retention_days]
+
+    @property
+    def removal_policy(self) -> RemovalPolicy:
+        return REMOVAL_POLICIES[self.removal_policy_name]
+
+    @property
+    def destroy_on_delete(self) -> bool:
+        return self.removal_policy_name == "destroy"
+
+    @property
+    def architecture(self) -> lambda_.Architecture:
+        return ARCHITECTURES[self.architecture_name]
+
+
+def _text(raw: Any, key: str) -> str:
+    if not isinstance(raw, str):
+        raise SettingsError(f"context {key!r} must be a string; got {raw!r}")
+    return raw
+
+
+def _integer(raw: Any, key: str) -> int:
+    # bool is an int in Python; `true` is never a meaningful number of days or bytes.
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and re.fullmatch(r"-?\d+", raw.strip()):
+        return int(raw)
+    raise SettingsError(f"context {key!r} must be a whole number; got {raw!r}")
+
+
+def _boolean(raw: Any, key: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in ("true", "false"):
+        return raw.strip().lower() == "true"
+    raise SettingsError(f"context {key!r} must be true or false; got {raw!r}")
+
+
+def _choice(raw: Any, key: str, choices: Mapping[str, Any]) -> str:
+    if isinstance(raw, str) and raw.strip().lower() in choices:
+        return raw.strip().lower()
+    raise SettingsError(f"context {key!r} must be one of {sorted(choices)}; got {raw!r}")

@@ -1,0 +1,59 @@
+"""The framesink stack: shared parts first, then one construct per ingress or API.
+
+Adding a part (create-bot API, query API, container ingress) is one construct in its own
+module, built in ``__init__`` below with ``stack=self``. What parts use:
+- ``stack.settings``   InfraSettings (context)
+- ``stack.storage``    ``.bucket`` (frames), ``.table`` (index), ``.access_logs``
+- ``stack.secrets``    ``.token_secret``, ``.read_statements()``, verification secret name/ARN
+- ``stack.functions``  FunctionFactory: ``.create(self, "Id", handler=..., statements=[...])``
+- ``stack.websocket``  ``.url`` (wss://.../<stage>), ``.api``, ``.stage``
+Monitoring comes last: it alarms on every function the factory made.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import CfnOutput, Stack, Tags
+from constructs import Construct
+
+from .functions import FunctionFactory
+from .monitoring import Monitoring
+from .secrets import Secrets
+from .settings import InfraSettings
+from .storage import Storage
+from .websocket_ingress import WebSocketIngress
+
+
+class FramesinkStack(Stack):
+    def __init__(self, scope: Construct, id: str, *, settings: InfraSettings, **kwargs):
+        super().__init__(
+            scope,
+            id,
+            description=f"framesink ({settings.stage}): Recall.ai real-time video frames to S3 + DynamoDB",
+            **kwargs,
+        )
+        self.settings = settings
+        Tags.of(self).add("project", "framesink")
+        Tags.of(self).add("stage", settings.stage)
+
+        # Shared by every part.
+        self.storage = Storage(self, "Storage", settings=settings)
+        self.secrets = Secrets(self, "Secrets", settings=settings)
+        self.functions = FunctionFactory(settings=settings, storage=self.storage, secrets=self.secrets)
+
+        # Ingress and APIs: one construct each.
+        self.websocket = WebSocketIngress(self, "WebSocket", stack=self)
+        # self.bot_api = BotApi(self, "BotApi", stack=self)            # infra/bot_api.py
+        # self.query_api = QueryApi(self, "QueryApi", stack=self)      # infra/query_api.py
+        # self.container = ContainerIngress(self, "Container", stack=self)  # planned
+
+        self.monitoring = Monitoring(self, "Monitoring", stack=self)
+
+        # Output ids are a contract for the CLI (it reads them with describe-stacks).
+        CfnOutput(self, "WebSocketUrl", value=self.websocket.url,
+                  description="Give Recall this URL with ?token=<token> appended")  # fmt: skip
+        CfnOutput(self, "BucketName", value=self.storage.bucket.bucket_name)
+        CfnOutput(self, "TableName", value=self.storage.table.table_name)
+        CfnOutput(self, "Region", value=self.region)
+        if self.secrets.token_secret is not None:
+            CfnOutput(self, "TokenSecretArn", value=self.secrets.token_secret.secret_arn,
+                      description="ARN of the shared connection token (read it with get-secret-value)")  # fmt: skip
