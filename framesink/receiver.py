@@ -1,0 +1,449 @@
+"""The container receiver: one websocket server (ECS Fargate behind an ALB) over the core.
+
+No message-size limit but the configured maximum frame (API Gateway's 32 KB frame limit is
+what it exists to avoid). Per connection it does what the three Lambda handlers do:
+- handshake (``process_request``, before the upgrade): ``GET /healthz`` is answered here for
+  the load balancer; otherwise ``service.authenticator`` checks the token (and Recall's
+  signature if configured) and a refusal is the AuthError's HTTP status (401/403), then
+  ``service.connections.opened`` records the connection ($connect);
+- each message: ``service.ingestor.handle`` in a thread pool (boto3 blocks) ($default);
+- close: ``service.connections.closed`` with the close code ($disconnect).
+
+Backpressure: at most ``max_in_flight`` messages are in the store at once (all connections
+together). A connection whose message waits for a store slot does not read its next one, so
+websockets' small receive queue fills, it stops reading the socket and TCP pushes back on the
+sender. Memory is bounded by (max_in_flight + connections) messages plus each connection's
+``max_queue`` frames, however slow S3 or DynamoDB gets.
+
+Shutdown (SIGTERM, as ECS sends it): health turns 503 and new handshakes get 503; after the
+optional grace period every connection is closed with 1001 (going away) so Recall reconnects
+to another task; every message already read from a socket is stored (or counted failed)
+before the process exits; metrics are flushed; one JSON summary line is printed.
+
+Run it with ``framesink receive`` or ``python -m framesink.receiver`` (the container's CMD,
+which imports nothing but this module, the core, websockets, boto3 and Powertools).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http
+import json
+import logging
+import os
+import signal
+import sys
+import uuid
+import weakref
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from framesink_core.auth import AuthError, Principal
+from framesink_core.ingest import FAILED
+from framesink_core.observability import count, count_with_dimension, flush_metrics, logger
+from framesink_core.service import Service
+from framesink_core.settings import Settings
+
+HEALTH_PATH = "/healthz"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_MAX_IN_FLIGHT = 32
+DEFAULT_MAX_QUEUE = 4  # frames websockets buffers per connection before it stops reading
+DEFAULT_METRICS_INTERVAL = 60.0
+# The JSON around the base64 buffer (ids, names, timestamps, metadata echoed from Create Bot).
+ENVELOPE_SLACK_BYTES = 64 * 1024
+NORMAL_CLOSURE, GOING_AWAY, ABNORMAL = 1000, 1001, 1006
+
+# Environment the container sets (Dockerfile ENV / the task definition); flags override.
+HOST_ENV, PORT_ENV, HEALTH_PORT_ENV = "FRAMESINK_RECEIVER_HOST", "FRAMESINK_RECEIVER_PORT", "FRAMESINK_HEALTH_PORT"
+MAX_IN_FLIGHT_ENV = "FRAMESINK_MAX_IN_FLIGHT"
+DRAIN_GRACE_ENV = "FRAMESINK_DRAIN_GRACE_SECONDS"
+METRICS_INTERVAL_ENV = "FRAMESINK_METRICS_INTERVAL_SECONDS"
+
+log = logging.getLogger("framesink.receiver")
+
+
+def max_message_bytes(max_frame_bytes: int) -> int:
+    """Largest websocket message accepted: a maximal PNG in base64 plus its JSON envelope.
+
+    Anything larger is closed by websockets with 1009 before it is buffered; anything
+    between this and a too-large PNG is rejected by the core with reason frame_too_large.
+    """
+    return (max_frame_bytes + 2) // 3 * 4 + ENVELOPE_SLACK_BYTES
+
+
+@dataclass
+class ReceiverConfig:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT  # 0 = any free port
+    health_port: int | None = None  # None: /healthz on the websocket port only
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT  # messages in the store at once (all connections)
+    max_queue: int = DEFAULT_MAX_QUEUE
+    metrics_interval: float = DEFAULT_METRICS_INTERVAL
+    drain_grace: float = 0.0  # seconds between SIGTERM and closing connections (health says 503)
+    ping_interval: float | None = 20.0  # keeps idle connections alive through the ALB idle timeout
+    close_timeout: float = 10.0
+
+
+@dataclass
+class Stats:
+    """What the receiver saw. Every received message has exactly one outcome once idle."""
+
+    accepted: int = 0
+    refused: Counter = field(default_factory=Counter)  # HTTP status -> handshakes
+    received: int = 0
+    received_bytes: int = 0
+    outcomes: Counter = field(default_factory=Counter)  # stored/duplicate/rejected/ignored/failed
+    closes: Counter = field(default_factory=Counter)  # close code -> connections
+    open: int = 0
+    in_flight: int = 0  # messages in the store pool now
+    held: int = 0  # messages read from a socket and not finished (waiting for a slot or in store)
+    held_bytes: int = 0
+    peak_in_flight: int = 0
+    peak_held: int = 0
+    peak_held_bytes: int = 0
+    peak_open: int = 0
+
+    def as_dict(self) -> dict:
+        return {
+            "connections": {"accepted": self.accepted, "refused": _keyed(self.refused)},
+            "received": self.received,
+            "received_bytes": self.received_bytes,
+            "outcomes": dict(self.outcomes),
+            "closes": _keyed(self.closes),
+            "peak": {"in_flight": self.peak_in_flight, "held": self.peak_held,
+                     "held_bytes": self.peak_held_bytes, "open": self.peak_open},
+        }
+
+
+def _keyed(counter: Counter) -> dict[str, int]:
+    return {str(k): v for k, v in sorted(counter.items())}
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    connection_id: str
+    principal: Principal
+    source_ip: str | None
+
+
+class Receiver:
+    """The websocket server. ``start()``, then ``drain()`` / ``stop()``; ``stats`` counts."""
+
+    def __init__(self, service: Service, config: ReceiverConfig | None = None):
+        self.service = service
+        self.config = config or ReceiverConfig()
+        self.stats = Stats()
+        self.max_message_bytes = max_message_bytes(service.settings.max_frame_bytes)
+        self.draining = False
+        # Frames go to their own pool, sized to the in-flight limit; handshakes and
+        # connection records to a small one, so a saturated store never blocks a handshake.
+        self._store_pool = ThreadPoolExecutor(self.config.max_in_flight, thread_name_prefix="store")
+        self._control_pool = ThreadPoolExecutor(4, thread_name_prefix="control")
+        self._slots: asyncio.Semaphore | None = None
+        self._accepted: weakref.WeakKeyDictionary[ServerConnection, _Accepted] = weakref.WeakKeyDictionary()
+        self._server: Server | None = None
+        self._health_server: Server | None = None
+        self._metrics_task: asyncio.Task | None = None
+        self._stopped = False
+        self.port = self.config.port
+        self.health_port = self.config.health_port
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.config.host}:{self.port}/"
+
+    async def start(self) -> None:
+        self._slots = asyncio.Semaphore(self.config.max_in_flight)
+        ws_logger = logging.getLogger("framesink.receiver.websockets")
+        # websockets logs every non-101 answer (each ALB health check) at INFO.
+        ws_logger.setLevel(logging.WARNING)
+        self._server = await serve(
+            self._serve_connection,
+            self.config.host,
+            self.config.port,
+            process_request=self._process_request,
+            max_size=self.max_message_bytes,
+            max_queue=self.config.max_queue,
+            ping_interval=self.config.ping_interval,
+            close_timeout=self.config.close_timeout,
+            logger=ws_logger,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        if self.config.health_port is not None:
+            # A second listener that only answers /healthz (never upgrades), for a health
+            # check kept off the traffic port.
+            self._health_server = await serve(
+                _never_called, self.config.host, self.config.health_port,
+                process_request=lambda ws, request: self._health(ws, request.path), logger=ws_logger,
+            )
+            self.health_port = self._health_server.sockets[0].getsockname()[1]
+        self._metrics_task = asyncio.create_task(self._flush_metrics_periodically())
+        logger.info("receiver listening", extra={"port": self.port, "health_port": self.health_port,
+                                                  "max_message_bytes": self.max_message_bytes,
+                                                  "max_in_flight": self.config.max_in_flight})
+
+    def drain(self) -> None:
+        """Health answers 503 and new handshakes are refused (503); open connections go on."""
+        if not self.draining:
+            self.draining = True
+            logger.info("receiver draining", extra={"open_connections": self.stats.open})
+
+    async def stop(self) -> dict:
+        """Drain, close every connection with 1001, finish every message already read, flush
+        metrics. Returns the stats (also what the SIGTERM path prints)."""
+        self.drain()
+        if self._stopped:
+            return self.stats.as_dict()
+        self._stopped = True
+        for server in (self._server, self._health_server):
+            if server is not None:
+                server.close(close_connections=True, code=GOING_AWAY, reason="server shutting down")
+        for server in (self._server, self._health_server):
+            if server is not None:
+                await server.wait_closed()  # returns once every connection handler has returned
+        if self._metrics_task is not None:
+            self._metrics_task.cancel()
+        loop = asyncio.get_running_loop()
+        for pool in (self._store_pool, self._control_pool):
+            await loop.run_in_executor(None, pool.shutdown, True)
+        flush_metrics()
+        summary = self.stats.as_dict()
+        logger.info("receiver stopped", extra={"stats": summary})
+        return summary
+
+    # --- handshake -----------------------------------------------------------------------------
+
+    def _health(self, ws: ServerConnection, path: str) -> Response:
+        if urlsplit(path).path != HEALTH_PATH:
+            return ws.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+        if self.draining:
+            return ws.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "draining\n")
+        return ws.respond(http.HTTPStatus.OK, "ok\n")
+
+    async def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        if url.path == HEALTH_PATH:
+            return self._health(ws, request.path)
+        if (request.headers.get("Upgrade") or "").lower() != "websocket":
+            return None  # not an upgrade: websockets answers 426 itself; nothing to record
+        count("ConnectionAttempt")
+        source_ip = _client_ip(ws, request)
+        if self.draining:
+            return self._refuse(ws, http.HTTPStatus.SERVICE_UNAVAILABLE, "draining",
+                                "this task is shutting down; reconnect", source_ip)
+        query = dict(parse_qsl(url.query, keep_blank_values=True))
+        headers = dict(request.headers.raw_items())
+        loop = asyncio.get_running_loop()
+        try:
+            principal = await loop.run_in_executor(
+                self._control_pool, self.service.authenticator.authenticate, query, headers
+            )
+        except AuthError as exc:
+            return self._refuse(ws, exc.status, exc.reason, exc.detail, source_ip)
+        except Exception as exc:  # Secrets Manager or DynamoDB unreachable: refuse, Recall retries
+            logger.exception("handshake check failed", extra={"reason": "auth_unavailable"})
+            return self._refuse(ws, http.HTTPStatus.INTERNAL_SERVER_ERROR, "auth_unavailable",
+                                type(exc).__name__, source_ip)
+        connection_id = uuid.uuid4().hex
+        try:
+            await loop.run_in_executor(
+                self._control_pool,
+                lambda: self.service.connections.opened(
+                    connection_id, bot_id=principal.bot_id, method=principal.method, source_ip=source_ip
+                ),
+            )
+        except Exception as exc:
+            logger.exception("connection not recorded", extra={"reason": "record_failed",
+                                                                 "connection_id": connection_id})
+            return self._refuse(ws, http.HTTPStatus.INTERNAL_SERVER_ERROR, "record_failed",
+                                type(exc).__name__, source_ip)
+        self._accepted[ws] = _Accepted(connection_id, principal, source_ip)
+        return None
+
+    def _refuse(self, ws: ServerConnection, status: int, reason: str, detail: str, source_ip: str | None) -> Response:
+        logger.warning("connection refused", extra={"reason": reason, "detail": detail, "status": int(status),
+                                                     "source_ip": source_ip})
+        count_with_dimension("ConnectionRefused", "reason", reason)
+        self.stats.refused[int(status)] += 1
+        return ws.respond(status, reason + "\n")
+
+    # --- messages ----------------------------------------------------------------------------
+
+    async def _serve_connection(self, ws: ServerConnection) -> None:
+        accepted = self._accepted.pop(ws)
+        cid, bot_id = accepted.connection_id, accepted.principal.bot_id
+        stats = self.stats
+        stats.accepted += 1
+        stats.open += 1
+        stats.peak_open = max(stats.peak_open, stats.open)
+        count("ConnectionAccepted")
+        logger.info("connection accepted", extra={"connection_id": cid, "bot_id": bot_id,
+                                                  "auth": accepted.principal.method,
+                                                  "signed": accepted.principal.signed})
+        loop = asyncio.get_running_loop()
+        pending: set[asyncio.Future] = set()
+        messages = 0
+        try:
+            while True:
+                try:
+                    # After a close, messages already buffered are still returned first.
+                    message = await ws.recv()
+                except ConnectionClosed:
+                    break
+                size = len(message)
+                messages += 1
+                stats.received += 1
+                stats.received_bytes += size
+                stats.held += 1
+                stats.held_bytes += size
+                stats.peak_held = max(stats.peak_held, stats.held)
+                stats.peak_held_bytes = max(stats.peak_held_bytes, stats.held_bytes)
+                # Backpressure: no next recv() until the store has room for this message.
+                await self._slots.acquire()
+                stats.in_flight += 1
+                stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
+                future = loop.run_in_executor(self._store_pool, self._ingest, message, cid, bot_id)
+                pending.add(future)
+                future.add_done_callback(lambda f, size=size: self._done(f, size, pending))
+                del message  # the store thread holds the only reference now
+        finally:
+            if pending:
+                await asyncio.wait(pending)
+            code = ws.close_code if ws.close_code is not None else ABNORMAL
+            reason = ws.close_reason or ""
+            stats.closes[code] += 1
+            stats.open -= 1
+            try:
+                await loop.run_in_executor(
+                    self._control_pool,
+                    lambda: self.service.connections.closed(cid, status_code=code, reason=reason),
+                )
+            except Exception:
+                logger.exception("connection close not recorded", extra={"connection_id": cid})
+            count("ConnectionClosed")
+            logger.info("connection closed", extra={"connection_id": cid, "close_code": code,
+                                                    "close_reason": reason, "messages": messages})
+
+    def _ingest(self, message: str | bytes, connection_id: str, bot_id: str | None) -> str:
+        """One message, in a store thread. Returns the outcome status; never raises."""
+        logger.thread_safe_append_keys(connection_id=connection_id)
+        try:
+            return self.service.ingestor.handle(message, connection_id=connection_id, bot_id=bot_id).status
+        except Exception:
+            # The core turns bad input and store failures into outcomes; this is a bug or an
+            # unexpected library error, and the frame is counted as not stored.
+            logger.exception("frame not stored", extra={"reason": "internal_error"})
+            count_with_dimension("FrameStoreFailed", "reason", "internal_error")
+            return FAILED
+        finally:
+            logger.thread_safe_clear_keys()
+
+    def _done(self, future: asyncio.Future, size: int, pending: set) -> None:
+        pending.discard(future)
+        stats = self.stats
+        failed = future.cancelled() or future.exception() is not None
+        stats.outcomes[FAILED if failed else future.result()] += 1
+        stats.in_flight -= 1
+        stats.held -= 1
+        stats.held_bytes -= size
+        self._slots.release()
+
+    async def _flush_metrics_periodically(self) -> None:
+        # EMF lines are written when a Lambda invocation ends; a container has no such end.
+        while True:
+            await asyncio.sleep(self.config.metrics_interval)
+            count("OpenConnections", self.stats.open)
+            flush_metrics()
+
+
+async def _never_called(ws: ServerConnection) -> None:  # the health listener never upgrades
+    await ws.close()
+
+
+def _client_ip(ws: ServerConnection, request: Request) -> str | None:
+    # Behind the ALB the peer is the load balancer. The ALB appends the address it saw to
+    # X-Forwarded-For, so the last entry is the one a client cannot forge (only the ALB's
+    # security group can reach the task).
+    forwarded = request.headers.get("X-Forwarded-For")
+    if forwarded:
+        return forwarded.split(",")[-1].strip() or None
+    return ws.remote_address[0] if ws.remote_address else None
+
+
+# --- command line (``framesink receive`` and ``python -m framesink.receiver``) ------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    env = os.environ
+    parser.add_argument("--host", default=env.get(HOST_ENV, DEFAULT_HOST),
+                        help=f"address to listen on (default ${HOST_ENV} or {DEFAULT_HOST}; the container sets 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=int(env.get(PORT_ENV, DEFAULT_PORT)),
+                        help=f"websocket port, also serving GET {HEALTH_PATH} (0 = any free port; default ${PORT_ENV} or {DEFAULT_PORT})")
+    parser.add_argument("--health-port", type=int,
+                        default=int(env[HEALTH_PORT_ENV]) if env.get(HEALTH_PORT_ENV) else None,
+                        help=f"also answer GET {HEALTH_PATH} on this port (default: the websocket port only)")
+    parser.add_argument("--max-in-flight", type=int, default=int(env.get(MAX_IN_FLIGHT_ENV, DEFAULT_MAX_IN_FLIGHT)),
+                        help="messages being stored at once; beyond it connections stop being read (backpressure)")
+    parser.add_argument("--drain-grace", type=float, default=float(env.get(DRAIN_GRACE_ENV, 0)), metavar="SECONDS",
+                        help="after SIGTERM, answer health 503 this long before closing connections "
+                        "(for load balancers that do not deregister first; ECS does)")
+    parser.add_argument("--metrics-interval", type=float,
+                        default=float(env.get(METRICS_INTERVAL_ENV, DEFAULT_METRICS_INTERVAL)), metavar="SECONDS",
+                        help="how often batched EMF metrics are written")
+
+
+def config_from_args(args: argparse.Namespace) -> ReceiverConfig:
+    if args.max_in_flight < 1:
+        raise ValueError("--max-in-flight must be at least 1")
+    return ReceiverConfig(host=args.host, port=args.port, health_port=args.health_port,
+                          max_in_flight=args.max_in_flight, drain_grace=args.drain_grace,
+                          metrics_interval=args.metrics_interval)
+
+
+async def serve_until_signalled(service: Service, config: ReceiverConfig) -> dict:
+    """Run until SIGTERM/SIGINT, then shut down gracefully. Prints a ready line and a summary."""
+    receiver = Receiver(service, config)
+    await receiver.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    # One JSON line each at start and end, for scripts and tests (logs go to stdout too).
+    print(json.dumps({"framesink_receiver": "ready", "host": config.host, "port": receiver.port,
+                      "health_port": receiver.health_port or receiver.port}), flush=True)
+    await stop.wait()
+    receiver.drain()
+    if config.drain_grace > 0:
+        await asyncio.sleep(config.drain_grace)
+    summary = await receiver.stop()
+    print(json.dumps({"framesink_receiver": "stopped", **summary}), flush=True)
+    return summary
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    settings = Settings.from_env()
+    if not settings.bucket or not settings.table:
+        print("framesink receive: FRAMESINK_BUCKET and FRAMESINK_TABLE must be set "
+              "(the task definition sets them; locally, use `framesink local --ingress direct`)", file=sys.stderr)
+        return 2
+    asyncio.run(serve_until_signalled(Service(settings), config))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="framesink receive", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
