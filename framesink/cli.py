@@ -8,7 +8,7 @@ import importlib
 import sys
 
 # Module names under framesink.commands; each defines register(subparsers).
-COMMANDS: list[str] = ["frames", "participants", "export", "reindex"]
+COMMANDS: list[str] = ["frames", "participants", "export", "reindex", "receive"]
 
 
 def build_parser() -> argparse.ArgumentParser:
