@@ -1,0 +1,130 @@
+"""Reindex: the index rebuilt from S3 objects alone equals the index ingest wrote."""
+
+import pytest
+
+from framesink.cli import main
+from framesink.synthetic import frame_message, make_png
+from framesink_core import schema
+from framesink_core.reindex import reindex_recording
+from framesink_core.service import Service
+from framesink_core.storage import StoredFrame, from_item
+
+REC = "rec-r"
+# write_id only tells a retried write from a duplicate at write time; it is per write
+# attempt and not kept in S3, so a rebuilt item does not have it.
+NOT_RESTORED = {"write_id"}
+
+
+@pytest.fixture
+def svc(stack, aws):
+    return Service(stack, s3=aws["s3"], dynamodb=aws["dynamodb"])
+
+
+@pytest.fixture
+def recorded(svc):
+    """A recording stored by the real Ingestor: unicode/quoted names, both types, a name
+    change mid-meeting, out-of-order arrival, a participant without name or host flag."""
+    plan = []
+    for ms in range(0, 4000, 500):
+        plan.append(dict(participant_id=1, relative=ms / 1000, name='Zoë "Z" O\'Neil 山田', is_host=True))
+        plan.append(dict(participant_id=2, relative=ms / 1000 + 0.123,
+                         name="Bob" if ms < 2000 else "Bob (phone)", platform="mobile_app"))
+    plan += [dict(participant_id=1, relative=1.25, frame_type="screenshare", name='Zoë "Z" O\'Neil 山田', is_host=True),
+             dict(participant_id=3, relative=0.75, name=None, is_host=None, platform=None)]
+    plan.append(dict(participant_id=1, relative=0.1, name='Zoë "Z" O\'Neil 山田', is_host=True))  # late
+    for i, kw in enumerate(plan):
+        png = make_png(24, 18, seed=i, detailed=False)
+        kw.setdefault("is_host", False)
+        outcome = svc.ingestor.handle(frame_message(png, recording_id=REC, bot_id="bot-9", **kw),
+                                      connection_id="conn-7" if i % 2 else None)
+        assert outcome.status == "stored"
+    other = make_png(8, 8, detailed=False)
+    assert svc.ingestor.handle(frame_message(other, recording_id="rec-other", participant_id=1, relative=1)).stored
+    return len(plan)
+
+
+def table_items(aws, table):
+    items = []
+    for page in aws["dynamodb"].get_paginator("scan").paginate(TableName=table):
+        items += [from_item(i) for i in page["Items"]]
+    return {(i["pk"], i["sk"]): {k: v for k, v in i.items() if k not in NOT_RESTORED} for i in items}
+
+
+def delete(aws, table, keys):
+    for pk, sk in keys:
+        aws["dynamodb"].delete_item(TableName=table, Key={"pk": {"S": pk}, "sk": {"S": sk}})
+
+
+def recording_keys(items):
+    def mine(pk):
+        return pk.startswith((f"STREAM#{REC}#", f"REC#{REC}")) or pk == "BOT#bot-9"
+    return [k for k in items if mine(k[0]) and not (k[0] == "BOT#bot-9" and k[1] != f"REC#{REC}")]
+
+
+def test_reindex_after_losing_the_whole_index_restores_it_exactly(svc, stack, aws, recorded):
+    before = table_items(aws, stack.table)
+    lost = recording_keys(before)
+    assert len(lost) == recorded + 3 + 1  # frames, three participants, the bot's recording item
+    delete(aws, stack.table, lost)
+    assert len(table_items(aws, stack.table)) == len(before) - len(lost)
+
+    result = reindex_recording(svc.store, REC)
+    assert (result.objects, result.indexed, result.participants, result.bots, result.skipped) == (
+        recorded, recorded, 3, 1, [])
+    assert table_items(aws, stack.table) == before
+
+
+def test_reindex_repairs_a_lost_frame_write_and_running_it_again_changes_nothing(svc, stack, aws, recorded):
+    before = table_items(aws, stack.table)
+    # A frame whose index write was lost: its item missing and the participant never counted it.
+    key = (schema.stream_pk(REC, "2", "webcam"), schema.relative_ms_text(1623))
+    lost = before[key]
+    delete(aws, stack.table, [key])
+    aws["dynamodb"].update_item(
+        TableName=stack.table, Key={"pk": {"S": f"REC#{REC}"}, "sk": {"S": "PART#2"}},
+        UpdateExpression="ADD frame_count :m, #b :b", ExpressionAttributeNames={"#b": "bytes"},
+        ExpressionAttributeValues={":m": {"N": "-1"}, ":b": {"N": str(-lost["bytes"])}})
+    assert svc.index.frames(REC, participant_id="2", since=1623, until=1624).items == []
+
+    reindex_recording(svc.store, REC, workers=4)
+    assert table_items(aws, stack.table) == before
+    reindex_recording(svc.store, REC)  # counts are recomputed, not added: no doubling
+    assert table_items(aws, stack.table) == before
+    part = {p["participant_id"]: p for p in svc.index.participants(REC)}["2"]
+    assert part["frame_count"] == 8 and part["participant_name"] == "Bob (phone)"
+
+
+def test_foreign_and_inconsistent_objects_are_skipped_with_a_reason(svc, stack, aws, recorded):
+    s3 = aws["s3"]
+    s3.put_object(Bucket=stack.bucket, Key=f"recordings/{REC}/notes.txt", Body=b"hello")
+    forged = schema.frame_key(REC, "9", "webcam", 5000)
+    s3.put_object(Bucket=stack.bucket, Key=forged, Body=make_png(8, 8, detailed=False),
+                  Metadata={"recording-id": REC, "participant-id": "8", "type": "webcam", "relative-ms": "5000",
+                            "width": "8", "height": "8"})
+    bare = schema.frame_key(REC, "9", "webcam", 6000)
+    s3.put_object(Bucket=stack.bucket, Key=bare, Body=make_png(8, 8, detailed=False))
+    result = reindex_recording(svc.store, REC)
+    assert sorted(result.skipped) == sorted([(f"recordings/{REC}/notes.txt", "not_a_frame_key"),
+                                             (forged, "metadata_mismatch"), (bare, "metadata_mismatch")])
+    assert result.indexed == recorded and svc.index.frames(REC, participant_id="9").items == []
+
+
+def test_metadata_round_trip_keeps_none_apart_from_empty(svc, stack, aws, recorded):
+    key = schema.frame_key(REC, "3", "webcam", 750)
+    head = aws["s3"].head_object(Bucket=stack.bucket, Key=key)
+    frame = StoredFrame.from_object(key, head["Metadata"], head["ContentLength"])
+    assert (frame.participant_name, frame.is_host, frame.platform) == (None, None, None)
+    assert frame.bot_id == "bot-9" and frame.stored_at and frame.size == head["ContentLength"]
+    assert frame.index_item()["s3_key"] == key
+
+
+def test_reindex_command(svc, stack, aws, recorded, capsys):
+    delete(aws, stack.table, recording_keys(table_items(aws, stack.table)))
+    assert main(["reindex", "--recording", REC, "--bucket", stack.bucket, "--table", stack.table]) == 0
+    out = capsys.readouterr().out
+    assert f"reindexed recording {REC}: {recorded} frames of {recorded} objects, 3 participants" in out
+    assert len(svc.index.participants(REC)) == 3
+    assert main(["reindex", "--recording", "nothing-here", "--bucket", stack.bucket, "--table", stack.table]) == 1
+    assert "no objects under" in capsys.readouterr().err
+    assert main(["reindex", "--recording", "bad/id", "--bucket", stack.bucket, "--table", stack.table]) == 1
+    assert "--recording" in capsys.readouterr().err
