@@ -21,6 +21,7 @@ from framesink_core.recall import (
     create_bot_body,
     endpoint_url_with_token,
     redact_token,
+    without_token,
 )
 
 WS = "wss://abc123.execute-api.us-east-1.amazonaws.com/live"
@@ -248,6 +249,7 @@ def test_urls():
     url = endpoint_url_with_token("wss://h/live?a=1&token=old", "new")
     assert url == "wss://h/live?a=1&token=new"
     assert redact_token(url) == "wss://h/live?a=1&token=REDACTED"
+    assert without_token(url) == "wss://h/live?a=1" and without_token("ws://h/live?token=x") == "ws://h/live"
     for bad in ("https://h/live", "", "wss://"):
         with pytest.raises(ValueError):
             endpoint_url_with_token(bad, "t")

@@ -221,6 +221,13 @@ def endpoint_url_with_token(ws_url: str, token: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
+def without_token(url: str) -> str:
+    """The URL with any ``token=`` removed: what may be shown to a user or returned."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "token"]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
 def redact_token(url: str) -> str:
     """A URL safe to print or log: the token's value replaced."""
     parts = urlsplit(url)
@@ -403,7 +410,7 @@ def _retry_after(value: str | None) -> float | None:
 class CreatedBot:
     bot_id: str
     status: str
-    connection_url: str  # the ingress URL without the token
+    connection_url: str  # the ingress URL without any token
     token_expires_at: int
     bot: dict
 
@@ -448,4 +455,4 @@ def create_streaming_bot(
         tokens.register(token, bot_id, ttl, now)
     except (ClientError, BotoCoreError) as exc:  # after boto3's own retries
         raise TokenRegistrationError(bot_id, f"{exc.__class__.__name__}: {exc}"[:300]) from exc
-    return CreatedBot(bot_id, bot_status(bot), ws_url, int(now + ttl), bot)
+    return CreatedBot(bot_id, bot_status(bot), without_token(ws_url), int(now + ttl), bot)
