@@ -8,7 +8,7 @@ import importlib
 import sys
 
 # Module names under framesink.commands; each defines register(subparsers).
-COMMANDS: list[str] = ["frames", "participants", "export", "reindex", "receive"]
+COMMANDS: list[str] = ["frames", "participants", "export", "reindex", "receive", "create_bot", "revoke_bot"]
 
 
 def build_parser() -> argparse.ArgumentParser:
