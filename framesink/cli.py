@@ -8,7 +8,7 @@ import importlib
 import sys
 
 # Module names under framesink.commands; each defines register(subparsers).
-COMMANDS: list[str] = ["frames", "participants", "export", "reindex", "receive", "create_bot", "revoke_bot"]
+COMMANDS: list[str] = ["local", "simulate", "demo", "create_bot", "revoke_bot", "frames", "participants", "export", "reindex", "receive"]
 
 
 def build_parser() -> argparse.ArgumentParser:
