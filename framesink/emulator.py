@@ -28,6 +28,7 @@ import os
 import secrets
 import string
 import time
+import urllib.request
 import uuid
 import warnings
 from collections import Counter
@@ -47,7 +48,8 @@ from framesink_core.settings import DEFAULT_MAX_FRAME_BYTES, Settings
 
 from .local_aws import provision
 
-log = logging.getLogger("framesink.local")
+# No "framesink" in the name: Powertools filters any such logger out of the root handlers.
+log = logging.getLogger("local_stack")
 
 # API Gateway WebSocket quotas (hard limits).
 APIGW_MAX_FRAME_BYTES = 32 * 1024
@@ -67,6 +69,7 @@ FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "te
 @dataclass
 class LocalConfig:
     port: int = DEFAULT_PORT  # 0 = any free port
+    ingress: str = "apigw"  # "apigw": this emulator; "direct": the container receiver (framesink/receiver.py)
     token: str | None = None  # None = mint a random one
     stage: str = DEFAULT_STAGE
     region: str = DEFAULT_REGION
@@ -80,6 +83,9 @@ class LocalConfig:
     max_age: float = APIGW_MAX_AGE
     state_file: Path | None = DEFAULT_STATE_FILE
     handler_log_level: str = "WARNING"
+    # moto's state is process-wide: an in-process stack (demo, tests) wipes it when it stops so
+    # the next one starts clean. `framesink local` keeps it: its process exit ends it anyway.
+    reset_on_stop: bool = False
     workers: int = 8  # concurrent handler invocations (Lambda concurrency, in threads)
 
 
@@ -89,7 +95,7 @@ class Stats:
 
     accepted: int = 0
     refused: Counter = field(default_factory=Counter)  # HTTP status -> handshakes
-    messages: int = 0
+    received: int = 0  # messages handed to $default
     outcomes: Counter = field(default_factory=Counter)  # stored/duplicate/rejected/ignored/failed
     handler_errors: int = 0
     closes: Counter = field(default_factory=Counter)  # close code -> connections
@@ -97,7 +103,7 @@ class Stats:
     def as_dict(self) -> dict:
         return {
             "connections": {"accepted": self.accepted, "refused": _keyed(self.refused)},
-            "messages": self.messages,
+            "received": self.received,
             "outcomes": dict(self.outcomes),
             "handler_errors": self.handler_errors,
             "closes": _keyed(self.closes),
@@ -141,6 +147,7 @@ class _Connection:
     opened: float  # loop time
     last_activity: float
     busy: bool = False
+    messages: int = 0
 
 
 class ApiGatewayEmulator:
@@ -174,7 +181,7 @@ class ApiGatewayEmulator:
             max_size=(APIGW_MAX_MESSAGE_BYTES, APIGW_MAX_FRAME_BYTES),
             compression=None,
             ping_interval=None,
-            logger=logging.getLogger("framesink.local.websockets"),
+            logger=logging.getLogger("local_stack.websockets"),
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -253,12 +260,14 @@ class ApiGatewayEmulator:
             body = result.get("body") if isinstance(result, dict) else None
             return self._refuse(ws, status, str(body or "Forbidden"))
         self.stats.accepted += 1
+        log.info("connected %s from %s", conn.connection_id, source_ip)
         self._connections[ws] = conn
         self._idle.clear()
         return None
 
     def _refuse(self, ws: ServerConnection, status: int, body: str) -> Response:
         self.stats.refused[int(status)] += 1
+        log.info("refused a handshake: HTTP %d %s", status, body)
         return ws.respond(status, body + "\n")
 
     # --- $default and $disconnect --------------------------------------------------------------
@@ -283,6 +292,8 @@ class ApiGatewayEmulator:
             await ws.wait_closed()
             code, reason = _close_of(ws)
             self.stats.closes[code] += 1
+            log.info("disconnected %s: close %d%s (%d messages)", conn.connection_id, code,
+                     f" {reason}" if reason else "", conn.messages)
             event = {
                 "requestContext": {**self._context(conn, "$disconnect", "DISCONNECT"),
                                    "disconnectStatusCode": code, "disconnectReason": reason},
@@ -303,7 +314,8 @@ class ApiGatewayEmulator:
     async def _message(self, ws: ServerConnection, conn: _Connection, body: str) -> None:
         context = {**self._context(conn, "$default", "MESSAGE"), "messageId": _apigw_id()}
         event = {"requestContext": context, "body": body, "isBase64Encoded": False}
-        self.stats.messages += 1
+        self.stats.received += 1
+        conn.messages += 1
         conn.busy = True
         try:
             result = await self._invoke("$default", event)
@@ -386,6 +398,7 @@ class LocalStack:
         self.token = self.config.token or mint_token()
         self.moto = None
         self.emulator: ApiGatewayEmulator | None = None
+        self.receiver = None  # the container receiver, when started (ingress "direct")
         self.endpoint_url = ""
         self.state: dict = {}
         self._saved_env: dict[str, str | None] = {}
@@ -417,16 +430,20 @@ class LocalStack:
                 verification_secret_id=secret_env.get("FRAMESINK_VERIFICATION_SECRET_ID", ""),
             )
             self._apply_lambda_env(settings)
-            self.emulator = ApiGatewayEmulator(
-                port=cfg.port, stage=cfg.stage, idle_timeout=cfg.idle_timeout, max_age=cfg.max_age,
-                workers=cfg.workers,
-            )
-            await self.emulator.start()
+            if cfg.ingress == "direct":
+                ws_url = await self.start_direct(cfg.port)
+            else:
+                self.emulator = ApiGatewayEmulator(
+                    port=cfg.port, stage=cfg.stage, idle_timeout=cfg.idle_timeout, max_age=cfg.max_age,
+                    workers=cfg.workers,
+                )
+                await self.emulator.start()
+                ws_url = f"{self.emulator.url}?token={self.token}"
         except BaseException:
-            await self.stop()
+            await self.stop(reset=True)  # nothing was served: undo the provisioning
             raise
         self.state = {
-            "ws_url": f"{self.emulator.url}?token={self.token}",
+            "ws_url": ws_url,
             "endpoint_url": self.endpoint_url,
             "bucket": cfg.bucket,
             "table": cfg.table,
@@ -437,17 +454,42 @@ class LocalStack:
             write_state_file(cfg.state_file, self.state)
         return self.state
 
-    async def stop(self) -> dict:
-        """Stop in order: connections and handler calls first, then moto. Returns the stats."""
+    async def start_direct(self, port: int = 0) -> str:
+        """Start the container receiver (no API Gateway limits) on the same moto; its ws URL."""
+        from framesink_core.service import Service
+
+        from .receiver import Receiver, ReceiverConfig
+
+        self.receiver = Receiver(Service(), ReceiverConfig(port=port))
+        await self.receiver.start()
+        return f"{self.receiver.url}?token={self.token}"
+
+    async def wait_idle(self) -> None:
+        """Return once every message received so far (by either ingress) has been handled."""
+        if self.emulator is not None:
+            await self.emulator.wait_idle()
+        # The receiver has no idle event; its counters say when its connections are done.
+        while self.receiver is not None and (self.receiver.stats.open or self.receiver.stats.held):
+            await asyncio.sleep(0.02)
+
+    async def stop(self, reset: bool | None = None) -> dict:
+        """Stop in order: connections and handler calls first, then moto. Returns the stats
+        of the ingress the stack was started with."""
+        stats: dict = {}
         try:
+            if self.receiver is not None:
+                stats = await self.receiver.stop()
             if self.emulator is not None:
                 await self.emulator.stop()
+                stats = self.emulator.stats.as_dict()
         finally:
             if self.moto is not None:
+                if self.config.reset_on_stop if reset is None else reset:
+                    self._reset_moto()
                 self.moto.stop()
                 self.moto = None
             self._restore_lambda_env()
-        return self.emulator.stats.as_dict() if self.emulator else {}
+        return stats
 
     async def __aenter__(self) -> "LocalStack":
         await self.start()
@@ -455,6 +497,14 @@ class LocalStack:
 
     async def __aexit__(self, *exc) -> None:
         await self.stop()
+
+    def _reset_moto(self) -> None:
+        """moto server's documented reset endpoint: every backend in this process, emptied."""
+        request = urllib.request.Request(self.endpoint_url + "/moto-api/reset", method="POST")
+        try:
+            urllib.request.urlopen(request, timeout=10).close()
+        except OSError as exc:
+            log.warning("could not reset moto: %s", exc)
 
     def client(self, service: str):
         """A boto3 client for the local moto server (the handlers build their own from the env)."""

@@ -1,0 +1,182 @@
+"""`framesink demo`: the local stack, a simulated meeting, and what was stored, read back.
+
+Everything runs in this process on 127.0.0.1 (random free ports, a temporary state file) and
+is stopped before it returns. Stored frames are read back from moto's S3 (a listing) and the
+DynamoDB index (Queries), never from the simulator's own counters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import tempfile
+import time
+from pathlib import Path
+
+from framesink_core import schema
+from framesink_core.storage import from_item, to_item
+
+from ..emulator import APIGW_MAX_FRAME_BYTES, APIGW_MAX_MESSAGE_BYTES, LocalConfig, LocalStack
+from ..simulator import SimConfig, simulate
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="run the local stack, simulate a short meeting, and show what was stored",
+        description="Start the local stack in-process, stream a short simulated meeting through the "
+        "API Gateway emulator, print per participant what landed in S3 and the DynamoDB index, then "
+        "show what API Gateway's limits do to real-size frames. Leaves nothing running.",
+    )
+    p.add_argument("--participants", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=10.0, help="length of the simulated meeting")
+    p.add_argument("--burst-seconds", type=float, default=4.0,
+                   help="length of the real-size frame burst (0 to skip)")
+    p.add_argument("--verbose", "-v", action="store_true", help="show the handlers' logs")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return asyncio.run(_demo(args))
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    out = _Printer()
+    with tempfile.TemporaryDirectory(prefix="framesink-demo-") as tmp:
+        config = LocalConfig(port=0, state_file=Path(tmp) / "local.json", reset_on_stop=True,
+                             handler_log_level="INFO" if args.verbose else "ERROR")
+        out.line("framesink demo: the whole pipeline on this machine, no AWS account")
+        out.line("  simulated Recall bot -> API Gateway WebSocket emulator -> the real Lambda handlers")
+        out.line("  -> S3 + DynamoDB (moto, created from the same table definition as the CDK stack)")
+        async with LocalStack(config) as stack:
+            out.line(f"  local stack up in {time.perf_counter() - started:.1f} s: {stack.emulator.url}")
+            out.blank()
+
+            meeting = SimConfig(url=stack.state["ws_url"], participants=args.participants, seconds=args.seconds,
+                                small=True, recording_id=f"demo-{secrets.token_hex(4)}", seed=1)
+            out.line(f"1. A {args.seconds:g} s meeting: {args.participants} participants, 2 fps each, "
+                     "small 480x360 PNG frames that fit API Gateway...")
+            report = await simulate(meeting)
+            await stack.wait_idle()  # every message the emulator received is handled
+            rows = read_back(stack.client("s3"), stack.client("dynamodb"), stack.config.bucket,
+                             stack.config.table, meeting.recording_id)
+            sent = {s["participant_id"]: s["sent"] for s in report.streams if s["type"] == "webcam"}
+            out.blank()
+            out.line(f"   Stored under s3://{stack.config.bucket}/{schema.recording_prefix(meeting.recording_id)}")
+            out.line("   (read back from the S3 listing and the DynamoDB index, not from the simulator):")
+            out.blank()
+            out.table(
+                ["id", "participant", "sent", "stored", "bytes", "index", "first -> last frame (relative ms)"],
+                [[r["participant_id"], r["name"], sent.get(int(r["participant_id"]), 0), r["frames"],
+                  _kb(r["bytes"]), r["index_items"], f"{r['first_ms']:,} -> {r['last_ms']:,}"] for r in rows],
+                align="<<>>>><",
+            )
+            out.blank()
+            for r in rows:
+                out.line(f"   {r['participant_id']:>4} first  {r['first_key']}")
+                out.line(f"   {'':>4} last   {r['last_key']}")
+            total_stored = sum(r["frames"] for r in rows)
+            ok = total_stored == report.frames_sent and all(r["frames"] == r["index_items"] for r in rows)
+            out.blank()
+            out.line(f"   {report.frames_sent} frames sent, {total_stored} stored in S3, "
+                     f"{sum(r['index_items'] for r in rows)} indexed: "
+                     + ("every frame sent was stored exactly once." if ok else "MISMATCH, see above."))
+
+            if args.burst_seconds > 0:
+                out.blank()
+                await _burst(out, stack, args.burst_seconds)
+        out.blank()
+        out.line(f"Stack stopped, nothing left running. Demo took {time.perf_counter() - started:.0f} s.")
+    return 0 if ok else 1
+
+
+async def _burst(out: "_Printer", stack: LocalStack, seconds: float) -> None:
+    out.line(f"2. Now {seconds:g} s of real-size frames: camera-like 480x360 PNGs as big as real webcam")
+    out.line("   frames, sent as Recall sends them (one message each), reconnecting every 3 s after a drop,")
+    out.line("   through each ingress:")
+    direct_url = await stack.start_direct()
+    rows = []
+    for label, url in (("API Gateway (emulated)", stack.state["ws_url"]), ("container receiver", direct_url)):
+        burst = SimConfig(url=url, participants=1, seconds=seconds, small=False,
+                          recording_id=f"demo-real-{secrets.token_hex(4)}", seed=2)
+        report = await simulate(burst)
+        await stack.wait_idle()
+        stored = read_back(stack.client("s3"), stack.client("dynamodb"), stack.config.bucket, stack.config.table,
+                           burst.recording_id)
+        rows.append([label, report.frames_generated, report.frames_sent, report.closes.get("1009", 0),
+                     report.frames_lost, sum(r["frames"] for r in stored), _kb(report.largest_message)])
+    out.blank()
+    out.table(["ingress", "frames due", "sent", "closed with 1009", "lost while reconnecting", "stored",
+               "largest message"], rows, align="<>>>>>>")
+    out.blank()
+    out.line(f"   API Gateway allows {APIGW_MAX_FRAME_BYTES // 1024} KB per websocket frame and "
+             f"{APIGW_MAX_MESSAGE_BYTES // 1024} KB per message, so each real")
+    out.line("   frame closes the connection (1009) and the frames due during Recall's 3 s reconnect wait")
+    out.line("   are lost. The container receiver (`framesink local --ingress direct`, ECS Fargate in AWS)")
+    out.line("   runs the same core without those limits (README: \"API Gateway limits\").")
+
+
+def read_back(s3, dynamodb, bucket: str, table: str, recording_id: str) -> list[dict]:
+    """Per participant: frames, bytes, first/last key from an S3 listing; index items from a Query."""
+    stored: dict[str, dict] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=schema.recording_prefix(recording_id)):
+        for obj in page.get("Contents", []):
+            match = schema.FRAME_KEY_PATTERN.fullmatch(obj["Key"])
+            if not match:
+                continue
+            row = stored.setdefault(match["participant_id"], {"frames": 0, "bytes": 0, "keys": []})
+            row["frames"] += 1
+            row["bytes"] += obj["Size"]
+            row["keys"].append((int(match["relative_ms"]), obj["Key"]))
+    participants = {
+        item["participant_id"]: item
+        for item in _query(dynamodb, TableName=table, KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
+                           ExpressionAttributeValues=to_item({":pk": schema.recording_pk(recording_id), ":p": "PART#"}))
+    }
+    rows = []
+    for pid in sorted(stored, key=lambda p: (len(p), p)):
+        keys = sorted(stored[pid]["keys"])
+        index_items = sum(1 for _ in _query(
+            dynamodb, TableName=table, IndexName=schema.GSI_PARTICIPANT, KeyConditionExpression="gsi1pk = :pk",
+            ExpressionAttributeValues=to_item({":pk": schema.participant_gsi_pk(recording_id, pid)}),
+            ProjectionExpression="s3_key"))
+        rows.append({
+            "participant_id": pid,
+            "name": participants.get(pid, {}).get("participant_name") or "",
+            "frames": stored[pid]["frames"],
+            "bytes": stored[pid]["bytes"],
+            "index_items": index_items,
+            "first_ms": keys[0][0], "last_ms": keys[-1][0],
+            "first_key": keys[0][1], "last_key": keys[-1][1],
+        })
+    return rows
+
+
+def _query(dynamodb, **kwargs):
+    for page in dynamodb.get_paginator("query").paginate(**kwargs):
+        for item in page.get("Items", []):
+            yield from_item(item)
+
+
+def _kb(n: int) -> str:
+    return f"{n / 1024:.1f} KB"
+
+
+class _Printer:
+    def line(self, text: str) -> None:
+        print(text, flush=True)
+
+    def blank(self) -> None:
+        print(flush=True)
+
+    def table(self, header: list, rows: list[list], align: str) -> None:
+        cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+        for n, row in enumerate(cells):
+            text = "  ".join(f"{c:{a}{w}}" for c, a, w in zip(row, align, widths))
+            print("   " + text.rstrip(), flush=True)
+            if n == 0:
+                print("   " + "  ".join("-" * w for w in widths), flush=True)
+

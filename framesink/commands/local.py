@@ -1,0 +1,93 @@
+"""`framesink local`: the whole stack on this machine (framesink/emulator.py does the work)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from ..cli import CliError
+from ..emulator import (
+    APIGW_IDLE_TIMEOUT,
+    APIGW_MAX_AGE,
+    DEFAULT_PORT,
+    DEFAULT_STATE_FILE,
+    LocalConfig,
+    LocalStack,
+)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "local",
+        help="run the stack locally: moto + an API Gateway WebSocket emulator feeding the real handlers",
+        description="Start an in-process moto server (S3, DynamoDB, Secrets Manager) and a websocket "
+        "server on 127.0.0.1 that emulates API Gateway (routes, event shapes, 32 KB frame / 128 KB "
+        "message limits, idle timeout, maximum age) and calls the real Lambda handlers. Writes the "
+        "state file once ready; runs until Ctrl+C / SIGTERM.",
+    )
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="websocket port (0 = any free port)")
+    p.add_argument("--token", help="connection token bots must send as ?token= (default: a random one)")
+    p.add_argument("--ingress", choices=["apigw", "direct"], default="apigw",
+                   help="apigw: API Gateway emulation (default); direct: the container receiver")
+    p.add_argument("--state-file", type=Path, default=DEFAULT_STATE_FILE, metavar="F",
+                   help=f"where to write the connection details (default {DEFAULT_STATE_FILE})")
+    p.add_argument("--idle-timeout", type=float, default=APIGW_IDLE_TIMEOUT, metavar="SECONDS",
+                   help="close a connection after this long without a message (API Gateway: 600)")
+    p.add_argument("--max-age", type=float, default=APIGW_MAX_AGE, metavar="SECONDS",
+                   help="close a connection this long after it opened (API Gateway: 7200)")
+    p.add_argument("--verbose", "-v", action="store_true", help="show the handlers' INFO logs too")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stderr)
+    logging.getLogger("local_stack").setLevel(logging.INFO)  # connections opened, refused, closed
+    logging.getLogger("local_stack.websockets").setLevel(logging.WARNING)
+    config = LocalConfig(
+        port=args.port, ingress=args.ingress, token=args.token, state_file=args.state_file, idle_timeout=args.idle_timeout,
+        max_age=args.max_age, handler_log_level="INFO" if args.verbose else "WARNING",
+    )
+    return asyncio.run(_serve(config))
+
+
+async def _serve(config: LocalConfig) -> int:
+    stack = LocalStack(config)
+    try:
+        state = await stack.start()
+    except OSError as exc:
+        raise CliError(f"cannot listen on 127.0.0.1:{config.port} ({exc.strerror or exc}); "
+                       "try --port 0 for any free port") from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if config.ingress == "direct":
+        what = "the container receiver, no API Gateway limits"
+        limits = f"frames up to {config.max_frame_bytes // 1024 // 1024} MB (the configured maximum)"
+    else:
+        what = "API Gateway WebSocket emulation, real Lambda handlers"
+        limits = (f"32 KB frame / 128 KB message (close 1009), binary (close 1003), "
+                  f"idle {config.idle_timeout:g} s / max age {config.max_age:g} s (close 1001)")
+    print(
+        f"framesink local is running ({what})\n"
+        f"  websocket   {state['ws_url']}\n"
+        f"  AWS (moto)  {state['endpoint_url']}  bucket {state['bucket']}, table {state['table']}\n"
+        f"  limits      {limits}\n"
+        f"  state file  {config.state_file}\n"
+        f"Try:  framesink simulate --url '{state['ws_url']}' --small\n"
+        f"      framesink frames --local --recording <recording id>\n"
+        f"Ctrl+C stops it (in-flight frames are finished first).",
+        flush=True,
+    )
+    await stop.wait()
+    print("stopping: closing connections and finishing in-flight handler calls...", file=sys.stderr, flush=True)
+    stats = await stack.stop()
+    # One JSON line a script (or a test) can check: every message received has an outcome.
+    print(json.dumps({"framesink_local": "stopped", **stats}), flush=True)
+    return 0

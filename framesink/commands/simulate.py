@@ -1,0 +1,99 @@
+"""`framesink simulate`: a stand-in Recall bot (framesink/simulator.py does the work)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+
+from ..cli import CliError
+from ..emulator import DEFAULT_STATE_FILE, read_state_file
+from ..simulator import RECALL_MAX_RETRIES, RECALL_RECONNECT_DELAY, SimConfig, SimReport, simulate
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "simulate",
+        help="stream generated participant frames to a websocket, as a Recall bot does",
+        description="A stand-in Recall bot: one websocket connection carrying video_separate_png.data "
+        "events for N participants at 2 fps each, reconnecting every 3 s (at most 30 tries) after a "
+        "drop. Frames due while disconnected are lost, as with Recall.",
+    )
+    p.add_argument("--url", help="websocket URL with ?token= (default: ws_url from the state file)")
+    p.add_argument("--state-file", type=Path, default=DEFAULT_STATE_FILE, metavar="F",
+                   help="`framesink local`'s state file, read when --url is not given")
+    p.add_argument("--participants", type=_positive_int, default=3, metavar="N")
+    p.add_argument("--seconds", type=_positive_float, default=10.0, metavar="S", help="meeting length")
+    p.add_argument("--fps", type=_positive_float, default=2.0, help="frames per second per stream (Recall: 2)")
+    p.add_argument("--screenshare", action="store_true", help="the first participant also shares a 1280x720 screen")
+    p.add_argument("--recording-id", metavar="R", help="default: a fresh uuid")
+    p.add_argument("--small", action="store_true",
+                   help="flat ~2 KB frames that fit API Gateway (default: camera-like 130-270 KB PNGs)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the generated frames and timestamps")
+    p.add_argument("--max-frame-bytes", type=_positive_int, metavar="K",
+                   help="split each message into websocket frames of at most K bytes")
+    p.add_argument("--reconnect-delay", type=float, default=RECALL_RECONNECT_DELAY, metavar="SECONDS",
+                   help=f"wait between reconnect tries (Recall: {RECALL_RECONNECT_DELAY:g})")
+    p.add_argument("--max-retries", type=_positive_int, default=RECALL_MAX_RETRIES,
+                   help=f"tries per incident before giving up (Recall: {RECALL_MAX_RETRIES})")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    url = args.url
+    if not url:
+        try:
+            url = read_state_file(args.state_file)["ws_url"]
+        except (OSError, ValueError, KeyError):
+            raise CliError(f"no --url given and no local stack state in {args.state_file} "
+                           "(start one with `framesink local`)") from None
+    config = SimConfig(
+        url=url, participants=args.participants, seconds=args.seconds, fps=args.fps,
+        screenshare=args.screenshare, recording_id=args.recording_id, small=args.small, seed=args.seed,
+        max_frame_bytes=args.max_frame_bytes, reconnect_delay=args.reconnect_delay,
+        max_retries=args.max_retries,
+    )
+    report = asyncio.run(simulate(config))
+    if args.json:
+        print(json.dumps(report.as_dict()))
+    else:
+        print(format_report(report))
+    return 1 if report.gave_up or report.connections == 0 else 0
+
+
+def format_report(r: SimReport) -> str:
+    lines = [
+        f"recording {r.recording_id} (bot {r.bot_id}) -> {r.url}",
+        f"  frames     {r.frames_sent} sent, {r.frames_lost} lost of {r.frames_generated} "
+        f"({_kb(r.bytes_sent)} sent, largest message {_kb(r.largest_message)})",
+        f"  connects   {r.connections} ({r.reconnects} reconnects, {r.failed_connects} failed"
+        + (f", refused {_codes(r.refused)}" if r.refused else "") + ")",
+        f"  closes     {_codes(r.closes) or 'none'}" + ("   GAVE UP after too many failed tries" if r.gave_up else ""),
+    ]
+    for s in r.streams:
+        lines.append(f"  {s['participant_id']:>6} {s['name']:<20} {s['type']:<11} {s['sent']:>5} sent {s['lost']:>5} lost")
+    return "\n".join(lines)
+
+
+def _codes(counts: dict) -> str:
+    return ", ".join(f"{code} x{n}" for code, n in counts.items())
+
+
+def _kb(n: int) -> str:
+    return f"{n / 1024:.1f} KB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MB"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
