@@ -17,6 +17,7 @@ from constructs import Construct
 
 from .functions import FunctionFactory
 from .monitoring import Monitoring
+from .query_api import QueryApi
 from .secrets import Secrets
 from .settings import InfraSettings
 from .storage import Storage
@@ -43,7 +44,7 @@ class FramesinkStack(Stack):
         # Ingress and APIs: one construct each.
         self.websocket = WebSocketIngress(self, "WebSocket", stack=self)
         # self.bot_api = BotApi(self, "BotApi", stack=self)            # infra/bot_api.py
-        # self.query_api = QueryApi(self, "QueryApi", stack=self)      # infra/query_api.py
+        self.query_api = QueryApi(self, "QueryApi", stack=self)
         # self.container = ContainerIngress(self, "Container", stack=self)  # planned
 
         self.monitoring = Monitoring(self, "Monitoring", stack=self)
@@ -54,6 +55,8 @@ class FramesinkStack(Stack):
         CfnOutput(self, "BucketName", value=self.storage.bucket.bucket_name)
         CfnOutput(self, "TableName", value=self.storage.table.table_name)
         CfnOutput(self, "Region", value=self.region)
+        CfnOutput(self, "QueryApiUrl", value=self.query_api.url,
+                  description="Query API (IAM auth, SigV4): GET recordings/{id}/participants, recordings/{id}/frames")  # fmt: skip
         if self.secrets.token_secret is not None:
             CfnOutput(self, "TokenSecretArn", value=self.secrets.token_secret.secret_arn,
                       description="ARN of the shared connection token (read it with get-secret-value)")  # fmt: skip

@@ -1,0 +1,135 @@
+"""The query HTTP API (IAM auth): a recording's participants and frames, with presigned URLs.
+
+GET /recordings/{recording_id}/participants
+GET /recordings/{recording_id}/frames?participant=&type=&since=&until=&limit=&cursor=
+
+Callers sign requests with SigV4 (``execute-api:Invoke`` on the API); there is no
+unauthenticated route. The function reads the index with Query only (no Scan, no writes)
+and may GetObject under recordings/ so the URLs it presigns work.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import jsii
+from aws_cdk import Duration
+from aws_cdk import aws_apigateway as apigateway
+from aws_cdk import aws_apigatewayv2 as apigwv2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk.aws_apigatewayv2_authorizers import HttpIamAuthorizer
+from aws_cdk.aws_apigatewayv2_integrations import HttpLambdaIntegration
+from cdk_nag import NagPackSuppression, NagSuppressions
+from constructs import Construct
+
+from framesink_core import schema
+
+if TYPE_CHECKING:
+    from .stack import FramesinkStack
+
+ROUTES = ("/recordings/{recording_id}/participants", "/recordings/{recording_id}/frames")
+# People and scripts, not bots: a low cap bounds what a leaked key can run up.
+THROTTLE_RATE = 50
+THROTTLE_BURST = 100
+
+ACCESS_LOG_FORMAT = {
+    "requestId": "$context.requestId",
+    "requestTime": "$context.requestTimeEpoch",
+    "routeKey": "$context.routeKey",
+    "status": "$context.status",
+    "caller": "$context.identity.caller",
+    "userArn": "$context.identity.userArn",
+    "sourceIp": "$context.identity.sourceIp",
+    "responseLength": "$context.responseLength",
+    "integrationLatency": "$context.integrationLatency",
+    "integrationError": "$context.integrationErrorMessage",
+}
+
+
+class QueryApi(Construct):
+    """``function`` (PythonFunction), ``api`` (HttpApi), ``stage`` and ``url``."""
+
+    def __init__(self, scope: Construct, id: str, *, stack: "FramesinkStack"):
+        super().__init__(scope, id)
+        settings, storage, factory = stack.settings, stack.storage, stack.functions
+        table_arn = storage.table.table_arn
+
+        # framesink_core.query.FrameIndex issues Query only, on the table and its two GSIs
+        # (named one by one, not index/*); presigned_get_url needs GetObject on the frames.
+        self.function = factory.create(
+            self,
+            "Query",
+            handler="framesink_handlers.query.handler",
+            description="Query HTTP API: a recording's participants and frames, presigned URLs",
+            statements=[
+                iam.PolicyStatement(
+                    actions=["dynamodb:Query"],
+                    resources=[table_arn] + [
+                        f"{table_arn}/index/{gsi['name']}" for gsi in schema.TABLE_SCHEMA["global_secondary_indexes"]
+                    ],
+                ),
+                iam.PolicyStatement(
+                    actions=["s3:GetObject"], resources=[storage.bucket.arn_for_objects("recordings/*")]
+                ),
+            ],
+            memory_size=512,
+            # API Gateway HTTP APIs give up after 30 s; a page is one Query plus local signing.
+            timeout=Duration.seconds(15),
+        )
+        NagSuppressions.add_resource_suppressions(
+            self.function.policy,
+            [
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason="s3:GetObject is limited to the frames bucket's recordings/ prefix, so "
+                    "the presigned URLs the function hands out can fetch frames and nothing else; "
+                    "which frames is only known per request.",
+                    applies_to=[{"regex": r"/^Resource::<.*Frames.*\.Arn>\/recordings\/\*$/g"}],
+                )
+            ],
+        )
+
+        self.api = apigwv2.HttpApi(
+            self,
+            "Api",
+            description=f"framesink {settings.stage}: query frames and participants (IAM auth)",
+            create_default_stage=False,
+        )
+        integration = HttpLambdaIntegration("Query", self.function.function)
+        authorizer = HttpIamAuthorizer()
+        for path in ROUTES:
+            self.api.add_routes(path=path, methods=[apigwv2.HttpMethod.GET], integration=integration,
+                                authorizer=authorizer)
+
+        self.access_log_group = logs.LogGroup(
+            self, "AccessLogs", retention=settings.log_retention, removal_policy=settings.removal_policy
+        )
+        self.stage = apigwv2.HttpStage(
+            self,
+            "Stage",
+            http_api=self.api,
+            stage_name="$default",
+            auto_deploy=True,
+            throttle=apigwv2.ThrottleSettings(rate_limit=THROTTLE_RATE, burst_limit=THROTTLE_BURST),
+            access_log_settings=_AccessLogSettings(self.access_log_group),
+        )
+        self.url: str = self.stage.url
+
+
+@jsii.implements(apigwv2.IAccessLogSettings)
+class _AccessLogSettings:
+    """Destination + this API's JSON format (websocket_ingress.py has the same for its own
+    format; aws-apigatewayv2 offers no concrete class)."""
+
+    def __init__(self, log_group: logs.ILogGroup):
+        self._destination = apigwv2.LogGroupLogDestination(log_group)
+
+    @property
+    def destination(self) -> apigwv2.IAccessLogDestination:
+        return self._destination
+
+    @property
+    def format(self) -> apigateway.AccessLogFormat:
+        return apigateway.AccessLogFormat.custom(json.dumps(ACCESS_LOG_FORMAT, separators=(",", ":")))
