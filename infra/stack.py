@@ -15,6 +15,7 @@ from __future__ import annotations
 from aws_cdk import CfnOutput, Stack, Tags
 from constructs import Construct
 
+from .bot_api import BotApi
 from .functions import FunctionFactory
 from .monitoring import Monitoring
 from .query_api import QueryApi
@@ -43,7 +44,7 @@ class FramesinkStack(Stack):
 
         # Ingress and APIs: one construct each.
         self.websocket = WebSocketIngress(self, "WebSocket", stack=self)
-        # self.bot_api = BotApi(self, "BotApi", stack=self)            # infra/bot_api.py
+        self.bot_api = BotApi(self, "BotApi", stack=self)  # infra/bot_api.py
         self.query_api = QueryApi(self, "QueryApi", stack=self)
         # self.container = ContainerIngress(self, "Container", stack=self)  # planned
 

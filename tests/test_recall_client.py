@@ -181,11 +181,17 @@ def test_wrong_api_key_is_refused_by_recall_and_the_key_is_never_logged(fake_rec
 
 
 def test_a_missing_or_placeholder_key_fails_before_any_request(fake_recall):
-    for key in (None, "", API_KEY_PLACEHOLDER):
+    for key in (None, "", API_KEY_PLACEHOLDER, json.dumps({"api_key": API_KEY_PLACEHOLDER, "nonce": "x"}), "{bad"):
         with pytest.raises(RecallError) as info:
             RecallClient(lambda k=key: k, fake_recall.url).create_bot(body())
         assert info.value.reason == "no_api_key" and info.value.gateway_status == 502
     assert fake_recall.requests == []
+
+
+def test_the_secret_may_hold_the_bare_key_or_json(fake_recall):
+    RecallClient(lambda: json.dumps({"api_key": API_KEY}), fake_recall.url).create_bot(body())
+    RecallClient(lambda: f" {API_KEY}\n", fake_recall.url).create_bot(body())
+    assert [r.headers["Authorization"] for r in fake_recall.requests] == [f"Token {API_KEY}"] * 2
 
 
 def test_a_timeout_is_retried_with_the_same_key(fake_recall):

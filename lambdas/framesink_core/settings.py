@@ -83,20 +83,27 @@ class Settings:
             "FRAMESINK_SIGNATURE_TOLERANCE_SECONDS": str(self.signature_tolerance_seconds),
             "FRAMESINK_SECRET_MAX_AGE_SECONDS": str(self.secret_max_age_seconds),
             "FRAMESINK_PRESIGN_EXPIRY_SECONDS": str(self.presign_expiry_seconds),
-            "FRAMESINK_RECALL_REGION": self.recall_region,
-            "FRAMESINK_BOT_TOKEN_TTL_SECONDS": str(self.bot_token_ttl_seconds),
-            "FRAMESINK_RECALL_ENDPOINT_FORM": self.recall_endpoint_form,
-            "FRAMESINK_RECALL_DEADLINE_SECONDS": str(self.recall_deadline_seconds),
         }
-        for name, value in (
-            ("FRAMESINK_WS_URL", self.ws_url),
-            ("FRAMESINK_RECALL_BASE_URL", self.recall_base_url),
-            ("FRAMESINK_RECALL_API_KEY_SECRET_ID", self.recall_api_key_secret_id),
-        ):
-            if value:
-                env[name] = value
+        env.update(self.create_bot_env())
         if self.token_secret_id:
             env["FRAMESINK_TOKEN_SECRET_ID"] = self.token_secret_id
         if self.verification_secret_id:
             env["FRAMESINK_VERIFICATION_SECRET_ID"] = self.verification_secret_id
         return env
+
+    def create_bot_env(self) -> dict[str, str]:
+        """create-bot's settings, only when one differs from its default: the other
+        functions' environments stay free of them."""
+        names = {
+            "FRAMESINK_WS_URL": "ws_url",
+            "FRAMESINK_RECALL_REGION": "recall_region",
+            "FRAMESINK_RECALL_BASE_URL": "recall_base_url",
+            "FRAMESINK_RECALL_API_KEY_SECRET_ID": "recall_api_key_secret_id",
+            "FRAMESINK_BOT_TOKEN_TTL_SECONDS": "bot_token_ttl_seconds",
+            "FRAMESINK_RECALL_ENDPOINT_FORM": "recall_endpoint_form",
+            "FRAMESINK_RECALL_DEADLINE_SECONDS": "recall_deadline_seconds",
+        }
+        defaults = Settings(bucket="", table="")
+        if all(getattr(self, f) == getattr(defaults, f) for f in names.values()):
+            return {}
+        return {env: str(getattr(self, f)) for env, f in names.items() if getattr(self, f) != ""}
