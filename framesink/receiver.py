@@ -317,8 +317,7 @@ class Receiver:
         finally:
             if pending:
                 await asyncio.wait(pending)
-            code = ws.close_code if ws.close_code is not None else ABNORMAL
-            reason = ws.close_reason or ""
+            code, reason = _close_of(ws)
             stats.closes[code] += 1
             stats.open -= 1
             try:
@@ -366,6 +365,17 @@ class Receiver:
 
 async def _never_called(ws: ServerConnection) -> None:  # the health listener never upgrades
     await ws.close()
+
+
+def _close_of(ws: ServerConnection) -> tuple[int, str]:
+    """The close code and reason of the side that closed first (1006 if neither did).
+
+    ``ws.close_code`` is the code received, which is absent when this side closed a
+    connection (1009 message too big, 1001 going away) and the peer never answered.
+    """
+    p = ws.protocol
+    frame = p.close_sent if p.close_sent and not p.close_rcvd_then_sent else (p.close_rcvd or p.close_sent)
+    return (frame.code, frame.reason) if frame else (ABNORMAL, "")
 
 
 def _client_ip(ws: ServerConnection, request: Request) -> str | None:

@@ -1,0 +1,366 @@
+"""The container receiver over real sockets: websockets clients -> framesink.receiver ->
+the core -> S3 + DynamoDB (moto, in process). Each test runs its own receiver on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import http.client
+import json
+import threading
+import uuid
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
+
+from conftest import TOKEN
+from framesink.receiver import Receiver, ReceiverConfig, max_message_bytes
+from framesink.synthetic import frame_message, make_png
+from framesink_core import schema
+from framesink_core.service import Service
+from framesink_core.settings import DEFAULT_MAX_FRAME_BYTES
+from framesink_core.storage import from_item, to_item
+
+GUARD = 60  # seconds: a hang guard only, never an assertion about speed
+
+
+def rec_id() -> str:
+    return f"rec-{uuid.uuid4().hex[:10]}"
+
+
+def service_for(aws, settings, **changes) -> Service:
+    return Service(dataclasses.replace(settings, **changes), s3=aws["s3"], dynamodb=aws["dynamodb"],
+                   secrets=aws["secretsmanager"])
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, GUARD))
+
+
+def url(receiver: Receiver, token: str | None = TOKEN, path: str = "/") -> str:
+    return f"ws://127.0.0.1:{receiver.port}{path}" + (f"?token={token}" if token is not None else "")
+
+
+async def started(service: Service, **config) -> Receiver:
+    receiver = Receiver(service, ReceiverConfig(host="127.0.0.1", port=0, **config))
+    await receiver.start()
+    return receiver
+
+
+async def http_get(port: int, path: str) -> tuple[int, str]:
+    """A plain HTTP GET, as the ALB health check sends it (in a thread: http.client blocks)."""
+
+    def get():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, response.read().decode()
+        finally:
+            conn.close()
+
+    return await asyncio.to_thread(get)
+
+
+async def wait_until(predicate, what: str) -> None:
+    for _ in range(GUARD * 100):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def keys_under(aws, bucket: str, prefix: str) -> list[str]:
+    pages = aws["s3"].get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
+
+
+def participant_frames(aws, table: str, rec: str, pid: str) -> list[dict]:
+    pages = aws["dynamodb"].get_paginator("query").paginate(
+        TableName=table, IndexName=schema.GSI_PARTICIPANT, KeyConditionExpression="gsi1pk = :pk",
+        ExpressionAttributeValues=to_item({":pk": schema.participant_gsi_pk(rec, pid)}))
+    return [from_item(i) for page in pages for i in page.get("Items", [])]
+
+
+def participant_item(aws, table: str, rec: str, pid: str) -> dict:
+    item = aws["dynamodb"].get_item(
+        TableName=table, Key=to_item({"pk": schema.recording_pk(rec), "sk": schema.participant_sk(pid)})
+    ).get("Item")
+    return from_item(item) if item else {}
+
+
+def test_screenshare_frames_over_a_megabyte_are_stored_byte_identical(aws, stack):
+    """1280x720 frames, far over API Gateway's 32 KB frame limit, arrive whole."""
+    service = service_for(aws, stack, max_frame_bytes=DEFAULT_MAX_FRAME_BYTES)
+    rec = rec_id()
+    pngs = [make_png(1280, 720, seed=seed, detailed=True) for seed in range(3)]
+    messages = [frame_message(png, recording_id=rec, participant_id=7, relative=i * 0.5, frame_type="screenshare")
+                for i, png in enumerate(pngs)]
+
+    async def scenario():
+        receiver = await started(service)
+        async with connect(url(receiver), max_size=None) as ws:
+            for message in messages:
+                await ws.send(message)
+        await wait_until(lambda: receiver.stats.received == 3 and receiver.stats.held == 0, "3 frames handled")
+        return await receiver.stop()
+
+    summary = run(scenario())
+    assert summary["outcomes"] == {"stored": 3}
+    assert max(len(m) for m in messages) > 32 * 1024 * 8  # each message is a real-size frame
+    for i, png in enumerate(pngs):
+        key = schema.frame_key(rec, "7", "screenshare", i * 500)
+        obj = aws["s3"].get_object(Bucket=stack.bucket, Key=key)
+        assert obj["Body"].read() == png
+        assert obj["ContentType"] == "image/png"
+    item = participant_item(aws, stack.table, rec, "7")
+    assert item["frame_count"] == 3 and item["bytes"] == sum(len(p) for p in pngs)
+
+
+def test_fifty_concurrent_participant_streams_lose_nothing(aws, stack):
+    service = service_for(aws, stack)
+    rec = rec_id()
+    streams, frames_each = 50, 3
+    pngs = [make_png(64, 48, seed=s, detailed=False) for s in range(frames_each)]
+
+    async def stream(receiver: Receiver, pid: int) -> None:
+        async with connect(url(receiver), compression=None) as ws:
+            for i in range(frames_each):
+                await ws.send(frame_message(pngs[i], recording_id=rec, participant_id=pid, relative=i * 0.5,
+                                            name=f"P{pid}"))
+
+    async def scenario():
+        receiver = await started(service)
+        await asyncio.gather(*(stream(receiver, pid) for pid in range(streams)))
+        await wait_until(lambda: receiver.stats.received == streams * frames_each and receiver.stats.held == 0
+                         and receiver.stats.open == 0, "every stream handled and closed")
+        return receiver, await receiver.stop()
+
+    receiver, summary = run(scenario())
+    assert summary["outcomes"] == {"stored": streams * frames_each}
+    assert summary["connections"]["accepted"] == streams
+    assert summary["closes"] == {"1000": streams}
+    keys = keys_under(aws, stack.bucket, f"recordings/{rec}/")
+    assert len(keys) == streams * frames_each
+    for pid in range(streams):
+        # Frame items, not the participant's frame_count: a connection's frames are stored
+        # concurrently, and moto (unlike DynamoDB) does not apply concurrent ADDs atomically.
+        frames = participant_frames(aws, stack.table, rec, str(pid))
+        assert [f["relative_ms"] for f in frames] == [i * 500 for i in range(frames_each)]
+        assert participant_item(aws, stack.table, rec, str(pid))["participant_name"] == f"P{pid}"
+    assert receiver.stats.peak_open > 1  # the streams really overlapped
+
+
+def test_slow_store_stops_reading_instead_of_buffering(aws, stack):
+    """While the store is stuck, the receiver holds at most max_in_flight messages in the
+    store plus one waiting message per connection: it stops reading, memory does not grow."""
+    limit, connections, frames_each = 4, 3, 12
+    service = service_for(aws, stack)
+    gate = threading.Event()
+    entered = []
+    real_put = service.store.put_frame
+
+    def slow_put(frame, **kwargs):  # a store that hangs until the test lets it go
+        entered.append(frame.s3_key)
+        gate.wait(GUARD)
+        return real_put(frame, **kwargs)
+
+    service.store.put_frame = slow_put
+    rec = rec_id()
+    png = make_png(160, 120, seed=3, detailed=True)  # ~30 KB: 36 of them are 5x the bound below
+
+    async def stream(receiver: Receiver, pid: int) -> None:
+        async with connect(url(receiver), compression=None) as ws:
+            for i in range(frames_each):
+                await ws.send(frame_message(png, recording_id=rec, participant_id=pid, relative=i * 0.5))
+
+    async def scenario():
+        receiver = await started(service, max_in_flight=limit)
+        senders = [asyncio.create_task(stream(receiver, pid)) for pid in range(connections)]
+        stats = receiver.stats
+        await wait_until(lambda: stats.in_flight == limit and stats.held == limit + connections,
+                         "the store saturated and every connection holding one message")
+        received_when_saturated = stats.received
+        await asyncio.sleep(0.3)  # the clients keep sending meanwhile; nothing more may be read
+        seen = (received_when_saturated, stats.received, stats.held, stats.held_bytes, len(entered))
+        gate.set()
+        await asyncio.gather(*senders)
+        await wait_until(lambda: stats.received == connections * frames_each and stats.held == 0, "all handled")
+        return seen, await receiver.stop()
+
+    try:
+        (at_saturation, after_wait, held, held_bytes, in_store), summary = run(scenario())
+    finally:
+        gate.set()
+    message_bytes = len(frame_message(png, recording_id=rec, participant_id=0, relative=0.0))
+    assert at_saturation == after_wait == limit + connections  # reading stopped
+    assert in_store == limit and held == limit + connections
+    assert held_bytes <= (limit + connections) * (message_bytes + 64)
+    assert summary["peak"]["in_flight"] == limit
+    assert summary["peak"]["held"] <= limit + connections
+    assert summary["outcomes"] == {"stored": connections * frames_each}
+    assert len(keys_under(aws, stack.bucket, f"recordings/{rec}/")) == connections * frames_each
+
+
+def test_missing_or_wrong_token_is_refused_at_the_handshake(aws, stack, caplog_json):
+    service = service_for(aws, stack)
+
+    async def status_of(target: str) -> int:
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(target):
+                pass
+        return refused.value.response.status_code
+
+    async def scenario():
+        receiver = await started(service)
+        statuses = (await status_of(url(receiver, None)), await status_of(url(receiver, "not-the-token")),
+                    await status_of(url(receiver, "")))
+        return statuses, await receiver.stop()
+
+    statuses, summary = run(scenario())
+    assert statuses == (401, 403, 401)
+    assert summary["connections"] == {"accepted": 0, "refused": {"401": 2, "403": 1}}
+    refusals = [line for line in caplog_json() if line.get("message") == "connection refused"]
+    assert sorted(line["reason"] for line in refusals) == ["missing_token", "missing_token", "wrong_token"]
+    assert all(TOKEN not in json.dumps(line) for line in refusals)
+
+
+def test_bot_token_connection_is_recorded_and_frames_carry_the_bot(aws, stack, small_png):
+    service = service_for(aws, stack)
+    bot_token = service.tokens.issue("bot-42", ttl_seconds=600)
+    rec = rec_id()
+
+    async def scenario():
+        receiver = await started(service)
+        async with connect(url(receiver, bot_token), additional_headers={"X-Forwarded-For": "198.51.100.9"}) as ws:
+            await ws.send(frame_message(small_png, recording_id=rec, participant_id=1, relative=1.0))
+        await wait_until(lambda: receiver.stats.outcomes["stored"] == 1 and receiver.stats.open == 0, "stored")
+        await receiver.stop()
+
+    run(scenario())
+    frame = from_item(aws["dynamodb"].get_item(
+        TableName=stack.table, Key=to_item({"pk": schema.stream_pk(rec, "1", "webcam"), "sk": schema.relative_ms_text(1000)}),
+    )["Item"])
+    assert frame["bot_id"] == "bot-42"
+    connection = service.connections.get(frame["connection_id"])
+    assert connection["bot_id"] == "bot-42" and connection["auth_method"] == "bot_token"
+    assert connection["source_ip"] == "198.51.100.9" and connection["close_code"] == 1000
+
+
+def test_bad_messages_are_rejected_and_the_connection_stays_open(aws, stack, small_png, caplog_json):
+    service = service_for(aws, stack)
+    rec = rec_id()
+    messages = [
+        "not json",
+        b"\x89PNG binary",
+        json.dumps({"event": "participant_events.join", "data": {}}),
+        frame_message(b"not a png at all", recording_id=rec, participant_id=1, relative=0.5),
+        frame_message(small_png, recording_id="bad id!", participant_id=1, relative=0.5),
+        frame_message(small_png, recording_id=rec, participant_id=1, relative=1.0),
+    ]
+
+    async def scenario():
+        receiver = await started(service)
+        async with connect(url(receiver)) as ws:
+            for message in messages:
+                await ws.send(message)
+        await wait_until(lambda: receiver.stats.received == len(messages) and receiver.stats.held == 0, "handled")
+        return await receiver.stop()
+
+    summary = run(scenario())
+    assert summary["outcomes"] == {"rejected": 4, "ignored": 1, "stored": 1}
+    assert summary["closes"] == {"1000": 1}  # the client closed; the receiver never did
+    reasons = sorted(line["reason"] for line in caplog_json() if line.get("message") == "message rejected")
+    assert reasons == ["bad_recording_id", "binary_message", "not_json", "not_png"]
+    assert keys_under(aws, stack.bucket, f"recordings/{rec}/") == [schema.frame_key(rec, "1", "webcam", 1000)]
+
+
+def test_message_over_the_maximum_closes_with_1009_and_smaller_oversize_frames_are_rejected(aws, stack):
+    limit = 32 * 1024
+    service = service_for(aws, stack, max_frame_bytes=limit)
+    rec = rec_id()
+    over_frame = make_png(240, 180, seed=0, detailed=True)  # ~68 KB: over the limit, under the message cap
+    too_big = "x" * (max_message_bytes(limit) + 1)
+    first = frame_message(over_frame, recording_id=rec, participant_id=1, relative=0.0)
+    assert len(over_frame) > limit and len(first) < max_message_bytes(limit)
+
+    async def scenario():
+        receiver = await started(service)
+        async with connect(url(receiver), max_size=None) as ws:
+            await ws.send(first)
+            await ws.send(too_big)
+            with pytest.raises(ConnectionClosedError) as closed:
+                await ws.recv()
+        await wait_until(lambda: receiver.stats.open == 0 and receiver.stats.held == 0, "closed")
+        return closed.value.rcvd.code, await receiver.stop()
+
+    code, summary = run(scenario())
+    assert code == 1009
+    assert summary["outcomes"] == {"rejected": 1}
+    assert summary["closes"] == {"1009": 1}
+
+
+def test_health_is_200_then_503_while_draining_and_stop_closes_with_1001(aws, stack, small_png):
+    service = service_for(aws, stack)
+    rec = rec_id()
+
+    async def scenario():
+        receiver = await started(service, health_port=0)
+        seen = {"healthy": await http_get(receiver.port, "/healthz"),
+                "health_port": await http_get(receiver.health_port, "/healthz"),
+                "unknown_path": await http_get(receiver.health_port, "/other")}
+        async with connect(url(receiver)) as ws:
+            await ws.send(frame_message(small_png, recording_id=rec, participant_id=1, relative=0.5))
+            receiver.drain()
+            seen["draining"] = await http_get(receiver.port, "/healthz")
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(url(receiver)):
+                    pass
+            seen["new_connection"] = refused.value.response.status_code
+            # An open connection keeps streaming while the task drains.
+            await ws.send(frame_message(small_png, recording_id=rec, participant_id=1, relative=1.0))
+            await wait_until(lambda: receiver.stats.outcomes["stored"] == 2, "both frames stored")
+            stopping = asyncio.create_task(receiver.stop())
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+            seen["close"] = closed.value.rcvd.code
+        seen["summary"] = await stopping
+        return seen
+
+    seen = run(scenario())
+    assert seen["healthy"] == (200, "ok\n") and seen["health_port"] == (200, "ok\n")
+    assert seen["unknown_path"][0] == 404
+    assert seen["draining"] == (503, "draining\n")
+    assert seen["new_connection"] == 503
+    assert seen["close"] == 1001
+    assert seen["summary"]["outcomes"] == {"stored": 2}
+    assert seen["summary"]["closes"] == {"1001": 1}
+
+
+def test_plain_http_without_upgrade_is_not_a_connection(aws, stack):
+    service = service_for(aws, stack)
+
+    async def scenario():
+        receiver = await started(service)
+        answer = await http_get(receiver.port, f"/?token={TOKEN}")
+        return answer, await receiver.stop()
+
+    (status, _), summary = run(scenario())
+    assert status == 426  # websockets' own answer to a non-upgrade request
+    assert summary["connections"] == {"accepted": 0, "refused": {}}
+
+
+def test_metrics_are_flushed_periodically_as_emf(aws, stack, small_png, capsys, monkeypatch):
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    service = service_for(aws, stack)
+    rec = rec_id()
+
+    async def scenario():
+        receiver = await started(service, metrics_interval=0.05)
+        async with connect(url(receiver)) as ws:
+            await ws.send(frame_message(small_png, recording_id=rec, participant_id=1, relative=0.5))
+        await wait_until(lambda: "FrameStored" in capsys.readouterr().out, "an EMF line with FrameStored")
+        await receiver.stop()
+
+    run(scenario())  # the wait above is the assertion: the line appears without any stop/flush call
