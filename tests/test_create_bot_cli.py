@@ -192,7 +192,7 @@ def deployed(bot_stack, aws, lambda_context, monkeypatch):
     cfn = boto3.client("cloudformation", region_name="us-east-1")
     template = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
                 "Outputs": {"BotApiUrl": {"Value": api.url},
-                            "BotTokenTableName": {"Value": bot_stack.table}}}
+                            "TableName": {"Value": bot_stack.table}}}
     cfn.create_stack(StackName="framesink-test", TemplateBody=json.dumps(template))
     try:
         yield api
@@ -247,7 +247,7 @@ def test_the_stand_in_refuses_unsigned_and_altered_requests(deployed):
 
 def test_deployed_create_bot_without_the_stack_says_so(aws, capsys):
     assert main(["create-bot", "--stack-name", "nope", "--region", "us-east-1", "--meeting-url", MEETING]) == 1
-    assert "cannot read the outputs of stack 'nope'" in capsys.readouterr().err
+    assert "cannot read stack nope" in capsys.readouterr().err
 
 
 def test_deployed_errors_are_printed_with_the_field(deployed, fake_recall, capsys):

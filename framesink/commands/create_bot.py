@@ -19,17 +19,14 @@ import re
 import sys
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import urlsplit
 
+from .. import target
 from ..cli import CliError
 
-DEFAULT_STACK = os.environ.get("FRAMESINK_STACK", "framesink-live")
 API_URL_OUTPUT = "BotApiUrl"  # infra/bot_api.py
-TABLE_OUTPUT = "BotTokenTableName"  # infra/bot_api.py
 LOCAL_SECRET_NAME = "framesink/recall-api-key"
-DEFAULT_STATE_FILE = Path(".framesink/local.json")  # `framesink local`'s default (DESIGN.md)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,22 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--events", nargs="+", action="extend", default=[], metavar="EVENT",
                    help="extra realtime events besides video_separate_png.data, e.g. participant_events.join")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    _target_arguments(p)
+    target.add_arguments(p, storage=False)
     p.add_argument("--recall-base-url", help="with --local: any Recall-compatible server "
                    "(default: the region's https://<region>.recall.ai)")
     p.add_argument("--recall-region", default="us-east-1", help="with --local: Recall region (default us-east-1)")
     p.add_argument("--ws-url", help="with --local: the URL Recall should connect to instead of the state "
                    "file's ws_url (a public wss:// tunnel to the local stack: Recall refuses localhost)")
     p.set_defaults(func=run)
-
-
-def _target_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--local", action="store_true", help="use the `framesink local` stack")
-    p.add_argument("--state-file", type=Path, default=DEFAULT_STATE_FILE,
-                   help=f"with --local: the local stack's state file (default {DEFAULT_STATE_FILE})")
-    p.add_argument("--stack-name", default=DEFAULT_STACK,
-                   help=f"deployed stack to read outputs from (default {DEFAULT_STACK}, env FRAMESINK_STACK)")
-    p.add_argument("--region", help="AWS region of the deployed stack (default: your AWS configuration)")
 
 
 def request_body(args: argparse.Namespace) -> dict:
@@ -82,14 +70,18 @@ def request_body(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     body = request_body(args)
-    if args.local:
-        status, answer = create_local(body, args)
+    if not args.local and (args.recall_base_url or args.ws_url):
+        raise CliError("--recall-base-url and --ws-url only apply with --local; the deployed function's "
+                       "come from the stack (context recallRegion)")
+    if args.local and not os.environ.get("RECALL_API_KEY"):
+        raise CliError("set RECALL_API_KEY to your Recall API key (it is read from the environment, "
+                       "stored only in the local stack's Secrets Manager, and never printed)")
+    where = target.resolve(args, need=())
+    if where.local:
+        status, answer = create_local(body, args, where)
     else:
-        if args.recall_base_url or args.ws_url:
-            raise CliError("--recall-base-url and --ws-url only apply with --local; the deployed function's "
-                           "come from the stack (context recallRegion)")
-        url = api_url(args.stack_name, args.region)
-        status, answer = signed_request("POST", url.rstrip("/") + "/bots", body, args.region)
+        url = where.output(API_URL_OUTPUT)
+        status, answer = signed_request("POST", url.rstrip("/") + "/bots", body, where.region)
     if status != 201:
         raise CliError(describe_failure(status, answer))
     if args.json:
@@ -114,25 +106,6 @@ def describe_failure(status: int, answer: object) -> str:
 
 
 # --- deployed: the stack's HTTP API, SigV4-signed --------------------------------------------
-
-
-def stack_outputs(stack_name: str, region: str | None) -> dict[str, str]:
-    import boto3
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        stacks = boto3.client("cloudformation", region_name=region).describe_stacks(StackName=stack_name)["Stacks"]
-    except (ClientError, BotoCoreError) as exc:
-        raise CliError(f"cannot read the outputs of stack {stack_name!r} ({exc}); deploy it, or pass "
-                       f"--stack-name / --region, or use --local") from None
-    return {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
-
-
-def api_url(stack_name: str, region: str | None) -> str:
-    outputs = stack_outputs(stack_name, region)
-    if API_URL_OUTPUT not in outputs:
-        raise CliError(f"stack {stack_name!r} has no {API_URL_OUTPUT} output (is it framesink's stack?)")
-    return outputs[API_URL_OUTPUT]
 
 
 def signed_request(method: str, url: str, body: dict | None, region: str | None) -> tuple[int, object]:
@@ -167,19 +140,6 @@ def signed_request(method: str, url: str, body: dict | None, region: str | None)
 
 
 # --- local: the handler in this process, against `framesink local` -------------------------
-
-
-def read_state(path: Path) -> dict:
-    try:
-        state = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise CliError(f"no local stack state at {path}: start one with `framesink local`") from None
-    except ValueError as exc:
-        raise CliError(f"{path} is not a framesink local state file: {exc}") from None
-    missing = {"ws_url", "endpoint_url", "bucket", "table", "region"} - set(state)
-    if missing:
-        raise CliError(f"{path} lacks {', '.join(sorted(missing))}")
-    return state
 
 
 @contextlib.contextmanager
@@ -225,36 +185,25 @@ def local_environment(state: dict, extra: dict[str, str] | None = None):
         _runtime.service.cache_clear()
 
 
-def local_client(state: dict, service: str):
-    import boto3
-
-    return boto3.client(service, endpoint_url=state["endpoint_url"], region_name=state["region"],
-                        aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID") or "testing",
-                        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY") or "testing")
-
-
-def put_local_api_key(state: dict, api_key: str) -> str:
+def put_local_api_key(where: target.Target, api_key: str) -> str:
     """The key into the local stack's Secrets Manager, where the handler reads it (as in AWS)."""
-    sm = local_client(state, "secretsmanager")
+    sm = where.client("secretsmanager")
     try:
         return sm.create_secret(Name=LOCAL_SECRET_NAME, SecretString=api_key)["ARN"]
     except sm.exceptions.ResourceExistsException:
         return sm.put_secret_value(SecretId=LOCAL_SECRET_NAME, SecretString=api_key)["ARN"]
 
 
-def create_local(body: dict, args: argparse.Namespace) -> tuple[int, dict]:
-    api_key = os.environ.get("RECALL_API_KEY", "")
-    if not api_key:
-        raise CliError("set RECALL_API_KEY to your Recall API key (it is read from the environment, "
-                       "stored only in the local stack's Secrets Manager, and never printed)")
-    state = read_state(args.state_file)
+def create_local(body: dict, args: argparse.Namespace, where: target.Target) -> tuple[int, dict]:
+    api_key = os.environ["RECALL_API_KEY"]  # checked in run()
+    state = where.state
     from framesink_core.recall import base_url_for, without_token
 
     try:
         base_url = args.recall_base_url or base_url_for(args.recall_region)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    secret_arn = put_local_api_key(state, api_key)
+    secret_arn = put_local_api_key(where, api_key)
     extra = {
         # The local stack's URL carries its shared token: the bot gets its own instead.
         "FRAMESINK_WS_URL": without_token(args.ws_url or state["ws_url"]),
