@@ -44,6 +44,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from framesink_core.auth import mint_token
+from framesink_core.observability import flush_metrics
 from framesink_core.settings import DEFAULT_MAX_FRAME_BYTES, Settings
 
 from .local_aws import provision
@@ -201,7 +202,16 @@ class ApiGatewayEmulator:
     async def _invoke(self, route: str, event: dict):
         fn = self._handlers[route]
         context = LambdaContext(function_name=f"framesink-{route.lstrip('$')}")
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, event, context)
+
+        def call():
+            try:
+                return fn(event, context)
+            finally:
+                # With metrics disabled Powertools keeps the batch, then prints it anyway once
+                # a metric holds 100 values; the core's flush drops it (or writes it if enabled).
+                flush_metrics()
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     def _context(self, conn: _Connection, route: str, event_type: str) -> dict:
         now_ms = int(time.time() * 1000)
