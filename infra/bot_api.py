@@ -139,7 +139,7 @@ class BotApi(Construct):
             secret_id = secret_resource = self.api_key_secret.secret_arn
 
         environment = Settings(
-            bucket="", table="", ws_url=stack.websocket.url, recall_region=config.recall_region,
+            bucket="", table="", ws_url=stack.ingress_url, recall_region=config.recall_region,
             recall_api_key_secret_id=secret_id, bot_token_ttl_seconds=config.token_ttl_seconds,
             recall_endpoint_form=config.endpoint_form, recall_deadline_seconds=DEFAULT_RECALL_DEADLINE_SECONDS,
         ).create_bot_env()

@@ -57,21 +57,29 @@ class Monitoring(Construct):
 
         # MessageRejected has an open set of reasons (one per validation rule), and alarms
         # cannot SEARCH across dimensions, so count the rejection log lines instead.
-        ingest_logs = stack.websocket.ingest.log_group
-        rejected = logs.MetricFilter(
-            self,
-            "RejectedMessages",
-            log_group=ingest_logs,
-            filter_pattern=logs.FilterPattern.string_value("$.message", "=", "message rejected"),
-            metric_namespace=METRICS_NAMESPACE,
-            metric_name=f"MessageRejectedTotal-{stack.settings.stage}",
-            metric_value="1",
-            default_value=0,
-        ).metric(statistic="Sum", period=PERIOD)
+        # Both ingresses log rejections from the same core; their filters feed one metric.
+        sources = []
+        if stack.websocket is not None:
+            sources.append(("RejectedMessages", stack.websocket.ingest.log_group))
+        if stack.container is not None:
+            sources.append(("RejectedMessagesContainer", stack.container.log_group))
+        rejected = [
+            logs.MetricFilter(
+                self,
+                filter_id,
+                log_group=log_group,
+                filter_pattern=logs.FilterPattern.string_value("$.message", "=", "message rejected"),
+                metric_namespace=METRICS_NAMESPACE,
+                metric_name=f"MessageRejectedTotal-{stack.settings.stage}",
+                metric_value="1",
+                default_value=0,
+            )
+            for filter_id, log_group in sources
+        ][0].metric(statistic="Sum", period=PERIOD)
         self.messages_rejected = rejected.create_alarm(
             self,
             "MessagesRejected",
-            alarm_description="The ingest function rejected messages (bad JSON, bad PNG, ids, size); "
+            alarm_description="The ingest function or container receiver rejected messages (bad JSON, bad PNG, ids, size); "
             "see its log lines with message='message rejected' for the reason.",
             threshold=REJECTIONS_PER_PERIOD,
             evaluation_periods=1,

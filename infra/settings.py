@@ -41,6 +41,15 @@ DEFAULTS: dict[str, Any] = {
     # true: the stack sets the account's API Gateway CloudWatch role (one per account and
     # region, needed for WebSocket access logs). false if the account already has one.
     "apiGatewayCloudWatchRole": True,
+    # Which websocket ingress to deploy (README "choosing an ingress"): "apigw" (API Gateway +
+    # Lambda; 32 KB frame limit), "container" (ECS Fargate behind an ALB; no size limit but
+    # maxFrameBytes) or "both". With a container, create-bot hands out the container's URL.
+    "ingress": "apigw",
+    # ACM certificate ARN for the container ingress' HTTPS listener (wss://); with it,
+    # domainName is the name it covers, pointed (CNAME/alias) at the ALB. Empty: plain HTTP
+    # (ws://), so the token crosses the internet unencrypted. Use a certificate in production.
+    "certificateArn": "",
+    "domainName": "",
 }
 
 # CloudWatch Logs accepts only these retention periods (days -> CDK enum).
@@ -70,6 +79,9 @@ RETENTION_DAYS: dict[int, logs.RetentionDays] = {
 }
 
 ARCHITECTURES = {"arm64": lambda_.Architecture.ARM_64, "x86_64": lambda_.Architecture.X86_64}
+INGRESSES = {"apigw": ("apigw",), "container": ("container",), "both": ("apigw", "container")}
+CERTIFICATE_ARN_PATTERN = re.compile(r"arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[A-Za-z0-9-]+")
+DOMAIN_PATTERN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 REMOVAL_POLICIES = {"retain": RemovalPolicy.RETAIN, "destroy": RemovalPolicy.DESTROY}
 
 STAGE_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,23}")  # valid as an API stage and in a stack name
@@ -91,6 +103,9 @@ class InfraSettings:
     verification_secret_name: str = DEFAULTS["verificationSecretName"]
     static_token: bool = DEFAULTS["staticToken"]
     api_gateway_cloudwatch_role: bool = DEFAULTS["apiGatewayCloudWatchRole"]
+    ingress: str = DEFAULTS["ingress"]
+    certificate_arn: str = DEFAULTS["certificateArn"]
+    domain_name: str = DEFAULTS["domainName"]
 
     @classmethod
     def from_context(cls, get: Callable[[str], Any] | Mapping[str, Any]) -> "InfraSettings":
@@ -132,6 +147,22 @@ class InfraSettings:
                 f"context 'verificationSecretName' must be a Secrets Manager secret name "
                 f"({SECRET_NAME_PATTERN.pattern}); got {secret_name!r}"
             )
+        ingress = _choice(value("ingress"), "ingress", INGRESSES)
+        certificate_arn = _text(value("certificateArn"), "certificateArn").strip()
+        domain_name = _text(value("domainName"), "domainName").strip().lower().rstrip(".")
+        if certificate_arn and not CERTIFICATE_ARN_PATTERN.fullmatch(certificate_arn):
+            raise SettingsError(
+                f"context 'certificateArn' must be an ACM certificate ARN "
+                f"(arn:aws:acm:<region>:<account>:certificate/<id>); got {certificate_arn!r}"
+            )
+        if domain_name and not DOMAIN_PATTERN.fullmatch(domain_name):
+            raise SettingsError(f"context 'domainName' must be a DNS name like frames.example.com; got {domain_name!r}")
+        if bool(certificate_arn) != bool(domain_name):
+            raise SettingsError(
+                "context 'certificateArn' and 'domainName' go together: the wss:// URL Recall gets "
+                "must name the host the certificate covers (point it at the ALB); "
+                f"got certificateArn={certificate_arn!r}, domainName={domain_name!r}"
+            )
         return cls(
             stage=stage,
             log_retention_days=retention,
@@ -142,6 +173,9 @@ class InfraSettings:
             verification_secret_name=secret_name,
             static_token=_boolean(value("staticToken"), "staticToken"),
             api_gateway_cloudwatch_role=_boolean(value("apiGatewayCloudWatchRole"), "apiGatewayCloudWatchRole"),
+            ingress=ingress,
+            certificate_arn=certificate_arn,
+            domain_name=domain_name,
         )
 
     @property
@@ -159,6 +193,14 @@ class InfraSettings:
     @property
     def destroy_on_delete(self) -> bool:
         return self.removal_policy_name == "destroy"
+
+    @property
+    def apigw_ingress(self) -> bool:
+        return "apigw" in INGRESSES[self.ingress]
+
+    @property
+    def container_ingress(self) -> bool:
+        return "container" in INGRESSES[self.ingress]
 
     @property
     def architecture(self) -> lambda_.Architecture:
