@@ -1,0 +1,476 @@
+"""The CDK app, synthesized for real (in-process, with the real bundling) and checked with
+aws_cdk.assertions, cdk-nag and cfn-lint.
+
+Three apps are built per module: the defaults (cdk.json), a variant with every setting
+changed, and the defaults plus one deliberately non-compliant bucket (proves cdk-nag is live).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from aws_cdk import aws_s3 as s3
+from aws_cdk.assertions import Match, Template
+
+from framesink_core import schema
+from infra import build, cdk_json, error_annotations
+from infra.bundling import PACKAGES, RUNTIME_PROVIDED
+from infra.settings import DEFAULTS, InfraSettings, SettingsError
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+HANDLERS = {
+    "$connect": "framesink_handlers.connect.handler",
+    "$disconnect": "framesink_handlers.disconnect.handler",
+    "$default": "framesink_handlers.ingest.handler",
+}
+VARIANT = {
+    "stage": "dev",
+    "architecture": "x86_64",
+    "frameExpiryDays": "0",  # as `cdk synth -c frameExpiryDays=0` passes it: a string
+    "removalPolicy": "destroy",
+    "logRetentionDays": 7,
+    "maxFrameBytes": 1048576,
+    "staticToken": "false",
+    "verificationSecretName": "recall/whsec",
+    "apiGatewayCloudWatchRole": False,
+}
+CANARY = "NagCanary"
+
+
+class Synth:
+    """One synthesized app: the stack, its template (dict + assertions) and asset folder."""
+
+    def __init__(self, context: dict | None, outdir: Path):
+        self.app, self.stack = build(context, outdir=str(outdir))
+        self.assembly = self.app.synth()
+        artifact = self.assembly.get_stack_artifact(self.stack.artifact_id)
+        self.template = artifact.template
+        self.assertions = Template.from_json(self.template)
+        self.resources = self.template["Resources"]
+        # The folder CDK staged for framesink's functions (all share one asset).
+        (key,) = {self.resources[f]["Properties"]["Code"]["S3Key"] for f in self.functions().values()}
+        self.asset = outdir / f"asset.{key.removesuffix('.zip')}"
+
+    def of_type(self, kind: str) -> dict[str, dict]:
+        return {k: v for k, v in self.resources.items() if v["Type"] == kind}
+
+    def only(self, kind: str) -> str:
+        (logical_id,) = self.of_type(kind)
+        return logical_id
+
+    def frames_bucket(self) -> str:
+        (logical_id,) = [k for k, v in self.of_type("AWS::S3::Bucket").items() if "LoggingConfiguration" in v["Properties"]]
+        return logical_id
+
+    def websocket_api(self) -> str:
+        (api,) = [k for k, v in self.of_type("AWS::ApiGatewayV2::Api").items()
+                  if v["Properties"]["ProtocolType"] == "WEBSOCKET"]  # fmt: skip
+        return api
+
+    def websocket(self, kind: str) -> dict[str, dict]:
+        """Resources of one kind that belong to the WebSocket API (routes, stage, ...)."""
+        api = ref(self.websocket_api())
+        return {k: v for k, v in self.of_type(kind).items() if v["Properties"].get("ApiId") == api}
+
+    def token_secret(self) -> str:
+        return self.template["Outputs"]["TokenSecretArn"]["Value"]["Ref"]
+
+    def functions(self) -> dict[str, str]:
+        """handler -> logical id of framesink's functions (CDK's own helpers excluded)."""
+        return {
+            v["Properties"]["Handler"]: k
+            for k, v in self.of_type("AWS::Lambda::Function").items()
+            if v["Properties"]["Handler"].startswith("framesink_handlers.")
+        }
+
+    def statements(self, function_id: str) -> set[tuple[str, str]]:
+        """(action, resource) pairs of every policy attached to a function's role."""
+        role = self.resources[function_id]["Properties"]["Role"]["Fn::GetAtt"][0]
+        assert "ManagedPolicyArns" not in self.resources[role]["Properties"]
+        docs = [p["PolicyDocument"] for p in self.resources[role]["Properties"].get("Policies", [])]
+        docs += [
+            v["Properties"]["PolicyDocument"]
+            for v in self.of_type("AWS::IAM::Policy").values()
+            if {"Ref": role} in v["Properties"]["Roles"]
+        ]
+        pairs = set()
+        for doc in docs:
+            for st in doc["Statement"]:
+                assert st["Effect"] == "Allow" and "NotAction" not in st and "NotResource" not in st
+                actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+                resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+                pairs |= {(a, json.dumps(r, sort_keys=True)) for a in actions for r in resources}
+        return pairs
+
+    def env(self, function_id: str) -> dict:
+        return self.resources[function_id]["Properties"]["Environment"]["Variables"]
+
+
+@pytest.fixture(scope="module")
+def default(tmp_path_factory) -> Synth:
+    return Synth(None, tmp_path_factory.mktemp("cdk-default"))
+
+
+@pytest.fixture(scope="module")
+def variant(tmp_path_factory) -> Synth:
+    return Synth(VARIANT, tmp_path_factory.mktemp("cdk-variant"))
+
+
+def ref(logical_id: str) -> dict:
+    return {"Ref": logical_id}
+
+
+def arn(logical_id: str) -> dict:
+    return {"Fn::GetAtt": [logical_id, "Arn"]}
+
+
+def pairs(actions: list[str], resource) -> set[tuple[str, str]]:
+    return {(a, json.dumps(resource, sort_keys=True)) for a in actions}
+
+
+# --- settings -------------------------------------------------------------------------------
+
+
+def test_cdk_json_lists_every_default_and_runs_the_venv_offline():
+    config = cdk_json()
+    assert {k: config["context"][k] for k in DEFAULTS} == DEFAULTS
+    assert config["app"].split()[0] == ".venv/bin/python"
+    assert config["notices"] is False and config["context"]["cli-telemetry"] is False
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("stage", "Live!", "stage"),
+        ("logRetentionDays", 31, "logRetentionDays"),
+        ("logRetentionDays", True, "whole number"),
+        ("frameExpiryDays", "-1", ">= 0"),
+        ("frameExpiryDays", "ten", "whole number"),
+        ("maxFrameBytes", 0, "positive"),
+        ("removalPolicy", "snapshot", "['destroy', 'retain']"),
+        ("architecture", "arm", "['arm64', 'x86_64']"),
+        ("staticToken", "yes", "true or false"),
+        ("verificationSecretName", "whsec_c2VjcmV0", "never the value"),
+        ("verificationSecretName", "bad name", "secret name"),
+    ],
+)
+def test_bad_settings_fail_with_the_key_named(key, value, fragment):
+    with pytest.raises(SettingsError) as caught:
+        InfraSettings.from_context({key: value})
+    assert key in str(caught.value) and fragment in str(caught.value)
+
+
+def test_settings_accept_cli_strings():
+    s = InfraSettings.from_context({"logRetentionDays": "90", "staticToken": "False", "architecture": "X86_64"})
+    assert (s.log_retention_days, s.static_token, s.architecture_name) == (90, False, "x86_64")
+    assert InfraSettings.from_context({}) == InfraSettings()
+    assert InfraSettings.from_context({"stage": "qa"}).stack_name == "framesink-qa"
+
+
+# --- websocket API --------------------------------------------------------------------------
+
+
+def test_three_routes_each_invoke_their_handler(default):
+    functions = {v: k for k, v in default.functions().items()}
+    routes = default.websocket("AWS::ApiGatewayV2::Route")
+    assert sorted(r["Properties"]["RouteKey"] for r in routes.values()) == sorted(HANDLERS)
+    api = default.websocket_api()
+    for route in routes.values():
+        props = route["Properties"]
+        integration_id = props["Target"]["Fn::Join"][1][1]["Ref"]
+        integration = default.resources[integration_id]["Properties"]
+        assert integration["IntegrationType"] == "AWS_PROXY"
+        function_id = next(part["Fn::GetAtt"][0] for part in integration["IntegrationUri"]["Fn::Join"][1]
+                           if isinstance(part, dict) and "Fn::GetAtt" in part)  # fmt: skip
+        assert functions[function_id] == HANDLERS[props["RouteKey"]]
+    # API Gateway may invoke each route's function, and only from this API.
+    for function_id in (default.functions()[h] for h in HANDLERS.values()):
+        default.assertions.has_resource_properties(
+            "AWS::Lambda::Permission",
+            {
+                "Action": "lambda:InvokeFunction",
+                "FunctionName": arn(function_id),
+                "Principal": "apigateway.amazonaws.com",
+                "SourceArn": {"Fn::Join": ["", Match.array_with([ref(api)])]},
+            },
+        )
+
+
+def test_stage_auto_deploys_throttles_and_logs_without_the_token(default):
+    (stage,) = [v["Properties"] for v in default.websocket("AWS::ApiGatewayV2::Stage").values()]
+    assert stage["StageName"] == "live" and stage["AutoDeploy"] is True
+    assert stage["DefaultRouteSettings"]["ThrottlingRateLimit"] > 0
+    assert stage["DefaultRouteSettings"]["ThrottlingBurstLimit"] >= stage["DefaultRouteSettings"]["ThrottlingRateLimit"]
+    log_format = json.loads(stage["AccessLogSettings"]["Format"])
+    assert {"connectionId", "eventType", "routeKey", "status"} <= set(log_format)
+    assert not any("querystring" in v.lower() or "token" in v.lower() for v in log_format.values())
+    log_group = stage["AccessLogSettings"]["DestinationArn"]["Fn::GetAtt"][0]
+    assert default.resources[log_group]["Type"] == "AWS::Logs::LogGroup"
+    assert default.of_type("AWS::ApiGateway::Account")  # the account's CloudWatch role (default on)
+
+
+def test_outputs_name_the_url_bucket_table_and_token_secret_arn(default):
+    outputs = default.template["Outputs"]
+    url = outputs["WebSocketUrl"]["Value"]["Fn::Join"][1]
+    assert url[0] == "wss://" and url[-1] == "/live" and ref(default.websocket_api()) in url
+    assert outputs["BucketName"]["Value"] == ref(default.frames_bucket())
+    assert outputs["TableName"]["Value"] == ref(default.only("AWS::DynamoDB::Table"))
+    token = default.resources[default.token_secret()]
+    assert token["Type"] == "AWS::SecretsManager::Secret" and "connection token" in token["Properties"]["Description"]
+
+
+# --- least privilege ------------------------------------------------------------------------
+
+
+def test_each_function_has_exactly_the_permissions_its_handler_uses(default):
+    functions = {h: f for h, f in default.functions().items() if h in HANDLERS.values()}
+    assert sorted(functions) == sorted(HANDLERS.values())
+    table = arn(default.only("AWS::DynamoDB::Table"))
+    token = ref(default.token_secret())
+    frames = {"Fn::Join": ["", [arn(default.frames_bucket()), "/recordings/*"]]}
+    expected = {
+        HANDLERS["$connect"]: pairs(["dynamodb:GetItem", "dynamodb:PutItem"], table)
+        | pairs(["secretsmanager:GetSecretValue"], token),
+        HANDLERS["$disconnect"]: pairs(["dynamodb:UpdateItem"], table),
+        HANDLERS["$default"]: pairs(["s3:PutObject"], frames)
+        | pairs(["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], table),
+    }
+    roles = set()
+    for handler, function_id in functions.items():
+        log_group = default.resources[function_id]["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+        baseline = pairs(["logs:CreateLogStream", "logs:PutLogEvents"], arn(log_group)) | pairs(
+            ["xray:PutTelemetryRecords", "xray:PutTraceSegments"], "*"
+        )
+        assert default.statements(function_id) == expected[handler] | baseline, handler
+        roles.add(json.dumps(default.resources[function_id]["Properties"]["Role"]))
+    assert len(roles) == len(functions)  # one role per function
+
+
+# --- storage --------------------------------------------------------------------------------
+
+
+def test_buckets_are_private_encrypted_ssl_only_and_frames_expire(default):
+    frames = default.frames_bucket()
+    buckets = default.of_type("AWS::S3::Bucket")
+    assert len(buckets) == 2
+    for logical_id, bucket in buckets.items():
+        props = bucket["Properties"]
+        assert props["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True,
+        }  # fmt: skip
+        sse = props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+        assert sse == {"SSEAlgorithm": "AES256"}
+        assert bucket["DeletionPolicy"] == "Retain"
+        default.assertions.has_resource_properties(
+            "AWS::S3::BucketPolicy",
+            {
+                "Bucket": ref(logical_id),
+                "PolicyDocument": {
+                    "Statement": Match.array_with([
+                        {
+                            "Action": "s3:*",
+                            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                            "Effect": "Deny",
+                            "Principal": {"AWS": "*"},
+                            "Resource": [arn(logical_id), {"Fn::Join": ["", [arn(logical_id), "/*"]]}],
+                        }
+                    ])
+                },
+            },
+        )  # fmt: skip
+    props = buckets[frames]["Properties"]
+    (access_logs,) = set(buckets) - {frames}
+    assert props["LoggingConfiguration"]["DestinationBucketName"] == ref(access_logs)
+    assert props["LifecycleConfiguration"]["Rules"] == [
+        {"Id": "expire-frames", "Prefix": "recordings/", "ExpirationInDays": DEFAULTS["frameExpiryDays"], "Status": "Enabled"}
+    ]
+    assert "VersioningConfiguration" not in props
+
+
+def test_table_is_the_core_schema_with_pitr_and_ttl(default):
+    table = default.resources[default.only("AWS::DynamoDB::Table")]
+    props = table["Properties"]
+    spec = schema.create_table_kwargs("x")
+    assert props["KeySchema"] == spec["KeySchema"]
+    assert sorted(props["AttributeDefinitions"], key=str) == sorted(spec["AttributeDefinitions"], key=str)
+    assert sorted(props["GlobalSecondaryIndexes"], key=str) == sorted(spec["GlobalSecondaryIndexes"], key=str)
+    assert [g["IndexName"] for g in props["GlobalSecondaryIndexes"]] == [
+        g["name"] for g in schema.TABLE_SCHEMA["global_secondary_indexes"]
+    ]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert props["TimeToLiveSpecification"] == {"AttributeName": schema.TTL_ATTRIBUTE, "Enabled": True}
+    assert props["SSESpecification"] == {"SSEEnabled": True}  # AWS-managed KMS key
+    assert props["DeletionProtectionEnabled"] is True and table["DeletionPolicy"] == "Retain"
+
+
+def test_log_groups_have_retention_and_every_function_has_its_own(default):
+    groups = default.of_type("AWS::Logs::LogGroup")
+    assert {g["Properties"]["RetentionInDays"] for g in groups.values()} == {DEFAULTS["logRetentionDays"]}
+    assert {g["DeletionPolicy"] for g in groups.values()} == {"Retain"}
+    used = [default.resources[f]["Properties"]["LoggingConfig"]["LogGroup"]["Ref"] for f in default.functions().values()]
+    assert len(set(used)) == len(used) and set(used) <= set(groups)
+
+
+def test_functions_are_traced_latest_python_arm64_with_powertools_env(default):
+    for function_id in default.functions().values():
+        props = default.resources[function_id]["Properties"]
+        assert props["Runtime"] == "python3.14" and props["Architectures"] == ["arm64"]
+        assert props["TracingConfig"] == {"Mode": "Active"}
+        assert "ReservedConcurrentExecutions" not in props
+        env = default.env(function_id)
+        assert env["POWERTOOLS_SERVICE_NAME"] == "framesink-live"
+        assert env["POWERTOOLS_METRICS_NAMESPACE"] == "framesink" and env["LOG_LEVEL"] == "INFO"
+        assert env["FRAMESINK_BUCKET"] == ref(default.frames_bucket())
+        assert env["FRAMESINK_TABLE"] == ref(default.only("AWS::DynamoDB::Table"))
+        assert env["FRAMESINK_MAX_FRAME_BYTES"] == str(DEFAULTS["maxFrameBytes"])
+
+
+def test_no_secret_value_reaches_the_template(default):
+    secret_id = default.token_secret()
+    assert default.resources[secret_id]["Properties"]["GenerateSecretString"]["ExcludePunctuation"] is True  # URL-safe
+    for secret in default.of_type("AWS::SecretsManager::Secret").values():
+        assert "SecretString" not in secret["Properties"]  # generated by Secrets Manager at deploy time
+    assert "resolve:secretsmanager" not in json.dumps(default.template)  # no dynamic references
+    for function_id in default.functions().values():
+        env = default.env(function_id)
+        # The secret appears only by ARN (Ref of a Secret is its ARN), in one variable.
+        assert [k for k, v in env.items() if secret_id in json.dumps(v)] == ["FRAMESINK_TOKEN_SECRET_ID"]
+        assert env["FRAMESINK_TOKEN_SECRET_ID"] == ref(secret_id)
+        assert not any("whsec_" in json.dumps(v) for v in env.values())
+
+
+def test_alarms_cover_lost_frames_rejections_and_every_function(default):
+    alarms = default.of_type("AWS::CloudWatch::Alarm")
+    store = [a for a in alarms.values() if "Metrics" in a["Properties"]]
+    (lost,) = store
+    dims = [m["MetricStat"]["Metric"]["Dimensions"] for m in lost["Properties"]["Metrics"] if "MetricStat" in m]
+    assert sorted(d["Value"] for ds in dims for d in ds if d["Name"] == "reason") == ["index_write_failed", "s3_write_failed"]
+    errors = [a for a in alarms.values() if a["Properties"].get("MetricName") == "Errors"]
+    assert len(errors) == len(default.functions())
+    default.assertions.has_resource_properties(
+        "AWS::Logs::MetricFilter", {"FilterPattern": '{ $.message = "message rejected" }'}
+    )
+
+
+# --- checks: cdk-nag, cfn-lint --------------------------------------------------------------
+
+
+def test_cdk_nag_has_no_unsuppressed_findings_and_every_suppression_says_why(default):
+    assert error_annotations(default.assembly) == []
+    warnings = [m for s in default.assembly.stacks for m in s.messages if m.level == "warning"]
+    assert warnings == []
+    reasons = []
+    for resource in default.resources.values():
+        for rule in resource.get("Metadata", {}).get("cdk_nag", {}).get("rules_to_suppress", []):
+            reasons.append((rule["id"], rule["reason"]))
+    assert {rule for rule, _ in reasons} >= {"AwsSolutions-APIG4", "AwsSolutions-IAM5", "AwsSolutions-SMG4"}
+    assert all(len(reason) >= 60 for _, reason in reasons), reasons
+
+
+def test_cdk_nag_findings_fail_the_synth(tmp_path, monkeypatch, capsys):
+    app, stack = build(outdir=str(tmp_path))
+    s3.Bucket(stack, CANARY)  # no SSL-only policy, no access logs
+    import app as cdk_app
+
+    monkeypatch.setattr(cdk_app, "build", lambda: (app, stack))
+    assert cdk_app.main() == 1
+    report = capsys.readouterr().err
+    assert "AwsSolutions-S1:" in report and "AwsSolutions-S10:" in report
+    flagged = {line.split()[0] for line in report.splitlines() if line.strip().startswith("Framesink/")}
+    assert flagged == {f"Framesink/{CANARY}/Resource"}  # the canary, and nothing of ours
+
+
+@pytest.mark.parametrize("which", ["default", "variant"])
+def test_cfn_lint_finds_no_problems(which, request):
+    from cfnlint.api import ManualArgs, lint
+
+    synth = request.getfixturevalue(which)
+    matches = lint(
+        json.dumps(synth.template),
+        config=ManualArgs(
+            regions=["us-east-1", "eu-west-1"],
+            # W3005 "DependsOn already enforced by GetAtt": CDK makes every function depend
+            # on its role explicitly; harmless, and not ours to change.
+            ignore_checks=["W3005"],
+        ),
+    )
+    assert [str(m) for m in matches] == []
+
+
+# --- the Lambda asset -----------------------------------------------------------------------
+
+
+def test_asset_holds_the_packages_and_aarch64_wheels_but_no_sdk(default):
+    top = {p.name for p in default.asset.iterdir()}
+    assert set(PACKAGES) <= top and "aws_lambda_powertools" in top and "aws_xray_sdk" in top
+    assert not top & set(RUNTIME_PROVIDED)
+    assert not any(name.startswith(RUNTIME_PROVIDED) and name.endswith(".dist-info") for name in top)
+    assert list(default.asset.glob("wrapt/_wrappers.cpython-314-aarch64-linux-gnu.so"))
+    assert not list(default.asset.rglob("*x86_64*.so")) and not list(default.asset.rglob("__pycache__"))
+    for package in PACKAGES:  # the exact sources, nothing added or dropped
+        source = sorted(p.relative_to(ROOT / "lambdas").as_posix() for p in (ROOT / "lambdas" / package).rglob("*.py"))
+        bundled = sorted(p.relative_to(default.asset).as_posix() for p in (default.asset / package).rglob("*.py"))
+        assert bundled == source
+
+
+def test_every_import_of_the_lambda_code_is_bundled_or_provided(default):
+    """A dependency added to the core must also be in lambdas/requirements.txt."""
+    available = {p.name.removesuffix(".py") for p in default.asset.iterdir()} | {"boto3", "botocore"}
+    missing = set()
+    for path in [*(default.asset / "framesink_core").rglob("*.py"), *(default.asset / "framesink_handlers").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])  # fmt: skip
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top not in available and top != "__future__":
+                    missing.add(f"{path.relative_to(default.asset)}: {name}")
+    assert missing == set()
+
+
+def test_x86_64_asset_has_x86_64_wheels_and_its_own_hash(default, variant):
+    assert list(variant.asset.glob("wrapt/_wrappers.cpython-314-x86_64-linux-gnu.so"))
+    assert not list(variant.asset.rglob("*aarch64*.so"))
+    assert variant.asset.name != default.asset.name  # a changed architecture is re-uploaded
+
+
+# --- settings change the template -----------------------------------------------------------
+
+
+def test_variant_settings_reach_the_template(variant):
+    functions = variant.functions()
+    for function_id in (functions[h] for h in HANDLERS.values()):
+        props = variant.resources[function_id]["Properties"]
+        assert props["Architectures"] == ["x86_64"]
+        env = variant.env(function_id)
+        assert env["FRAMESINK_MAX_FRAME_BYTES"] == "1048576"
+        assert env["FRAMESINK_VERIFICATION_SECRET_ID"] == "recall/whsec"  # a name, not a value
+        assert "FRAMESINK_TOKEN_SECRET_ID" not in env
+        assert env["POWERTOOLS_SERVICE_NAME"] == "framesink-dev"
+    assert variant.stack.stack_name == "framesink-dev"
+    assert [v["Properties"]["StageName"] for v in variant.websocket("AWS::ApiGatewayV2::Stage").values()] == ["dev"]
+    assert "LifecycleConfiguration" not in variant.resources[variant.frames_bucket()]["Properties"]
+    assert {g["Properties"]["RetentionInDays"] for g in variant.of_type("AWS::Logs::LogGroup").values()} == {7}
+    # destroy: everything goes with the stack, buckets emptied first.
+    ours = {k: v for k, v in variant.resources.items() if v["Type"] in (
+        "AWS::S3::Bucket", "AWS::DynamoDB::Table", "AWS::Logs::LogGroup") and CANARY not in k}  # fmt: skip
+    assert {v.get("DeletionPolicy") for v in ours.values()} == {"Delete"}
+    assert len(variant.of_type("Custom::S3AutoDeleteObjects")) == 2
+    assert variant.resources[variant.only("AWS::DynamoDB::Table")]["Properties"]["DeletionProtectionEnabled"] is False
+    # No static token: no secret, no output; the verification secret is read by name-ARN.
+    assert "TokenSecretArn" not in variant.template["Outputs"]
+    assert not [s for s in variant.of_type("AWS::SecretsManager::Secret").values()
+                if "connection token" in s["Properties"].get("Description", "")]  # fmt: skip
+    assert not variant.of_type("AWS::ApiGateway::Account")
+    connect = functions[HANDLERS["$connect"]]
+    secret_arn = {"Fn::Join": ["", ["arn:", ref("AWS::Partition"), ":secretsmanager:", ref("AWS::Region"), ":",
+                                    ref("AWS::AccountId"), ":secret:recall/whsec-??????"]]}  # fmt: skip
+    assert pairs(["secretsmanager:GetSecretValue"], secret_arn) <= variant.statements(connect)
+    assert not any(a.startswith("secretsmanager:") for a, _ in variant.statements(functions[HANDLERS["$default"]]))
