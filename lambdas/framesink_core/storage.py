@@ -314,19 +314,29 @@ class FrameStore:
     def _update_participant(self, frame: StoredFrame) -> None:
         names, values, sets = _set_clauses(frame.participant_attributes())
         values.update({":ms": frame.relative_ms, ":one": 1, ":bytes": frame.size})
-        sets += ["first_ms = if_not_exists(first_ms, :ms)", "last_ms = if_not_exists(last_ms, :ms)"]
+        sets.append("first_ms = if_not_exists(first_ms, :ms)")
         key = _participant_key(frame.recording_id, frame.participant_id)
-        result = self.dynamodb.update_item(
-            TableName=self.table,
-            Key=key,
-            UpdateExpression="SET " + ", ".join(sets) + " ADD frame_count :one, #b :bytes",
-            ExpressionAttributeNames={**names, "#b": "bytes"},
-            ExpressionAttributeValues=to_item(values),
-            ReturnValues="ALL_NEW",
-        )
+        update = {"TableName": self.table, "Key": key, "ExpressionAttributeNames": {**names, "#b": "bytes"},
+                  "ExpressionAttributeValues": to_item(values)}
+        add = " ADD frame_count :one, #b :bytes"
+        # Frames arrive in time order: one write moves last_ms forward, on the condition that
+        # it is not ahead of this frame (a retried write that landed meets the condition too).
+        try:
+            self.dynamodb.update_item(
+                **update,
+                UpdateExpression="SET " + ", ".join([*sets, "last_ms = :ms"]) + add,
+                ConditionExpression="attribute_not_exists(last_ms) OR last_ms <= :ms",
+            )
+            return
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+        # A late frame (older than last_ms): count it without moving last_ms.
+        result = self.dynamodb.update_item(**update, UpdateExpression="SET " + ", ".join(sets) + add,
+                                           ReturnValues="ALL_NEW")
         updated = from_item(result.get("Attributes", {}))
-        # Out-of-order frames: if_not_exists only sets the first value seen, so widen the
-        # range with a conditional write in the (rare) case this frame lies outside it.
+        # if_not_exists only sets the first value seen, so widen the range with a
+        # conditional write in the (rare) case this frame lies outside it.
         for attr, outside in (("first_ms", ">"), ("last_ms", "<")):
             current = updated.get(attr)
             if current is not None and (
