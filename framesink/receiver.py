@@ -4,8 +4,8 @@ No message-size limit but the configured maximum frame (API Gateway's 32 KB fram
 what it exists to avoid). Per connection it does what the three Lambda handlers do:
 - handshake (``process_request``, before the upgrade): ``GET /healthz`` is answered here for
   the load balancer; otherwise ``service.authenticator`` checks the token (and Recall's
-  signature if configured) and a refusal is the AuthError's HTTP status (401/403), then
-  ``service.connections.opened`` records the connection ($connect);
+  signature if configured) and a refusal is the AuthError's HTTP status (401/403); once the
+  upgrade is valid, ``service.connections.opened`` records the connection ($connect);
 - each message: ``service.ingestor.handle`` in a thread pool (boto3 blocks) ($default);
 - close: ``service.connections.closed`` with the close code ($disconnect).
 
@@ -170,6 +170,7 @@ class Receiver:
             self.config.host,
             self.config.port,
             process_request=self._process_request,
+            process_response=self._process_response,
             max_size=self.max_message_bytes,
             max_queue=self.config.max_queue,
             ping_interval=self.config.ping_interval,
@@ -232,8 +233,6 @@ class Receiver:
         url = urlsplit(request.path)
         if url.path == HEALTH_PATH:
             return self._health(ws, request.path)
-        if (request.headers.get("Upgrade") or "").lower() != "websocket":
-            return None  # not an upgrade: websockets answers 426 itself; nothing to record
         count("ConnectionAttempt")
         source_ip = _client_ip(ws, request)
         if self.draining:
@@ -252,20 +251,30 @@ class Receiver:
             logger.exception("handshake check failed", extra={"reason": "auth_unavailable"})
             return self._refuse(ws, http.HTTPStatus.INTERNAL_SERVER_ERROR, "auth_unavailable",
                                 type(exc).__name__, source_ip)
-        connection_id = uuid.uuid4().hex
+        self._accepted[ws] = _Accepted(uuid.uuid4().hex, principal, source_ip)
+        return None
+
+    async def _process_response(self, ws: ServerConnection, request: Request, response: Response) -> Response | None:
+        """Record an authenticated connection once websockets has validated the upgrade (a
+        plain GET with a good token gets websockets' 426 and leaves no record)."""
+        if response.status_code != http.HTTPStatus.SWITCHING_PROTOCOLS:
+            self._accepted.pop(ws, None)
+            return None
+        accepted = self._accepted[ws]
         try:
-            await loop.run_in_executor(
+            await asyncio.get_running_loop().run_in_executor(
                 self._control_pool,
                 lambda: self.service.connections.opened(
-                    connection_id, bot_id=principal.bot_id, method=principal.method, source_ip=source_ip
+                    accepted.connection_id, bot_id=accepted.principal.bot_id, method=accepted.principal.method,
+                    source_ip=accepted.source_ip,
                 ),
             )
-        except Exception as exc:
+        except Exception as exc:  # DynamoDB unreachable: refuse, as $connect would; Recall retries
             logger.exception("connection not recorded", extra={"reason": "record_failed",
-                                                                 "connection_id": connection_id})
+                                                                 "connection_id": accepted.connection_id})
+            self._accepted.pop(ws, None)
             return self._refuse(ws, http.HTTPStatus.INTERNAL_SERVER_ERROR, "record_failed",
-                                type(exc).__name__, source_ip)
-        self._accepted[ws] = _Accepted(connection_id, principal, source_ip)
+                                type(exc).__name__, accepted.source_ip)
         return None
 
     def _refuse(self, ws: ServerConnection, status: int, reason: str, detail: str, source_ip: str | None) -> Response:

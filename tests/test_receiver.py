@@ -338,17 +338,41 @@ def test_health_is_200_then_503_while_draining_and_stop_closes_with_1001(aws, st
     assert seen["summary"]["closes"] == {"1001": 1}
 
 
-def test_plain_http_without_upgrade_is_not_a_connection(aws, stack):
+def test_plain_http_is_checked_and_never_recorded_as_a_connection(aws, stack):
     service = service_for(aws, stack)
+    seen = []
+    real_opened = service.connections.opened
+    service.connections.opened = lambda *a, **kw: (seen.append(a), real_opened(*a, **kw))
 
     async def scenario():
         receiver = await started(service)
-        answer = await http_get(receiver.port, f"/?token={TOKEN}")
-        return answer, await receiver.stop()
+        answers = (await http_get(receiver.port, f"/?token={TOKEN}"), await http_get(receiver.port, "/"))
+        return answers, await receiver.stop()
 
-    (status, _), summary = run(scenario())
-    assert status == 426  # websockets' own answer to a non-upgrade request
-    assert summary["connections"] == {"accepted": 0, "refused": {}}
+    ((with_token, _), (without, _)), summary = run(scenario())
+    assert with_token == 426  # a good token, but no upgrade: websockets' own answer
+    assert without == 401  # the token check runs first, whatever the request
+    assert seen == [] and summary["connections"] == {"accepted": 0, "refused": {"401": 1}}
+
+
+def test_a_connection_that_cannot_be_recorded_is_refused_with_500(aws, stack):
+    service = service_for(aws, stack)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("DynamoDB unreachable")
+
+    service.connections.opened = broken
+
+    async def scenario():
+        receiver = await started(service)
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(url(receiver)):
+                pass
+        return refused.value.response.status_code, await receiver.stop()
+
+    status, summary = run(scenario())
+    assert status == 500
+    assert summary["connections"] == {"accepted": 0, "refused": {"500": 1}}
 
 
 def test_metrics_are_flushed_periodically_as_emf(aws, stack, small_png, capsys, monkeypatch):
