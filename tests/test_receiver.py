@@ -8,16 +8,18 @@ import dataclasses
 import http.client
 import json
 import threading
+import time
 import uuid
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
-from conftest import TOKEN
+from conftest import TOKEN, WHSEC
 from framesink.receiver import Receiver, ReceiverConfig, max_message_bytes
 from framesink.synthetic import frame_message, make_png
 from framesink_core import schema
+from framesink_core.auth import sign_headers
 from framesink_core.service import Service
 from framesink_core.settings import DEFAULT_MAX_FRAME_BYTES
 from framesink_core.storage import from_item, to_item
@@ -388,3 +390,25 @@ def test_metrics_are_flushed_periodically_as_emf(aws, stack, small_png, capsys, 
         await receiver.stop()
 
     run(scenario())  # the wait above is the assertion: the line appears without any stop/flush call
+
+
+def test_recall_signed_headers_are_verified_at_the_handshake(aws, signed_stack, small_png):
+    service = service_for(aws, signed_stack)
+    rec = rec_id()
+
+    async def scenario():
+        receiver = await started(service)
+        statuses = []
+        for headers in ({}, {**sign_headers(WHSEC, "msg_1", int(time.time())), "webhook-signature": "v1,Zm9v"}):
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(url(receiver), additional_headers=headers):
+                    pass
+            statuses.append(refused.value.response.status_code)
+        async with connect(url(receiver), additional_headers=sign_headers(WHSEC, "msg_2", int(time.time()))) as ws:
+            await ws.send(frame_message(small_png, recording_id=rec, participant_id=1, relative=0.5))
+        await wait_until(lambda: receiver.stats.outcomes["stored"] == 1, "the signed connection's frame stored")
+        return statuses, await receiver.stop()
+
+    statuses, summary = run(scenario())
+    assert statuses == [401, 403]  # no signature, wrong signature
+    assert summary["connections"]["accepted"] == 1
