@@ -1,0 +1,430 @@
+"""Cost model: billable units per frame and cost per participant-hour, for each ingress.
+
+``python -m bench.cost`` measures what it needs on this machine (message and item sizes from
+the real core code, CPU per frame with real boto3 clients answered in-process, the log bytes
+each Lambda invocation writes) and prints the cost of one participant streaming for one hour
+(2 fps) through each ingress, line by line. ``make bench`` runs it with the end-to-end figures
+of the same run (receiver CPU per frame, peak memory). Importable: ``estimate(...)`` and
+``PRICES`` are what a "choose your ingress" table needs.
+
+Prices: AWS list prices, us-east-1, on-demand, no free tier, as published on the AWS pricing
+pages and quoted by public pricing guides up to mid-2026; the model is as of November 2026
+with those figures. Check https://aws.amazon.com/pricing/ before relying on them; every
+figure is in PRICES below and can be overridden.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+REGION = "us-east-1"
+PRICES_AS_OF = "2026-11 (list prices, us-east-1)"
+PRICES = {
+    # API Gateway WebSocket: messages are metered in 32 KB units (first 1 billion/month tier).
+    "apigw_message_per_million": 1.00,
+    "apigw_connection_minute_per_million": 0.25,
+    # Lambda (the stack deploys arm64, cdk.json "architecture").
+    "lambda_request_per_million": 0.20,
+    "lambda_gb_second_arm64": 0.0000133334,
+    "lambda_gb_second_x86_64": 0.0000166667,
+    # S3 Standard.
+    "s3_put_per_thousand": 0.005,
+    "s3_gb_month": 0.023,
+    # DynamoDB on-demand (after the Nov 2024 price cut), Standard table class.
+    "dynamodb_wru_per_million": 0.625,
+    "dynamodb_rru_per_million": 0.125,
+    "dynamodb_gb_month": 0.25,
+    # Fargate Linux.
+    "fargate_vcpu_hour_arm64": 0.03238,
+    "fargate_gb_hour_arm64": 0.00356,
+    "fargate_vcpu_hour_x86_64": 0.04048,
+    "fargate_gb_hour_x86_64": 0.004445,
+    # Application Load Balancer: an LCU is the max of 25 new connections/s, 3,000 active
+    # connections/min, 1 GB processed/hour (EC2/IP targets), 1,000 rule evaluations/s.
+    "alb_hour": 0.0225,
+    "alb_lcu_hour": 0.008,
+    "public_ipv4_hour": 0.005,
+    # Observability the stack turns on.
+    "cloudwatch_logs_ingest_gb": 0.50,
+    "xray_traces_recorded_per_million": 5.00,
+}
+
+APIGW_UNIT_BYTES = 32 * 1024
+APIGW_MAX_FRAME_BYTES = 32 * 1024  # a larger websocket frame closes the connection (1009)
+ALB_GB_PER_LCU_HOUR = 1.0
+ALB_ACTIVE_CONNECTIONS_PER_LCU = 3000
+LAMBDA_FULL_VCPU_MB = 1769  # Lambda gives one full vCPU at 1,769 MB, proportionally less below
+DAYS_PER_MONTH = 365.25 / 12
+
+# Assumptions that are not measured here (no AWS account): typical in-region latencies seen
+# from Lambda, and what the Lambda platform logs per invocation. Override with --assume.
+ASSUMPTIONS = {
+    "s3_put_ms": 20.0,  # PutObject round trip, small object
+    "s3_put_mb_per_s": 80.0,  # upload speed for the body on top of that
+    "dynamodb_write_ms": 6.0,  # PutItem / UpdateItem round trip
+    "lambda_platform_log_bytes": 360,  # START, END, REPORT (with the X-Ray segment line)
+    "s3_access_log_bytes": 450,  # one server access log record per PUT (kept log_retention_days)
+    "xray_sampled_fraction": 0.05,  # default sampling rule beyond the 1/s reservoir
+    "cpu_speed_vs_lambda_vcpu": 1.0,  # this machine's core vs one Lambda (Graviton) vCPU
+}
+
+
+@dataclass
+class Workload:
+    """What is being paid for. Defaults follow the stack's defaults (cdk.json, infra/)."""
+
+    fps: float = 2.0
+    meeting_size: int = 5  # participants per bot: one websocket connection carries them all
+    concurrent_participants: int = 100  # spreads the container ingress's fixed hourly cost
+    frame_expiry_days: int = 30  # S3 lifecycle (cdk.json frameExpiryDays)
+    log_retention_days: int = 30
+    index_months: float = 1.0  # months an index item is paid for (frame items have no TTL)
+    architecture: str = "arm64"
+    lambda_memory_mb: int = 512  # ingest function (infra/websocket_ingress.py)
+    task_vcpu: float = 0.5  # receiver task (infra/container_ingress.py)
+    task_memory_gb: float = 1.0
+    task_cpu_target: float = 0.6  # autoscaling target
+    min_tasks: int = 1
+    alb_azs: int = 2  # an internet-facing ALB holds one public IPv4 per AZ
+
+
+@dataclass
+class FrameProfile:
+    """One kind of frame, measured: sizes from the core code, CPU on this machine."""
+
+    name: str
+    width: int
+    height: int
+    png_bytes: int
+    message_bytes: int
+    index_item_bytes: int
+    participant_item_bytes: int
+    lambda_handler_cpu_ms: float  # ingest Lambda handler per frame (Powertools, parse, store calls)
+    store_cpu_ms: float  # Ingestor.handle + FrameStore with boto3 (what a receiver does per frame)
+    receiver_cpu_ms: float | None = None  # measured end to end (receiver process), if available
+    lambda_log_bytes: int = 0  # what the handler prints per invocation (EMF metrics, logs)
+    fits_apigw: bool = True
+    notes: list[str] = field(default_factory=list)
+
+
+# --- DynamoDB item size (the rules in the DynamoDB developer guide, "Item sizes") ------------
+
+def _value_bytes(value: dict) -> int:
+    (kind, v), = value.items()
+    if kind == "S":
+        return len(v.encode())
+    if kind == "N":
+        digits = v.lstrip("-").replace(".", "").strip("0") or "0"
+        return (len(digits) + 1) // 2 + 1
+    if kind == "B":
+        return len(v)
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind == "M":
+        return 3 + sum(len(k.encode()) + _value_bytes(x) + 1 for k, x in v.items())
+    if kind == "L":
+        return 3 + sum(_value_bytes(x) + 1 for x in v)
+    return len(json.dumps(v))
+
+
+def item_bytes(item: dict) -> int:
+    """Size of a low-level DynamoDB item as DynamoDB meters it."""
+    return sum(len(name.encode()) + _value_bytes(value) for name, value in item.items())
+
+
+def write_units(size_bytes: int) -> int:
+    return max(1, math.ceil(size_bytes / 1024))
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+PROFILES = {
+    # name: (width, height, detailed)
+    "small 480x360 (fits API Gateway)": (480, 360, False),
+    "webcam 480x360": (480, 360, True),
+    "screenshare 1280x720": (1280, 720, True),
+}
+
+
+def _frames(width: int, height: int, detailed: bool, n: int = 3) -> list[tuple[bytes, str]]:
+    from framesink.synthetic import frame_message, make_png
+
+    pngs = [make_png(width, height, seed=200 + k, detailed=detailed, label="Grace Hopper") for k in range(n)]
+    return [(png, frame_message(png, recording_id=str(uuid.uuid4()), participant_id=100 + k, relative=12.5 + k,
+                                name="Grace Hopper", bot_id=str(uuid.uuid4())))
+            for k, png in enumerate(pngs)]
+
+
+def _items(message: str) -> tuple[int, int]:
+    """(frame index item bytes, participant item bytes), from the storage code itself."""
+    from framesink_core.events import parse_message
+    from framesink_core.storage import StoredFrame, to_item
+
+    frame = parse_message(message, 1 << 30)
+    record = StoredFrame.from_frame(frame, bot_id=frame.bot_id, connection_id="L0SM9cOFvHcCIhw=",
+                                    stored_at=int(time.time() * 1000))
+    index = to_item({**record.index_item(), "write_id": uuid.uuid4().hex})
+    participant = {
+        "pk": f"REC#{frame.recording_id}", "sk": f"PART#{frame.participant_id}",
+        **{k: v for k, v in record.participant_attributes().items() if v is not None},
+        "first_ms": frame.relative_ms, "last_ms": frame.relative_ms, "frame_count": 7200, "bytes": 7200 * len(frame.png),
+    }
+    return item_bytes(index), item_bytes(to_item(participant))
+
+
+def _cpu_ms(fn, items, repeats: int) -> float:
+    """Median over repeats of the CPU time (process_time) per item, in ms."""
+    samples = []
+    for _ in range(repeats):
+        start = time.process_time_ns()
+        for item in items:
+            fn(item)
+        samples.append((time.process_time_ns() - start) / len(items) / 1e6)
+    samples.sort()
+    return samples[len(samples) // 2]
+
+
+def _websocket_event(body: str, connection_id: str) -> dict:
+    now = int(time.time() * 1000)
+    return {
+        "requestContext": {"routeKey": "$default", "eventType": "MESSAGE", "messageDirection": "IN",
+                           "stage": "live", "connectedAt": now, "requestTimeEpoch": now,
+                           "connectionId": connection_id, "messageId": uuid.uuid4().hex[:16],
+                           "requestId": uuid.uuid4().hex, "apiId": "bench", "domainName": "bench",
+                           "identity": {"sourceIp": "203.0.113.7"}},
+        "body": body, "isBase64Encoded": False,
+    }
+
+
+class _Context:
+    function_name = "framesink-ingest"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:framesink-ingest"
+    aws_request_id = "bench"
+
+
+def measure_profiles(repeats: int = 5) -> list[FrameProfile]:
+    """Sizes, CPU per frame and log bytes per invocation, for each frame profile."""
+    from framesink_core.ingest import Ingestor
+    from framesink_core.observability import metrics
+    from framesink_core.service import Service
+    from framesink_core.settings import Settings
+    from framesink_handlers import ingest
+
+    from .canned import clients
+
+    profiles = []
+    settings = Settings(bucket="bench-frames", table="bench-index", max_frame_bytes=4 * 1024 * 1024)
+    for name, (width, height, detailed) in PROFILES.items():
+        frames = _frames(width, height, detailed)
+        s3, dynamodb = clients()
+        service = Service(settings, s3=s3, dynamodb=dynamodb)
+        ingestor = Ingestor(service.store, settings.max_frame_bytes)
+        messages = [m for _, m in frames]
+        for m in messages:  # warm up (first-call costs: endpoint resolution, model loading)
+            assert ingestor.handle(m, connection_id="c").status == "stored"
+        metrics.clear_metrics()
+        store_cpu = _cpu_ms(lambda m: ingestor.handle(m, connection_id="c"), messages, repeats)
+        metrics.clear_metrics()
+
+        # The ingest Lambda handler, decorators and all, on the same canned clients.
+        events = [_websocket_event(m, "L0SM9cOFvHcCIhw=") for m in messages]
+        original = ingest.service
+        ingest.service = lambda: service  # the handler looks its Service up at call time
+        try:
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                results = [ingest.handler(e, _Context()) for e in events]
+                handler_cpu = _cpu_ms(lambda e: ingest.handler(e, _Context()), events, repeats)
+        finally:
+            ingest.service = original
+        assert all(r["body"] in ("stored", "duplicate") for r in results), results
+        log_bytes = len(out.getvalue().encode()) // (len(events) * (1 + repeats))
+
+        index_bytes, participant_bytes = _items(messages[0])
+        avg_png = sum(len(p) for p, _ in frames) // len(frames)
+        avg_message = sum(len(m) for m in messages) // len(messages)
+        fits = avg_message <= APIGW_MAX_FRAME_BYTES
+        profiles.append(FrameProfile(
+            name=name, width=width, height=height, png_bytes=avg_png, message_bytes=avg_message,
+            index_item_bytes=index_bytes, participant_item_bytes=participant_bytes,
+            lambda_handler_cpu_ms=handler_cpu, store_cpu_ms=store_cpu, lambda_log_bytes=log_bytes,
+            fits_apigw=fits,
+            notes=[] if fits else [f"{avg_message // 1024} KB messages: over API Gateway's 32 KB frame limit"],
+        ))
+    return profiles
+
+
+# --- the model -----------------------------------------------------------------------------------
+
+def _lambda_duration_ms(profile: FrameProfile, workload: Workload, assume: dict) -> float:
+    """Billed duration of one ingest invocation: CPU at the function's vCPU share plus waits."""
+    share = min(1.0, workload.lambda_memory_mb / LAMBDA_FULL_VCPU_MB)
+    cpu = profile.lambda_handler_cpu_ms * assume["cpu_speed_vs_lambda_vcpu"] / share
+    io_wait = (assume["s3_put_ms"] + profile.png_bytes / (assume["s3_put_mb_per_s"] * 1e6) * 1000
+               + 2 * assume["dynamodb_write_ms"])
+    return math.ceil(cpu + io_wait)
+
+
+def units_per_frame(profile: FrameProfile, ingress: str, workload: Workload, assume: dict) -> dict:
+    """Billable units one frame causes (per-connection and hourly costs are in estimate())."""
+    frame_wru = write_units(profile.index_item_bytes) * 3  # base table + gsi1 + gsi2 (projection ALL)
+    units = {
+        "s3_puts": 1,
+        "s3_gb_stored": profile.png_bytes / 1e9,
+        "dynamodb_wru": frame_wru + write_units(profile.participant_item_bytes),
+        "dynamodb_gb_stored": profile.index_item_bytes * 3 / 1e9,  # the item and its two GSI copies
+        "access_log_gb": assume["s3_access_log_bytes"] / 1e9,
+    }
+    if ingress == "apigw":
+        duration = _lambda_duration_ms(profile, workload, assume)
+        units.update({
+            "apigw_messages": math.ceil(profile.message_bytes / APIGW_UNIT_BYTES),
+            "lambda_requests": 1,
+            "lambda_gb_seconds": workload.lambda_memory_mb / 1024 * duration / 1000,
+            "lambda_billed_ms": duration,
+            "log_gb": (profile.lambda_log_bytes + assume["lambda_platform_log_bytes"]) / 1e9,
+            "xray_traces": assume["xray_sampled_fraction"],
+        })
+    else:
+        cpu_ms = profile.receiver_cpu_ms if profile.receiver_cpu_ms is not None else profile.store_cpu_ms
+        units.update({
+            "receiver_vcpu_seconds": cpu_ms * assume["cpu_speed_vs_lambda_vcpu"] / 1000,
+            "alb_gb_processed": profile.message_bytes / 1e9,
+        })
+    return units
+
+
+def estimate(profile: FrameProfile, ingress: str, workload: Workload | None = None,
+             prices: dict | None = None, assume: dict | None = None) -> dict:
+    """Cost of one participant-hour, by line item (USD), with the units behind it."""
+    w = workload or Workload()
+    p = {**PRICES, **(prices or {})}
+    a = {**ASSUMPTIONS, **(assume or {})}
+    frames = w.fps * 3600
+    u = units_per_frame(profile, ingress, w, a)
+    months_kept = w.frame_expiry_days / DAYS_PER_MONTH if w.frame_expiry_days else 12.0
+    lines = {
+        "S3 PUT": frames * u["s3_puts"] * p["s3_put_per_thousand"] / 1000,
+        f"S3 storage ({w.frame_expiry_days} d)": frames * u["s3_gb_stored"] * months_kept * p["s3_gb_month"],
+        "S3 access logs": frames * u["access_log_gb"] * (w.log_retention_days / DAYS_PER_MONTH) * p["s3_gb_month"],
+        "DynamoDB writes": frames * u["dynamodb_wru"] * p["dynamodb_wru_per_million"] / 1e6,
+        f"DynamoDB storage ({w.index_months:g} mo)": frames * u["dynamodb_gb_stored"] * w.index_months
+        * p["dynamodb_gb_month"],
+    }
+    if ingress == "apigw":
+        lines.update({
+            "API Gateway messages": frames * u["apigw_messages"] * p["apigw_message_per_million"] / 1e6,
+            "API Gateway connection minutes": 60 / w.meeting_size * p["apigw_connection_minute_per_million"] / 1e6,
+            "Lambda requests": frames * p["lambda_request_per_million"] / 1e6,
+            "Lambda GB-seconds": frames * u["lambda_gb_seconds"] * p[f"lambda_gb_second_{w.architecture}"],
+            "CloudWatch Logs": frames * u["log_gb"] * p["cloudwatch_logs_ingest_gb"],
+            "X-Ray traces": frames * u["xray_traces"] * p["xray_traces_recorded_per_million"] / 1e6,
+        })
+        fixed_per_hour = 0.0
+    else:
+        vcpu_hours = frames * u["receiver_vcpu_seconds"] / 3600 / w.task_cpu_target
+        participants_per_task = w.task_vcpu * w.task_cpu_target * 3600 / (frames * u["receiver_vcpu_seconds"])
+        tasks = max(w.min_tasks, math.ceil(w.concurrent_participants / participants_per_task))
+        task_hour = (w.task_vcpu * p[f"fargate_vcpu_hour_{w.architecture}"]
+                     + w.task_memory_gb * p[f"fargate_gb_hour_{w.architecture}"])
+        alb_lcu = max(frames * u["alb_gb_processed"] / ALB_GB_PER_LCU_HOUR,
+                      1 / w.meeting_size / ALB_ACTIVE_CONNECTIONS_PER_LCU)
+        fixed_per_hour = p["alb_hour"] + (w.alb_azs + tasks) * p["public_ipv4_hour"]
+        lines.update({
+            "Fargate tasks (share)": tasks * task_hour / w.concurrent_participants,
+            "ALB LCU (processed bytes)": alb_lcu * p["alb_lcu_hour"],
+            f"ALB hour + public IPv4 (/{w.concurrent_participants})": fixed_per_hour / w.concurrent_participants,
+        })
+        u["participants_per_task"] = participants_per_task
+        u["tasks"] = tasks
+        u["vcpu_hours_per_participant_hour"] = vcpu_hours
+    total = sum(lines.values())
+    return {
+        "ingress": ingress, "profile": profile.name, "fits": ingress != "apigw" or profile.fits_apigw,
+        "per_participant_hour": total, "per_frame": total / frames, "lines": lines, "units_per_frame": u,
+        "fixed_per_hour": fixed_per_hour,
+    }
+
+
+def table(estimates: list[dict]) -> str:
+    """A Markdown table: one column per (ingress, profile), one row per line item."""
+    columns = [e for e in estimates if e["fits"]]
+    names = []
+    for e in columns:
+        names += [n for n in e["lines"] if n not in names]
+    head = "| USD per participant-hour | " + " | ".join(f"{e['ingress']}: {e['profile']}" for e in columns) + " |"
+    rows = [head, "|---|" + "---:|" * len(columns)]
+    for n in names:
+        rows.append(f"| {n} | " + " | ".join(_usd(e["lines"].get(n)) for e in columns) + " |")
+    rows.append("| **total** | " + " | ".join(f"**{_usd(e['per_participant_hour'])}**" for e in columns) + " |")
+    return "\n".join(rows)
+
+
+def _usd(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.4f}" if value >= 0.0001 or value == 0 else f"{value:.1e}"
+
+
+def run(quick: bool = False, receiver_cpu_ms: dict[str, float] | None = None,
+        workload: Workload | None = None) -> tuple[list, dict]:
+    """For ``python -m bench``: (rows, details). ``receiver_cpu_ms`` maps profile names to the
+    end-to-end receiver CPU per frame measured in the same run, when there is one."""
+    from . import Row
+
+    profiles = measure_profiles(repeats=3 if quick else 7)
+    for prof in profiles:
+        if receiver_cpu_ms and prof.name in receiver_cpu_ms:
+            prof.receiver_cpu_ms = receiver_cpu_ms[prof.name]
+    w = workload or Workload()
+    estimates = [estimate(prof, ingress, w) for prof in profiles for ingress in ("apigw", "direct")]
+    rows = [Row("cost", f"{e['ingress']}: {e['profile']}", e["per_participant_hour"], "USD/participant-hour",
+                note="" if e["fits"] else "does not fit API Gateway (1009)") for e in estimates]
+    details = {"prices": PRICES, "prices_as_of": PRICES_AS_OF, "region": REGION, "assumptions": ASSUMPTIONS,
+               "workload": asdict(w), "profiles": [asdict(prof) for prof in profiles], "estimates": estimates,
+               "markdown": table(estimates)}
+    return rows, details
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.cost", description=__doc__.splitlines()[0])
+    parser.add_argument("--participants", type=int, default=Workload.concurrent_participants,
+                        help="concurrent participants (spreads the container ingress's fixed cost)")
+    parser.add_argument("--meeting-size", type=int, default=Workload.meeting_size,
+                        help="participants per bot connection")
+    parser.add_argument("--architecture", choices=["arm64", "x86_64"], default=Workload.architecture)
+    parser.add_argument("--from-results", type=Path, metavar="JSON",
+                        help="use the receiver CPU per frame measured by `make bench` (bench/results/latest.json)")
+    parser.add_argument("--json", action="store_true", help="print the details as JSON")
+    args = parser.parse_args(argv)
+    receiver = None
+    if args.from_results:
+        receiver = json.loads(args.from_results.read_text()).get("details", {}).get("e2e", {}).get(
+            "receiver_cpu_ms_per_frame")
+    w = replace(Workload(), concurrent_participants=args.participants, meeting_size=args.meeting_size,
+                architecture=args.architecture)
+    _, details = run(receiver_cpu_ms=receiver, workload=w)
+    if args.json:
+        print(json.dumps(details, indent=2, default=str))
+        return 0
+    print(f"framesink cost model: {PRICES_AS_OF}; {w.fps:g} fps, {w.meeting_size} participants per bot, "
+          f"{w.concurrent_participants} concurrent participants, {w.architecture}\n")
+    print(details["markdown"])
+    for prof in details["profiles"]:
+        print(f"\n{prof['name']}: PNG {prof['png_bytes'] / 1024:.0f} KB, message {prof['message_bytes'] / 1024:.0f} KB, "
+              f"index item {prof['index_item_bytes']} B, Lambda handler CPU {prof['lambda_handler_cpu_ms']:.2f} ms, "
+              f"store CPU {prof['store_cpu_ms']:.2f} ms" + "".join(f"; {n}" for n in prof["notes"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,287 @@
+"""End to end through the local stack: frames per second and send-to-stored latency, per ingress.
+
+The system under test is `framesink local`'s LocalStack (moto server + the API Gateway
+emulator feeding the real Lambda handlers, or the container receiver), hosted in this process
+so that a botocore hook on the ingress's own DynamoDB client can timestamp each frame's index
+write. The load comes from another process (bench/loadgen.py): simulated Recall bots, one
+websocket per bot, 5 participants per bot.
+
+- stored: the frame's index PutItem has returned (its S3 object was written just before);
+  latency = that moment minus the client's send time (same machine, same clock).
+- paced: every participant at 2 fps for a few seconds; p50/p99 latency, frames/s, loss.
+- saturated: the bots send as fast as the ingress reads (websocket backpressure); frames/s,
+  against the raw moto put ceiling measured in the same run against the same moto server
+  (plain boto3 put_object + put_item from threads, no ingress) at the same concurrency.
+- API Gateway frames are small flat 480x360 PNGs (~2 KB) because real camera frames do not
+  fit its 32 KB frame limit; the receiver gets camera-like 480x360 frames (~250 KB).
+
+The container receiver's peak memory under 100 participants is measured as its own process
+(``python -m framesink.receiver``, as the container runs it) against the same moto server:
+VmHWM from /proc, and its CPU time per frame (which bench/cost.py turns into Fargate cost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+
+from . import Row, percentile
+
+TARGET = 0.8
+MEETING_SIZE = 5
+PARTICIPANTS = (10, 50, 100)
+GUARD = 180  # seconds: hang guard only
+
+
+class StoredClock:
+    """Epoch ms at which each frame's index item write returned, keyed by S3 key."""
+
+    def __init__(self, dynamodb):
+        self.at: dict[str, float] = {}
+        events = dynamodb.meta.events
+        events.register("before-parameter-build.dynamodb.PutItem", self._before)
+        events.register("after-call.dynamodb.PutItem", self._after)
+
+    @staticmethod
+    def _before(params, context, **_):
+        key = params.get("Item", {}).get("s3_key", {}).get("S")
+        if key:
+            context["bench_key"] = key
+
+    def _after(self, http_response, context, **_):
+        key = context.get("bench_key")
+        if key and http_response.status_code == 200:
+            self.at.setdefault(key, time.time() * 1000)
+
+
+@contextmanager
+def local_stack(ingress: str):
+    """`framesink local --ingress <ingress>` in a background event loop; yields (stack, run)."""
+    import logging
+
+    from framesink.emulator import LocalConfig, LocalStack
+
+    logging.getLogger("framesink").setLevel(logging.WARNING)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True, name="bench-local")
+    thread.start()
+
+    def run(coro, timeout=GUARD):
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+
+    suffix = uuid.uuid4().hex[:8]
+    stack = LocalStack(LocalConfig(port=0, ingress=ingress, state_file=None, bucket=f"bench-{suffix}",
+                                   table=f"bench-{suffix}", token_secret_name=f"bench/{suffix}",
+                                   reset_on_stop=True))
+    run(stack.start())
+    try:
+        yield stack, run
+    finally:
+        run(stack.stop())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
+
+
+def _ingress_service(stack):
+    from framesink_handlers import _runtime
+
+    return stack.receiver.service if stack.receiver is not None else _runtime.service()
+
+
+def loadgen(*args: str) -> dict:
+    out = subprocess.run([sys.executable, "-m", "bench.loadgen", *args], capture_output=True, text=True,
+                         timeout=GUARD, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"loadgen {' '.join(args[:1])} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout)
+
+
+def _wait_stored(clock: StoredClock, keys: list[str], stack, run, timeout: float = 120) -> None:
+    run(stack.wait_idle(), timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(k not in clock.at for k in keys):
+        time.sleep(0.05)
+
+
+def measure(clock, stack, run, url: str, participants: int, size: str, fps: float, ticks: int, tag: str) -> dict:
+    result = loadgen("bots", "--url", url, "--participants", str(participants), "--meeting-size",
+                     str(MEETING_SIZE), "--ticks", str(ticks), "--fps", str(fps), "--size", size,
+                     "--recording-prefix", f"bench-{tag}-{uuid.uuid4().hex[:6]}")
+    sent = dict(result["sent"])
+    _wait_stored(clock, list(sent), stack, run)
+    latencies = [clock.at[k] - t for k, t in sent.items() if k in clock.at]
+    stored = len(latencies)
+    span = (max(clock.at[k] for k in sent if k in clock.at) - min(sent.values())) / 1000 if stored else 0
+    return {
+        "participants": participants, "connections": result["connections"], "sent": len(sent),
+        "expected": participants * ticks, "stored": stored, "lost": participants * ticks - stored,
+        "errors": result["errors"], "fps": stored / span if span else 0.0,
+        "p50_ms": percentile(latencies, 50) if latencies else None,
+        "p99_ms": percentile(latencies, 99) if latencies else None,
+        "send_seconds": result["seconds"],
+    }
+
+
+def ceiling(stack, size: str, threads: int, frames: int, calls: int = 2) -> dict:
+    """Plain boto3 puts from threads of this process: where `framesink local` runs the
+    ingress's own boto3 clients, next to the moto server, sharing its interpreter."""
+    import boto3
+
+    from framesink_core.storage import BOTO_CONFIG
+
+    from .loadgen import put_loop
+
+    kwargs = {"endpoint_url": stack.endpoint_url, "region_name": stack.config.region, "config": BOTO_CONFIG,
+              "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    return put_loop(boto3.client("s3", **kwargs), boto3.client("dynamodb", **kwargs), stack.config.bucket,
+                    stack.config.table, size=size, frames=frames, threads=threads, calls=calls)
+
+
+def _proc(pid: int) -> dict:
+    status = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                status[key] = int(value.split()[0]) * 1024
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    status["cpu_seconds"] = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    return status
+
+
+def _wait_cpu_idle(pid: int, timeout: float = 90) -> dict:
+    """/proc figures once the process has used under 5% of a CPU for a whole second."""
+    last = _proc(pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = _proc(pid)
+        if now["cpu_seconds"] - last["cpu_seconds"] < 0.05:
+            return now
+        last = now
+    return last
+
+
+def receiver_memory(stack, run, participants: int, seconds: float) -> dict:
+    """A standalone receiver process (the container's CMD) under ``participants`` at 2 fps."""
+    env = {
+        **os.environ,
+        "FRAMESINK_BUCKET": stack.config.bucket, "FRAMESINK_TABLE": stack.config.table,
+        "FRAMESINK_TOKEN_SECRET_ID": stack.config.token_secret_name,
+        "AWS_ENDPOINT_URL": stack.endpoint_url, "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+        "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_TRACE_DISABLED": "true", "PYTHONUNBUFFERED": "1",
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "framesink.receiver", "--port", "0"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        port = None
+        deadline = time.monotonic() + 60
+        while port is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            try:
+                ready = json.loads(line)
+            except ValueError:
+                continue
+            if ready.get("framesink_receiver") == "ready":
+                port = ready["port"]
+        if port is None:
+            raise RuntimeError("the receiver did not start")
+        threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep draining its stdout
+        idle = _proc(proc.pid)
+        ticks = max(2, round(seconds * 2))
+        result = loadgen("bots", "--url", f"ws://127.0.0.1:{port}/?token={stack.token}", "--participants",
+                         str(participants), "--meeting-size", str(MEETING_SIZE), "--ticks", str(ticks),
+                         "--fps", "2", "--size", "webcam", "--recording-prefix", f"bench-rss-{uuid.uuid4().hex[:6]}")
+        loaded = _wait_cpu_idle(proc.pid)  # every frame read has been stored
+        frames = len(result["sent"])
+        return {
+            "participants": participants, "frames": frames, "seconds": result["seconds"],
+            "idle_rss_bytes": idle["VmRSS"], "peak_rss_bytes": loaded["VmHWM"],
+            "cpu_ms_per_frame": (loaded["cpu_seconds"] - idle["cpu_seconds"]) * 1000 / frames if frames else None,
+            "errors": result["errors"],
+        }
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run(quick: bool = False) -> tuple[list[Row], dict]:
+    counts = PARTICIPANTS[:2] if quick else PARTICIPANTS
+    paced_ticks = 4 if quick else 6  # frames per participant at 2 fps
+    rows: list[Row] = []
+    details: dict = {"meeting_size": MEETING_SIZE, "runs": {}}
+    for ingress, size, sat_frames in (("apigw", "small", 300), ("direct", "webcam", 160)):
+        if quick:
+            sat_frames //= 2
+        with local_stack(ingress) as (stack, run_):
+            clock = StoredClock(_ingress_service(stack).dynamodb)
+            url = stack.state["ws_url"]
+            # Concurrency the ingress has: the emulator handles a connection's messages in
+            # order (8 handler threads in all); the receiver stores up to 32 at once.
+            concurrency = {n: (min(-(-n // MEETING_SIZE), 8) if ingress == "apigw" else 8) for n in counts}
+            ceilings: dict[int, list[dict]] = {}
+            for threads in sorted(set(concurrency.values())):
+                ceilings[threads] = [ceiling(stack, size, threads, sat_frames)]
+            same_calls = ceiling(stack, size, 8, sat_frames, calls=3)
+            results = []
+            for n in counts:
+                paced = measure(clock, stack, run_, url, n, size, 2.0, paced_ticks, f"{ingress}-{n}-paced")
+                saturated = measure(clock, stack, run_, url, n, size, 0.0, max(2, sat_frames // n),
+                                    f"{ingress}-{n}-sat")
+                results.append({"paced": paced, "saturated": saturated, "ceiling_threads": concurrency[n]})
+            for threads in ceilings:  # again after the runs: the ceiling is the better of the two
+                ceilings[threads].append(ceiling(stack, size, threads, sat_frames))
+            memory = receiver_memory(stack, run_, 100 if not quick else 50, 4 if quick else 6) \
+                if ingress == "direct" else None
+        best = {t: max(c["fps"] for c in cs) for t, cs in ceilings.items()}
+        label = "API Gateway emulator + Lambda handlers, ~2 KB frames" if ingress == "apigw" \
+            else "container receiver, ~250 KB frames"
+        for r in results:
+            n, p, s = r["paced"]["participants"], r["paced"], r["saturated"]
+            ok_loss = p["lost"] == 0 and s["lost"] == 0
+            rows.append(Row(
+                "e2e", f"{ingress} {n} participants: saturated frames/s", s["fps"], "frames/s",
+                baseline=best[r["ceiling_threads"]], baseline_name=f"moto put ceiling ({r['ceiling_threads']} threads)",
+                target=TARGET, higher_is_better=True,
+                note=f"loss {p['lost'] + s['lost']}" + ("" if ok_loss else " (LOST FRAMES)"),
+            ))
+            rows.append(Row(
+                "e2e", f"{ingress} {n} participants at 2 fps: p50 / p99 send-to-stored", p["p50_ms"] or 0, "ms",
+                note=f"p99 {p['p99_ms']:.0f} ms, {p['fps']:.0f} frames/s stored" if p["p99_ms"] is not None else "",
+                extra={"p99_ms": p["p99_ms"]},
+            ))
+        details["runs"][ingress] = {"label": label, "frame_size": size, "results": results,
+                                    "ceilings": ceilings, "same_calls_ceiling": same_calls}
+        if memory:
+            details["receiver_memory"] = memory
+            rows.append(Row(
+                "memory", f"receiver peak RSS, {memory['participants']} participants (~250 KB frames)",
+                memory["peak_rss_bytes"] / 2**20, "MiB", baseline=memory["idle_rss_bytes"] / 2**20,
+                baseline_name="same process idle", note=f"{memory['cpu_ms_per_frame']:.1f} ms CPU per frame",
+            ))
+            details["receiver_cpu_ms_per_frame"] = {"webcam 480x360": memory["cpu_ms_per_frame"]}
+    return rows, details
+
+
+if __name__ == "__main__":
+    result_rows, result_details = run(quick="--quick" in sys.argv)
+    for row in result_rows:
+        ratio = f" = {row.ratio:.2f}x of {row.baseline:.1f}" if row.ratio is not None else ""
+        print(f"{row.name}: {row.value:.1f} {row.unit}{ratio} {row.note}")
+    print(json.dumps(result_details, indent=2, default=str)[:4000])
