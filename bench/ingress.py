@@ -9,7 +9,7 @@ and what each costs per participant-hour. ``python -m bench.ingress [--quick]``.
 2. Receiver CPU: `python -m framesink.receiver` as a subprocess (what the image runs)
    storing the 480x360 frames in a moto server over 4 connections; its user+system CPU
    from /proc between "ready" and "all stored", divided by the frames.
-3. Cost: list prices (PRICES, us-east-1, checked Nov 2026) times the units a participant
+3. Cost: list prices (bench/cost.py's PRICES, us-east-1, Nov 2026) times the units a participant
    generates in an hour at 2 fps (webcam only), using the measured sizes and CPU.
 """
 
@@ -30,6 +30,8 @@ import uuid
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from .cost import PRICES as COST_PRICES
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "ingress.json"
 
@@ -39,20 +41,20 @@ APIGW_BILLING_UNIT = 32 * 1024
 FPS = 2
 FRAMES_PER_HOUR = FPS * 3600
 
-# us-east-1 list prices (USD), as of Nov 2026.
+# One price table for every benchmark: bench/cost.py's (us-east-1 list prices, Nov 2026).
 PRICES = {
-    "apigw_ws_per_million_messages": 1.00,  # per 32 KB unit, first 1 billion
-    "apigw_ws_per_million_connection_minutes": 0.25,
-    "lambda_per_million_requests": 0.20,
-    "lambda_arm_per_gb_second": 0.0000133334,
-    "fargate_arm_per_vcpu_hour": 0.03238,
-    "fargate_arm_per_gb_hour": 0.00356,
-    "alb_per_hour": 0.0225,
-    "alb_per_lcu_hour": 0.008,  # 1 LCU = 1 GB/h processed for IP targets (the binding dimension here)
-    "public_ipv4_per_hour": 0.005,
-    "s3_put_per_thousand": 0.005,
-    "s3_storage_per_gb_month": 0.023,
-    "dynamodb_on_demand_per_million_wru": 0.625,
+    "apigw_ws_per_million_messages": COST_PRICES["apigw_message_per_million"],  # per 32 KB unit
+    "apigw_ws_per_million_connection_minutes": COST_PRICES["apigw_connection_minute_per_million"],
+    "lambda_per_million_requests": COST_PRICES["lambda_request_per_million"],
+    "lambda_arm_per_gb_second": COST_PRICES["lambda_gb_second_arm64"],
+    "fargate_arm_per_vcpu_hour": COST_PRICES["fargate_vcpu_hour_arm64"],
+    "fargate_arm_per_gb_hour": COST_PRICES["fargate_gb_hour_arm64"],
+    "alb_per_hour": COST_PRICES["alb_hour"],
+    "alb_per_lcu_hour": COST_PRICES["alb_lcu_hour"],  # 1 LCU = 1 GB/h processed for IP targets (binding here)
+    "public_ipv4_per_hour": COST_PRICES["public_ipv4_hour"],
+    "s3_put_per_thousand": COST_PRICES["s3_put_per_thousand"],
+    "s3_storage_per_gb_month": COST_PRICES["s3_gb_month"],
+    "dynamodb_on_demand_per_million_wru": COST_PRICES["dynamodb_wru_per_million"],
 }
 # Assumptions that are not measurable offline, stated in the README next to the results.
 LAMBDA_MEMORY_GB = 0.5  # the ingest function's 512 MB
