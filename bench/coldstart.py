@@ -1,16 +1,30 @@
 """Cold start: import time of each Lambda handler module in a fresh interpreter vs ``import boto3``.
 
-Each sample is a new ``python -c`` process that times one import with perf_counter, in the
-environment a deployed function sees (LAMBDA_TASK_ROOT and friends: the X-Ray SDK and
-Powertools take their Lambda code paths, e.g. X-Ray's local sampler instead of a client for
-the X-Ray daemon). Modules are measured round-robin, so a noisy moment hits them all; the
-median per module is compared with the median of ``import boto3``, which every handler needs
-anyway. ``-X importtime`` of the ingest handler names the heaviest imports.
+What a deployed function imports is rebuilt from the venv, laid out as Lambda lays it out:
+
+- ``task/`` (/var/task, first on sys.path): the asset infra/bundling.py builds, i.e.
+  framesink_core, framesink_handlers and lambdas/requirements.txt with its dependencies,
+  minus boto3/botocore/s3transfer. Copied without any .pyc: the bundle is built with
+  ``pip --no-compile`` and /var/task is read-only, so Python compiles these modules on
+  every cold start.
+- ``runtime/``: boto3, botocore and s3transfer, which the Lambda runtime provides compiled.
+
+(The venv itself holds much more, moto, requests, Pillow..., and Powertools' Tracer patches
+whatever it finds installed, so importing from the venv would time imports that a deployed
+function never does.) Each sample is ``python -S`` in a new process, in the environment a
+function sees (LAMBDA_TASK_ROOT and friends, so X-Ray and Powertools take their Lambda code
+paths), timing one import with process_time: CPU time, which barely moves when other
+processes compete for the cores. Modules are measured round-robin, median per module.
+
+Two scenarios: "as deployed" (the asset compiled at each import) and "precompiled" (the
+same with .pyc files written by a warm-up run, what a bundle compiled for the runtime's
+Python would give). ``-X importtime`` of the ingest handler names the heaviest packages.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -22,9 +36,9 @@ from . import ROOT, Row, summarize
 TARGET = 1.5
 BASELINE = "boto3"
 HANDLERS_DIR = ROOT / "lambdas" / "framesink_handlers"
-# CPU time (process_time), not wall time: an import is CPU-bound once files are in the page
-# cache, and CPU time barely moves when other processes compete for the two cores.
-SNIPPET = "import time, importlib; t = time.process_time(); importlib.import_module({mod!r}); print(time.process_time() - t)"
+RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer")  # as infra/bundling.py removes them
+SNIPPET = ("import time, importlib; t = time.process_time(); importlib.import_module({mod!r}); "
+           "print(time.process_time() - t)")
 
 
 def handler_modules() -> list[str]:
@@ -44,47 +58,58 @@ def _top_level_names(dist) -> set[str]:
     return names
 
 
-def lambda_site(target: Path) -> Path:
-    """A directory holding what a deployed function can import, linked from the venv.
-
-    The Lambda asset is framesink_core + framesink_handlers + lambdas/requirements.txt with
-    its dependencies, and the runtime adds boto3 with its own. The venv holds much more
-    (moto, requests, Pillow...) and Powertools' Tracer patches whatever it finds installed,
-    so importing from the venv would time imports a deployed function never does.
-    """
+def _closure(requirements: list[str]) -> set:
+    """Installed distributions needed by ``requirements`` (extras and markers honoured)."""
     from importlib import metadata
 
     from packaging.requirements import Requirement
 
-    roots = [line.split("#")[0].strip() for line in (ROOT / "lambdas" / "requirements.txt").read_text().splitlines()]
-    todo = [Requirement(r) for r in roots if r] + [Requirement("boto3")]  # boto3: the runtime's
-    seen: set[str] = set()
+    todo = [Requirement(r) for r in requirements]
+    seen: dict[str, object] = {}
     while todo:
         req = todo.pop()
         key = req.name.lower().replace("_", "-")
         if key in seen:
             continue
-        seen.add(key)
         dist = metadata.distribution(req.name)
-        for name in _top_level_names(dist):
-            source = Path(dist.locate_file(name))
-            if source.exists() and not (target / name).exists():
-                (target / name).symlink_to(source)
+        seen[key] = dist
         for dep in dist.requires or []:
             dep_req = Requirement(dep)
             extras = req.extras or {""}
             if dep_req.marker is None or any(dep_req.marker.evaluate({"extra": e}) for e in extras):
                 todo.append(dep_req)
+    return set(seen.items())
+
+
+def lambda_site(target: Path) -> tuple[Path, Path]:
+    """(task, runtime) directories for a deployed function; see the module docstring."""
+    task, runtime = target / "task", target / "runtime"
+    task.mkdir()
+    runtime.mkdir()
+    roots = [line.split("#")[0].strip() for line in (ROOT / "lambdas" / "requirements.txt").read_text().splitlines()]
+    no_pyc = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for key, dist in sorted(_closure([r for r in roots if r] + ["boto3"])):
+        for name in _top_level_names(dist):
+            source = Path(dist.locate_file(name))
+            if not source.exists():
+                continue
+            if key in RUNTIME_PROVIDED:
+                (runtime / name).symlink_to(source)
+            elif source.is_dir():
+                shutil.copytree(source, task / name, ignore=no_pyc, dirs_exist_ok=True)
+            elif source.suffix == ".py":
+                shutil.copy2(source, task / name)
     for package in ("framesink_core", "framesink_handlers"):
-        (target / package).symlink_to(ROOT / "lambdas" / package)
-    return target
+        shutil.copytree(ROOT / "lambdas" / package, task / package, ignore=no_pyc)
+    return task, runtime
 
 
-def lambda_env(task_root: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("POWERTOOLS_", "FRAMESINK_", "AWS_"))}
+def lambda_env(task: Path, runtime: Path, compiled: bool) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("POWERTOOLS_", "FRAMESINK_", "AWS_", "PYTHON", "LAMBDA_"))}
     env.update({
         # What the Lambda runtime sets (the parts the imported libraries look at).
-        "LAMBDA_TASK_ROOT": task_root,
+        "LAMBDA_TASK_ROOT": str(task),
         "AWS_LAMBDA_FUNCTION_NAME": "framesink-bench",
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
         "AWS_REGION": "us-east-1",
@@ -95,13 +120,17 @@ def lambda_env(task_root: str) -> dict[str, str]:
         "POWERTOOLS_METRICS_NAMESPACE": "framesink",
         "FRAMESINK_BUCKET": "bench-bucket",
         "FRAMESINK_TABLE": "bench-table",
+        "BENCH_SYS_PATH": f"{task}{os.pathsep}{runtime}",
     })
+    if not compiled:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"  # /var/task is read-only: nothing is cached
     return env
 
 
-def python(env: dict[str, str]) -> list[str]:
-    """The interpreter with only the stdlib and the Lambda site on sys.path (-S: no venv site)."""
-    return [sys.executable, "-S", "-c", f"import sys; sys.path.insert(0, {env['LAMBDA_TASK_ROOT']!r}); "]
+def python(env: dict[str, str], *flags: str) -> list[str]:
+    """The interpreter with only the stdlib, then the task and runtime directories (-S: no venv)."""
+    return [sys.executable, "-S", *flags, "-c",
+            "import os, sys; sys.path[:0] = os.environ['BENCH_SYS_PATH'].split(os.pathsep); "]
 
 
 def time_import(module: str, env: dict[str, str]) -> float:
@@ -113,57 +142,60 @@ def time_import(module: str, env: dict[str, str]) -> float:
 
 def heaviest_imports(module: str, env: dict[str, str], top: int = 8) -> list[tuple[str, float]]:
     """Top-level packages by the sum of their modules' own import time (ms), from ``-X importtime``."""
-    cmd = python(env)
+    cmd = python(env, "-X", "importtime")
     cmd[-1] += f"import {module}"
-    err = subprocess.run(cmd[:1] + ["-X", "importtime"] + cmd[1:], env=env, capture_output=True, text=True,
-                         check=True).stderr
+    err = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stderr
     packages: dict[str, float] = {}
     for line in err.splitlines():
         parts = line.removeprefix("import time:").split("|")
         if len(parts) != 3 or not parts[0].strip().isdigit():
             continue
         package = parts[2].strip().split(".")[0]
-        if package not in sys.stdlib_module_names:
-            packages[package] = packages.get(package, 0.0) + int(parts[0]) / 1000
-        else:
-            packages["(stdlib)"] = packages.get("(stdlib)", 0.0) + int(parts[0]) / 1000
+        package = "(stdlib)" if package in sys.stdlib_module_names else package
+        packages[package] = packages.get(package, 0.0) + int(parts[0]) / 1000
     return [(name, round(ms, 1)) for name, ms in sorted(packages.items(), key=lambda kv: -kv[1])[:top]]
 
 
+def _sample(modules: list[str], env: dict[str, str], runs: int) -> dict[str, list[float]]:
+    samples: dict[str, list[float]] = {m: [] for m in modules}
+    for r in range(runs):
+        for module in modules if r % 2 == 0 else reversed(modules):
+            samples[module].append(time_import(module, env))
+    return samples
+
+
 def run(quick: bool = False) -> tuple[list[Row], dict]:
-    runs = 5 if quick else 9
+    runs = 3 if quick else 5
     modules = [BASELINE, *handler_modules()]
-    with tempfile.TemporaryDirectory(prefix="framesink-coldstart-") as task_root:
-        lambda_site(Path(task_root))
-        env = lambda_env(task_root)
-        samples: dict[str, list[float]] = {m: [] for m in modules}
-        for module in modules:  # untimed: writes any missing .pyc, so no sample pays for compiling
-            time_import(module, env)
-        for r in range(runs):
-            order = modules if r % 2 == 0 else list(reversed(modules))
-            for module in order:
-                samples[module].append(time_import(module, env))
-        heavy = heaviest_imports("framesink_handlers.ingest", env)
-    base = statistics.median(samples[BASELINE])
-    rows = []
-    for module in modules[1:]:
-        name = module.rsplit(".", 1)[1]
-        rows.append(Row(
-            "coldstart", f"import {name} handler", statistics.median(samples[module]), "ms",
-            baseline=base, baseline_name="import boto3",
-            target=TARGET if name == "ingest" else None, note=f"median of {runs} fresh processes",
-        ))
-    details = {
-        "samples_ms": {m: summarize(s) for m, s in samples.items()},
-        "ingest_heaviest_imports_ms": heavy,
-    }
+    rows, details = [], {"runs": runs}
+    with tempfile.TemporaryDirectory(prefix="framesink-coldstart-") as tmp:
+        task, runtime = lambda_site(Path(tmp))
+        for scenario, compiled in (("as deployed", False), ("precompiled", True)):
+            env = lambda_env(task, runtime, compiled)
+            if compiled:
+                for module in modules:  # the warm-up writes the .pyc files
+                    time_import(module, env)
+            samples = _sample(modules, env, runs)
+            base = statistics.median(samples[BASELINE])
+            for module in modules[1:]:
+                name = module.rsplit(".", 1)[1]
+                rows.append(Row(
+                    "coldstart", f"import {name} handler ({scenario})", statistics.median(samples[module]), "ms",
+                    baseline=base, baseline_name="import boto3",
+                    target=TARGET if name == "ingest" else None, note=f"median of {runs}, CPU time",
+                ))
+            details[scenario] = {
+                "samples_ms": {m: summarize(s) for m, s in samples.items()},
+                "ingest_heaviest_packages_ms": heaviest_imports("framesink_handlers.ingest", env),
+            }
     return rows, details
 
 
 if __name__ == "__main__":
     import json
 
-    result_rows, result_details = run(quick=True)
+    result_rows, result_details = run(quick="--quick" in sys.argv)
     for row in result_rows:
         print(f"{row.name}: {row.value:.0f} ms vs {row.baseline:.0f} ms = {row.ratio:.2f}x")
-    print(json.dumps(result_details, indent=2))
+    print(json.dumps({k: v.get("ingest_heaviest_packages_ms") if isinstance(v, dict) else v
+                      for k, v in result_details.items()}, indent=2))
