@@ -281,7 +281,8 @@ def units_per_frame(profile: FrameProfile, ingress: str, workload: Workload, ass
         "s3_puts": 1,
         "s3_gb_stored": profile.png_bytes / 1e9,
         "dynamodb_wru": frame_wru + write_units(profile.participant_item_bytes),
-        "dynamodb_gb_stored": profile.index_item_bytes * 3 / 1e9,  # the item and its two GSI copies
+        # The item and its two GSI copies, each with DynamoDB's 100 bytes of per-item overhead.
+        "dynamodb_gb_stored": (profile.index_item_bytes + 100) * 3 / 1e9,
         "access_log_gb": assume["s3_access_log_bytes"] / 1e9,
     }
     if ingress == "apigw":
