@@ -42,9 +42,12 @@ class Row:
     higher_is_better: bool = False
     note: str = ""
     extra: dict = field(default_factory=dict)
+    paired_ratio: float | None = None  # e.g. the median of per-round ratios, when noisier than this
 
     @property
     def ratio(self) -> float | None:
+        if self.paired_ratio is not None:
+            return self.paired_ratio
         if self.baseline in (None, 0) or self.value is None:
             return None
         return self.value / self.baseline

@@ -14,7 +14,8 @@ whatever it finds installed, so importing from the venv would time imports that 
 function never does.) Each sample is ``python -S`` in a new process, in the environment a
 function sees (LAMBDA_TASK_ROOT and friends, so X-Ray and Powertools take their Lambda code
 paths), timing one import with process_time: CPU time, which barely moves when other
-processes compete for the cores. Modules are measured round-robin, median per module.
+processes compete for the cores. Modules are measured round-robin, median per module;
+boto3 and the ingest handler (the pair with a target) get the most samples.
 
 Two scenarios: "as deployed" (the asset compiled at each import) and "precompiled" (the
 same with .pyc files written by a warm-up run, what a bundle compiled for the runtime's
@@ -35,6 +36,7 @@ from . import ROOT, Row, summarize
 
 TARGET = 1.5
 BASELINE = "boto3"
+TARGET_MODULE = "framesink_handlers.ingest"
 HANDLERS_DIR = ROOT / "lambdas" / "framesink_handlers"
 RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer")  # as infra/bundling.py removes them
 SNIPPET = ("import time, importlib; t = time.process_time(); importlib.import_module({mod!r}); "
@@ -156,18 +158,28 @@ def heaviest_imports(module: str, env: dict[str, str], top: int = 8) -> list[tup
     return [(name, round(ms, 1)) for name, ms in sorted(packages.items(), key=lambda kv: -kv[1])[:top]]
 
 
-def _sample(modules: list[str], env: dict[str, str], runs: int) -> dict[str, list[float]]:
+def _sample(modules: list[str], env: dict[str, str], runs: int, others: int) -> tuple[dict, dict]:
+    """``runs`` samples of boto3 and the ingest handler (the target pair), ``others`` of the
+    rest; round robin, the order reversed every other round. Also each module's ratio to the
+    boto3 sample of the same round: neighbours in time share the machine's mood, so the
+    median of these paired ratios moves less than the ratio of two medians."""
     samples: dict[str, list[float]] = {m: [] for m in modules}
+    paired: dict[str, list[float]] = {m: [] for m in modules}
     for r in range(runs):
-        for module in modules if r % 2 == 0 else reversed(modules):
-            samples[module].append(time_import(module, env))
-    return samples
+        this_round = [m for m in modules if m in (BASELINE, TARGET_MODULE) or r < others]
+        times = {}
+        for module in this_round if r % 2 == 0 else reversed(this_round):
+            times[module] = time_import(module, env)
+            samples[module].append(times[module])
+        for module, ms in times.items():
+            paired[module].append(ms / times[BASELINE])
+    return samples, paired
 
 
 def run(quick: bool = False) -> tuple[list[Row], dict]:
-    runs = 3 if quick else 5
+    runs, others = (3, 2) if quick else (11, 3)
     modules = [BASELINE, *handler_modules()]
-    rows, details = [], {"runs": runs}
+    rows, details = [], {"runs": runs, "others": others}
     with tempfile.TemporaryDirectory(prefix="framesink-coldstart-") as tmp:
         task, runtime = lambda_site(Path(tmp))
         for scenario, compiled in (("as deployed", False), ("precompiled", True)):
@@ -175,17 +187,20 @@ def run(quick: bool = False) -> tuple[list[Row], dict]:
             if compiled:
                 for module in modules:  # the warm-up writes the .pyc files
                     time_import(module, env)
-            samples = _sample(modules, env, runs)
+            samples, paired = _sample(modules, env, runs, others)
             base = statistics.median(samples[BASELINE])
             for module in modules[1:]:
                 name = module.rsplit(".", 1)[1]
                 rows.append(Row(
                     "coldstart", f"import {name} handler ({scenario})", statistics.median(samples[module]), "ms",
                     baseline=base, baseline_name="import boto3",
-                    target=TARGET if name == "ingest" else None, note=f"median of {runs}, CPU time",
+                    target=TARGET if module == TARGET_MODULE else None,
+                    note=f"CPU time, median of {len(samples[module])}; ratio: median of per-round ratios",
+                    paired_ratio=statistics.median(paired[module]),
                 ))
             details[scenario] = {
                 "samples_ms": {m: summarize(s) for m, s in samples.items()},
+                "paired_ratios": {m: summarize(r) for m, r in paired.items() if m != BASELINE},
                 "ingest_heaviest_packages_ms": heaviest_imports("framesink_handlers.ingest", env),
             }
     return rows, details
