@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import http
 import json
 import logging
 import os
 import secrets
 import string
+import threading
 import time
 import urllib.request
 import uuid
@@ -48,6 +50,7 @@ from framesink_core.observability import flush_metrics
 from framesink_core.settings import DEFAULT_MAX_FRAME_BYTES, Settings
 
 from .local_aws import provision
+from .target import DEFAULT_STATE_FILE
 
 # No "framesink" in the name: Powertools filters any such logger out of the root handlers.
 log = logging.getLogger("local_stack")
@@ -63,7 +66,6 @@ UNSUPPORTED_DATA = 1003
 DEFAULT_PORT = 3456
 DEFAULT_STAGE = "live"
 DEFAULT_REGION = "us-east-1"
-DEFAULT_STATE_FILE = Path(".framesink/local.json")
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
 
 
@@ -411,8 +413,8 @@ class LocalStack:
         self.receiver = None  # the container receiver, when started (ingress "direct")
         self.endpoint_url = ""
         self.state: dict = {}
-        self._saved_env: dict[str, str | None] = {}
-        self._saved_level = None
+        self._lambda_env = contextlib.ExitStack()  # the handlers' environment, undone by stop()
+        self.loop: asyncio.AbstractEventLoop | None = None  # set by background_stack()
 
     async def start(self) -> dict:
         from moto.server import ThreadedMotoServer
@@ -439,7 +441,8 @@ class LocalStack:
                 token_secret_id=secret_env.get("FRAMESINK_TOKEN_SECRET_ID", ""),
                 verification_secret_id=secret_env.get("FRAMESINK_VERIFICATION_SECRET_ID", ""),
             )
-            self._apply_lambda_env(settings)
+            self._lambda_env.enter_context(lambda_environment(
+                {**settings.as_env(), **local_lambda_env(self.endpoint_url, cfg.region)}, cfg.handler_log_level))
             if cfg.ingress == "direct":
                 ws_url = await self.start_direct(cfg.port)
             else:
@@ -498,7 +501,7 @@ class LocalStack:
                     self._reset_moto()
                 self.moto.stop()
                 self.moto = None
-            self._restore_lambda_env()
+            self._lambda_env.close()
         return stats
 
     async def __aenter__(self) -> "LocalStack":
@@ -523,40 +526,71 @@ class LocalStack:
             aws_access_key_id="testing", aws_secret_access_key="testing", aws_session_token="testing",
         )
 
-    def _apply_lambda_env(self, settings: Settings) -> None:
-        from framesink_core.observability import logger
-        from framesink_handlers import _runtime
+    def run(self, coro, timeout: float = 180):
+        """Run ``coro`` on the stack's background loop (background_stack) and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-        env = {
-            **settings.as_env(),
-            **FAKE_CREDENTIALS,
-            "AWS_ENDPOINT_URL": self.endpoint_url,
-            "AWS_DEFAULT_REGION": self.config.region,
-            "AWS_REGION": self.config.region,
-            "POWERTOOLS_METRICS_DISABLED": "true",
-            "POWERTOOLS_TRACE_DISABLED": "true",
-        }
-        for key, value in env.items():
-            self._saved_env.setdefault(key, os.environ.get(key))
-            os.environ[key] = value
-        self._saved_level = logger.log_level
-        logger.setLevel(self.config.handler_log_level)
-        _runtime.service.cache_clear()  # the handlers' Service is rebuilt from this env
 
-    def _restore_lambda_env(self) -> None:
-        if not self._saved_env:
-            return
-        from framesink_core.observability import logger
-        from framesink_handlers import _runtime
+@contextlib.contextmanager
+def background_stack(config: LocalConfig, timeout: float = 180):
+    """A started LocalStack served by an event loop on its own thread, for synchronous code
+    (tests, benchmarks): ``stack.run(coro)`` runs a coroutine there. Stopped on exit."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="local-stack", daemon=True)
+    thread.start()
+    stack = LocalStack(config)
+    stack.loop = loop
+    try:
+        stack.run(stack.start(), timeout)  # a failed start stops itself
+        try:
+            yield stack
+        finally:
+            stack.run(stack.stop(), timeout)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+        loop.close()
 
-        for key, value in self._saved_env.items():
+
+def local_lambda_env(endpoint_url: str, region: str) -> dict[str, str]:
+    """The AWS part of a Lambda function's environment, pointed at the local moto server."""
+    return {
+        **FAKE_CREDENTIALS,
+        "AWS_ENDPOINT_URL": endpoint_url,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_REGION": region,
+        "POWERTOOLS_METRICS_DISABLED": "true",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+    }
+
+
+@contextlib.contextmanager
+def lambda_environment(env: dict[str, str], log_level: str, log_stream=None):
+    """The real handlers, called in this process, see ``env`` as a function's environment and
+    log at ``log_level`` (to ``log_stream`` if given); all restored on exit. The environment
+    is process-wide, so the handlers' cached Service is rebuilt on both sides."""
+    from framesink_core.observability import logger
+    from framesink_handlers import _runtime
+
+    saved_env = {k: os.environ.get(k) for k in env}
+    handler = logger.registered_handler
+    saved_level, saved_stream = logger.log_level, getattr(handler, "stream", None)
+    os.environ.update(env)
+    logger.setLevel(log_level)
+    if log_stream is not None and saved_stream is not None:
+        handler.setStream(log_stream)
+    _runtime.service.cache_clear()
+    try:
+        yield
+    finally:
+        for key, value in saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        self._saved_env = {}
-        if self._saved_level is not None:
-            logger.setLevel(self._saved_level)
+        logger.setLevel(saved_level)
+        if log_stream is not None and saved_stream is not None:
+            handler.setStream(saved_stream)
         _runtime.service.cache_clear()
 
 
@@ -570,7 +604,3 @@ def write_state_file(path: Path, state: dict) -> None:
         json.dump(state, f, indent=2)
         f.write("\n")
     os.replace(tmp, path)
-
-
-def read_state_file(path: Path = DEFAULT_STATE_FILE) -> dict:
-    return json.loads(Path(path).read_text())

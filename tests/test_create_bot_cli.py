@@ -8,7 +8,6 @@ HTTP API on loopback that hands the request to the create-bot handler.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import uuid
@@ -34,25 +33,14 @@ from framesink_core.storage import from_item, to_item
 @pytest.fixture
 def local_stack(tmp_path):
     """`framesink local` in a background event loop; its state file in tmp_path."""
-    from framesink.emulator import LocalConfig, LocalStack
+    from framesink.emulator import LocalConfig, background_stack
 
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="local-stack", daemon=True)
-    thread.start()
     # moto's backend is process-wide: each stack gets its own names.
     name = f"framesink-{uuid.uuid4().hex[:8]}"
     config = LocalConfig(port=0, state_file=tmp_path / "local.json", bucket=name, table=name,
                          token_secret_name=f"{name}/connection-token")
-    stack = LocalStack(config)
-    asyncio.run_coroutine_threadsafe(stack.start(), loop).result(60)
-    stack.loop = loop
-    try:
+    with background_stack(config, timeout=60) as stack:
         yield stack
-    finally:
-        asyncio.run_coroutine_threadsafe(stack.stop(), loop).result(60)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
 
 
 def recall_url(fake_recall) -> str:
@@ -84,7 +72,7 @@ def test_local_create_bot_streams_frames_as_the_bot_and_revoke_refuses_it(
     png = make_png(64, 48, seed=3, detailed=False)
     with ws_connect(url, open_timeout=10) as ws:
         ws.send(frame_message(png, recording_id="rec-cli", participant_id=7, relative=0.5))
-    asyncio.run_coroutine_threadsafe(local_stack.emulator.wait_idle(), local_stack.loop).result(30)
+    local_stack.run(local_stack.emulator.wait_idle(), 30)
     ddb = local_stack.client("dynamodb")
     item = ddb.get_item(TableName=local_stack.config.table, Key=to_item(
         {"pk": schema.stream_pk("rec-cli", "7", "webcam"), "sk": schema.relative_ms_text(500)}))["Item"]

@@ -4,9 +4,7 @@ and the query Lambda, whose presigned URLs are downloaded over real HTTP."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import urllib.request
 import uuid
 
@@ -14,7 +12,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from framesink.cli import main
-from framesink.emulator import LocalConfig, LocalStack
+from framesink.emulator import LocalConfig, background_stack
 from framesink.synthetic import frame_message, make_png
 from framesink_core import schema
 
@@ -29,42 +27,29 @@ CONTRACT_FIELDS = {"recording_id", "participant_id", "participant_name", "type",
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory):
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    def run(coro):
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(GUARD)
-
     suffix = uuid.uuid4().hex[:8]
     state_file = tmp_path_factory.mktemp("local") / "local.json"
-    stack = LocalStack(LocalConfig(port=0, state_file=state_file, bucket=f"q-{suffix}", table=f"q-{suffix}",
-                                   token_secret_name=f"q/{suffix}"))
-    run(stack.start())
-    stack.state_file = state_file
-    stack.sent = {}
     messages = []
+    sent = {}
     for i, ms in enumerate(range(0, 3000, 500)):
         for pid in (1, 2):
             png = make_png(40, 30, seed=i * 10 + pid, detailed=False)
-            stack.sent[(str(pid), "webcam", ms)] = png
+            sent[(str(pid), "webcam", ms)] = png
             messages.append(frame_message(png, recording_id=REC, participant_id=pid, relative=ms / 1000,
                                           name=NAMES[pid], is_host=pid == 1, bot_id="bot-cli"))
+    config = LocalConfig(port=0, state_file=state_file, bucket=f"q-{suffix}", table=f"q-{suffix}",
+                         token_secret_name=f"q/{suffix}")
+    with background_stack(config, timeout=GUARD) as stack:
+        stack.state_file, stack.sent = state_file, sent
 
-    async def send():
-        async with connect(stack.state["ws_url"], compression=None) as ws:
-            for message in messages:
-                await ws.send(message)
+        async def send():
+            async with connect(stack.state["ws_url"], compression=None) as ws:
+                for message in messages:
+                    await ws.send(message)
 
-    try:
-        run(send())
-        run(stack.emulator.wait_idle())
+        stack.run(send(), GUARD)
+        stack.run(stack.emulator.wait_idle(), GUARD)
         yield stack
-    finally:
-        run(stack.stop())
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(GUARD)
-        loop.close()
 
 
 def cli(local, capsys, *args):

@@ -142,49 +142,6 @@ def signed_request(method: str, url: str, body: dict | None, region: str | None)
 # --- local: the handler in this process, against `framesink local` -------------------------
 
 
-@contextlib.contextmanager
-def local_environment(state: dict, extra: dict[str, str] | None = None):
-    """The Lambda environment of the local stack for an in-process handler call, restored
-    afterwards (tests run the CLI in-process)."""
-    from framesink_core.observability import logger
-    from framesink_handlers import _runtime
-
-    env = {
-        "AWS_ENDPOINT_URL": state["endpoint_url"],
-        "AWS_DEFAULT_REGION": state["region"],
-        "AWS_REGION": state["region"],
-        "FRAMESINK_BUCKET": state["bucket"],
-        "FRAMESINK_TABLE": state["table"],
-        "POWERTOOLS_METRICS_DISABLED": "true",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        **(extra or {}),
-    }
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # moto takes any credentials
-        if not os.environ.get(name):
-            env[name] = "testing"
-    saved = {k: os.environ.get(k) for k in env}
-    handler = logger.registered_handler
-    saved_level, saved_stream = logger.log_level, getattr(handler, "stream", None)
-    os.environ.update(env)
-    # The handler's log lines are for Lambda; here they would mix into the command's output.
-    logger.setLevel(os.environ.get("FRAMESINK_CLI_LOG_LEVEL", "WARNING"))
-    if saved_stream is not None:
-        handler.setStream(sys.stderr)
-    _runtime.service.cache_clear()
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        logger.setLevel(saved_level)
-        if saved_stream is not None:
-            handler.setStream(saved_stream)
-        _runtime.service.cache_clear()
-
-
 def put_local_api_key(where: target.Target, api_key: str) -> str:
     """The key into the local stack's Secrets Manager, where the handler reads it (as in AWS)."""
     sm = where.client("secretsmanager")
@@ -195,22 +152,29 @@ def put_local_api_key(where: target.Target, api_key: str) -> str:
 
 
 def create_local(body: dict, args: argparse.Namespace, where: target.Target) -> tuple[int, dict]:
-    api_key = os.environ["RECALL_API_KEY"]  # checked in run()
-    state = where.state
+    """The create-bot handler in this process, with the Lambda environment the local stack gives
+    its functions (framesink.emulator)."""
     from framesink_core.recall import base_url_for, without_token
 
+    from ..emulator import lambda_environment, local_lambda_env
+
+    api_key = os.environ["RECALL_API_KEY"]  # checked in run()
+    state = where.state
     try:
         base_url = args.recall_base_url or base_url_for(args.recall_region)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    secret_arn = put_local_api_key(where, api_key)
-    extra = {
+    env = {
+        **local_lambda_env(state["endpoint_url"], state["region"]),
+        "FRAMESINK_BUCKET": state["bucket"],
+        "FRAMESINK_TABLE": state["table"],
         # The local stack's URL carries its shared token: the bot gets its own instead.
         "FRAMESINK_WS_URL": without_token(args.ws_url or state["ws_url"]),
         "FRAMESINK_RECALL_BASE_URL": base_url,
-        "FRAMESINK_RECALL_API_KEY_SECRET_ID": secret_arn,
+        "FRAMESINK_RECALL_API_KEY_SECRET_ID": put_local_api_key(where, api_key),
     }
-    with local_environment(state, extra):
+    # The handler's log lines are for Lambda; here they would mix into the command's output.
+    with lambda_environment(env, os.environ.get("FRAMESINK_CLI_LOG_LEVEL", "WARNING"), log_stream=sys.stderr):
         from framesink_handlers import create_bot
 
         context = SimpleNamespace(function_name="framesink-create-bot-local", memory_limit_in_mb=256,

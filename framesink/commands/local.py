@@ -11,14 +11,8 @@ import sys
 from pathlib import Path
 
 from ..cli import CliError
-from ..emulator import (
-    APIGW_IDLE_TIMEOUT,
-    APIGW_MAX_AGE,
-    DEFAULT_PORT,
-    DEFAULT_STATE_FILE,
-    LocalConfig,
-    LocalStack,
-)
+from ..emulator import APIGW_IDLE_TIMEOUT, APIGW_MAX_AGE, DEFAULT_PORT, LocalConfig, LocalStack
+from ..target import DEFAULT_STATE_FILE
 
 
 def register(subparsers) -> None:

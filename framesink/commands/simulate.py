@@ -7,8 +7,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from ..cli import CliError
-from ..emulator import DEFAULT_STATE_FILE, read_state_file
+from .. import target
 from ..simulator import RECALL_MAX_RETRIES, RECALL_RECONNECT_DELAY, SimConfig, SimReport, simulate
 
 
@@ -21,7 +20,7 @@ def register(subparsers) -> None:
         "drop. Frames due while disconnected are lost, as with Recall.",
     )
     p.add_argument("--url", help="websocket URL with ?token= (default: ws_url from the state file)")
-    p.add_argument("--state-file", type=Path, default=DEFAULT_STATE_FILE, metavar="F",
+    p.add_argument("--state-file", type=Path, default=target.DEFAULT_STATE_FILE, metavar="F",
                    help="`framesink local`'s state file, read when --url is not given")
     p.add_argument("--participants", type=_positive_int, default=3, metavar="N")
     p.add_argument("--seconds", type=_positive_float, default=10.0, metavar="S", help="meeting length")
@@ -42,13 +41,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    url = args.url
-    if not url:
-        try:
-            url = read_state_file(args.state_file)["ws_url"]
-        except (OSError, ValueError, KeyError):
-            raise CliError(f"no --url given and no local stack state in {args.state_file} "
-                           "(start one with `framesink local`)") from None
+    url = args.url or target.read_state(args.state_file)["ws_url"]
     config = SimConfig(
         url=url, participants=args.participants, seconds=args.seconds, fps=args.fps,
         screenshare=args.screenshare, recording_id=args.recording_id, small=args.small, seed=args.seed,
