@@ -8,6 +8,8 @@ SETUP := $(VENV)/.setup-done
 export CDK_DISABLE_VERSION_CHECK := 1
 export CDK_DISABLE_CLI_TELEMETRY := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# jsii prints a full-screen banner on Node 20 (end of life); it runs fine. Deploy from Node 22+.
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
 .PHONY: demo test synth bench clean
 
