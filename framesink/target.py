@@ -33,6 +33,7 @@ from pathlib import Path
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from framesink_core.settings import Settings
 from framesink_core.storage import BOTO_CONFIG, FrameStore
 
 from .cli import CliError
@@ -92,7 +93,10 @@ class Target:
 
     def store(self) -> FrameStore:
         self.require("bucket", "table")
-        return FrameStore(self.bucket, self.table, self.client("s3"), self.client("dynamodb"))
+        # Index expiry (reindex) from $FRAMESINK_FRAME_EXPIRY_DAYS, else the default: set it
+        # to the stack's frameExpiryDays when that is not the default.
+        return FrameStore(self.bucket, self.table, self.client("s3"), self.client("dynamodb"),
+                          frame_expiry_days=Settings.from_env().frame_expiry_days)
 
     def index(self):
         from framesink_core.query import FrameIndex

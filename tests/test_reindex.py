@@ -7,7 +7,7 @@ from framesink.synthetic import frame_message, make_png
 from framesink_core import schema
 from framesink_core.reindex import reindex_recording
 from framesink_core.service import Service
-from framesink_core.storage import StoredFrame, from_item
+from framesink_core.storage import FrameStore, StoredFrame, from_item
 
 REC = "rec-r"
 # write_id only tells a retried write from a duplicate at write time; it is per write
@@ -65,6 +65,8 @@ def test_reindex_after_losing_the_whole_index_restores_it_exactly(svc, stack, aw
     before = table_items(aws, stack.table)
     lost = recording_keys(before)
     assert len(lost) == recorded + 3 + 1  # frames, three participants, the bot's recording item
+    # every one of them expires with its objects, and reindex must rebuild that too
+    assert all(before[k][schema.TTL_ATTRIBUTE] > 0 for k in lost)
     delete(aws, stack.table, lost)
     assert len(table_items(aws, stack.table)) == len(before) - len(lost)
 
@@ -92,6 +94,22 @@ def test_reindex_repairs_a_lost_frame_write_and_running_it_again_changes_nothing
     assert table_items(aws, stack.table) == before
     part = {p["participant_id"]: p for p in svc.index.participants(REC)}["2"]
     assert part["frame_count"] == 8 and part["participant_name"] == "Bob (phone)"
+
+
+def test_reindex_rebuilds_expiry_for_the_configured_days(svc, stack, aws, recorded):
+    before = table_items(aws, stack.table)
+    mine = recording_keys(before)
+    # Frames kept forever from now on (frameExpiryDays=0): reindex clears every TTL...
+    forever = FrameStore(stack.bucket, stack.table, aws["s3"], aws["dynamodb"], frame_expiry_days=0)
+    reindex_recording(forever, REC)
+    after = table_items(aws, stack.table)
+    assert not [k for k in mine if schema.TTL_ATTRIBUTE in after[k]]
+    assert {k: after[k] for k in mine} == {
+        k: {a: v for a, v in before[k].items() if a != schema.TTL_ATTRIBUTE} for k in mine}
+    # ...and with the days back, reindex (twice: idempotent) restores exactly what ingest wrote.
+    for _ in range(2):
+        reindex_recording(svc.store, REC)
+        assert table_items(aws, stack.table) == before
 
 
 def test_foreign_and_inconsistent_objects_are_skipped_with_a_reason(svc, stack, aws, recorded):

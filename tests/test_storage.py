@@ -1,6 +1,8 @@
 """FrameStore: S3 object + index, idempotency, participant aggregates, retries and failures."""
 
 import json
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 from urllib.parse import unquote
 
 import pytest
@@ -8,9 +10,10 @@ from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ConnectTimeoutError
 
 from framesink.synthetic import frame_event, make_png
-from framesink_core import schema
+from framesink_core import schema, storage
 from framesink_core.events import parse_message
 from framesink_core.ingest import Ingestor
+from framesink_core.settings import DEFAULT_FRAME_EXPIRY_DAYS
 from framesink_core.storage import FrameStore, StoreError, from_item
 
 
@@ -142,3 +145,88 @@ def test_index_failure_after_s3_write_is_reported(store, aws):
     with pytest.raises(StoreError) as err:
         store.put_frame(frame(png))
     assert err.value.stage == "index"
+
+
+# -- index expiry (DynamoDB TTL) matching the bucket's lifecycle expiry ---------------------
+
+def s3_expiry(created: datetime, days: int) -> datetime:
+    """When S3 lifecycle expires an object: creation + days, rounded up to midnight UTC."""
+    due = created + timedelta(days=days)
+    midnight = due.replace(hour=0, minute=0, second=0, microsecond=0)
+    return midnight if midnight == due else midnight + timedelta(days=1)
+
+
+def test_index_expiry_is_the_day_after_s3_expires_the_object():
+    created = datetime(2026, 11, 23, 19, 0, 2, 500000, tzinfo=timezone.utc)
+    assert schema.index_expires_at(int(created.timestamp() * 1000), 30) == int(
+        (s3_expiry(created, 30) + timedelta(days=1)).timestamp())
+    assert schema.index_expires_at(int(created.timestamp() * 1000), 0) is None
+    assert schema.index_expires_at(None, 30) is None
+    # Never before S3 deletes the object, even when its LastModified lands hours after our
+    # clock read stored-at (across midnight too), and at most two days after.
+    for minutes in range(0, 3 * 24 * 60, 37):
+        stored = created + timedelta(minutes=minutes)
+        expires = datetime.fromtimestamp(schema.index_expires_at(int(stored.timestamp() * 1000), 7), timezone.utc)
+        for lag in (timedelta(0), timedelta(seconds=1), timedelta(hours=23)):
+            assert expires >= s3_expiry(stored + lag, 7)
+        assert expires - s3_expiry(stored, 7) <= timedelta(days=2)
+
+
+def index_items(aws, stack, rec="rec"):
+    """Every item of the recording: frames (base table and both GSIs), participants, bot item."""
+    ddb = aws["dynamodb"]
+    frames = ddb.query(TableName=stack.table, IndexName=schema.GSI_RECORDING, KeyConditionExpression="gsi2pk = :p",
+                       ExpressionAttributeValues={":p": {"S": schema.recording_gsi_pk(rec)}})["Items"]
+    by_participant = ddb.query(TableName=stack.table, IndexName=schema.GSI_PARTICIPANT,
+                               KeyConditionExpression="gsi1pk = :p",
+                               ExpressionAttributeValues={":p": {"S": schema.participant_gsi_pk(rec, "100")}})["Items"]
+    participants = ddb.query(TableName=stack.table, KeyConditionExpression="pk = :p",
+                             ExpressionAttributeValues={":p": {"S": schema.recording_pk(rec)}})["Items"]
+    bot = ddb.query(TableName=stack.table, KeyConditionExpression="pk = :p",
+                    ExpressionAttributeValues={":p": {"S": schema.bot_pk("bot-7")}})["Items"]
+    return ([from_item(i) for i in frames], [from_item(i) for i in by_participant],
+            [from_item(i) for i in participants], [from_item(i) for i in bot])
+
+
+def stored_at(aws, stack, key):
+    return int(aws["s3"].head_object(Bucket=stack.bucket, Key=key)["Metadata"]["stored-at"])
+
+
+def test_frame_participant_and_bot_items_expire_with_their_objects(store, aws, stack):
+    assert store.frame_expiry_days == stack.frame_expiry_days == DEFAULT_FRAME_EXPIRY_DAYS
+    png = make_png(8, 8, detailed=False)
+    keys = [store.put_frame(frame(png, relative=rel, bot_id="bot-7")).key for rel in (1.0, 2.0)]
+    expected = {k: schema.index_expires_at(stored_at(aws, stack, k), DEFAULT_FRAME_EXPIRY_DAYS) for k in keys}
+    frames, by_participant, (part,), (bot,) = index_items(aws, stack)
+    assert {f["s3_key"]: f[schema.TTL_ATTRIBUTE] for f in frames} == expected
+    assert {f["s3_key"]: f[schema.TTL_ATTRIBUTE] for f in by_participant} == expected
+    assert part[schema.TTL_ATTRIBUTE] == bot[schema.TTL_ATTRIBUTE] == expected[keys[-1]]
+    # The TTL is the object's own (LastModified) expiry or later.
+    modified = aws["s3"].head_object(Bucket=stack.bucket, Key=keys[0])["LastModified"]
+    assert datetime.fromtimestamp(expected[keys[0]], timezone.utc) >= s3_expiry(modified, DEFAULT_FRAME_EXPIRY_DAYS)
+
+
+def test_participant_and_bot_items_follow_their_newest_frame(store, aws, stack, monkeypatch):
+    png = make_png(8, 8, detailed=False)
+    clock = {"now": datetime(2026, 11, 23, 19, 0, tzinfo=timezone.utc).timestamp()}
+    monkeypatch.setattr(storage, "time", SimpleNamespace(time=lambda: clock["now"]))  # storage's clock only
+    first = store.put_frame(frame(png, relative=5.0, bot_id="bot-7")).key
+    clock["now"] += 3 * 86400  # a day-long meeting, or a late frame stored days later
+    late = store.put_frame(frame(png, relative=1.0, bot_id="bot-7")).key  # older in meeting time
+    newest = schema.index_expires_at(stored_at(aws, stack, late), DEFAULT_FRAME_EXPIRY_DAYS)
+    assert newest > schema.index_expires_at(stored_at(aws, stack, first), DEFAULT_FRAME_EXPIRY_DAYS)
+    _, _, (part,), (bot,) = index_items(aws, stack)
+    assert part[schema.TTL_ATTRIBUTE] == bot[schema.TTL_ATTRIBUTE] == newest
+    assert (part["first_ms"], part["last_ms"], part["frame_count"]) == (1000, 5000, 2)
+
+
+def test_zero_expiry_days_writes_no_ttl_and_clears_an_old_one(store, aws, stack):
+    png = make_png(8, 8, detailed=False)
+    store.put_frame(frame(png, relative=1.0, bot_id="bot-7"))  # with the default expiry
+    forever = FrameStore(stack.bucket, stack.table, aws["s3"], aws["dynamodb"], frame_expiry_days=0)
+    forever.put_frame(frame(png, relative=2.0, bot_id="bot-7"))
+    frames, _, (part,), (bot,) = index_items(aws, stack)
+    assert [schema.TTL_ATTRIBUTE in f for f in sorted(frames, key=lambda f: f["relative_ms"])] == [True, False]
+    # Frames are kept from now on: the participant and the recording are, too.
+    assert schema.TTL_ATTRIBUTE not in part and schema.TTL_ATTRIBUTE not in bot
+    assert part["frame_count"] == 2

@@ -4,7 +4,8 @@ S3 is the source of truth: every object's key and metadata hold what its index i
 (storage.StoredFrame), so reindex lists ``recordings/<rec>/``, reads each object's metadata
 (HeadObject) and writes the items with the same code ingest uses. Frame items are
 overwritten (each is a function of its object); participant totals are recomputed from the
-objects and SET, never ADDed, so a second run changes nothing.
+objects and SET, never ADDed, so a second run changes nothing. Expiry (DynamoDB TTL) comes
+from each object's stored-at time and the store's frame_expiry_days, as at ingest.
 
 Run it while the recording is not being ingested: a frame stored between the listing and
 the participant write is indexed, but its participant's totals miss it until the next run.
@@ -79,9 +80,13 @@ def reindex_recording(
     result.indexed = len(frames)
     by_participant: dict[str, list[StoredFrame]] = defaultdict(list)
     first_seen: dict[str, int | None] = {}
+    bot_expiry: dict[str, int] = {}  # the bot's newest frame's, as ingest leaves it
     for frame in frames:
         by_participant[frame.participant_id].append(frame)
         if frame.bot_id:
+            expires = store.expires_at(frame)
+            if expires is not None:
+                bot_expiry[frame.bot_id] = max(expires, bot_expiry.get(frame.bot_id, expires))
             seen = first_seen.get(frame.bot_id)
             if frame.stored_at is not None and (seen is None or frame.stored_at < seen):
                 first_seen[frame.bot_id] = frame.stored_at
@@ -90,7 +95,7 @@ def reindex_recording(
     for participant_frames in by_participant.values():
         store.set_participant_totals(participant_frames)
     for bot_id, seen_at in first_seen.items():
-        store.remember_bot_recording(bot_id, recording_id, seen_at)
+        store.remember_bot_recording(bot_id, recording_id, seen_at, bot_expiry.get(bot_id))
     result.participants = len(by_participant)
     result.bots = len(first_seen)
     result.seconds = time.monotonic() - started

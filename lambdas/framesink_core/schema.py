@@ -26,8 +26,10 @@ MAX_RELATIVE_MS = 10**RELATIVE_MS_DIGITS - 1  # ~115 days: keys stay fixed-width
 GSI_PARTICIPANT = "gsi1"  # frames of one participant (all types), in time order
 GSI_RECORDING = "gsi2"  # frames of a whole recording, in time order
 
-# Attribute holding the epoch-seconds expiry (DynamoDB TTL) of connection and token items.
+# Attribute holding the epoch-seconds expiry (DynamoDB TTL) of connection and token items,
+# and of frame, participant and bot-recording items when frames expire (index_expires_at).
 TTL_ATTRIBUTE = "expires_at"
+DAY_SECONDS = 24 * 60 * 60
 
 TABLE_SCHEMA: dict = {
     "partition_key": "pk",
@@ -66,6 +68,23 @@ def create_table_kwargs(table_name: str) -> dict:
         ],
         "GlobalSecondaryIndexes": gsis,
     }
+
+
+def index_expires_at(created_ms: int | None, expiry_days: int) -> int | None:
+    """TTL (epoch seconds) of the index items of a frame whose S3 object was created at
+    ``created_ms``, or None (no TTL) when frames are kept forever or the time is unknown.
+
+    S3 lifecycle expires an object ``expiry_days`` after its creation rounded up to the next
+    midnight UTC, and DynamoDB TTL deletes an item within days after its expires_at. So the
+    items expire at that same midnight plus one day: never before the object (the day covers
+    the gap between our clock and the object's LastModified), and an item outlives its object
+    by about a day plus TTL's own lag.
+    """
+    if expiry_days <= 0 or created_ms is None:
+        return None
+    expiry = created_ms // 1000 + expiry_days * DAY_SECONDS
+    next_midnight = -(-expiry // DAY_SECONDS) * DAY_SECONDS
+    return next_midnight + DAY_SECONDS
 
 
 def relative_ms_text(relative_ms: int) -> str:

@@ -27,7 +27,8 @@ class Service:
 
     @cached_property
     def store(self) -> FrameStore:
-        return FrameStore(self.settings.bucket, self.settings.table, self.s3, self.dynamodb)
+        return FrameStore(self.settings.bucket, self.settings.table, self.s3, self.dynamodb,
+                          frame_expiry_days=self.settings.frame_expiry_days)
 
     @cached_property
     def index(self):

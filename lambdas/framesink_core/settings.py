@@ -16,6 +16,9 @@ DEFAULT_SIGNATURE_TOLERANCE_SECONDS = 300
 DEFAULT_BOT_TOKEN_TTL_SECONDS = 24 * 60 * 60
 # Create Bot's total time for retries: inside the HTTP API's 30 s integration timeout.
 DEFAULT_RECALL_DEADLINE_SECONDS = 25
+# Days S3 keeps a frame (the bucket's lifecycle rule) and so its index items; 0 = forever.
+# infra/settings.py takes its frameExpiryDays default from here: one source of truth.
+DEFAULT_FRAME_EXPIRY_DAYS = 30
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,8 @@ class Settings:
     bucket: str
     table: str
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    # Index items of a frame expire (DynamoDB TTL) with its S3 object (schema.index_expires_at).
+    frame_expiry_days: int = DEFAULT_FRAME_EXPIRY_DAYS
     connection_ttl_seconds: int = DEFAULT_CONNECTION_TTL_SECONDS
     # Secrets Manager ARN/name of the shared static connection token ("" = none configured).
     token_secret_id: str = ""
@@ -52,6 +57,7 @@ class Settings:
             bucket=env.get("FRAMESINK_BUCKET", ""),
             table=env.get("FRAMESINK_TABLE", ""),
             max_frame_bytes=int(env.get("FRAMESINK_MAX_FRAME_BYTES", DEFAULT_MAX_FRAME_BYTES)),
+            frame_expiry_days=int(env.get("FRAMESINK_FRAME_EXPIRY_DAYS", DEFAULT_FRAME_EXPIRY_DAYS)),
             connection_ttl_seconds=int(
                 env.get("FRAMESINK_CONNECTION_TTL_SECONDS", DEFAULT_CONNECTION_TTL_SECONDS)
             ),
@@ -79,6 +85,7 @@ class Settings:
             "FRAMESINK_BUCKET": self.bucket,
             "FRAMESINK_TABLE": self.table,
             "FRAMESINK_MAX_FRAME_BYTES": str(self.max_frame_bytes),
+            "FRAMESINK_FRAME_EXPIRY_DAYS": str(self.frame_expiry_days),
             "FRAMESINK_CONNECTION_TTL_SECONDS": str(self.connection_ttl_seconds),
             "FRAMESINK_SIGNATURE_TOLERANCE_SECONDS": str(self.signature_tolerance_seconds),
             "FRAMESINK_SECRET_MAX_AGE_SECONDS": str(self.secret_max_age_seconds),

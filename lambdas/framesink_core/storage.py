@@ -14,6 +14,7 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import quote, unquote
 
 import boto3
@@ -24,6 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from . import schema
 from .events import Frame
+from .settings import DEFAULT_FRAME_EXPIRY_DAYS
 
 # Standard retry mode: exponential backoff with jitter on throttling, 5xx and timeouts.
 # Bounded so a Lambda invocation (29 s API Gateway integration limit) ends well inside it.
@@ -186,7 +188,18 @@ class StoredFrame:
             meta["stored-at"] = str(self.stored_at)
         return meta
 
-    def index_item(self) -> dict:
+    def expires_at(self, expiry_days: int) -> int | None:
+        """TTL of this frame's index items: from its store time, which S3's lifecycle counts
+        from too (the absolute capture time only when the store time is unknown)."""
+        created_ms = self.stored_at
+        if created_ms is None and self.absolute:
+            try:
+                created_ms = int(datetime.fromisoformat(self.absolute).timestamp() * 1000)
+            except ValueError:
+                pass
+        return schema.index_expires_at(created_ms, expiry_days)
+
+    def index_item(self, expiry_days: int = DEFAULT_FRAME_EXPIRY_DAYS) -> dict:
         rel = schema.relative_ms_text(self.relative_ms)
         return {
             "pk": schema.stream_pk(self.recording_id, self.participant_id, self.frame_type),
@@ -209,6 +222,8 @@ class StoredFrame:
             "bot_id": self.bot_id,
             "connection_id": self.connection_id,
             "stored_at": self.stored_at,
+            # The GSI copies are projections of this item, so they go with it.
+            schema.TTL_ATTRIBUTE: self.expires_at(expiry_days),
         }
 
     def participant_attributes(self) -> dict:
@@ -247,7 +262,8 @@ def frame_index_item(
 
 
 class FrameStore:
-    def __init__(self, bucket: str, table: str, s3=None, dynamodb=None):
+    def __init__(self, bucket: str, table: str, s3=None, dynamodb=None, *,
+                 frame_expiry_days: int = DEFAULT_FRAME_EXPIRY_DAYS):
         if s3 is None or dynamodb is None:
             s3_default, ddb_default = clients()
             s3 = s3 or s3_default
@@ -256,8 +272,11 @@ class FrameStore:
         self.table = table
         self.s3 = s3
         self.dynamodb = dynamodb
-        # (bot, recording) pairs already written by this process: one write per recording,
-        # not one per frame. Bounded so a long-lived receiver does not grow without end.
+        # Matches the bucket's lifecycle rule (settings.frame_expiry_days); 0 = no TTL.
+        self.frame_expiry_days = frame_expiry_days
+        # (bot, recording) pairs already written by this process -> the expires_at written:
+        # one write per recording (and per day its expiry moves), not one per frame.
+        # Bounded so a long-lived receiver does not grow without end.
         self._bot_recordings: OrderedDict = OrderedDict()
 
     def put_frame(
@@ -279,15 +298,19 @@ class FrameStore:
             )
         except (ClientError, BotoCoreError) as exc:
             raise StoreError("s3", _describe(exc)) from exc
+        expires_at = self.expires_at(record)
         try:
-            duplicate = not self._put_index_item(record.index_item())
+            duplicate = not self._put_index_item(record.index_item(self.frame_expiry_days))
             if not duplicate:
-                self._update_participant(record)
+                self._update_participant(record, expires_at)
             if record.bot_id:
-                self._remember_bot_recording(record.bot_id, record.recording_id, record.stored_at)
+                self._remember_bot_recording(record.bot_id, record.recording_id, record.stored_at, expires_at)
         except (ClientError, BotoCoreError) as exc:
             raise StoreError("index", _describe(exc)) from exc
         return StoreResult(key=key, duplicate=duplicate)
+
+    def expires_at(self, frame: StoredFrame) -> int | None:
+        return frame.expires_at(self.frame_expiry_days)
 
     def _put_index_item(self, item: dict) -> bool:
         """Put a frame's index item unless it exists. True if it was new.
@@ -311,14 +334,16 @@ class FrameStore:
                 return old.get("write_id", {}).get("S") == item["write_id"]
             raise
 
-    def _update_participant(self, frame: StoredFrame) -> None:
-        names, values, sets = _set_clauses(frame.participant_attributes())
+    def _update_participant(self, frame: StoredFrame, expires_at: int | None) -> None:
+        # Each frame moves the participant's expiry to its own (frames arrive in store-time
+        # order), so the participant stays listed as long as its newest frame.
+        names, values, sets = _set_clauses({**frame.participant_attributes(), schema.TTL_ATTRIBUTE: expires_at})
         values.update({":ms": frame.relative_ms, ":one": 1, ":bytes": frame.size})
         sets.append("first_ms = if_not_exists(first_ms, :ms)")
         key = _participant_key(frame.recording_id, frame.participant_id)
         update = {"TableName": self.table, "Key": key, "ExpressionAttributeNames": {**names, "#b": "bytes"},
                   "ExpressionAttributeValues": to_item(values)}
-        add = " ADD frame_count :one, #b :bytes"
+        add = " ADD frame_count :one, #b :bytes" + _remove_ttl(expires_at)
         # Frames arrive in time order: one write moves last_ms forward, on the condition that
         # it is not ahead of this frame (a retried write that landed meets the condition too).
         try:
@@ -354,23 +379,31 @@ class FrameStore:
                     if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                         raise
 
-    def _remember_bot_recording(self, bot_id: str, recording_id: str, seen_at: int | None = None) -> None:
+    def _remember_bot_recording(self, bot_id: str, recording_id: str, seen_at: int | None = None,
+                                expires_at: int | None = None) -> None:
         pair = (bot_id, recording_id)
         if pair in self._bot_recordings:
-            return
+            written = self._bot_recordings[pair]
+            # expires_at is day-granular (index_expires_at), so this rewrites about once a day.
+            if expires_at is None or (written is not None and written >= expires_at):
+                return
         now = seen_at if seen_at is not None else int(time.time() * 1000)
+        values = {":kind": "recording", ":bot": bot_id, ":rec": recording_id, ":now": now}
+        ttl = ""
+        if expires_at is not None:
+            values[":exp"] = expires_at
+            ttl = f", {schema.TTL_ATTRIBUTE} = :exp"
         self.dynamodb.update_item(
             TableName=self.table,
             Key=to_item({"pk": schema.bot_pk(bot_id), "sk": f"REC#{recording_id}"}),
             UpdateExpression=(
                 "SET kind = :kind, bot_id = :bot, recording_id = :rec, "
-                "first_seen = if_not_exists(first_seen, :now)"
+                "first_seen = if_not_exists(first_seen, :now)" + ttl + _remove_ttl(expires_at)
             ),
-            ExpressionAttributeValues=to_item(
-                {":kind": "recording", ":bot": bot_id, ":rec": recording_id, ":now": now}
-            ),
+            ExpressionAttributeValues=to_item(values),
         )
-        self._bot_recordings[pair] = True
+        self._bot_recordings[pair] = expires_at
+        self._bot_recordings.move_to_end(pair)
         if len(self._bot_recordings) > 10_000:
             self._bot_recordings.popitem(last=False)
 
@@ -384,7 +417,7 @@ class FrameStore:
         """
         with BatchWriter(self.table, self.dynamodb) as writer:
             for frame in frames:
-                writer.put_item(Item=to_item(frame.index_item()))
+                writer.put_item(Item=to_item(frame.index_item(self.frame_expiry_days)))
 
     def set_participant_totals(self, frames: list[StoredFrame]) -> None:
         """Write one participant's item from all of its frames: counts and first/last are
@@ -397,28 +430,32 @@ class FrameStore:
         for frame in ordered:
             attributes.update({k: v for k, v in frame.participant_attributes().items() if v is not None})
         names, values, sets = _set_clauses(attributes)
+        expiry = [e for e in map(self.expires_at, frames) if e is not None]
         totals = {
+            schema.TTL_ATTRIBUTE: max(expiry, default=None),  # as ingest leaves it: its newest frame's
             "frame_count": len(frames),
             "bytes": sum(f.size for f in frames),
             "first_ms": ordered[0].relative_ms,
             "last_ms": max(f.relative_ms for f in frames),
         }
         for attr, value in totals.items():
-            names[f"#{attr}"] = attr
-            values[f":{attr}"] = value
-            sets.append(f"#{attr} = :{attr}")
+            if value is not None:
+                names[f"#{attr}"] = attr
+                values[f":{attr}"] = value
+                sets.append(f"#{attr} = :{attr}")
         self.dynamodb.update_item(
             TableName=self.table,
             Key=_participant_key(ordered[0].recording_id, ordered[0].participant_id),
-            UpdateExpression="SET " + ", ".join(sets),
+            UpdateExpression="SET " + ", ".join(sets) + _remove_ttl(totals[schema.TTL_ATTRIBUTE]),
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=to_item(values),
         )
 
-    def remember_bot_recording(self, bot_id: str, recording_id: str, seen_at: int | None) -> None:
+    def remember_bot_recording(self, bot_id: str, recording_id: str, seen_at: int | None,
+                               expires_at: int | None = None) -> None:
         """The bot's recording item (first_seen is kept if it exists)."""
         self._bot_recordings.pop((bot_id, recording_id), None)
-        self._remember_bot_recording(bot_id, recording_id, seen_at)
+        self._remember_bot_recording(bot_id, recording_id, seen_at, expires_at)
 
 
 def _set_clauses(attributes: dict) -> tuple[dict, dict, list[str]]:
@@ -430,6 +467,11 @@ def _set_clauses(attributes: dict) -> tuple[dict, dict, list[str]]:
             values[f":{attr}"] = value
             sets.append(f"#{attr} = :{attr}")
     return names, values, sets
+
+
+def _remove_ttl(expires_at: int | None) -> str:
+    """With no expiry (frames kept forever), clear one an earlier setting left behind."""
+    return f" REMOVE {schema.TTL_ATTRIBUTE}" if expires_at is None else ""
 
 
 def _participant_key(recording_id: str, participant_id: str) -> dict:
