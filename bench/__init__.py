@@ -86,6 +86,20 @@ def machine() -> dict:
     }
 
 
+def proc_stats(pid: int) -> dict:
+    """A live process's memory (VmRSS, VmHWM in bytes) and CPU (user + system seconds), from /proc."""
+    status = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                status[key] = int(value.split()[0]) * 1024
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    status["cpu_seconds"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    return status
+
+
 def summarize(samples: list[float]) -> dict:
     return {
         "min": min(samples),

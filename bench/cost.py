@@ -8,7 +8,7 @@ of the same run (receiver CPU per frame, peak memory). Importable: ``estimate(..
 ``PRICES`` are what a "choose your ingress" table needs.
 
 Prices: AWS list prices, us-east-1, on-demand, no free tier, as published on the AWS pricing
-pages and quoted by public pricing guides up to mid-2026; the model is as of November 2026
+pages and quoted by public pricing guides up to mid-2026; the model is as of 2026-11-29
 with those figures. Check https://aws.amazon.com/pricing/ before relying on them; every
 figure is in PRICES below and can be overridden.
 """
@@ -25,8 +25,11 @@ import uuid
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+# The emulator enforces API Gateway's limits; one definition of them.
+from framesink.emulator import APIGW_MAX_FRAME_BYTES
+
 REGION = "us-east-1"
-PRICES_AS_OF = "2026-11 (list prices, us-east-1)"
+PRICES_AS_OF = f"2026-11-29 (list prices, {REGION})"
 PRICES = {
     # API Gateway WebSocket: messages are metered in 32 KB units (first 1 billion/month tier).
     "apigw_message_per_million": 1.00,
@@ -57,8 +60,7 @@ PRICES = {
     "xray_traces_recorded_per_million": 5.00,
 }
 
-APIGW_UNIT_BYTES = 32 * 1024
-APIGW_MAX_FRAME_BYTES = 32 * 1024  # a larger websocket frame closes the connection (1009)
+APIGW_UNIT_BYTES = 32 * 1024  # messages are billed in 32 KB units
 ALB_GB_PER_LCU_HOUR = 1.0
 ALB_ACTIVE_CONNECTIONS_PER_LCU = 3000
 LAMBDA_FULL_VCPU_MB = 1769  # Lambda gives one full vCPU at 1,769 MB, proportionally less below
@@ -313,7 +315,7 @@ def estimate(profile: FrameProfile, ingress: str, workload: Workload | None = No
     frames = w.fps * 3600
     u = units_per_frame(profile, ingress, w, a)
     months_kept = w.frame_expiry_days / DAYS_PER_MONTH if w.frame_expiry_days else 12.0
-    lines = {
+    storage = {  # what any ingress pays: the frame's object and its index
         "S3 PUT": frames * u["s3_puts"] * p["s3_put_per_thousand"] / 1000,
         f"S3 storage ({w.frame_expiry_days} d)": frames * u["s3_gb_stored"] * months_kept * p["s3_gb_month"],
         "S3 access logs": frames * u["access_log_gb"] * (w.log_retention_days / DAYS_PER_MONTH) * p["s3_gb_month"],
@@ -321,6 +323,7 @@ def estimate(profile: FrameProfile, ingress: str, workload: Workload | None = No
         f"DynamoDB storage ({w.index_months:g} mo)": frames * u["dynamodb_gb_stored"] * w.index_months
         * p["dynamodb_gb_month"],
     }
+    lines = dict(storage)
     if ingress == "apigw":
         lines.update({
             "API Gateway messages": frames * u["apigw_messages"] * p["apigw_message_per_million"] / 1e6,
@@ -330,7 +333,7 @@ def estimate(profile: FrameProfile, ingress: str, workload: Workload | None = No
             "CloudWatch Logs": frames * u["log_gb"] * p["cloudwatch_logs_ingest_gb"],
             "X-Ray traces": frames * u["xray_traces"] * p["xray_traces_recorded_per_million"] / 1e6,
         })
-        fixed_per_hour = 0.0
+        fixed_per_hour = idle_per_hour = 0.0
     else:
         vcpu_hours = frames * u["receiver_vcpu_seconds"] / 3600 / w.task_cpu_target
         participants_per_task = w.task_vcpu * w.task_cpu_target * 3600 / (frames * u["receiver_vcpu_seconds"])
@@ -340,6 +343,8 @@ def estimate(profile: FrameProfile, ingress: str, workload: Workload | None = No
         alb_lcu = max(frames * u["alb_gb_processed"] / ALB_GB_PER_LCU_HOUR,
                       1 / w.meeting_size / ALB_ACTIVE_CONNECTIONS_PER_LCU)
         fixed_per_hour = p["alb_hour"] + (w.alb_azs + tasks) * p["public_ipv4_hour"]
+        # What the deployed ingress costs with nobody streaming: the minimum tasks, the ALB, its IPs.
+        idle_per_hour = p["alb_hour"] + (w.alb_azs + w.min_tasks) * p["public_ipv4_hour"] + w.min_tasks * task_hour
         lines.update({
             "Fargate tasks (share)": tasks * task_hour / w.concurrent_participants,
             "ALB LCU (processed bytes)": alb_lcu * p["alb_lcu_hour"],
@@ -349,10 +354,12 @@ def estimate(profile: FrameProfile, ingress: str, workload: Workload | None = No
         u["tasks"] = tasks
         u["vcpu_hours_per_participant_hour"] = vcpu_hours
     total = sum(lines.values())
+    storage_total = sum(storage.values())
     return {
         "ingress": ingress, "profile": profile.name, "fits": ingress != "apigw" or profile.fits_apigw,
         "per_participant_hour": total, "per_frame": total / frames, "lines": lines, "units_per_frame": u,
-        "fixed_per_hour": fixed_per_hour,
+        "storage_per_participant_hour": storage_total, "ingress_per_participant_hour": total - storage_total,
+        "fixed_per_hour": fixed_per_hour, "idle_per_hour": idle_per_hour,
     }
 
 

@@ -22,7 +22,6 @@ VmHWM from /proc, and its CPU time per frame (which bench/cost.py turns into Far
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -32,7 +31,7 @@ import time
 import uuid
 from contextlib import contextmanager, redirect_stdout
 
-from . import Row, percentile
+from . import Row, percentile, proc_stats
 
 TARGET = 0.8
 MEETING_SIZE = 5
@@ -66,28 +65,14 @@ def local_stack(ingress: str):
     """`framesink local --ingress <ingress>` in a background event loop; yields (stack, run)."""
     import logging
 
-    from framesink.emulator import LocalConfig, LocalStack
+    from framesink.emulator import LocalConfig, background_stack
 
     logging.getLogger("framesink").setLevel(logging.WARNING)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True, name="bench-local")
-    thread.start()
-
-    def run(coro, timeout=GUARD):
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
-
     suffix = uuid.uuid4().hex[:8]
-    stack = LocalStack(LocalConfig(port=0, ingress=ingress, state_file=None, bucket=f"bench-{suffix}",
-                                   table=f"bench-{suffix}", token_secret_name=f"bench/{suffix}",
-                                   reset_on_stop=True))
-    run(stack.start())
-    try:
-        yield stack, run
-    finally:
-        run(stack.stop())
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
-        loop.close()
+    config = LocalConfig(port=0, ingress=ingress, state_file=None, bucket=f"bench-{suffix}", table=f"bench-{suffix}",
+                         token_secret_name=f"bench/{suffix}", reset_on_stop=True)
+    with background_stack(config, timeout=GUARD) as stack:
+        yield stack, stack.run
 
 
 def _ingress_service(stack):
@@ -145,27 +130,13 @@ def ceiling(stack, size: str, threads: int, frames: int, calls: int = 2) -> dict
                     stack.config.table, size=size, frames=frames, threads=threads, calls=calls)
 
 
-def _proc(pid: int) -> dict:
-    status = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                status[key] = int(value.split()[0]) * 1024
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    status["cpu_seconds"] = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-    return status
-
-
 def _wait_cpu_idle(pid: int, timeout: float = 90) -> dict:
     """/proc figures once the process has used under 5% of a CPU for a whole second."""
-    last = _proc(pid)
+    last = proc_stats(pid)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         time.sleep(1.0)
-        now = _proc(pid)
+        now = proc_stats(pid)
         if now["cpu_seconds"] - last["cpu_seconds"] < 0.05:
             return now
         last = now
@@ -199,7 +170,7 @@ def receiver_memory(stack, run, participants: int, seconds: float) -> dict:
         if port is None:
             raise RuntimeError("the receiver did not start")
         threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep draining its stdout
-        idle = _proc(proc.pid)
+        idle = proc_stats(proc.pid)
         ticks = max(2, round(seconds * 2))
         result = loadgen("bots", "--url", f"ws://127.0.0.1:{port}/?token={stack.token}", "--participants",
                          str(participants), "--meeting-size", str(MEETING_SIZE), "--ticks", str(ticks),
