@@ -86,9 +86,8 @@ class Workload:
     fps: float = 2.0
     meeting_size: int = 5  # participants per bot: one websocket connection carries them all
     concurrent_participants: int = 100  # spreads the container ingress's fixed hourly cost
-    frame_expiry_days: int = 30  # S3 lifecycle (cdk.json frameExpiryDays)
+    frame_expiry_days: int = 30  # S3 lifecycle and index TTL (cdk.json frameExpiryDays); 0 = kept (priced as a year)
     log_retention_days: int = 30
-    index_months: float = 1.0  # months an index item is paid for (frame items have no TTL)
     architecture: str = "arm64"
     lambda_memory_mb: int = 512  # ingest function (infra/websocket_ingress.py)
     task_vcpu: float = 0.5  # receiver task (infra/container_ingress.py)
@@ -320,7 +319,8 @@ def estimate(profile: FrameProfile, ingress: str, workload: Workload | None = No
         f"S3 storage ({w.frame_expiry_days} d)": frames * u["s3_gb_stored"] * months_kept * p["s3_gb_month"],
         "S3 access logs": frames * u["access_log_gb"] * (w.log_retention_days / DAYS_PER_MONTH) * p["s3_gb_month"],
         "DynamoDB writes": frames * u["dynamodb_wru"] * p["dynamodb_wru_per_million"] / 1e6,
-        f"DynamoDB storage ({w.index_months:g} mo)": frames * u["dynamodb_gb_stored"] * w.index_months
+        # Index items expire with their objects (framesink_core.storage: expires_at, TTL).
+        f"DynamoDB storage ({w.frame_expiry_days} d)": frames * u["dynamodb_gb_stored"] * months_kept
         * p["dynamodb_gb_month"],
     }
     lines = dict(storage)
