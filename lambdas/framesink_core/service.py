@@ -7,12 +7,15 @@ receiver and the local emulator build one per process.
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-from .auth import Authenticator, TokenStore
 from .connections import ConnectionRegistry
 from .ingest import Ingestor
 from .settings import Settings
 from .storage import FrameStore, clients
+
+if TYPE_CHECKING:  # imported where used: $default never authenticates (cold start)
+    from .auth import Authenticator, TokenStore
 
 
 class Service:
@@ -56,6 +59,8 @@ class Service:
 
     @cached_property
     def tokens(self) -> TokenStore:
+        from .auth import TokenStore
+
         return TokenStore(self.settings.table, self.dynamodb)
 
     @cached_property
@@ -88,6 +93,8 @@ class Service:
 
     @cached_property
     def authenticator(self) -> Authenticator:
+        from .auth import Authenticator
+
         return Authenticator(
             static_token=lambda: self.secret(self.settings.token_secret_id),
             tokens=self.tokens,

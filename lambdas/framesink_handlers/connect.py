@@ -1,7 +1,5 @@
 """$connect: authenticate the bot before anything else, then record the connection."""
 
-from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent, event_source
-
 from framesink_core.auth import AuthError
 from framesink_core.observability import count, count_with_dimension
 
@@ -11,25 +9,28 @@ from ._runtime import logger, metrics, service, tracer
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler
-@event_source(data_class=APIGatewayWebSocketEvent)
-def handler(event: APIGatewayWebSocketEvent, context):
-    ctx = event.request_context
-    logger.append_keys(connection_id=ctx.connection_id)
+def handler(event: dict, context):
+    ctx = event["requestContext"]  # a plain dict, as in ingest.py (cold start)
+    source_ip = ctx["identity"]["sourceIp"]
+    logger.append_keys(connection_id=ctx["connectionId"])
     svc = service()
     count("ConnectionAttempt")
+    # Parameter names stay case-insensitive, as Powertools' event class made them;
+    # header names are matched case-insensitively by auth itself.
+    query = {k.lower(): v for k, v in (event.get("queryStringParameters") or {}).items()}
     try:
-        principal = svc.authenticator.authenticate(event.query_string_parameters, event.headers)
+        principal = svc.authenticator.authenticate(query, event.get("headers") or {})
     except AuthError as exc:
         logger.warning("connection refused", extra={"reason": exc.reason, "detail": exc.detail,
-                                                     "source_ip": ctx.identity.source_ip})
+                                                     "source_ip": source_ip})
         count_with_dimension("ConnectionRefused", "reason", exc.reason)
         return {"statusCode": exc.status, "body": exc.reason}
     svc.connections.opened(
-        ctx.connection_id,
+        ctx["connectionId"],
         bot_id=principal.bot_id,
         method=principal.method,
-        source_ip=ctx.identity.source_ip,
-        connected_at_ms=ctx.connected_at,
+        source_ip=source_ip,
+        connected_at_ms=ctx["connectedAt"],
     )
     logger.info("connection accepted", extra={"bot_id": principal.bot_id, "auth": principal.method,
                                               "signed": principal.signed})
