@@ -7,6 +7,8 @@ import argparse
 import importlib
 import sys
 
+from framesink_core.query import QueryError
+
 # Module names under framesink.commands; each defines register(subparsers).
 COMMANDS: list[str] = ["local", "simulate", "demo", "create_bot", "revoke_bot", "frames", "participants", "export", "reindex", "receive"]
 
@@ -32,8 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except CliError as exc:
-        print(f"framesink: error: {exc}", file=sys.stderr)
+    except (CliError, QueryError) as exc:
+        # The core's query checks name the parameter: say which option it came from.
+        message = f"--{exc.param}: {exc.detail}" if isinstance(exc, QueryError) else str(exc)
+        print(f"framesink: error: {message}", file=sys.stderr)
         return 1
 
 

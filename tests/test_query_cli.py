@@ -100,7 +100,11 @@ def test_unknown_recording_and_bad_arguments_are_clear_errors(local, capsys):
     code, _, err = cli(local, capsys, "participants", "--recording", "nope")
     assert code == 1 and "no indexed participants" in err
     code, _, err = cli(local, capsys, "frames", "--recording", REC, "--until", "soon")
-    assert code == 1 and "--until" in err
+    assert code == 1 and "framesink: error: --until: must be" in err
+    # The core's id check, through every command that queries (cli.main names the option).
+    for command in (["participants"], ["export", "--participant", "1", "--out", "unused"], ["reindex"]):
+        code, _, err = cli(local, capsys, *command, "--recording", "../etc")
+        assert code == 1 and "framesink: error: --recording: must match" in err, (command, err)
     code = main(["frames", "--recording", REC, "--local", "--state-file", str(local.state_file) + ".missing"])
     assert code == 1 and "framesink local" in capsys.readouterr().err
 

@@ -19,7 +19,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tqdm import tqdm
 
 from framesink_core import schema
-from framesink_core.query import QueryError
 
 from .. import target
 from ..cli import CliError
@@ -68,10 +67,7 @@ def run(args: argparse.Namespace) -> int:
     t = target.resolve(args)
     started = time.monotonic()
     index = t.index()
-    try:
-        frames = list(index.iter_frames(args.recording, participant_id=args.participant, frame_type=args.type))
-    except QueryError as exc:
-        raise CliError(f"--{exc.param}: {exc.detail}") from None
+    frames = list(index.iter_frames(args.recording, participant_id=args.participant, frame_type=args.type))
     if not frames:
         what = "recording" if not index.has_recording(args.recording) else "participant"
         raise CliError(f"no indexed frames for {what} {args.recording if what == 'recording' else args.participant}")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from framesink_core.query import QueryError
-
 from .. import target
 from ..cli import CliError
 from ..output import clock, json_lines, quiet_broken_pipe, table
@@ -49,8 +47,6 @@ def run(args: argparse.Namespace) -> int:
             if rows:
                 table(rows, ["TIME", "REL_MS", "PARTICIPANT", "NAME", "TYPE", "SIZE", "BYTES", "ABSOLUTE", "S3_KEY"],
                       right={"TIME", "REL_MS", "BYTES", "SIZE"})
-    except QueryError as exc:
-        raise CliError(f"--{exc.param}: {exc.detail}") from None
     except BrokenPipeError:
         quiet_broken_pipe()
         return 0

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from framesink_core.query import QueryError
-
 from .. import target
 from ..cli import CliError
 from ..output import clock, json_lines, quiet_broken_pipe, table
@@ -23,10 +21,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     index = target.resolve(args, need=("table",)).index()
-    try:
-        found = index.participants(args.recording)
-    except QueryError as exc:
-        raise CliError(f"--{exc.param}: {exc.detail}") from None
+    found = index.participants(args.recording)
     if not found:
         raise CliError(f"recording {args.recording} has no indexed participants")
     try:

@@ -7,7 +7,6 @@ import sys
 
 from tqdm import tqdm
 
-from framesink_core.query import QueryError
 from framesink_core.reindex import reindex_recording
 
 from .. import target
@@ -31,10 +30,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     store = target.resolve(args).store()
     with tqdm(unit="object", file=sys.stderr, disable=None, desc="reindex") as bar:
-        try:
-            result = reindex_recording(store, args.recording, workers=args.workers, progress=bar.update)
-        except QueryError as exc:
-            raise CliError(f"--{exc.param}: {exc.detail}") from None
+        result = reindex_recording(store, args.recording, workers=args.workers, progress=bar.update)
     if result.objects == 0:
         raise CliError(f"no objects under s3://{store.bucket}/recordings/{args.recording}/")
     for key, reason in result.skipped:
