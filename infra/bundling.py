@@ -6,16 +6,22 @@ runs on the host instead, asking PyPI for wheels built for the Lambda platform
 without Docker. The pip output is cached under ``.cache/lambda-deps/<hash>`` keyed by the
 requirements, platform and Python version, so repeated synths (tests) copy it instead
 of running pip again.
+
+lambdas/requirements.txt pins the whole closure; a build that installs a distribution it does
+not pin fails, so nothing floats in unnoticed. boto3 and its dependencies are removed after
+pip: the Lambda runtime provides them, precompiled and matched to its boto3.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import uuid
+from importlib import metadata
 from pathlib import Path
 
 import jsii
@@ -30,12 +36,60 @@ CACHE_DIR = ROOT / ".cache" / "lambda-deps"
 # What the asset holds besides the dependencies: the core and the thin handlers, nothing else.
 PACKAGES = ("framesink_core", "framesink_handlers")
 
-# The Lambda Python runtime ships boto3/botocore/s3transfer; aws-xray-sdk pulls botocore
-# in as a dependency, so pip installs it, and it is removed again here (31 MB of the 45).
-RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer")
+# The Lambda Python runtime ships boto3 and its dependencies (distribution names). aws-xray-sdk
+# pulls botocore and its closure in, so pip installs them, and they are removed again here:
+# 31 MB of the 45, and a bundled copy would shadow the runtime's (AWS warns of urllib3 doing
+# that). Cold start gains too: the runtime's copies are precompiled, /var/task never is.
+RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six", "urllib3")
+# Their top-level import names, for checks on the asset.
+RUNTIME_PROVIDED_MODULES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3")
 
 # Bump when the way the cache is built changes, so old cache entries are not reused.
-CACHE_FORMAT = "2"
+CACHE_FORMAT = "4"
+
+
+def canonical(name: str) -> str:
+    """PEP 503 normalized distribution name."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pinned(requirements: Path = REQUIREMENTS) -> dict[str, str]:
+    """``{name: version}`` of the ``name[extras]==version`` lines of a requirements file."""
+    pins = {}
+    for line in requirements.read_text().splitlines():
+        match = re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*==\s*([^\s;#]+)\s*(#.*)?", line)
+        if match:
+            pins[canonical(match[1])] = match[3]
+    return pins
+
+
+def _check_pinned(target: Path, requirements: Path) -> None:
+    """Every distribution pip installed is pinned at the version installed."""
+    pins = pinned(requirements)
+    installed = {canonical(d.metadata["Name"]): d.version for d in metadata.distributions(path=[str(target)])}
+    unpinned = {name: version for name, version in installed.items() if pins.get(name) != version}
+    if unpinned:
+        raise RuntimeError(
+            f"pip installed distributions that {requirements} does not pin (or pins at another version): "
+            + ", ".join(f"{n}=={v}" for n, v in sorted(unpinned.items()))
+            + "; regenerate the pins (see the comment at the top of the file)"
+        )
+
+
+def _remove_runtime_provided(target: Path) -> None:
+    """Delete the files of the runtime-provided distributions, as their RECORD lists them."""
+    root = target.resolve()
+    provided = [d for d in metadata.distributions(path=[str(root)]) if canonical(d.metadata["Name"]) in RUNTIME_PROVIDED]
+    for dist in provided:
+        files = [(root / f).resolve() for f in dist.files or []]  # read RECORD before deleting it
+        files = [f for f in files if f.is_relative_to(root)]  # RECORD may list ../../bin scripts
+        for file in files:
+            file.unlink(missing_ok=True)
+        for directory in sorted({f.parent for f in files}, key=lambda p: -len(p.parts)):
+            while directory != root and directory.is_dir() and not any(directory.iterdir()):
+                directory.rmdir()
+                directory = directory.parent
+
 
 PLATFORMS = {"arm64": "manylinux2014_aarch64", "x86_64": "manylinux2014_x86_64"}
 
@@ -73,9 +127,12 @@ def dependencies_dir(platform: str, version: str, requirements: Path = REQUIREME
             f"pip could not install {requirements} for {platform} / Python {version} "
             f"(exit {result.returncode}):\n{result.stderr.strip()[-2000:]}"
         )
-    for name in RUNTIME_PROVIDED:
-        for path in [work / name, *work.glob(f"{name}-*.dist-info")]:
-            shutil.rmtree(path, ignore_errors=True)
+    try:
+        _check_pinned(work, requirements)
+    except RuntimeError:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    _remove_runtime_provided(work)
     shutil.rmtree(work / "bin", ignore_errors=True)  # console scripts: unused in Lambda
     try:
         work.rename(final)

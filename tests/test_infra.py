@@ -18,7 +18,7 @@ from aws_cdk.assertions import Match, Template
 
 from framesink_core import schema
 from infra import build, cdk_json, error_annotations
-from infra.bundling import PACKAGES, RUNTIME_PROVIDED
+from infra.bundling import PACKAGES, RUNTIME_PROVIDED_MODULES
 from infra.settings import DEFAULTS, InfraSettings, SettingsError
 
 pytestmark = pytest.mark.slow
@@ -410,8 +410,8 @@ def test_cfn_lint_finds_no_problems(which, request):
 def test_asset_holds_the_packages_and_aarch64_wheels_but_no_sdk(default):
     top = {p.name for p in default.asset.iterdir()}
     assert set(PACKAGES) <= top and "aws_lambda_powertools" in top and "aws_xray_sdk" in top
-    assert not top & set(RUNTIME_PROVIDED)
-    assert not any(name.startswith(RUNTIME_PROVIDED) and name.endswith(".dist-info") for name in top)
+    assert not top & {*RUNTIME_PROVIDED_MODULES, "six.py"}
+    assert not any(name.startswith(RUNTIME_PROVIDED_MODULES) and name.endswith(".dist-info") for name in top)
     assert list(default.asset.glob("wrapt/_wrappers.cpython-314-aarch64-linux-gnu.so"))
     assert not list(default.asset.rglob("*x86_64*.so")) and not list(default.asset.rglob("__pycache__"))
     for package in PACKAGES:  # the exact sources, nothing added or dropped
@@ -422,7 +422,7 @@ def test_asset_holds_the_packages_and_aarch64_wheels_but_no_sdk(default):
 
 def test_every_import_of_the_lambda_code_is_bundled_or_provided(default):
     """A dependency added to the core must also be in lambdas/requirements.txt."""
-    available = {p.name.removesuffix(".py") for p in default.asset.iterdir()} | {"boto3", "botocore"}
+    available = {p.name.removesuffix(".py") for p in default.asset.iterdir()} | set(RUNTIME_PROVIDED_MODULES)
     missing = set()
     for path in [*(default.asset / "framesink_core").rglob("*.py"), *(default.asset / "framesink_handlers").rglob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
