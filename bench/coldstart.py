@@ -3,15 +3,15 @@
 What a deployed function imports is rebuilt from the venv, laid out as Lambda lays it out:
 
 - ``task/`` (/var/task, first on sys.path): the asset infra/bundling.py builds, i.e.
-  framesink_core, framesink_handlers and lambdas/requirements.txt with its dependencies,
-  minus boto3/botocore/s3transfer. Copied without any .pyc: the bundle is built with
+  framesink_core, framesink_handlers and lambdas/requirements.txt's pinned closure, minus
+  boto3 and its dependencies. Copied without any .pyc: the bundle is built with
   ``pip --no-compile`` and /var/task is read-only, so Python compiles these modules on
   every cold start.
-- ``runtime/``: boto3, botocore and s3transfer, which the Lambda runtime provides compiled.
+- ``runtime/``: boto3 and its dependencies (botocore, s3transfer, urllib3, dateutil, six,
+  jmespath), which the Lambda runtime provides compiled.
 
-(The venv itself holds much more, moto, requests, Pillow..., and Powertools' Tracer patches
-whatever it finds installed, so importing from the venv would time imports that a deployed
-function never does.) Each sample is ``python -S`` in a new process, in the environment a
+(The venv itself holds much more, moto, requests, Pillow..., so importing from the venv
+would time imports that a deployed function never does.) Each sample is ``python -S`` in a new process, in the environment a
 function sees (LAMBDA_TASK_ROOT and friends, so X-Ray and Powertools take their Lambda code
 paths), timing one import with process_time: CPU time, which barely moves when other
 processes compete for the cores. Modules are measured round-robin, median per module;
@@ -38,7 +38,9 @@ TARGET = 1.5
 BASELINE = "boto3"
 TARGET_MODULE = "framesink_handlers.ingest"
 HANDLERS_DIR = ROOT / "lambdas" / "framesink_handlers"
-RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer")  # as infra/bundling.py removes them
+# As infra/bundling.py removes them (a test checks the two agree; importing infra here would
+# start the CDK). Distribution names.
+RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six", "urllib3")
 SNIPPET = ("import time, importlib; t = time.process_time(); importlib.import_module({mod!r}); "
            "print(time.process_time() - t)")
 
