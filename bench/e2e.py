@@ -118,16 +118,10 @@ def measure(clock, stack, run, url: str, participants: int, size: str, fps: floa
 def ceiling(stack, size: str, threads: int, frames: int, calls: int = 2) -> dict:
     """Plain boto3 puts from threads of this process: where `framesink local` runs the
     ingress's own boto3 clients, next to the moto server, sharing its interpreter."""
-    import boto3
+    from .loadgen import put_loop_at
 
-    from framesink_core.storage import BOTO_CONFIG
-
-    from .loadgen import put_loop
-
-    kwargs = {"endpoint_url": stack.endpoint_url, "region_name": stack.config.region, "config": BOTO_CONFIG,
-              "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-    return put_loop(boto3.client("s3", **kwargs), boto3.client("dynamodb", **kwargs), stack.config.bucket,
-                    stack.config.table, size=size, frames=frames, threads=threads, calls=calls)
+    return put_loop_at(stack.endpoint_url, stack.config.region, stack.config.bucket, stack.config.table,
+                       size=size, frames=frames, threads=threads, calls=calls)
 
 
 def _wait_cpu_idle(pid: int, timeout: float = 90) -> dict:

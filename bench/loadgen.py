@@ -118,15 +118,20 @@ def put_loop(s3, ddb, bucket: str, table: str, *, size: str, frames: int, thread
     return {"frames": done, "seconds": seconds, "fps": done / seconds, "threads": threads, "calls": calls}
 
 
-def ceiling(args) -> dict:
+def put_loop_at(endpoint: str, region: str, bucket: str, table: str, **kwargs) -> dict:
+    """``put_loop`` with fresh boto3 clients for the moto server at ``endpoint``."""
     import boto3
 
     from framesink_core.storage import BOTO_CONFIG
 
-    kwargs = {"endpoint_url": args.endpoint, "region_name": "us-east-1", "config": BOTO_CONFIG,
+    client = {"endpoint_url": endpoint, "region_name": region, "config": BOTO_CONFIG,
               "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-    return put_loop(boto3.client("s3", **kwargs), boto3.client("dynamodb", **kwargs), args.bucket, args.table,
-                    size=args.size, frames=args.frames, threads=args.threads, calls=args.calls)
+    return put_loop(boto3.client("s3", **client), boto3.client("dynamodb", **client), bucket, table, **kwargs)
+
+
+def ceiling(args) -> dict:
+    return put_loop_at(args.endpoint, "us-east-1", args.bucket, args.table, size=args.size, frames=args.frames,
+                       threads=args.threads, calls=args.calls)
 
 
 def main(argv: list[str] | None = None) -> int:

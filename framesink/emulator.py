@@ -371,11 +371,7 @@ def _connect_headers(headers: Headers, source_ip: str) -> dict:
     items = [(k, v) for k, v in headers.raw_items() if k.lower() != "x-forwarded-for"]
     items += [("X-Amzn-Trace-Id", f"Root=1-{int(time.time()):08x}-{secrets.token_hex(12)}"),
               ("X-Forwarded-For", source_ip), ("X-Forwarded-Port", "443"), ("X-Forwarded-Proto", "https")]
-    single: dict[str, str] = {}
-    multi: dict[str, list[str]] = {}
-    for k, v in items:
-        single[k] = v
-        multi.setdefault(k, []).append(v)
+    single, multi = _last_and_all(items)
     return {"headers": single, "multiValueHeaders": multi}
 
 
@@ -384,12 +380,18 @@ def _query(query: str) -> dict:
     pairs = parse_qsl(query, keep_blank_values=True)
     if not pairs:
         return {}
+    single, multi = _last_and_all(pairs)
+    return {"queryStringParameters": single, "multiValueQueryStringParameters": multi}
+
+
+def _last_and_all(pairs: list[tuple[str, str]]) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """API Gateway's two views of repeated keys: the last value of each, and all of them."""
     single: dict[str, str] = {}
     multi: dict[str, list[str]] = {}
     for k, v in pairs:
         single[k] = v
         multi.setdefault(k, []).append(v)
-    return {"queryStringParameters": single, "multiValueQueryStringParameters": multi}
+    return single, multi
 
 
 def _real_handlers() -> dict:
@@ -523,7 +525,7 @@ class LocalStack:
         """A boto3 client for the local moto server (the handlers build their own from the env)."""
         return boto3.client(
             service, endpoint_url=self.endpoint_url, region_name=self.config.region,
-            aws_access_key_id="testing", aws_secret_access_key="testing", aws_session_token="testing",
+            **{name.lower(): value for name, value in FAKE_CREDENTIALS.items()},
         )
 
     def run(self, coro, timeout: float = 180):
