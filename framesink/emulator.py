@@ -536,7 +536,8 @@ class LocalStack:
 @contextlib.contextmanager
 def background_stack(config: LocalConfig, timeout: float = 180):
     """A started LocalStack served by an event loop on its own thread, for synchronous code
-    (tests, benchmarks): ``stack.run(coro)`` runs a coroutine there. Stopped on exit."""
+    (tests, benchmarks): ``stack.run(coro)`` runs a coroutine there. Stopped on exit, and
+    what ``stop()`` reported is left in ``stack.final_stats``."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="local-stack", daemon=True)
     thread.start()
@@ -547,7 +548,7 @@ def background_stack(config: LocalConfig, timeout: float = 180):
         try:
             yield stack
         finally:
-            stack.run(stack.stop(), timeout)
+            stack.final_stats = stack.run(stack.stop(), timeout)
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout)

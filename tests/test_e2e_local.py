@@ -4,9 +4,7 @@ test uses its own recording id."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import uuid
 
 import pytest
@@ -14,7 +12,7 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEven
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
-from framesink.emulator import APIGW_MAX_FRAME_BYTES, APIGW_MAX_MESSAGE_BYTES, LocalConfig, LocalStack
+from framesink.emulator import APIGW_MAX_FRAME_BYTES, APIGW_MAX_MESSAGE_BYTES, LocalConfig, background_stack
 from framesink.simulator import SimConfig, simulate
 from framesink.synthetic import frame_message, make_png
 from framesink_core import schema
@@ -27,27 +25,12 @@ GUARD = 30  # seconds: only a hang guard, never an assertion about speed
 @pytest.fixture(scope="module")
 def local():
     """A LocalStack running in an event loop on a background thread; ``local.run(coro)``."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    def run(coro, timeout=GUARD):
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
-
     suffix = uuid.uuid4().hex[:8]
-    stack = LocalStack(LocalConfig(port=0, state_file=None, bucket=f"e2e-{suffix}", table=f"e2e-{suffix}",
-                                   token_secret_name=f"e2e/{suffix}", max_frame_bytes=512 * 1024,
-                                   reset_on_stop=True))
-    run(stack.start())
-    stack.run = run
-    stack.s3, stack.ddb = stack.client("s3"), stack.client("dynamodb")
-    try:
+    with background_stack(LocalConfig(port=0, state_file=None, bucket=f"e2e-{suffix}", table=f"e2e-{suffix}",
+                                      token_secret_name=f"e2e/{suffix}", max_frame_bytes=512 * 1024,
+                                      reset_on_stop=True), timeout=GUARD) as stack:
+        stack.s3, stack.ddb = stack.client("s3"), stack.client("dynamodb")
         yield stack
-    finally:
-        run(stack.stop())
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(GUARD)
-        loop.close()
 
 
 def rec_id() -> str:

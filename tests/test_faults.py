@@ -21,9 +21,7 @@ then over real websockets through ``framesink local`` (both ingresses).
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import uuid
 
 import pytest
@@ -281,30 +279,14 @@ def test_a_long_outage_drains_the_retry_quota_and_later_frames_are_stored(svc, a
 # --- over real websockets through `framesink local` (moto server over HTTP) ----------------------
 
 
-def run_local(ingress: str, scenario):
-    """Start a LocalStack with ``ingress`` on a background loop and run ``scenario(stack, run)``."""
-    from framesink.emulator import LocalConfig, LocalStack
-
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    def run(coro, timeout=GUARD):
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+def local_stack(ingress: str):
+    """`framesink local` with ``ingress`` on a background loop (``local.run(coro)``)."""
+    from framesink.emulator import LocalConfig, background_stack
 
     suffix = uuid.uuid4().hex[:8]
-    local = LocalStack(LocalConfig(port=0, ingress=ingress, state_file=None, bucket=f"faults-{suffix}",
-                                   table=f"faults-{suffix}", token_secret_name=f"faults/{suffix}",
-                                   max_frame_bytes=512 * 1024, reset_on_stop=True))
-    run(local.start())
-    try:
-        return scenario(local, run)
-    finally:
-        stats = run(local.stop())
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(GUARD)
-        loop.close()
-        local.final_stats = stats
+    return background_stack(LocalConfig(port=0, ingress=ingress, state_file=None, bucket=f"faults-{suffix}",
+                                        table=f"faults-{suffix}", token_secret_name=f"faults/{suffix}",
+                                        max_frame_bytes=512 * 1024, reset_on_stop=True), timeout=GUARD)
 
 
 def ingress_service(local):
@@ -335,7 +317,8 @@ def test_flaky_storage_over_a_real_websocket_loses_nothing(ingress):
     the bot's connection is never dropped."""
     from framesink.simulator import SimConfig, simulate
 
-    def scenario(local, run):
+    def scenario(local):
+        run = local.run
         svc = ingress_service(local)
         faults = [
             inject(svc.s3, "PutObject", "refused", code="SlowDown", fail=lambda n: n % 3 == 1),
@@ -351,14 +334,9 @@ def test_flaky_storage_over_a_real_websocket_loses_nothing(ingress):
         run(local.wait_idle())
         return report, faults, remote_stored(local, rec)
 
-    holder = {}
-
-    def capture(local, run):
-        holder["local"] = local
-        return scenario(local, run)
-
-    report, faults, (objects, index) = run_local(ingress, capture)
-    stats = holder["local"].final_stats
+    with local_stack(ingress) as local:
+        report, faults, (objects, index) = scenario(local)
+    stats = local.final_stats
     assert report.frames_sent == report.frames_generated and report.frames_lost == 0
     assert report.connections == 1 and report.reconnects == 0 and report.closes == {"1000": 1}
     assert all(f["failed"] > 0 for f in faults)  # every kind of fault fired
@@ -374,7 +352,8 @@ def test_an_s3_outage_fails_frames_visibly_and_the_stream_goes_on(ingress):
     reported stored); the connection stays open and frames after the outage are stored."""
     from framesink.simulator import SimConfig, simulate
 
-    def scenario(local, run):
+    def scenario(local):
+        run = local.run
         svc = ingress_service(local)
         # Attempts 7-30 fail: with 6 attempts per frame, that is ~4 frames failed for good.
         outage = inject(svc.s3, "PutObject", "connect_timeout", fail=lambda n: 7 <= n <= 30)
@@ -384,14 +363,9 @@ def test_an_s3_outage_fails_frames_visibly_and_the_stream_goes_on(ingress):
         run(local.wait_idle())
         return report, outage, remote_stored(local, rec)
 
-    holder = {}
-
-    def capture(local, run):
-        holder["local"] = local
-        return scenario(local, run)
-
-    report, outage, (objects, index) = run_local(ingress, capture)
-    stats = holder["local"].final_stats
+    with local_stack(ingress) as local:
+        report, outage, (objects, index) = scenario(local)
+    stats = local.final_stats
     outcomes = stats["outcomes"]
     assert report.frames_lost == 0 and report.connections == 1 and report.closes == {"1000": 1}
     assert outage["failed"] == 24
