@@ -163,11 +163,7 @@ class ContainerIngress(Construct):
             runtime_platform=ecs.RuntimePlatform(cpu_architecture=cpu_architecture,
                                                  operating_system_family=ecs.OperatingSystemFamily.LINUX),
         )
-        core = Settings(
-            bucket=storage.bucket.bucket_name, table=storage.table.table_name,
-            max_frame_bytes=settings.max_frame_bytes, token_secret_id=secrets.token_secret_id,
-            verification_secret_id=secrets.verification_secret_name,
-        )
+        core = stack.functions.core  # the same settings as the Lambda functions
         # `cdk synth` stages and hashes the build context (.dockerignore applies); only
         # `cdk deploy` runs Docker to build the image and push it to the CDK assets repository.
         image = ecs.ContainerImage.from_asset(str(REPO_ROOT), file=DOCKERFILE, platform=platform)

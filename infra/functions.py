@@ -105,10 +105,12 @@ class FunctionFactory:
         # One asset object shared by every function: bundled and uploaded once.
         self.code = lambda_code(RUNTIME, settings.architecture)
         self.service_name = f"framesink-{settings.stage}"
-        core = Settings(
+        # The core's settings, shared with the container receiver (container_ingress.py).
+        self.core = core = Settings(
             bucket=storage.bucket.bucket_name,
             table=storage.table.table_name,
             max_frame_bytes=settings.max_frame_bytes,
+            frame_expiry_days=settings.frame_expiry_days,
             token_secret_id=secrets.token_secret_id,
             verification_secret_id=secrets.verification_secret_name,
         )

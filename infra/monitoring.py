@@ -1,4 +1,5 @@
-"""CloudWatch alarms: lost frames, rejected messages, and function errors.
+"""CloudWatch alarms (lost frames, rejected messages, function errors) and the API Gateway
+access logs every API stage writes (``api_access_logs``).
 
 Alarms have no actions: subscribe one (SNS, chatbot) to them in the console or extend this
 construct. Missing data is "not breaching": a quiet stack is a healthy stack.
@@ -6,9 +7,14 @@ construct. Missing data is "not breaching": a quiet stack is a healthy stack.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+import jsii
 from aws_cdk import Duration
+from aws_cdk import aws_apigateway as apigateway
+from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -16,6 +22,7 @@ from constructs import Construct
 from .functions import METRICS_NAMESPACE
 
 if TYPE_CHECKING:
+    from .settings import InfraSettings
     from .stack import FramesinkStack
 
 PERIOD = Duration.minutes(5)
@@ -100,3 +107,31 @@ class Monitoring(Construct):
             )
             for made in stack.functions.functions
         ]
+
+
+def api_access_logs(
+    scope: Construct, settings: "InfraSettings", fields: Mapping[str, str]
+) -> tuple[logs.LogGroup, apigwv2.IAccessLogSettings]:
+    """An API stage's access logs: a log group ("AccessLogs" in ``scope``) with the stack's
+    retention, and one compact JSON line per request with ``fields`` (name -> $context
+    variable; each API type has its own variables, so each API names its fields)."""
+    group = logs.LogGroup(scope, "AccessLogs", retention=settings.log_retention,
+                          removal_policy=settings.removal_policy)
+    return group, _AccessLogSettings(group, json.dumps(dict(fields), separators=(",", ":")))
+
+
+@jsii.implements(apigwv2.IAccessLogSettings)
+class _AccessLogSettings:
+    """aws-apigatewayv2 has no concrete IAccessLogSettings class: destination + format."""
+
+    def __init__(self, log_group: logs.ILogGroup, log_format: str):
+        self._destination = apigwv2.LogGroupLogDestination(log_group)
+        self._format = log_format
+
+    @property
+    def destination(self) -> apigwv2.IAccessLogDestination:
+        return self._destination
+
+    @property
+    def format(self) -> apigateway.AccessLogFormat:
+        return apigateway.AccessLogFormat.custom(self._format)

@@ -10,21 +10,19 @@ and may GetObject under recordings/ so the URLs it presigns work.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
-import jsii
 from aws_cdk import Duration
-from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_logs as logs
 from aws_cdk.aws_apigatewayv2_authorizers import HttpIamAuthorizer
 from aws_cdk.aws_apigatewayv2_integrations import HttpLambdaIntegration
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
 from framesink_core import schema
+
+from .monitoring import api_access_logs
 
 if TYPE_CHECKING:
     from .stack import FramesinkStack
@@ -103,9 +101,7 @@ class QueryApi(Construct):
             self.api.add_routes(path=path, methods=[apigwv2.HttpMethod.GET], integration=integration,
                                 authorizer=authorizer)
 
-        self.access_log_group = logs.LogGroup(
-            self, "AccessLogs", retention=settings.log_retention, removal_policy=settings.removal_policy
-        )
+        self.access_log_group, access_logs = api_access_logs(self, settings, ACCESS_LOG_FORMAT)
         self.stage = apigwv2.HttpStage(
             self,
             "Stage",
@@ -113,23 +109,7 @@ class QueryApi(Construct):
             stage_name="$default",
             auto_deploy=True,
             throttle=apigwv2.ThrottleSettings(rate_limit=THROTTLE_RATE, burst_limit=THROTTLE_BURST),
-            access_log_settings=_AccessLogSettings(self.access_log_group),
+            access_log_settings=access_logs,
         )
         self.url: str = self.stage.url
 
-
-@jsii.implements(apigwv2.IAccessLogSettings)
-class _AccessLogSettings:
-    """Destination + this API's JSON format (websocket_ingress.py has the same for its own
-    format; aws-apigatewayv2 offers no concrete class)."""
-
-    def __init__(self, log_group: logs.ILogGroup):
-        self._destination = apigwv2.LogGroupLogDestination(log_group)
-
-    @property
-    def destination(self) -> apigwv2.IAccessLogDestination:
-        return self._destination
-
-    @property
-    def format(self) -> apigateway.AccessLogFormat:
-        return apigateway.AccessLogFormat.custom(json.dumps(ACCESS_LOG_FORMAT, separators=(",", ":")))

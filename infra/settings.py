@@ -17,7 +17,8 @@ from aws_cdk import RemovalPolicy
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 
-from framesink_core.settings import DEFAULT_MAX_FRAME_BYTES
+from framesink_core.recall import ENDPOINT_FORMS, REGIONS
+from framesink_core.settings import DEFAULT_BOT_TOKEN_TTL_SECONDS, DEFAULT_FRAME_EXPIRY_DAYS, DEFAULT_MAX_FRAME_BYTES
 
 DEFAULTS: dict[str, Any] = {
     # API Gateway stage name; also names the stack ("framesink-<stage>").
@@ -25,8 +26,9 @@ DEFAULTS: dict[str, Any] = {
     # CloudWatch Logs retention of every log group (Lambda, API Gateway access logs), and
     # S3 expiry of the bucket access logs. One of CloudWatch's allowed values.
     "logRetentionDays": 30,
-    # S3 lifecycle expiry of stored frames, in days; 0 keeps frames forever.
-    "frameExpiryDays": 30,
+    # Expiry of stored frames, in days: S3 lifecycle for the objects and DynamoDB TTL for
+    # their index items (FRAMESINK_FRAME_EXPIRY_DAYS); 0 keeps frames forever.
+    "frameExpiryDays": DEFAULT_FRAME_EXPIRY_DAYS,
     # Largest decoded PNG a message may carry (framesink_core.settings.DEFAULT_MAX_FRAME_BYTES).
     "maxFrameBytes": DEFAULT_MAX_FRAME_BYTES,
     # What `cdk destroy` does to the bucket, table, secret and log groups.
@@ -50,6 +52,15 @@ DEFAULTS: dict[str, Any] = {
     # (ws://), so the token crosses the internet unencrypted. Use a certificate in production.
     "certificateArn": "",
     "domainName": "",
+    # create-bot (infra/bot_api.py). The Recall region whose API (and API key) the bots use.
+    "recallRegion": "us-east-1",
+    # Name of an existing Secrets Manager secret holding the Recall API key; empty = the stack
+    # creates one holding a placeholder, and you put the key in after deploy.
+    "recallApiKeySecretName": "",
+    # "flat" (Recall's current realtime endpoint shape) or "nested" ({"type", "config": {...}}).
+    "recallEndpointForm": "flat",
+    # How long a bot's connection token stays valid after the bot's join time.
+    "botTokenTtlSeconds": DEFAULT_BOT_TOKEN_TTL_SECONDS,
 }
 
 # CloudWatch Logs accepts only these retention periods (days -> CDK enum).
@@ -106,6 +117,10 @@ class InfraSettings:
     ingress: str = DEFAULTS["ingress"]
     certificate_arn: str = DEFAULTS["certificateArn"]
     domain_name: str = DEFAULTS["domainName"]
+    recall_region: str = DEFAULTS["recallRegion"]
+    recall_api_key_secret_name: str = DEFAULTS["recallApiKeySecretName"]
+    recall_endpoint_form: str = DEFAULTS["recallEndpointForm"]
+    bot_token_ttl_seconds: int = DEFAULTS["botTokenTtlSeconds"]
 
     @classmethod
     def from_context(cls, get: Callable[[str], Any] | Mapping[str, Any]) -> "InfraSettings":
@@ -163,6 +178,23 @@ class InfraSettings:
                 "must name the host the certificate covers (point it at the ALB); "
                 f"got certificateArn={certificate_arn!r}, domainName={domain_name!r}"
             )
+        recall_region = str(value("recallRegion")).strip()
+        if recall_region not in REGIONS:
+            raise SettingsError(f"context 'recallRegion' must be one of {sorted(REGIONS)}; got {recall_region!r}")
+        api_key_name = str(value("recallApiKeySecretName")).strip()
+        if api_key_name and not SECRET_NAME_PATTERN.fullmatch(api_key_name):
+            raise SettingsError(f"context 'recallApiKeySecretName' must be a Secrets Manager secret name "
+                                f"(never the key itself); got {api_key_name!r}")
+        form = str(value("recallEndpointForm")).strip().lower()
+        if form not in ENDPOINT_FORMS:
+            raise SettingsError(f"context 'recallEndpointForm' must be one of {list(ENDPOINT_FORMS)}; got {form!r}")
+        raw_ttl = value("botTokenTtlSeconds")
+        try:
+            token_ttl = int(str(raw_ttl).strip())
+        except ValueError:
+            token_ttl = 0
+        if isinstance(raw_ttl, bool) or token_ttl < 60:
+            raise SettingsError(f"context 'botTokenTtlSeconds' must be a whole number >= 60; got {raw_ttl!r}")
         return cls(
             stage=stage,
             log_retention_days=retention,
@@ -176,6 +208,10 @@ class InfraSettings:
             ingress=ingress,
             certificate_arn=certificate_arn,
             domain_name=domain_name,
+            recall_region=recall_region,
+            recall_api_key_secret_name=api_key_name,
+            recall_endpoint_form=form,
+            bot_token_ttl_seconds=token_ttl,
         )
 
     @property

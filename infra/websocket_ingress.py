@@ -7,18 +7,17 @@ records the close. API Gateway's limits (32 KB frames, 128 KB messages) apply: s
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
-import jsii
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_logs as logs
 from aws_cdk.aws_apigatewayv2_integrations import WebSocketLambdaIntegration
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
+
+from .monitoring import api_access_logs
 
 if TYPE_CHECKING:
     from .stack import FramesinkStack
@@ -133,9 +132,7 @@ class WebSocketIngress(Construct):
             apply_to_children=True,
         )
 
-        self.access_log_group = logs.LogGroup(
-            self, "AccessLogs", retention=settings.log_retention, removal_policy=settings.removal_policy
-        )
+        self.access_log_group, access_logs = api_access_logs(self, settings, ACCESS_LOG_FORMAT)
         self.stage = apigwv2.WebSocketStage(
             self,
             "Stage",
@@ -143,29 +140,13 @@ class WebSocketIngress(Construct):
             stage_name=settings.stage,
             auto_deploy=True,
             throttle=apigwv2.ThrottleSettings(rate_limit=THROTTLE_RATE, burst_limit=THROTTLE_BURST),
-            access_log_settings=_AccessLogSettings(self.access_log_group),
+            access_log_settings=access_logs,
         )
         if settings.api_gateway_cloudwatch_role:
             self.account = _api_gateway_account(self)
             self.stage.node.add_dependency(self.account)
 
         self.url: str = self.stage.url
-
-
-@jsii.implements(apigwv2.IAccessLogSettings)
-class _AccessLogSettings:
-    """apigatewayv2 has no concrete IAccessLogSettings class; this is destination + format."""
-
-    def __init__(self, log_group: logs.ILogGroup):
-        self._destination = apigwv2.LogGroupLogDestination(log_group)
-
-    @property
-    def destination(self) -> apigwv2.IAccessLogDestination:
-        return self._destination
-
-    @property
-    def format(self) -> apigateway.AccessLogFormat:
-        return apigateway.AccessLogFormat.custom(json.dumps(ACCESS_LOG_FORMAT, separators=(",", ":")))
 
 
 def _api_gateway_account(scope: Construct) -> apigateway.CfnAccount:

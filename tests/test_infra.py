@@ -332,6 +332,17 @@ def test_functions_are_traced_latest_python_arm64_with_powertools_env(default):
         assert env["FRAMESINK_MAX_FRAME_BYTES"] == str(DEFAULTS["maxFrameBytes"])
 
 
+def test_ingest_gets_the_frame_expiry_its_bucket_lifecycle_uses(default, variant):
+    """Index items expire (TTL) after as many days as the S3 objects: same context key."""
+    ingest = HANDLERS["$default"]
+    rules = default.resources[default.frames_bucket()]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert default.env(default.functions()[ingest])["FRAMESINK_FRAME_EXPIRY_DAYS"] == str(
+        DEFAULTS["frameExpiryDays"]) == str(rules[0]["ExpirationInDays"])
+    # frameExpiryDays=0: no lifecycle rule and no TTL either (the core writes none for 0).
+    assert variant.env(variant.functions()[ingest])["FRAMESINK_FRAME_EXPIRY_DAYS"] == VARIANT["frameExpiryDays"]
+    assert "LifecycleConfiguration" not in variant.resources[variant.frames_bucket()]["Properties"]
+
+
 def test_no_secret_value_reaches_the_template(default):
     secret_id = default.token_secret()
     assert default.resources[secret_id]["Properties"]["GenerateSecretString"]["ExcludePunctuation"] is True  # URL-safe

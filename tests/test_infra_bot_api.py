@@ -12,8 +12,7 @@ from aws_cdk.assertions import Template
 from framesink_core.recall import API_KEY_PLACEHOLDER
 from framesink_core.settings import DEFAULT_BOT_TOKEN_TTL_SECONDS, DEFAULT_RECALL_DEADLINE_SECONDS
 from infra import build, error_annotations
-from infra.bot_api import BotApiSettings
-from infra.settings import SettingsError
+from infra.settings import InfraSettings, SettingsError
 
 pytestmark = pytest.mark.slow
 
@@ -177,11 +176,13 @@ def test_an_imported_key_secret_region_and_endpoint_form_come_from_context(impor
 )
 def test_bad_context_fails_synth_with_the_key_named(key, value, fragment):
     with pytest.raises(SettingsError) as caught:
-        BotApiSettings.from_context({key: value}.get)
+        InfraSettings.from_context({key: value})
     assert key in str(caught.value) and fragment in str(caught.value)
 
 
 def test_context_defaults():
-    assert BotApiSettings.from_context({}.get) == BotApiSettings()
-    assert BotApiSettings().token_ttl_seconds == DEFAULT_BOT_TOKEN_TTL_SECONDS
+    # create-bot's keys live with every other setting (infra/settings.py, cdk.json).
+    assert InfraSettings.from_context({}) == InfraSettings()
+    assert InfraSettings().bot_token_ttl_seconds == DEFAULT_BOT_TOKEN_TTL_SECONDS
+    assert (InfraSettings().recall_region, InfraSettings().recall_endpoint_form) == ("us-east-1", "flat")
     assert DEFAULT_RECALL_DEADLINE_SECONDS < 30

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 CERTIFICATE = "arn:aws:acm:us-east-1:123456789012:certificate/0f5b8d2e-1111-2222-3333-444455556666"
 CONTEXTS = {
-    "container": {"ingress": "container"},
+    "container": {"ingress": "container", "frameExpiryDays": "7"},
     # With a certificate, and on x86_64 (the image platform and task platform follow).
     "both": {"ingress": "both", "certificateArn": CERTIFICATE, "domainName": "frames.example.com",
              "architecture": "x86_64"},
@@ -186,6 +186,12 @@ def test_task_definition_platform_image_and_environment(synths):
         assert sorted(env) == sorted(task_environment(Settings(bucket="b", table="t", token_secret_id="s"),
                                                       service_name="x"))
         assert env["FRAMESINK_TOKEN_SECRET_ID"] == {"Ref": synth.template["Outputs"]["TokenSecretArn"]["Value"]["Ref"]}
+        # The receiver's index items expire with the frames' S3 lifecycle (context frameExpiryDays).
+        (bucket,) = [v["Properties"] for v in synth.of_type("AWS::S3::Bucket").values() if "LifecycleConfiguration"
+                     in v["Properties"] and v["Properties"]["LifecycleConfiguration"]["Rules"][0]["Id"] == "expire-frames"]
+        expiry = InfraSettings.from_context(CONTEXTS[name]).frame_expiry_days
+        assert env["FRAMESINK_FRAME_EXPIRY_DAYS"] == str(expiry)
+        assert bucket["LifecycleConfiguration"]["Rules"][0]["ExpirationInDays"] == expiry
         (image,) = json.loads((synth.outdir / "Framesink.assets.json").read_text())["dockerImages"].values()
         assert (image["source"]["dockerFile"], image["source"]["platform"]) == (DOCKERFILE, platform)
 
