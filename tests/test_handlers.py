@@ -25,7 +25,10 @@ def test_connect_with_good_token_records_connection_with_ttl(stack, aws, lambda_
     assert time.time() < item["expires_at"] <= time.time() + stack.connection_ttl_seconds + 5
 
 
-@pytest.mark.parametrize("query, status", [(None, 401), ({"other": "x"}, 401), ({"token": "s3cr3t-guess"}, 403)])
+@pytest.mark.parametrize("query, status", [
+    (None, 401), ({"other": "x"}, 401), ({"token": "s3cr3t-guess"}, 403),
+    ({"TOKEN": TOKEN}, 401),  # the parameter is `token`, case-sensitive, as the receiver reads it
+])
 def test_connect_refuses_missing_or_wrong_token(stack, aws, lambda_context, caplog_json, query, status):
     response = connect.handler(ws_event("$connect", "c-bad", query=query), lambda_context)
     assert response["statusCode"] == status

@@ -15,11 +15,10 @@ def handler(event: dict, context):
     logger.append_keys(connection_id=ctx["connectionId"])
     svc = service()
     count("ConnectionAttempt")
-    # Parameter names stay case-insensitive, as Powertools' event class made them;
+    # `?token=` exactly, as the container receiver reads it (query names are case-sensitive);
     # header names are matched case-insensitively by auth itself.
-    query = {k.lower(): v for k, v in (event.get("queryStringParameters") or {}).items()}
     try:
-        principal = svc.authenticator.authenticate(query, event.get("headers") or {})
+        principal = svc.authenticator.authenticate(event.get("queryStringParameters"), event.get("headers") or {})
     except AuthError as exc:
         logger.warning("connection refused", extra={"reason": exc.reason, "detail": exc.detail,
                                                      "source_ip": source_ip})
