@@ -45,6 +45,7 @@ DEFAULT_STACK = "framesink-live"  # infra/settings.py: "framesink-<stage>", stag
 OUTPUT_BUCKET = "BucketName"
 OUTPUT_TABLE = "TableName"
 OUTPUT_REGION = "Region"
+OUTPUT_FRAME_EXPIRY_DAYS = "FrameExpiryDays"
 OUTPUT_WS_URL = "WebSocketUrl"
 OUTPUT_QUERY_API_URL = "QueryApiUrl"
 STATE_KEYS = ("ws_url", "endpoint_url", "bucket", "table", "region")
@@ -93,10 +94,22 @@ class Target:
 
     def store(self) -> FrameStore:
         self.require("bucket", "table")
-        # Index expiry (reindex) from $FRAMESINK_FRAME_EXPIRY_DAYS, else the default: set it
-        # to the stack's frameExpiryDays when that is not the default.
         return FrameStore(self.bucket, self.table, self.client("s3"), self.client("dynamodb"),
-                          frame_expiry_days=Settings.from_env().frame_expiry_days)
+                          frame_expiry_days=self.frame_expiry_days())
+
+    def frame_expiry_days(self) -> int:
+        """The days index items live (reindex writes their expires_at): $FRAMESINK_FRAME_EXPIRY_DAYS,
+        else the FrameExpiryDays output of the stack (--stack-name) if it can be read, else the
+        default, which the local stack uses too."""
+        if os.environ.get("FRAMESINK_FRAME_EXPIRY_DAYS") or self.local:
+            return Settings.from_env().frame_expiry_days
+        if not self.outputs and self.stack_name:
+            try:
+                self.outputs = stack_outputs(self.stack_name, self.region)
+            except CliError:  # no such stack: the bucket and table were named directly
+                return Settings.from_env().frame_expiry_days
+        days = self.outputs.get(OUTPUT_FRAME_EXPIRY_DAYS)
+        return int(days) if days is not None else Settings.from_env().frame_expiry_days
 
     def index(self):
         from framesink_core.query import FrameIndex

@@ -70,6 +70,8 @@ class FramesinkStack(Stack):
         CfnOutput(self, "BucketName", value=self.storage.bucket.bucket_name)
         CfnOutput(self, "TableName", value=self.storage.table.table_name)
         CfnOutput(self, "Region", value=self.region)
+        CfnOutput(self, "FrameExpiryDays", value=str(settings.frame_expiry_days),
+                  description="Days until frames and their index items expire (0 = never); framesink reindex reads it")  # fmt: skip
         CfnOutput(self, "QueryApiUrl", value=self.query_api.url,
                   description="Query API (IAM auth, SigV4): GET recordings/{id}/participants, recordings/{id}/frames")  # fmt: skip
         if self.secrets.token_secret is not None:

@@ -221,6 +221,7 @@ def test_outputs_name_the_url_bucket_table_and_token_secret_arn(default):
     assert url[0] == "wss://" and url[-1] == "/live" and ref(default.websocket_api()) in url
     assert outputs["BucketName"]["Value"] == ref(default.frames_bucket())
     assert outputs["TableName"]["Value"] == ref(default.only("AWS::DynamoDB::Table"))
+    assert outputs["FrameExpiryDays"]["Value"] == "30"  # framesink reindex reads it
     token = default.resources[default.token_secret()]
     assert token["Type"] == "AWS::SecretsManager::Secret" and "connection token" in token["Properties"]["Description"]
 

@@ -16,6 +16,7 @@ TEMPLATE = {
         "TableName": {"Value": "table-from-stack"},
         "Region": {"Value": "us-east-1"},
         "QueryApiUrl": {"Value": "https://q.example/"},
+        "FrameExpiryDays": {"Value": "7"},
     },
 }
 
@@ -55,6 +56,17 @@ def test_stack_outputs_fill_in_what_flags_and_env_do_not_give(deployed, monkeypa
     monkeypatch.setenv("FRAMESINK_STACK", "framesink-dev")
     monkeypatch.delenv("FRAMESINK_TABLE")
     assert target.resolve(parse()).table == "dev-table"
+
+
+def test_reindex_expiry_days_come_from_env_then_stack_output_then_default(deployed, monkeypatch):
+    monkeypatch.delenv("FRAMESINK_FRAME_EXPIRY_DAYS", raising=False)
+    assert target.resolve(parse()).frame_expiry_days() == 7  # the stack's frameExpiryDays
+    assert target.resolve(parse("--stack", "framesink-dev")).frame_expiry_days() == 30  # no such output
+    named = target.resolve(parse("--stack", "gone", "--bucket", "b", "--table", "t"))
+    assert named.frame_expiry_days() == 30  # unreadable stack: the default
+    monkeypatch.setenv("FRAMESINK_FRAME_EXPIRY_DAYS", "3")
+    assert target.resolve(parse()).frame_expiry_days() == 3
+    assert target.resolve(parse()).store().frame_expiry_days == 3
 
 
 def test_a_missing_stack_says_what_to_do(deployed):
