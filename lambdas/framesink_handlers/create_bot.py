@@ -58,6 +58,9 @@ def get(bot_id: str) -> tuple[int, dict]:
 def answer(action, *args) -> tuple[int, dict]:
     """Run one action; every failure becomes one log line with a reason, a metric and a
     status code whose body says what is wrong."""
+    # Every request, whatever its outcome: the denominator of the failure metrics below (and
+    # it keeps Powertools from warning about an empty metric batch on failed requests).
+    count("BotRequest")
     try:
         return action(*args)
     except InvalidBotRequest as exc:
