@@ -24,7 +24,7 @@ from constructs import Construct
 from framesink_core.recall import API_KEY_PLACEHOLDER
 from framesink_core.settings import DEFAULT_RECALL_DEADLINE_SECONDS, Settings
 
-from .monitoring import api_access_logs
+from .monitoring import HTTP_API_ACCESS_LOG_FORMAT, api_access_logs
 
 if TYPE_CHECKING:
     from .stack import FramesinkStack
@@ -32,17 +32,6 @@ if TYPE_CHECKING:
 # Recall rate-limits Create Bot per workspace (60-120/min); more than this is a runaway script.
 THROTTLE_RATE = 5
 THROTTLE_BURST = 10
-ACCESS_LOG_FORMAT = {
-    "requestId": "$context.requestId",
-    "requestTime": "$context.requestTimeEpoch",
-    "routeKey": "$context.routeKey",
-    "status": "$context.status",
-    "caller": "$context.identity.userArn",
-    "sourceIp": "$context.identity.sourceIp",
-    "integrationStatus": "$context.integrationStatus",
-    "integrationLatency": "$context.integrationLatency",
-    "error": "$context.error.message",
-}
 
 
 class BotApi(Construct):
@@ -122,7 +111,7 @@ class BotApi(Construct):
         self.api.add_routes(path="/bots", methods=[apigwv2.HttpMethod.POST], integration=integration)
         self.api.add_routes(path="/bots/{id}", methods=[apigwv2.HttpMethod.GET], integration=integration)
 
-        self.access_log_group, access_logs = api_access_logs(self, infra, ACCESS_LOG_FORMAT)
+        self.access_log_group, access_logs = api_access_logs(self, infra, HTTP_API_ACCESS_LOG_FORMAT)
         self.stage = apigwv2.HttpStage(
             self,
             "Stage",

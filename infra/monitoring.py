@@ -109,6 +109,23 @@ class Monitoring(Construct):
         ]
 
 
+# The two HTTP APIs (create-bot, query) log the same fields: who called (IAM), what, and how
+# it went. The WebSocket API has its own variables (infra/websocket_ingress.py).
+HTTP_API_ACCESS_LOG_FORMAT = {
+    "requestId": "$context.requestId",
+    "requestTime": "$context.requestTimeEpoch",
+    "routeKey": "$context.routeKey",
+    "status": "$context.status",
+    "caller": "$context.identity.userArn",
+    "sourceIp": "$context.identity.sourceIp",
+    "responseLength": "$context.responseLength",
+    "integrationStatus": "$context.integrationStatus",
+    "integrationLatency": "$context.integrationLatency",
+    "error": "$context.error.message",
+    "integrationError": "$context.integrationErrorMessage",
+}
+
+
 def api_access_logs(
     scope: Construct, settings: "InfraSettings", fields: Mapping[str, str]
 ) -> tuple[logs.LogGroup, apigwv2.IAccessLogSettings]:

@@ -22,7 +22,7 @@ from constructs import Construct
 
 from framesink_core import schema
 
-from .monitoring import api_access_logs
+from .monitoring import HTTP_API_ACCESS_LOG_FORMAT, api_access_logs
 
 if TYPE_CHECKING:
     from .stack import FramesinkStack
@@ -31,19 +31,6 @@ ROUTES = ("/recordings/{recording_id}/participants", "/recordings/{recording_id}
 # People and scripts, not bots: a low cap bounds what a leaked key can run up.
 THROTTLE_RATE = 50
 THROTTLE_BURST = 100
-
-ACCESS_LOG_FORMAT = {
-    "requestId": "$context.requestId",
-    "requestTime": "$context.requestTimeEpoch",
-    "routeKey": "$context.routeKey",
-    "status": "$context.status",
-    "caller": "$context.identity.caller",
-    "userArn": "$context.identity.userArn",
-    "sourceIp": "$context.identity.sourceIp",
-    "responseLength": "$context.responseLength",
-    "integrationLatency": "$context.integrationLatency",
-    "integrationError": "$context.integrationErrorMessage",
-}
 
 
 class QueryApi(Construct):
@@ -101,7 +88,7 @@ class QueryApi(Construct):
             self.api.add_routes(path=path, methods=[apigwv2.HttpMethod.GET], integration=integration,
                                 authorizer=authorizer)
 
-        self.access_log_group, access_logs = api_access_logs(self, settings, ACCESS_LOG_FORMAT)
+        self.access_log_group, access_logs = api_access_logs(self, settings, HTTP_API_ACCESS_LOG_FORMAT)
         self.stage = apigwv2.HttpStage(
             self,
             "Stage",
