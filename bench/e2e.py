@@ -11,7 +11,9 @@ websocket per bot, 5 participants per bot.
 - paced: every participant at 2 fps for a few seconds; p50/p99 latency, frames/s, loss.
 - saturated: the bots send as fast as the ingress reads (websocket backpressure); frames/s,
   against the raw moto put ceiling measured in the same run against the same moto server
-  (plain boto3 put_object + put_item from threads, no ingress) at the same concurrency.
+  (plain boto3 put_object + put_item from threads, no ingress) at the same concurrency,
+  and against FrameStore.put_frame's own ceiling (its three calls, no ingress); each call's
+  time, one at a time, says why the two differ.
 - API Gateway frames are small flat 480x360 PNGs (~2 KB) because real camera frames do not
   fit its 32 KB frame limit; the receiver gets camera-like 480x360 frames (~250 KB).
 
@@ -32,6 +34,7 @@ import uuid
 from contextlib import contextmanager, redirect_stdout
 
 from . import Row, percentile, proc_stats
+from .loadgen import call_times_at
 
 TARGET = 0.8
 MEETING_SIZE = 5
@@ -211,6 +214,8 @@ def _run(quick: bool) -> tuple[list[Row], dict]:
             for threads in sorted(set(concurrency.values())):
                 ceilings[threads] = [ceiling(stack, size, threads, sat_frames * 2 // 3)]
             same_calls = ceiling(stack, size, 8, sat_frames // 2, calls=3)
+            calls = call_times_at(stack.endpoint_url, stack.config.region, stack.config.bucket, stack.config.table,
+                                  size=size, frames=15 if quick else 40)
             results = []
             for n in counts:
                 paced = measure(clock, stack, run_, url, n, size, 2.0, paced_ticks, f"{ingress}-{n}-paced")
@@ -240,8 +245,15 @@ def _run(quick: bool) -> tuple[list[Row], dict]:
                 note=f"p99 {p['p99_ms']:.0f} ms, {p['fps']:.0f} frames/s stored" if p["p99_ms"] is not None else "",
                 extra={"p99_ms": p["p99_ms"]},
             ))
+        # Why the ceiling is out of reach: put_frame's calls, one at a time, against the plain two.
+        rows.append(Row(
+            "e2e", f"{ingress}: moto ms per frame, FrameStore.put_frame (3 calls)", calls["put_frame total"], "ms",
+            baseline=calls["plain total"], baseline_name="plain put_object + put_item",
+            note=", ".join(f"{k.split()[1]} {calls[k]:.1f}" for k in calls if k.startswith("put_frame ")
+                           and k != "put_frame total") + " ms; one thread, median",
+        ))
         details["runs"][ingress] = {"label": label, "frame_size": size, "results": results,
-                                    "ceilings": ceilings, "same_calls_ceiling": same_calls}
+                                    "ceilings": ceilings, "same_calls_ceiling": same_calls, "call_ms": calls}
         if memory:
             details["receiver_memory"] = memory
             rows.append(Row(

@@ -118,15 +118,47 @@ def put_loop(s3, ddb, bucket: str, table: str, *, size: str, frames: int, thread
     return {"frames": done, "seconds": seconds, "fps": done / seconds, "threads": threads, "calls": calls}
 
 
-def put_loop_at(endpoint: str, region: str, bucket: str, table: str, **kwargs) -> dict:
-    """``put_loop`` with fresh boto3 clients for the moto server at ``endpoint``."""
+def _clients(endpoint: str, region: str):
     import boto3
 
     from framesink_core.storage import BOTO_CONFIG
 
     client = {"endpoint_url": endpoint, "region_name": region, "config": BOTO_CONFIG,
               "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-    return put_loop(boto3.client("s3", **client), boto3.client("dynamodb", **client), bucket, table, **kwargs)
+    return boto3.client("s3", **client), boto3.client("dynamodb", **client)
+
+
+def put_loop_at(endpoint: str, region: str, bucket: str, table: str, **kwargs) -> dict:
+    """``put_loop`` with fresh boto3 clients for the moto server at ``endpoint``."""
+    return put_loop(*_clients(endpoint, region), bucket, table, **kwargs)
+
+
+def call_times_at(endpoint: str, region: str, bucket: str, table: str, *, size: str, frames: int) -> dict:
+    """Median ms of each AWS call, one at a time from one thread: the plain two-call store
+    (what the ceiling does) and FrameStore.put_frame (three calls), to say where a frame's
+    time goes in moto. Timed from botocore's before-call to after-call events."""
+    import statistics
+
+    s3, ddb = _clients(endpoint, region)
+    times: dict[str, list[float]] = {}
+    label = {"which": ""}
+
+    def before(context, **_):
+        context["bench_t0"] = time.perf_counter()
+
+    def after(model, context, **_):
+        times.setdefault(f"{label['which']} {model.name}", []).append((time.perf_counter() - context["bench_t0"]) * 1000)
+
+    for client in (s3, ddb):
+        client.meta.events.register("before-call.*.*", before)
+        client.meta.events.register("after-call.*.*", after)
+    for which, calls in (("plain", 2), ("put_frame", 3)):
+        label["which"] = which
+        put_loop(s3, ddb, bucket, table, size=size, frames=frames, threads=1, calls=calls)
+    medians = {name: round(statistics.median(ms), 2) for name, ms in sorted(times.items())}
+    for which in ("plain", "put_frame"):
+        medians[f"{which} total"] = round(sum(v for k, v in medians.items() if k.startswith(f"{which} ")), 2)
+    return medians
 
 
 def ceiling(args) -> dict:
