@@ -47,7 +47,6 @@ CONTAINER_PORT = 8080
 # vCPU; memory holds at most (max in flight + connections) messages (see receiver.py).
 TASK_CPU = 512
 TASK_MEMORY_MIB = 1024
-MIN_TASKS, MAX_TASKS = 1, 4
 CPU_TARGET_PERCENT = 60
 # Websocket connections are long-lived: frames every 500 ms and the receiver's pings every
 # 20 s keep them busy; 120 s only closes connections that are truly dead.
@@ -199,7 +198,7 @@ class ContainerIngress(Construct):
         )])
         self.service = ecs.FargateService(
             self, "Service", cluster=self.cluster, task_definition=self.task_definition,
-            desired_count=MIN_TASKS, assign_public_ip=True,
+            desired_count=settings.container_min_tasks, assign_public_ip=True,
             vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC),
             security_groups=[self.task_security_group],
             # Start the new task before stopping the old one: a deploy moves connections, never
@@ -249,7 +248,8 @@ class ContainerIngress(Construct):
         # CPU is what a receiver spends per frame (JSON, base64, PNG checks). ALB request count
         # does not fit: a websocket is one request for hours. Scale-in stops a task, whose
         # bots reconnect (~3 s gap) to the others: so it is slow, out is fast.
-        scaling = self.service.auto_scale_task_count(min_capacity=MIN_TASKS, max_capacity=MAX_TASKS)
+        scaling = self.service.auto_scale_task_count(min_capacity=settings.container_min_tasks,
+                                                     max_capacity=settings.container_max_tasks)
         scaling.scale_on_cpu_utilization("Cpu", target_utilization_percent=CPU_TARGET_PERCENT,
                                          scale_out_cooldown=Duration.minutes(1),
                                          scale_in_cooldown=Duration.minutes(15))

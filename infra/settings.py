@@ -52,6 +52,11 @@ DEFAULTS: dict[str, Any] = {
     # (ws://), so the token crosses the internet unencrypted. Use a certificate in production.
     "certificateArn": "",
     "domainName": "",
+    # Container ingress task count: CPU autoscaling between these (1 <= min <= max <= 100).
+    # One 0.5-vCPU task holds ~14-17 webcams at the 60 % CPU target (README "choose your
+    # ingress"), so max = concurrent participants / 14, rounded up, with headroom.
+    "containerMinTasks": 1,
+    "containerMaxTasks": 4,
     # create-bot (infra/bot_api.py). The Recall region whose API (and API key) the bots use.
     "recallRegion": "us-east-1",
     # Name of an existing Secrets Manager secret holding the Recall API key; empty = the stack
@@ -95,6 +100,7 @@ CERTIFICATE_ARN_PATTERN = re.compile(r"arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:cert
 DOMAIN_PATTERN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 REMOVAL_POLICIES = {"retain": RemovalPolicy.RETAIN, "destroy": RemovalPolicy.DESTROY}
 
+MAX_CONTAINER_TASKS = 100  # a typo guard, far above any meeting load; raise it if you need to
 STAGE_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,23}")  # valid as an API stage and in a stack name
 SECRET_NAME_PATTERN = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
 
@@ -117,6 +123,8 @@ class InfraSettings:
     ingress: str = DEFAULTS["ingress"]
     certificate_arn: str = DEFAULTS["certificateArn"]
     domain_name: str = DEFAULTS["domainName"]
+    container_min_tasks: int = DEFAULTS["containerMinTasks"]
+    container_max_tasks: int = DEFAULTS["containerMaxTasks"]
     recall_region: str = DEFAULTS["recallRegion"]
     recall_api_key_secret_name: str = DEFAULTS["recallApiKeySecretName"]
     recall_endpoint_form: str = DEFAULTS["recallEndpointForm"]
@@ -178,6 +186,13 @@ class InfraSettings:
                 "must name the host the certificate covers (point it at the ALB); "
                 f"got certificateArn={certificate_arn!r}, domainName={domain_name!r}"
             )
+        min_tasks = _integer(value("containerMinTasks"), "containerMinTasks")
+        max_tasks = _integer(value("containerMaxTasks"), "containerMaxTasks")
+        if not 1 <= min_tasks <= max_tasks <= MAX_CONTAINER_TASKS:
+            raise SettingsError(
+                f"context 'containerMinTasks' and 'containerMaxTasks' must satisfy 1 <= min <= max <= "
+                f"{MAX_CONTAINER_TASKS}; got containerMinTasks={min_tasks}, containerMaxTasks={max_tasks}"
+            )
         recall_region = str(value("recallRegion")).strip()
         if recall_region not in REGIONS:
             raise SettingsError(f"context 'recallRegion' must be one of {sorted(REGIONS)}; got {recall_region!r}")
@@ -208,6 +223,8 @@ class InfraSettings:
             ingress=ingress,
             certificate_arn=certificate_arn,
             domain_name=domain_name,
+            container_min_tasks=min_tasks,
+            container_max_tasks=max_tasks,
             recall_region=recall_region,
             recall_api_key_secret_name=api_key_name,
             recall_endpoint_form=form,

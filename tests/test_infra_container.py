@@ -12,14 +12,14 @@ from aws_cdk.assertions import Template
 
 from framesink_core.settings import Settings
 from infra import build, error_annotations
-from infra.container_ingress import CONTAINER_PORT, DOCKERFILE, MAX_TASKS, MIN_TASKS, task_environment
+from infra.container_ingress import CONTAINER_PORT, DOCKERFILE, task_environment
 from infra.settings import InfraSettings, SettingsError
 
 pytestmark = pytest.mark.slow
 
 CERTIFICATE = "arn:aws:acm:us-east-1:123456789012:certificate/0f5b8d2e-1111-2222-3333-444455556666"
 CONTEXTS = {
-    "container": {"ingress": "container", "frameExpiryDays": "7"},
+    "container": {"ingress": "container", "frameExpiryDays": "7", "containerMinTasks": "2", "containerMaxTasks": "12"},
     # With a certificate, and on x86_64 (the image platform and task platform follow).
     "both": {"ingress": "both", "certificateArn": CERTIFICATE, "domainName": "frames.example.com",
              "architecture": "x86_64"},
@@ -228,7 +228,9 @@ def test_task_role_has_the_websocket_functions_actions_and_nothing_more(synths):
 
 def test_autoscaling_on_cpu(synth):
     target = synth.props("AWS::ApplicationAutoScaling::ScalableTarget")
-    assert (target["MinCapacity"], target["MaxCapacity"]) == (MIN_TASKS, MAX_TASKS)
+    settings = synth.stack.settings
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (settings.container_min_tasks, settings.container_max_tasks)
+    assert synth.props("AWS::ECS::Service")["DesiredCount"] == settings.container_min_tasks
     policy = synth.props("AWS::ApplicationAutoScaling::ScalingPolicy")["TargetTrackingScalingPolicyConfiguration"]
     assert policy["PredefinedMetricSpecification"]["PredefinedMetricType"] == "ECSServiceAverageCPUUtilization"
     assert policy["ScaleInCooldown"] > policy["ScaleOutCooldown"]
@@ -275,6 +277,9 @@ def test_both_sends_bots_to_the_container_and_keeps_the_api_gateway_url(synths):
     ({"domainName": "frames.example.com"}, "'certificateArn' and 'domainName' go together"),
     ({"certificateArn": "arn:aws:iam::123456789012:role/x", "domainName": "a.example.com"}, "ACM certificate ARN"),
     ({"certificateArn": CERTIFICATE, "domainName": "not a host"}, "must be a DNS name"),
+    ({"containerMinTasks": 5, "containerMaxTasks": 4}, "1 <= min <= max <= 100"),
+    ({"containerMinTasks": 0}, "1 <= min <= max <= 100"),
+    ({"containerMaxTasks": "many"}, "'containerMaxTasks' must be a whole number"),
 ])
 def test_bad_ingress_settings_fail_with_the_key_named(context, message):
     with pytest.raises(SettingsError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")):
