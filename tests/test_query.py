@@ -209,3 +209,37 @@ def test_presigned_urls_are_sigv4_with_the_configured_expiry(svc, meeting, stack
 def test_index_is_usable_without_a_service(stack, aws, meeting):
     index = FrameIndex(stack.table, aws["dynamodb"])
     assert len(list(index.iter_frames("rec-1", limit=5))) == len(meeting)
+
+
+def test_items_past_their_expiry_are_not_listed(svc, stack, aws):
+    """DynamoDB's TTL deletes an expired item only within days, after its S3 object is gone:
+    queries hide it from the second it expires. Items with no expires_at are kept."""
+    from framesink_core.storage import to_item
+
+    for ms in (0, 500, 1000):
+        ingest(svc, rec="rec-ttl", pid=100, ms=ms, seed=ms)
+    ingest(svc, rec="rec-ttl", pid=300, ms=0)
+    ddb, past = aws["dynamodb"], {":past": {"N": "1"}}
+
+    def expire(key: dict) -> None:
+        ddb.update_item(TableName=stack.table, Key=to_item(key), UpdateExpression="SET expires_at = :past",
+                        ExpressionAttributeValues=past)
+
+    expire({"pk": schema.stream_pk("rec-ttl", "100", "webcam"), "sk": schema.relative_ms_text(0)})
+    expire({"pk": schema.stream_pk("rec-ttl", "300", "webcam"), "sk": schema.relative_ms_text(0)})
+    expire({"pk": schema.recording_pk("rec-ttl"), "sk": schema.participant_sk("300")})
+    index = svc.index
+
+    assert view(index.frames("rec-ttl").items) == [(500, "100", "webcam"), (1000, "100", "webcam")]
+    assert view(index.frames("rec-ttl", participant_id="100", frame_type="webcam").items) == [
+        (500, "100", "webcam"), (1000, "100", "webcam")]
+    assert view(index.frames("rec-ttl", frame_type="webcam").items)[0] == (500, "100", "webcam")
+    assert [p["participant_id"] for p in index.participants("rec-ttl")] == ["100"]
+    assert index.latest_frame("rec-ttl", "300") is None
+    assert index.latest_frame("rec-ttl", "100")["relative_ms"] == 1000
+
+    # frameExpiryDays 0: no expires_at at all, listed forever.
+    ddb.update_item(TableName=stack.table,
+                    Key=to_item({"pk": schema.recording_pk("rec-ttl"), "sk": schema.participant_sk("300")}),
+                    UpdateExpression="REMOVE expires_at")
+    assert [p["participant_id"] for p in index.participants("rec-ttl")] == ["100", "300"]

@@ -20,6 +20,9 @@ range is a key condition, not a filter: it costs only what it returns.
 A type-only filter is a FilterExpression on the recording index: DynamoDB reads (and bills)
 the other type's items too, and a page can hold fewer than ``limit`` items (even none) while
 more follow; the cursor says whether there is more, never the page size.
+
+Every query also filters out items past their ``expires_at``: DynamoDB's TTL deletes them
+only within days, while their S3 objects are already gone (schema.index_expires_at).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
+import time
+
 import boto3
 from botocore.config import Config
 
@@ -38,6 +43,15 @@ from . import schema
 from .storage import BOTO_CONFIG, from_item, to_item
 
 DEFAULT_PAGE_SIZE = 100
+# Items without expires_at (frameExpiryDays 0) live forever; the others until that second.
+LIVE = "(attribute_not_exists(#exp) OR #exp > :now)"
+
+
+def _live(names: dict, values: dict, now: float | None = None) -> str:
+    """The not-yet-expired filter, its names and values added to the query's."""
+    names["#exp"] = schema.TTL_ATTRIBUTE
+    values[":now"] = int(time.time() if now is None else now)
+    return LIVE
 MAX_PAGE_SIZE = 1000
 MAX_CURSOR_CHARS = 2048
 # SigV4 presigned URLs are valid for at most 7 days.
@@ -246,8 +260,9 @@ class FrameIndex:
         }
         if plan.index:
             kwargs["IndexName"] = plan.index
+        kwargs["FilterExpression"] = _live(names, values)
         if plan.filter_type:
-            kwargs["FilterExpression"] = "#t = :t"
+            kwargs["FilterExpression"] += " AND #t = :t"
             names["#t"] = "type"
             values[":t"] = plan.filter_type
         kwargs["ExpressionAttributeValues"] = to_item(values)
@@ -271,11 +286,14 @@ class FrameIndex:
     def latest_frame(self, recording_id: str, participant_id: str, frame_type: str | None = None) -> dict | None:
         """The participant's most recent frame (of one type, or of any): one item read."""
         plan = self._plan(recording_id, check_id(participant_id, "participant"), frame_type)
+        names, values = {"#h": plan.hash_attr}, {":h": plan.hash_value}
+        # Limit 1 reads the newest item; if it has expired, so has every older one.
         kwargs: dict = {
             "TableName": self.table,
             "KeyConditionExpression": "#h = :h",
-            "ExpressionAttributeNames": {"#h": plan.hash_attr},
-            "ExpressionAttributeValues": to_item({":h": plan.hash_value}),
+            "FilterExpression": _live(names, values),
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": to_item(values),
             "ScanIndexForward": False,
             "Limit": 1,
         }
@@ -320,10 +338,13 @@ class FrameIndex:
 
     def _query_prefix(self, pk: str, prefix: str, limit: int | None = None) -> Iterator[dict]:
         paginator = self.dynamodb.get_paginator("query")
+        names, values = {}, {":pk": pk, ":prefix": prefix}
         kwargs = {
             "TableName": self.table,
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-            "ExpressionAttributeValues": to_item({":pk": pk, ":prefix": prefix}),
+            "FilterExpression": _live(names, values),
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": to_item(values),
         }
         if limit:
             kwargs["PaginationConfig"] = {"MaxItems": limit}
