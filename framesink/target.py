@@ -101,15 +101,14 @@ class Target:
         """The days index items live (reindex writes their expires_at): $FRAMESINK_FRAME_EXPIRY_DAYS,
         else the FrameExpiryDays output of the stack (--stack-name) if it can be read, else the
         default, which the local stack uses too."""
+        default = Settings.from_env().frame_expiry_days  # $FRAMESINK_FRAME_EXPIRY_DAYS or 30
         if os.environ.get("FRAMESINK_FRAME_EXPIRY_DAYS") or self.local:
-            return Settings.from_env().frame_expiry_days
-        if not self.outputs and self.stack_name:
-            try:
-                self.outputs = stack_outputs(self.stack_name, self.region)
-            except CliError:  # no such stack: the bucket and table were named directly
-                return Settings.from_env().frame_expiry_days
-        days = self.outputs.get(OUTPUT_FRAME_EXPIRY_DAYS)
-        return int(days) if days is not None else Settings.from_env().frame_expiry_days
+            return default
+        try:
+            outputs = self.stack_outputs()
+        except CliError:  # no such stack: the bucket and table were named directly
+            return default
+        return int(outputs.get(OUTPUT_FRAME_EXPIRY_DAYS, default))
 
     def index(self):
         from framesink_core.query import FrameIndex
@@ -123,13 +122,17 @@ class Target:
             value = self.state.get(key)
             where = "the local state file"
         else:
-            if not self.outputs:
-                self.outputs = stack_outputs(self.stack_name or default_stack(), self.region)
-            value = self.outputs.get(key)
+            value = self.stack_outputs().get(key)
             where = f"stack {self.stack_name or default_stack()}'s outputs"
         if not value:
             raise CliError(f"{key} is not in {where}")
         return value
+
+    def stack_outputs(self) -> dict[str, str]:
+        """The deployed stack's outputs, read once (DescribeStacks) when first needed."""
+        if not self.outputs:
+            self.outputs = stack_outputs(self.stack_name or default_stack(), self.region)
+        return self.outputs
 
     def require(self, *names: str) -> None:
         missing = [n for n in names if not getattr(self, n)]
@@ -182,9 +185,9 @@ def resolve(args: argparse.Namespace, *, need: tuple[str, ...] = ("bucket", "tab
         stack_name=getattr(args, "stack_name", None) or default_stack(),
     )
     if any(not getattr(target, n) for n in need if n in ("bucket", "table")):
-        target.outputs = stack_outputs(target.stack_name, target.region)
-        target.bucket = target.bucket or target.outputs.get(OUTPUT_BUCKET)
-        target.table = target.table or target.outputs.get(OUTPUT_TABLE)
-        target.region = target.region or target.outputs.get(OUTPUT_REGION)
+        outputs = target.stack_outputs()
+        target.bucket = target.bucket or outputs.get(OUTPUT_BUCKET)
+        target.table = target.table or outputs.get(OUTPUT_TABLE)
+        target.region = target.region or outputs.get(OUTPUT_REGION)
     target.require(*[n for n in need if n in ("bucket", "table")])
     return target
