@@ -30,11 +30,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-
-import time
 
 import boto3
 from botocore.config import Config
@@ -43,15 +42,6 @@ from . import schema
 from .storage import BOTO_CONFIG, from_item, to_item
 
 DEFAULT_PAGE_SIZE = 100
-# Items without expires_at (frameExpiryDays 0) live forever; the others until that second.
-LIVE = "(attribute_not_exists(#exp) OR #exp > :now)"
-
-
-def _live(names: dict, values: dict, now: float | None = None) -> str:
-    """The not-yet-expired filter, its names and values added to the query's."""
-    names["#exp"] = schema.TTL_ATTRIBUTE
-    values[":now"] = int(time.time() if now is None else now)
-    return LIVE
 MAX_PAGE_SIZE = 1000
 MAX_CURSOR_CHARS = 2048
 # SigV4 presigned URLs are valid for at most 7 days.
@@ -145,6 +135,14 @@ def parse_int(value, param: str, *, minimum: int = 0, maximum: int | None = None
         bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
         raise QueryError(param, f"must be {bound}")
     return value
+
+
+def _live(names: dict, values: dict) -> str:
+    """The not-yet-expired filter, its names and values added to the query's. Items without
+    expires_at (frameExpiryDays 0) live forever; the others until that second."""
+    names["#exp"] = schema.TTL_ATTRIBUTE
+    values[":now"] = int(time.time())
+    return "(attribute_not_exists(#exp) OR #exp > :now)"
 
 
 def encode_cursor(last_evaluated_key: dict) -> str:
