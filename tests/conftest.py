@@ -46,7 +46,9 @@ def _stack(aws, monkeypatch, verification_secret=None):
         s3=aws["s3"], dynamodb=aws["dynamodb"], secretsmanager=aws["secretsmanager"],
         bucket=bucket, table=table, token=TOKEN, verification_secret=verification_secret,
     )
-    settings = Settings(bucket=bucket, table=table, max_frame_bytes=512 * 1024,
+    # totals_flush_seconds=0: participant totals are written with every frame, so a test can
+    # read them at once (tests/unit/test_totals.py covers the flush interval itself).
+    settings = Settings(bucket=bucket, table=table, max_frame_bytes=512 * 1024, totals_flush_seconds=0,
                         token_secret_id=env.get("FRAMESINK_TOKEN_SECRET_ID", ""),
                         verification_secret_id=env.get("FRAMESINK_VERIFICATION_SECRET_ID", ""))
     for k, v in settings.as_env().items():

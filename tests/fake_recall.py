@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -156,3 +157,59 @@ def fake_recall():
         yield server
     finally:
         server.stop()
+
+
+# --- the create-bot handler's inputs, shared by its unit and CLI tests -----------------------
+
+WS_URL = "wss://abc123.execute-api.us-east-1.amazonaws.com/live"
+MEETING = "https://zoom.us/j/1234567890?pwd=secret"
+CALLER = "arn:aws:iam::123456789012:user/alice"
+
+
+@pytest.fixture
+def bot_stack(stack, aws, monkeypatch, fake_recall):
+    """The provisioned stack plus what create-bot needs: the Recall key secret and URLs."""
+    arn = aws["secretsmanager"].create_secret(Name="framesink/recall-api-key", SecretString=API_KEY)["ARN"]
+    monkeypatch.setenv("FRAMESINK_RECALL_API_KEY_SECRET_ID", arn)
+    monkeypatch.setenv("FRAMESINK_RECALL_BASE_URL", fake_recall.url)
+    monkeypatch.setenv("FRAMESINK_WS_URL", WS_URL)
+    monkeypatch.setenv("FRAMESINK_RECALL_DEADLINE_SECONDS", "5")
+    from framesink_handlers import _runtime
+
+    _runtime.service.cache_clear()
+    return stack
+
+
+def http_event(method: str, path: str, body=None, *, raw_body: str | None = None) -> dict:
+    """An API Gateway HTTP API (payload v2.0) event, IAM-authorized, as API Gateway sends it."""
+    route = "/bots/{id}" if path.count("/") == 2 else path
+    now = time.time()
+    event = {
+        "version": "2.0",
+        "routeKey": f"{method} {route}",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {"content-type": "application/json", "host": "api1.execute-api.us-east-1.amazonaws.com"},
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "api1",
+            "authorizer": {"iam": {"accessKey": "AKIAEXAMPLE", "accountId": "123456789012",
+                                   "callerId": "AIDAEXAMPLE", "principalOrgId": None,
+                                   "userArn": CALLER, "userId": "AIDAEXAMPLE"}},
+            "domainName": "api1.execute-api.us-east-1.amazonaws.com",
+            "domainPrefix": "api1",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1",
+                     "sourceIp": "203.0.113.9", "userAgent": "framesink-cli"},
+            "requestId": uuid.uuid4().hex,
+            "routeKey": f"{method} {route}",
+            "stage": "$default",
+            "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+            "timeEpoch": int(now * 1000),
+        },
+        "isBase64Encoded": False,
+    }
+    if route == "/bots/{id}":
+        event["pathParameters"] = {"id": path.rsplit("/", 1)[1]}
+    if raw_body is not None or body is not None:
+        event["body"] = raw_body if raw_body is not None else json.dumps(body)
+    return event

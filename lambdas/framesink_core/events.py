@@ -3,17 +3,26 @@
 Written out by hand rather than with a pydantic model: the rules are few, each failure needs
 its own stable reason label (the log line and metric name it), and pydantic's import would
 be most of the ingest Lambda's cold start. See ../shared/recall/EVENTS.md for the payloads.
+
+Every field is bounded and handled in linear time: orjson parses (it refuses NaN, numbers
+that overflow a double, integers beyond 64 bits as integers, lone surrogates and nesting
+deeper than 1024; each is ``not_json``), pybase64 decodes strictly (the same alphabet and
+padding rules as ``base64.b64decode(validate=True)``, at several times its speed), free text
+is cut to a byte budget, and ``timestamp.absolute`` must be a short ISO 8601 timestamp.
 """
 
 from __future__ import annotations
 
 import binascii
-import json
 import math
-from base64 import b64decode
+import re
 from dataclasses import dataclass
+from datetime import datetime
 
-from .png import PngError, inspect_png
+import orjson
+from pybase64 import b64decode
+
+from .png import DEFAULT_MAX_PIXELS, PngError, inspect_png
 from .schema import FRAME_TYPES, ID_PATTERN, MAX_RELATIVE_MS, frame_key
 
 FRAME_EVENT = "video_separate_png.data"
@@ -40,6 +49,17 @@ KNOWN_EVENTS = frozenset(
         "video_separate_h264.data",
     }
 )
+
+# Caps on free text, in UTF-8 bytes: with ids of at most 128 characters, a frame's S3
+# metadata stays under S3's 2 KB (names are URL-quoted there: at most 3x) and its index item
+# about 1 KB (one write unit). A longer value is cut at a character boundary, never refused.
+MAX_NAME_BYTES = 256
+MAX_PLATFORM_BYTES = 64
+# timestamp.absolute: ISO 8601 with seconds, optional fraction (<= 9 digits) and an offset.
+ABSOLUTE_PATTERN = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?(?:Z|[+-][0-9]{2}:[0-9]{2})"
+)
+MAX_ABSOLUTE_CHARS = 35
 
 
 class Rejected(ValueError):
@@ -100,18 +120,38 @@ def _id(value, reason: str, what: str, allow_number: bool = False) -> str:
     return value
 
 
-def _optional_str(value) -> str | None:
-    return value if isinstance(value, str) else None
+def bounded_text(value, max_bytes: int) -> str | None:
+    """A string cut to ``max_bytes`` of UTF-8 at a character boundary; None if not a string."""
+    if not isinstance(value, str):
+        return None
+    if len(value) * 4 <= max_bytes:  # short enough whatever its characters
+        return value
+    raw = value.encode("utf-8", "surrogatepass")
+    if len(raw) <= max_bytes:
+        return value
+    return raw[:max_bytes].decode("utf-8", "ignore")
 
 
-def parse_message(body: str | bytes, max_frame_bytes: int) -> Frame | OtherEvent:
+def _absolute(value) -> str | None:
+    if value is None:
+        return None
+    if not (isinstance(value, str) and len(value) <= MAX_ABSOLUTE_CHARS and ABSOLUTE_PATTERN.fullmatch(value)):
+        raise Rejected("bad_timestamp", f"timestamp.absolute {repr(value)[:60]} is not an ISO 8601 timestamp")
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise Rejected("bad_timestamp", f"timestamp.absolute {value!r} is not a valid date and time") from None
+    return value
+
+
+def parse_message(body: str | bytes, max_frame_bytes: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> Frame | OtherEvent:
     """Parse one websocket message. Raises Rejected with a reason for anything unstorable."""
     if isinstance(body, (bytes, bytearray)):
         raise Rejected("binary_message", "binary messages are not supported; send JSON text")
     try:
-        message = json.loads(body)
-    except (ValueError, TypeError) as exc:
-        raise Rejected("not_json", f"message is not JSON ({exc.__class__.__name__})") from None
+        message = orjson.loads(body)
+    except (orjson.JSONDecodeError, TypeError) as exc:
+        raise Rejected("not_json", f"message is not JSON: {str(exc)[:120]}") from None
     if not isinstance(message, dict):
         raise Rejected("not_json_object", "message is JSON but not an object")
     event = message.get("event")
@@ -145,10 +185,12 @@ def parse_message(body: str | bytes, max_frame_bytes: int) -> Frame | OtherEvent
             or not math.isfinite(relative)
             or relative < 0
         ):
-            raise Rejected("bad_timestamp", f"timestamp.relative {relative!r} is not a finite number >= 0")
-        relative_ms = round(relative * 1000)
-        if relative_ms > MAX_RELATIVE_MS:
-            raise Rejected("bad_timestamp", f"timestamp.relative {relative!r} is beyond the key range")
+            raise Rejected("bad_timestamp", f"timestamp.relative {repr(relative)[:40]} is not a finite number >= 0")
+        # Compared before multiplying: a huge float times 1000 is inf, and round(inf) raises.
+        if relative > (MAX_RELATIVE_MS + 0.5) / 1000:
+            raise Rejected("bad_timestamp", f"timestamp.relative {repr(relative)[:40]} is beyond the key range")
+        relative_ms = min(round(relative * 1000), MAX_RELATIVE_MS)
+        absolute = _absolute(timestamp.get("absolute"))
 
         buffer = inner.get("buffer")
         if not isinstance(buffer, str) or not buffer:
@@ -168,7 +210,7 @@ def parse_message(body: str | bytes, max_frame_bytes: int) -> Frame | OtherEvent
                 "frame_too_large", f"frame is {len(png)} bytes, over the {max_frame_bytes}-byte maximum"
             )
         try:
-            info = inspect_png(png)
+            info = inspect_png(png, max_pixels)
         except PngError as exc:
             raise Rejected(exc.reason, exc.detail) from None
 
@@ -180,12 +222,12 @@ def parse_message(body: str | bytes, max_frame_bytes: int) -> Frame | OtherEvent
         return Frame(
             recording_id=recording_id,
             participant_id=participant_id,
-            participant_name=_optional_str(participant.get("name")),
+            participant_name=bounded_text(participant.get("name"), MAX_NAME_BYTES),
             is_host=is_host if isinstance(is_host, bool) else None,
-            platform=_optional_str(participant.get("platform")),
+            platform=bounded_text(participant.get("platform"), MAX_PLATFORM_BYTES),
             frame_type=frame_type,
             relative_ms=relative_ms,
-            absolute=_optional_str(timestamp.get("absolute")),
+            absolute=absolute,
             bot_id=bot_id,
             png=png,
             width=info.width,

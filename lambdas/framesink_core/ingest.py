@@ -6,11 +6,13 @@ Each rejection or failure is one structured log line (with ``reason``) and one m
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from .events import Frame, OtherEvent, Rejected, parse_message
 from .observability import count, count_with_dimension, logger
-from .storage import FrameStore, StoreError
+from .png import DEFAULT_MAX_PIXELS
+from .storage import FrameConflict, FrameStore, StoreError
 
 STORED, DUPLICATE, IGNORED, REJECTED, FAILED = "stored", "duplicate", "ignored", "rejected", "failed"
 
@@ -29,21 +31,24 @@ class Outcome:
 
 
 class Ingestor:
-    def __init__(self, store: FrameStore, max_frame_bytes: int):
+    def __init__(self, store: FrameStore, max_frame_bytes: int, max_pixels: int = DEFAULT_MAX_PIXELS):
         self.store = store
         self.max_frame_bytes = max_frame_bytes
+        self.max_pixels = max_pixels
 
     def parse(self, body: str | bytes) -> Frame | OtherEvent | Outcome:
         """Parse one message; a rejection comes back as an Outcome, already logged and counted."""
         try:
-            return parse_message(body, self.max_frame_bytes)
+            return parse_message(body, self.max_frame_bytes, self.max_pixels)
         except Rejected as exc:
-            logger.warning(
-                "message rejected",
-                extra={"reason": exc.reason, "detail": exc.detail, "message_bytes": len(body), **exc.context},
-            )
-            count_with_dimension("MessageRejected", "reason", exc.reason)
-            return Outcome(REJECTED, exc.reason)
+            return self.reject(exc.reason, exc.detail, message_bytes=len(body), **exc.context)
+
+    @staticmethod
+    def reject(reason: str, detail: str, **context) -> Outcome:
+        """One log line and one metric for a message that will not be stored."""
+        logger.warning("message rejected", extra={"reason": reason, "detail": detail, **context})
+        count_with_dimension("MessageRejected", "reason", reason)
+        return Outcome(REJECTED, reason)
 
     def handle(self, body: str | bytes, *, connection_id: str | None = None, bot_id: str | None = None) -> Outcome:
         count("MessageReceived")
@@ -62,16 +67,24 @@ class Ingestor:
             "frame_type": frame.frame_type,
             "relative_ms": frame.relative_ms,
         }
+        started = time.perf_counter()
         try:
             result = self.store.put_frame(frame, bot_id=bot_id, connection_id=connection_id)
         except StoreError as exc:
             logger.error("frame not stored", extra={"reason": exc.reason, "detail": exc.detail, **ids})
             count_with_dimension("FrameStoreFailed", "reason", exc.reason)
             return Outcome(FAILED, exc.reason, frame.s3_key, frame)
+        except FrameConflict as exc:
+            self.reject(exc.reason, exc.detail, **ids)
+            return Outcome(REJECTED, exc.reason, exc.key, frame)
         if result.duplicate:
             count("FrameDuplicate")
+            if result.repaired:
+                logger.info("index item repaired", extra={"s3_key": result.key, **ids})
+                count("FrameIndexRepaired")
             logger.debug("duplicate frame", extra={"s3_key": result.key, **ids})
             return Outcome(DUPLICATE, None, result.key, frame)
         count("FrameStored")
         count("FrameBytes", len(frame.png), "Bytes")
+        count("StoreLatency", round((time.perf_counter() - started) * 1000, 1), "Milliseconds")
         return Outcome(STORED, None, result.key, frame)

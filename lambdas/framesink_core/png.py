@@ -4,7 +4,13 @@ Why not Pillow here: ``Image.open(...).verify()`` does the same walk but costs a
 binary dependency in every Lambda asset and tens of milliseconds of import on each cold
 start, and its exceptions do not say *why* a file is bad. This walk reads only the 12-byte
 chunk headers and checks each chunk's CRC with zlib (C speed); pixels are never decoded.
-tests/test_png.py cross-checks it against Pillow on generated and mutated images.
+tests/unit/test_png.py cross-checks it against Pillow on generated and mutated images.
+
+What it refuses without decoding: a header that is not a valid PNG header (bit depth and
+colour type that go together, compression/filter 0, interlace 0 or 1), an image over the
+pixel budget (a decompression bomb is a few KB that inflate to gigabytes), and a first IDAT
+that does not start a zlib stream. A frame that passes can still hold corrupt deflate data
+deep inside; readers (export, analyzers) skip a frame they cannot decode.
 """
 
 from __future__ import annotations
@@ -13,10 +19,17 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from .settings import DEFAULT_MAX_FRAME_PIXELS
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHUNK_HEAD = struct.Struct(">I4s")
 _IHDR = struct.Struct(">IIBBBBB")
-MAX_DIMENSION = 16384
+# Either side of a frame at most this (Recall: 480x360 webcams, 1280x720 screenshares).
+MAX_DIMENSION = 8192
+# 4K UHD: admits every size Recall sends with room to spare; a bomb is far beyond it.
+DEFAULT_MAX_PIXELS = DEFAULT_MAX_FRAME_PIXELS
+# Allowed bit depths per colour type (PNG spec, table 11.1).
+_BIT_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
 
 
 class PngError(ValueError):
@@ -36,11 +49,35 @@ class PngInfo:
     color_type: int
 
 
-def inspect_png(data: bytes) -> PngInfo:
+def _check_header(width: int, height: int, depth: int, color: int, compression: int, filtering: int,
+                  interlace: int, max_pixels: int) -> None:
+    if not (0 < width <= MAX_DIMENSION and 0 < height <= MAX_DIMENSION):
+        raise PngError("image_too_large" if width and height else "bad_png",
+                       f"IHDR size {width}x{height} is outside 1..{MAX_DIMENSION} per side")
+    if width * height > max_pixels:
+        raise PngError("image_too_large", f"{width}x{height} is {width * height} pixels, over the {max_pixels} allowed")
+    if depth not in _BIT_DEPTHS.get(color, ()):
+        raise PngError("bad_png", f"IHDR bit depth {depth} with colour type {color} is not a valid PNG")
+    if compression != 0 or filtering != 0 or interlace not in (0, 1):
+        raise PngError("bad_png", "IHDR compression/filter/interlace method is not one PNG defines")
+
+
+def _check_zlib_header(data: bytes, pos: int, length: int) -> None:
+    """The first IDAT must open a zlib stream: deflate, window <= 32 KB, valid check bits,
+    no preset dictionary (PNG forbids one)."""
+    if length < 2:
+        return  # a stream split across tiny IDATs: legal, too rare to chase here
+    cmf, flg = data[pos], data[pos + 1]
+    if cmf & 0x0F != 8 or cmf >> 4 > 7 or (cmf << 8 | flg) % 31 or flg & 0x20:
+        raise PngError("bad_png", "IDAT does not start a zlib stream")
+
+
+def inspect_png(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> PngInfo:
     """Validate ``data`` as a complete PNG and return its header facts.
 
     Raises PngError with reason ``not_png`` (no PNG signature / no IHDR first),
-    ``truncated_png`` (ends before IEND) or ``bad_png`` (CRC mismatch, bad header).
+    ``truncated_png`` (ends before IEND), ``image_too_large`` (over ``max_pixels`` or
+    MAX_DIMENSION) or ``bad_png`` (CRC mismatch, invalid header, IDAT not zlib, no IDAT).
     """
     if not data.startswith(PNG_SIGNATURE):
         raise PngError("not_png", "data does not start with the PNG signature")
@@ -62,11 +99,12 @@ def inspect_png(data: bytes) -> PngInfo:
         if info is None:
             if ctype != b"IHDR" or length != 13:
                 raise PngError("not_png", "first chunk is not a 13-byte IHDR")
-            width, height, depth, color, _c, _f, _i = _IHDR.unpack_from(data, pos + 8)
-            if not (0 < width <= MAX_DIMENSION and 0 < height <= MAX_DIMENSION):
-                raise PngError("bad_png", f"IHDR size {width}x{height} is out of range")
+            width, height, depth, color, compression, filtering, interlace = _IHDR.unpack_from(data, pos + 8)
+            _check_header(width, height, depth, color, compression, filtering, interlace, max_pixels)
             info = PngInfo(width, height, depth, color)
         elif ctype == b"IDAT":
+            if not seen_idat:
+                _check_zlib_header(data, pos + 8, length)
             seen_idat = True
         elif ctype == b"IEND":
             if not seen_idat:

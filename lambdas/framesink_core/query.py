@@ -4,22 +4,25 @@ Every access pattern is one DynamoDB Query (never a Scan) on a key from schema.p
 
 | question                                  | Query                                                      |
 |-------------------------------------------|------------------------------------------------------------|
-| frames of a recording                     | gsi2  gsi2pk = REC#<rec>, gsi2sk in range                  |
-| ... of one participant (all types)        | gsi1  gsi1pk = PART#<rec>#<pid>, gsi1sk in range           |
-| ... of one participant and one type       | table pk = STREAM#<rec>#<pid>#<type>, sk in range          |
-| ... of one type (all participants)        | gsi2 as above + FilterExpression type = :t                 |
+| frames of a recording                     | table pk = REC#<rec>, sk BETWEEN <since> AND <until>       |
+| ... of one participant (both types)       | gsi1  gsi1pk = PART#<rec>#<pid>, gsi1sk in range           |
+| ... of one participant and one type       | gsi1 as above + FilterExpression type = :t                 |
+| ... of one type (all participants)        | table as above + FilterExpression type = :t                |
 | participants of a recording               | table pk = REC#<rec>, begins_with(sk, PART#)               |
+| a recording: status, participants, slides, exports | table pk = REC#<rec>, sk >= "A" (every non-frame item) |
+| recordings (newest first)                 | gsi1  gsi1pk = RECORDINGS, ScanIndexForward=False          |
 | recordings of a bot                       | table pk = BOT#<bot>, begins_with(sk, REC#)                |
-| latest frame of a participant             | gsi1 / table, ScanIndexForward=False, Limit=1              |
+| latest frame of a participant             | gsi1, ScanIndexForward=False, Limit=1                      |
 
 Time ranges are in relative milliseconds, ``since`` inclusive and ``until`` exclusive
 (``since <= relative_ms < until``), so consecutive windows [0, 1000), [1000, 2000) neither
-overlap nor leave gaps. All three sort keys start with the zero-padded relative ms, so the
+overlap nor leave gaps. Both frame sort keys start with the zero-padded relative ms, so the
 range is a key condition, not a filter: it costs only what it returns.
 
-A type-only filter is a FilterExpression on the recording index: DynamoDB reads (and bills)
-the other type's items too, and a page can hold fewer than ``limit`` items (even none) while
-more follow; the cursor says whether there is more, never the page size.
+A type filter is a FilterExpression: DynamoDB reads (and bills) the other type's items too,
+and a page can hold fewer than ``limit`` items (even none) while more follow; the cursor
+says whether there is more, never the page size. (One GSI keeps a frame at two write units;
+a type-keyed index would cost a third.)
 
 Every query also filters out items past their ``expires_at``: DynamoDB's TTL deletes them
 only within days, while their S3 objects are already gone (schema.index_expires_at).
@@ -29,13 +32,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
 import boto3
+import orjson
 from botocore.config import Config
 
 from . import schema
@@ -74,6 +77,10 @@ PARTICIPANT_FIELDS = (
     "bytes",
     "bot_id",
 )
+RECORDING_FIELDS = ("recording_id", "bot_id", "first_seen", "status", "status_at", "sub_code")
+SLIDE_FIELDS = ("recording_id", "participant_id", "relative_ms", "s3_key", "hash", "distance", "repeat_of_ms")
+EXPORT_FIELDS = ("recording_id", "participant_id", "type", "s3_key", "frames", "duration_ms", "bytes",
+                 "width", "height", "created_at", "contact_sheet_key")
 
 
 class QueryError(ValueError):
@@ -104,8 +111,7 @@ class _Plan:
 
     @property
     def key_attrs(self) -> frozenset[str]:
-        attrs = {self.hash_attr, self.range_attr, "pk", "sk"}
-        return frozenset(attrs)
+        return frozenset({self.hash_attr, self.range_attr, "pk", "sk"})
 
 
 def check_id(value, param: str) -> str:
@@ -148,19 +154,18 @@ def _live(names: dict, values: dict) -> str:
 def encode_cursor(last_evaluated_key: dict) -> str:
     """An opaque cursor: the LastEvaluatedKey's string values, as unpadded base64url JSON."""
     plain = {k: v["S"] for k, v in sorted(last_evaluated_key.items())}
-    raw = json.dumps(plain, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return base64.urlsafe_b64encode(orjson.dumps(plain)).rstrip(b"=").decode("ascii")
 
 
 def _decode_cursor(cursor: str, plan: _Plan, since: int, until: int | None) -> dict:
-    """ExclusiveStartKey from a cursor, checked to belong to this very query."""
+    """ExclusiveStartKey from a cursor, checked to belong to this very query. orjson refuses
+    nesting past 1024 levels, so a hostile cursor is a 400, never a RecursionError."""
     bad = QueryError("cursor", "is not a cursor returned by this query", reason="bad_cursor")
     if not isinstance(cursor, str) or not cursor or len(cursor) > MAX_CURSOR_CHARS:
         raise bad
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        plain = json.loads(raw.decode("utf-8"))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+        plain = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError):
         raise bad from None
     if (
         not isinstance(plain, dict)
@@ -170,9 +175,10 @@ def _decode_cursor(cursor: str, plan: _Plan, since: int, until: int | None) -> d
     ):
         raise bad
     # The position must lie inside this query's time range (DynamoDB rejects it otherwise,
-    # with a less helpful message), and the base-table key must be a frame stream.
+    # with a less helpful message), and the base-table key must be a frame of this recording.
+    match = schema.FRAME_SK_PATTERN.fullmatch(plain["sk"])
     position = plain[plan.range_attr][: schema.RELATIVE_MS_DIGITS]
-    if not position.isdigit() or not plain["pk"].startswith("STREAM#"):
+    if not match or not position.isdigit() or not plain["pk"].startswith("REC#"):
         raise bad
     if int(position) < since or (until is not None and int(position) >= until):
         raise bad
@@ -186,15 +192,21 @@ def _plain(value):
     return value
 
 
+def _record(values: dict, fields: tuple[str, ...]) -> dict:
+    return {field: _plain(values.get(field)) for field in fields}
+
+
 def frame_record(item: dict) -> dict:
     """The public view of a frame index item (CLI --json, HTTP API)."""
     values = from_item(item)
-    return {field: _plain(values.get(field)) for field in FRAME_FIELDS}
+    record = _record(values, FRAME_FIELDS)
+    record["s3_key"] = schema.frame_key(record["recording_id"], record["participant_id"], record["type"],
+                                        record["relative_ms"])
+    return record
 
 
 def participant_record(item: dict) -> dict:
-    values = from_item(item)
-    return {field: _plain(values.get(field)) for field in PARTICIPANT_FIELDS}
+    return _record(from_item(item), PARTICIPANT_FIELDS)
 
 
 class FrameIndex:
@@ -216,6 +228,7 @@ class FrameIndex:
         until: int | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        newest_first: bool = False,
     ) -> Page:
         """One page of frames in time order, ``since <= relative_ms < until``."""
         plan = self._plan(recording_id, participant_id, frame_type)
@@ -230,31 +243,20 @@ class FrameIndex:
         if until is not None and until <= since:
             return Page([], None)
 
-        names = {"#h": plan.hash_attr}
-        values = {":h": plan.hash_value}
-        condition = "#h = :h"
-        # Sort keys are "<relms10>" or "<relms10>#...": compare on the 10-digit prefix.
-        # since only: >= since; until only: < until; both: BETWEEN since AND "<until-1>~"
-        # ("~" sorts after "#" and every digit, so every key of ms until-1 is inside).
-        low = schema.relative_ms_text(since)
-        if until is None:
-            if since > 0:
-                condition += " AND #r >= :lo"
-                values[":lo"] = low
-        elif since == 0:
-            condition += " AND #r < :hi"
-            values[":hi"] = schema.relative_ms_text(until)
-        else:
-            condition += " AND #r BETWEEN :lo AND :hi"
-            values[":lo"] = low
-            values[":hi"] = schema.relative_ms_text(until - 1) + "~"
-        if ":lo" in values or ":hi" in values:
-            names["#r"] = plan.range_attr
+        # Sort keys are "<relms10>#...": compare on the 10-digit prefix. "~" sorts after "#"
+        # and every id character, so every key of ms until-1 is inside the upper bound.
+        names = {"#h": plan.hash_attr, "#r": plan.range_attr}
+        values = {
+            ":h": plan.hash_value,
+            ":lo": schema.relative_ms_text(since),
+            ":hi": schema.relative_ms_text(until - 1) + "~" if until is not None else schema.FRAME_SK_HIGH,
+        }
         kwargs: dict = {
             "TableName": self.table,
-            "KeyConditionExpression": condition,
+            "KeyConditionExpression": "#h = :h AND #r BETWEEN :lo AND :hi",
             "ExpressionAttributeNames": names,
             "Limit": limit,
+            "ScanIndexForward": not newest_first,
         }
         if plan.index:
             kwargs["IndexName"] = plan.index
@@ -282,23 +284,14 @@ class FrameIndex:
             cursor = page.cursor
 
     def latest_frame(self, recording_id: str, participant_id: str, frame_type: str | None = None) -> dict | None:
-        """The participant's most recent frame (of one type, or of any): one item read."""
-        plan = self._plan(recording_id, check_id(participant_id, "participant"), frame_type)
-        names, values = {"#h": plan.hash_attr}, {":h": plan.hash_value}
-        # Limit 1 reads the newest item; if it has expired, so has every older one.
-        kwargs: dict = {
-            "TableName": self.table,
-            "KeyConditionExpression": "#h = :h",
-            "FilterExpression": _live(names, values),
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": to_item(values),
-            "ScanIndexForward": False,
-            "Limit": 1,
-        }
-        if plan.index:
-            kwargs["IndexName"] = plan.index
-        items = self.dynamodb.query(**kwargs).get("Items", [])
-        return frame_record(items[0]) if items else None
+        """The participant's most recent frame (of one type, or of any)."""
+        check_id(participant_id, "participant")
+        # Limit 1 reads the newest item; with a type filter, the page may be empty while
+        # older items of that type exist, so follow the cursor (rarely more than a page).
+        for frame in self.iter_frames(recording_id, participant_id=participant_id, frame_type=frame_type,
+                                      newest_first=True, limit=1 if frame_type is None else 10):
+            return frame
+        return None
 
     def _plan(self, recording_id, participant_id, frame_type) -> _Plan:
         recording_id = check_id(recording_id, "recording")
@@ -306,13 +299,10 @@ class FrameIndex:
             participant_id = check_id(participant_id, "participant")
         if frame_type is not None:
             frame_type = check_type(frame_type)
-        if participant_id and frame_type:
-            return _Plan(None, "pk", "sk", schema.stream_pk(recording_id, participant_id, frame_type))
         if participant_id:
             return _Plan(schema.GSI_PARTICIPANT, "gsi1pk", "gsi1sk",
-                         schema.participant_gsi_pk(recording_id, participant_id))
-        return _Plan(schema.GSI_RECORDING, "gsi2pk", "gsi2sk", schema.recording_gsi_pk(recording_id),
-                     filter_type=frame_type)
+                         schema.participant_gsi_pk(recording_id, participant_id), filter_type=frame_type)
+        return _Plan(None, "pk", "sk", schema.recording_pk(recording_id), filter_type=frame_type)
 
     # -- participants and recordings ----------------------------------------------------
 
@@ -322,36 +312,112 @@ class FrameIndex:
         return [participant_record(i) for i in self._query_prefix(pk, schema.participant_sk(""))]
 
     def has_recording(self, recording_id: str) -> bool:
+        """Any item in the recording's partition: a participant, its META item, or a frame."""
         pk = schema.recording_pk(check_id(recording_id, "recording"))
-        return bool(next(self._query_prefix(pk, schema.participant_sk(""), limit=1), None))
+        result = self.dynamodb.query(TableName=self.table, KeyConditionExpression="pk = :pk",
+                                     ExpressionAttributeValues=to_item({":pk": pk}), Limit=1,
+                                     ProjectionExpression="pk")
+        return bool(result.get("Items"))
 
-    def recordings(self, bot_id: str) -> list[dict]:
-        """The recordings a bot streamed, with when each was first seen (epoch ms)."""
+    def recordings(self, bot_id: str | None = None, status: str | None = None) -> list[dict]:
+        """Recordings, newest first: of one bot (its partition), or all (the RECORDINGS
+        partition of gsi1). ``status`` filters on the status Recall's webhooks reported."""
+        if bot_id is not None:
+            pk = schema.bot_pk(check_id(bot_id, "bot"))
+            items = [from_item(i) for i in self._query_prefix(pk, "REC#")]
+            # The bot's items carry ids only: the status lives on each recording's META item.
+            metas = {r: self.recording_meta(r) for r in (i["recording_id"] for i in items)}
+            records = [_record({**i, **(metas.get(i["recording_id"]) or {})}, RECORDING_FIELDS) for i in items]
+            records.sort(key=lambda r: r.get("first_seen") or 0, reverse=True)
+        else:
+            names, values = {}, {":pk": schema.RECORDINGS_GSI_PK}
+            kwargs = {"TableName": self.table, "IndexName": schema.GSI_PARTICIPANT,
+                      "KeyConditionExpression": "gsi1pk = :pk", "ScanIndexForward": False,
+                      "FilterExpression": _live(names, values), "ExpressionAttributeNames": names,
+                      "ExpressionAttributeValues": to_item(values)}
+            records = [_record(from_item(i), RECORDING_FIELDS) for i in self._paginate(kwargs)]
+        if status is not None:
+            records = [r for r in records if r.get("status") == status]
+        return records
+
+    def recording_meta(self, recording_id: str) -> dict | None:
+        item = self.dynamodb.get_item(
+            TableName=self.table,
+            Key=to_item({"pk": schema.recording_pk(check_id(recording_id, "recording")), "sk": schema.META_SK}),
+        ).get("Item")
+        return from_item(item) if item else None
+
+    def recording(self, recording_id: str) -> dict | None:
+        """Everything about a recording but its frames, in one Query: its META item (status),
+        participants, slides, exports and export job. None if nothing is known of it."""
+        pk = schema.recording_pk(check_id(recording_id, "recording"))
+        names, values = {}, {":pk": pk, ":lo": schema.NON_FRAME_SK_LOW}
+        kwargs = {"TableName": self.table, "KeyConditionExpression": "pk = :pk AND sk >= :lo",
+                  "FilterExpression": _live(names, values), "ExpressionAttributeNames": names,
+                  "ExpressionAttributeValues": to_item(values)}
+        out: dict = {"recording_id": recording_id, "meta": None, "participants": [], "slides": [], "exports": [],
+                     "export_job": None}
+        found = False
+        for raw in self._paginate(kwargs):
+            found = True
+            item = from_item(raw)
+            sk = item["sk"]
+            if sk == schema.META_SK:
+                out["meta"] = _record(item, RECORDING_FIELDS)
+            elif sk.startswith("PART#"):
+                out["participants"].append(_record(item, PARTICIPANT_FIELDS))
+            elif sk.startswith("SLIDE#"):
+                out["slides"].append(_record(item, SLIDE_FIELDS))
+            elif sk.startswith("EXPORT#"):
+                out["exports"].append(_record(item, EXPORT_FIELDS))
+            elif sk == schema.EXPORT_JOB_SK:
+                out["export_job"] = {k: _plain(v) for k, v in item.items() if k not in ("pk", "sk")}
+        return out if found else None
+
+    def slides(self, recording_id: str) -> list[dict]:
+        pk = schema.recording_pk(check_id(recording_id, "recording"))
+        return [_record(from_item(i), SLIDE_FIELDS) for i in self._query_prefix(pk, "SLIDE#")]
+
+    def bot_status(self, bot_id: str) -> dict | None:
+        """The bot's status and its timeline (Recall's status webhooks), oldest first."""
         pk = schema.bot_pk(check_id(bot_id, "bot"))
-        out = []
-        for item in self._query_prefix(pk, "REC#"):
-            values = from_item(item)
-            out.append({k: _plain(values.get(k)) for k in ("bot_id", "recording_id", "first_seen")})
-        return out
+        meta, events = None, []
+        for raw in self._query_prefix(pk, ""):
+            item = from_item(raw)
+            if item["sk"] == schema.META_SK:
+                meta = item
+            elif item["sk"].startswith("EVENT#"):
+                events.append({k: _plain(item.get(k)) for k in ("event", "status", "sub_code", "at", "received_at")})
+        if meta is None and not events:
+            return None
+        return {"bot_id": bot_id, "status": (meta or {}).get("status"), "status_at": (meta or {}).get("status_at"),
+                "timeline": events}
 
     def _query_prefix(self, pk: str, prefix: str, limit: int | None = None) -> Iterator[dict]:
-        paginator = self.dynamodb.get_paginator("query")
-        names, values = {}, {":pk": pk, ":prefix": prefix}
+        names, values = {}, {":pk": pk}
+        condition = "pk = :pk"
+        if prefix:
+            condition += " AND begins_with(sk, :prefix)"
+            values[":prefix"] = prefix
         kwargs = {
             "TableName": self.table,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "KeyConditionExpression": condition,
             "FilterExpression": _live(names, values),
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": to_item(values),
         }
+        yield from self._paginate(kwargs, limit)
+
+    def _paginate(self, kwargs: dict, limit: int | None = None) -> Iterator[dict]:
+        paginator = self.dynamodb.get_paginator("query")
         if limit:
-            kwargs["PaginationConfig"] = {"MaxItems": limit}
+            kwargs = {**kwargs, "PaginationConfig": {"MaxItems": limit}}
         for page in paginator.paginate(**kwargs):
             yield from page.get("Items", [])
 
 
 def presigned_get_url(s3, bucket: str, key: str, expires_in: int) -> str:
-    """A time-limited GET URL for one frame. ``s3`` must sign with SigV4 (see presign_client).
+    """A time-limited GET URL for one object. ``s3`` must sign with SigV4 (see presign_client).
 
     Signed with the caller's credentials: from a Lambda role the URL also stops working when
     the role's session expires, whichever comes first.

@@ -1,4 +1,5 @@
-"""Rebuild a recording's index from its S3 objects: the repair path for a lost index write.
+"""Rebuild a recording's index: from its S3 objects (``reindex``), or its participant totals
+from its frame items (``retotal``).
 
 S3 is the source of truth: every object's key and metadata hold what its index item holds
 (storage.StoredFrame), so reindex lists ``recordings/<rec>/``, reads each object's metadata
@@ -9,19 +10,24 @@ from each object's stored-at time and the store's frame_expiry_days, as at inges
 
 Run it while the recording is not being ingested: a frame stored between the listing and
 the participant write is indexed, but its participant's totals miss it until the next run.
+
+``retotal`` is the cheap half: one paginated Query of the recording's frame items, then the
+same exact totals. The end-of-meeting export job runs it, so totals that lagged during the
+meeting (totals.py) are exact once the meeting is over.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from . import schema
 from .query import check_id
-from .storage import FrameStore, MetadataError, StoredFrame
+from .storage import FrameStore, MetadataError, StoredFrame, from_item, to_item
+from .totals import set_exact_totals, write_recording_items
 
 
 @dataclass
@@ -78,25 +84,45 @@ def reindex_recording(
 
     store.write_index_items(frames)
     result.indexed = len(frames)
-    by_participant: dict[str, list[StoredFrame]] = defaultdict(list)
-    first_seen: dict[str, int | None] = {}
-    bot_expiry: dict[str, int] = {}  # the bot's newest frame's, as ingest leaves it
-    for frame in frames:
-        by_participant[frame.participant_id].append(frame)
-        if frame.bot_id:
-            expires = store.expires_at(frame)
-            if expires is not None:
-                bot_expiry[frame.bot_id] = max(expires, bot_expiry.get(frame.bot_id, expires))
-            seen = first_seen.get(frame.bot_id)
-            if frame.stored_at is not None and (seen is None or frame.stored_at < seen):
-                first_seen[frame.bot_id] = frame.stored_at
-            else:
-                first_seen.setdefault(frame.bot_id, None)
-    for participant_frames in by_participant.values():
-        store.set_participant_totals(participant_frames)
-    for bot_id, seen_at in first_seen.items():
-        store.remember_bot_recording(bot_id, recording_id, seen_at, bot_expiry.get(bot_id))
-    result.participants = len(by_participant)
-    result.bots = len(first_seen)
+    result.participants, result.bots = write_totals(store, recording_id, frames)
     result.seconds = time.monotonic() - started
     return result
+
+
+def write_totals(store: FrameStore, recording_id: str, frames: Iterable[StoredFrame]) -> tuple[int, int]:
+    """Exact participant totals, the recording's META item and its bots' recording items,
+    as ingest leaves them. Returns (participants, bots)."""
+    by_participant: dict[str, list[StoredFrame]] = defaultdict(list)
+    first_seen: dict[str | None, int] = {}  # bot (None: no bot) -> earliest stored_at
+    expiry: dict[str | None, int | None] = {}  # bot -> its newest frame's expiry
+    for frame in frames:
+        by_participant[frame.participant_id].append(frame)
+        bot = frame.bot_id
+        seen = frame.stored_at if frame.stored_at is not None else int(time.time() * 1000)
+        first_seen[bot] = min(seen, first_seen.get(bot, seen))
+        expires = store.expires_at(frame)
+        if expires is not None:
+            expiry[bot] = max(expires, expiry.get(bot) or expires)
+        else:
+            expiry.setdefault(bot, None)
+    for participant_frames in by_participant.values():
+        set_exact_totals(store.dynamodb, store.table, participant_frames, store.frame_expiry_days)
+    for bot, seen in first_seen.items():
+        write_recording_items(store.dynamodb, store.table, recording_id, bot, seen, expiry[bot])
+    return len(by_participant), len([b for b in first_seen if b])
+
+
+def retotal_recording(store: FrameStore, recording_id: str) -> int:
+    """Recompute a recording's participant totals exactly from its frame items (one Query,
+    paginated). Returns the number of frames counted."""
+    pk = schema.recording_pk(check_id(recording_id, "recording"))
+    pages = store.dynamodb.get_paginator("query").paginate(
+        TableName=store.table, KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
+        ExpressionAttributeValues=to_item({":pk": pk, ":lo": schema.FRAME_SK_LOW, ":hi": schema.FRAME_SK_HIGH}))
+    frames = [StoredFrame.from_index_item(from_item(item)) for page in pages for item in page.get("Items", [])]
+    by_participant: dict[str, list[StoredFrame]] = defaultdict(list)
+    for frame in frames:
+        by_participant[frame.participant_id].append(frame)
+    for participant_frames in by_participant.values():
+        set_exact_totals(store.dynamodb, store.table, participant_frames, store.frame_expiry_days)
+    return len(frames)

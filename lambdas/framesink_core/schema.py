@@ -3,15 +3,26 @@
 The CDK stack (infra/storage.py), the local emulator and the tests all build the table
 from TABLE_SCHEMA, so keys and indexes cannot drift between the cloud and a laptop.
 
-Single-table design (documented in the README, "DynamoDB key design"):
+Single-table design (README "Storage layout"). A recording's items share one partition, so
+one Query reads any slice of it; sort keys that start with a digit are frames (in time
+order), every other item's sort key starts with a capital letter, so the two never mix:
 
-| item            | pk                              | sk                          | gsi1pk / gsi1sk                      | gsi2pk / gsi2sk                   |
-|-----------------|---------------------------------|-----------------------------|--------------------------------------|-----------------------------------|
-| frame           | STREAM#<rec>#<pid>#<type>       | <relms10>                   | PART#<rec>#<pid> / <relms10>#<type>  | REC#<rec> / <relms10>#<pid>#<type> |
-| participant     | REC#<rec>                       | PART#<pid>                  |                                      |                                   |
-| recording       | BOT#<bot>                       | REC#<rec>                   |                                      |                                   |
-| connection      | CONN#<connection id>            | META                        |                                      |                                   |
-| bot token       | TOKEN#<sha256 of token>         | META                        |                                      |                                   |
+| item                 | pk                  | sk                          | gsi1pk / gsi1sk                          |
+|----------------------|---------------------|-----------------------------|------------------------------------------|
+| frame                | REC#<rec>           | <relms10>#<pid>#<type>      | PART#<rec>#<pid> / <relms10>#<type>      |
+| recording            | REC#<rec>           | META                        | RECORDINGS / <first seen ms13>#<rec>     |
+| participant          | REC#<rec>           | PART#<pid>                  |                                          |
+| slide (analyzer)     | REC#<rec>           | SLIDE#<relms10>#<pid>       |                                          |
+| export               | REC#<rec>           | EXPORT#<pid>#<type>         |                                          |
+| export job           | REC#<rec>           | JOB#export                  |                                          |
+| bot                  | BOT#<bot>           | META                        |                                          |
+| bot status event     | BOT#<bot>           | EVENT#<iso time>#<msg id>   |                                          |
+| recording of a bot   | BOT#<bot>           | REC#<rec>                   |                                          |
+| connection           | CONN#<connection id>| META                        |                                          |
+| bot token            | TOKEN#<sha256>      | META                        |                                          |
+| webhook / handshake  | ONCE#<scope>#<id>   | META                        |                                          |
+
+A frame is two writes (the item and its one GSI copy, each under 1 KB): 2 write units.
 """
 
 from __future__ import annotations
@@ -23,11 +34,10 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 RELATIVE_MS_DIGITS = 10
 MAX_RELATIVE_MS = 10**RELATIVE_MS_DIGITS - 1  # ~115 days: keys stay fixed-width and sortable
 
-GSI_PARTICIPANT = "gsi1"  # frames of one participant (all types), in time order
-GSI_RECORDING = "gsi2"  # frames of a whole recording, in time order
+GSI_PARTICIPANT = "gsi1"  # frames of one participant (both types) in time order; recordings list
 
-# Attribute holding the epoch-seconds expiry (DynamoDB TTL) of connection and token items,
-# and of frame, participant and bot-recording items when frames expire (index_expires_at).
+# Attribute holding the epoch-seconds expiry (DynamoDB TTL) of connection, token and
+# once-only items, and of every recording item when frames expire (index_expires_at).
 TTL_ATTRIBUTE = "expires_at"
 DAY_SECONDS = 24 * 60 * 60
 
@@ -36,10 +46,18 @@ TABLE_SCHEMA: dict = {
     "sort_key": "sk",
     "global_secondary_indexes": [
         {"name": GSI_PARTICIPANT, "partition_key": "gsi1pk", "sort_key": "gsi1sk"},
-        {"name": GSI_RECORDING, "partition_key": "gsi2pk", "sort_key": "gsi2sk"},
     ],
     "ttl_attribute": TTL_ATTRIBUTE,
 }
+
+# Frame sort keys start with the 10-digit time; everything else in a recording's partition
+# starts with a capital letter, which sorts after every digit and "#".
+FRAME_SK_LOW = "0"
+FRAME_SK_HIGH = "9" * RELATIVE_MS_DIGITS + "~"  # "~" sorts after "#" and every id character
+NON_FRAME_SK_LOW = "A"
+
+META_SK = "META"
+RECORDINGS_GSI_PK = "RECORDINGS"
 
 
 def create_table_kwargs(table_name: str) -> dict:
@@ -104,34 +122,71 @@ FRAME_KEY_PATTERN = re.compile(
     r"(?P<participant_id>[A-Za-z0-9_-]{1,128})/(?P<type>webcam|screenshare)/"
     r"(?P<relative_ms>\d{10})\.png"
 )
+FRAME_SK_PATTERN = re.compile(r"(?P<relative_ms>\d{10})#(?P<participant_id>[A-Za-z0-9_-]{1,128})#(?P<type>webcam|screenshare)")
 
 
 def recording_prefix(recording_id: str) -> str:
     return f"recordings/{recording_id}/"
 
 
-def stream_pk(recording_id: str, participant_id: str, frame_type: str) -> str:
-    return f"STREAM#{recording_id}#{participant_id}#{frame_type}"
+def export_prefix(recording_id: str) -> str:
+    """Where a recording's exports live: outside recordings/, which reindex reads."""
+    return f"exports/{recording_id}/"
 
 
-def participant_gsi_pk(recording_id: str, participant_id: str) -> str:
-    return f"PART#{recording_id}#{participant_id}"
-
-
-def recording_gsi_pk(recording_id: str) -> str:
-    return f"REC#{recording_id}"
+def export_key(recording_id: str, participant_id: str, name: str) -> str:
+    return f"{export_prefix(recording_id)}{participant_id}/{name}"
 
 
 def recording_pk(recording_id: str) -> str:
     return f"REC#{recording_id}"
 
 
+def frame_sk(relative_ms: int, participant_id: str, frame_type: str) -> str:
+    return f"{relative_ms_text(relative_ms)}#{participant_id}#{frame_type}"
+
+
+def participant_gsi_pk(recording_id: str, participant_id: str) -> str:
+    return f"PART#{recording_id}#{participant_id}"
+
+
+def participant_gsi_sk(relative_ms: int, frame_type: str) -> str:
+    return f"{relative_ms_text(relative_ms)}#{frame_type}"
+
+
+def frame_item_key(recording_id: str, participant_id: str, frame_type: str, relative_ms: int) -> dict[str, str]:
+    return {"pk": recording_pk(recording_id), "sk": frame_sk(relative_ms, participant_id, frame_type)}
+
+
 def participant_sk(participant_id: str) -> str:
     return f"PART#{participant_id}"
 
 
+def recordings_gsi_sk(first_seen_ms: int, recording_id: str) -> str:
+    return f"{first_seen_ms:013d}#{recording_id}"
+
+
+def slide_sk(relative_ms: int, participant_id: str) -> str:
+    return f"SLIDE#{relative_ms_text(relative_ms)}#{participant_id}"
+
+
+def export_sk(participant_id: str, frame_type: str) -> str:
+    return f"EXPORT#{participant_id}#{frame_type}"
+
+
+EXPORT_JOB_SK = "JOB#export"
+
+
 def bot_pk(bot_id: str) -> str:
     return f"BOT#{bot_id}"
+
+
+def bot_recording_sk(recording_id: str) -> str:
+    return f"REC#{recording_id}"
+
+
+def bot_event_sk(at: str, message_id: str) -> str:
+    return f"EVENT#{at}#{message_id}"
 
 
 def connection_pk(connection_id: str) -> str:
@@ -142,4 +197,6 @@ def token_pk(token_hash: str) -> str:
     return f"TOKEN#{token_hash}"
 
 
-META_SK = "META"
+def once_pk(scope: str, message_id: str) -> str:
+    """A once-only marker (a webhook or a signed handshake already seen)."""
+    return f"ONCE#{scope}#{message_id}"

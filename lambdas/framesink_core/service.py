@@ -19,8 +19,11 @@ if TYPE_CHECKING:  # imported where used: $default never authenticates (cold sta
 
 
 class Service:
-    def __init__(self, settings: Settings | None = None, *, s3=None, dynamodb=None, secrets=None):
+    def __init__(self, settings: Settings | None = None, *, s3=None, dynamodb=None, secrets=None,
+                 batch_index_writes: bool = False):
         self.settings = settings or Settings.from_env()
+        # The container receiver batches index items (index_batch.py); a Lambda puts one.
+        self.batch_index_writes = batch_index_writes
         if s3 is None or dynamodb is None:
             s3_default, ddb_default = clients()
             s3, dynamodb = s3 or s3_default, dynamodb or ddb_default
@@ -30,8 +33,14 @@ class Service:
 
     @cached_property
     def store(self) -> FrameStore:
+        writer = None
+        if self.batch_index_writes:
+            from .index_batch import BatchingIndexWriter
+
+            writer = BatchingIndexWriter(self.settings.table, self.dynamodb)
         return FrameStore(self.settings.bucket, self.settings.table, self.s3, self.dynamodb,
-                          frame_expiry_days=self.settings.frame_expiry_days)
+                          frame_expiry_days=self.settings.frame_expiry_days, index_writer=writer,
+                          totals_interval=self.settings.totals_flush_seconds)
 
     @cached_property
     def index(self):
@@ -55,7 +64,7 @@ class Service:
 
     @cached_property
     def ingestor(self) -> Ingestor:
-        return Ingestor(self.store, self.settings.max_frame_bytes)
+        return Ingestor(self.store, self.settings.max_frame_bytes, self.settings.max_frame_pixels)
 
     @cached_property
     def tokens(self) -> TokenStore:

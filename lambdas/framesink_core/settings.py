@@ -10,6 +10,11 @@ import os
 from dataclasses import dataclass
 
 DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024  # a 1280x720 screenshare PNG fits with room to spare
+# Largest image (width x height) accepted: 4K UHD, which admits every size Recall sends;
+# png.py refuses a decompression bomb by its header, without decoding it.
+DEFAULT_MAX_FRAME_PIXELS = 3840 * 2160
+# How often a process writes each participant's totals (totals.py).
+DEFAULT_TOTALS_FLUSH_SECONDS = 5.0
 DEFAULT_CONNECTION_TTL_SECONDS = 3 * 60 * 60  # API Gateway closes connections after 2 h
 DEFAULT_SIGNATURE_TOLERANCE_SECONDS = 300
 # A bot token lives this long after the bot's join time (a Recall bot stays at most hours).
@@ -26,6 +31,8 @@ class Settings:
     bucket: str
     table: str
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS
+    totals_flush_seconds: float = DEFAULT_TOTALS_FLUSH_SECONDS
     # Index items of a frame expire (DynamoDB TTL) with its S3 object (schema.index_expires_at).
     frame_expiry_days: int = DEFAULT_FRAME_EXPIRY_DAYS
     connection_ttl_seconds: int = DEFAULT_CONNECTION_TTL_SECONDS
@@ -57,6 +64,8 @@ class Settings:
             bucket=env.get("FRAMESINK_BUCKET", ""),
             table=env.get("FRAMESINK_TABLE", ""),
             max_frame_bytes=int(env.get("FRAMESINK_MAX_FRAME_BYTES", DEFAULT_MAX_FRAME_BYTES)),
+            max_frame_pixels=int(env.get("FRAMESINK_MAX_FRAME_PIXELS", DEFAULT_MAX_FRAME_PIXELS)),
+            totals_flush_seconds=float(env.get("FRAMESINK_TOTALS_FLUSH_SECONDS", DEFAULT_TOTALS_FLUSH_SECONDS)),
             frame_expiry_days=int(env.get("FRAMESINK_FRAME_EXPIRY_DAYS", DEFAULT_FRAME_EXPIRY_DAYS)),
             connection_ttl_seconds=int(
                 env.get("FRAMESINK_CONNECTION_TTL_SECONDS", DEFAULT_CONNECTION_TTL_SECONDS)
@@ -85,6 +94,8 @@ class Settings:
             "FRAMESINK_BUCKET": self.bucket,
             "FRAMESINK_TABLE": self.table,
             "FRAMESINK_MAX_FRAME_BYTES": str(self.max_frame_bytes),
+            "FRAMESINK_MAX_FRAME_PIXELS": str(self.max_frame_pixels),
+            "FRAMESINK_TOTALS_FLUSH_SECONDS": f"{self.totals_flush_seconds:g}",
             "FRAMESINK_FRAME_EXPIRY_DAYS": str(self.frame_expiry_days),
             "FRAMESINK_CONNECTION_TTL_SECONDS": str(self.connection_ttl_seconds),
             "FRAMESINK_SIGNATURE_TOLERANCE_SECONDS": str(self.signature_tolerance_seconds),

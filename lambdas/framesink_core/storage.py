@@ -1,8 +1,19 @@
-"""Where frames go: the S3 object first, then the DynamoDB index (schema.py has the design).
+"""Where frames go: the S3 object first, then its DynamoDB index item (schema.py has the design).
 
-Idempotent by construction: a frame's S3 key and its index key are functions of the frame,
-so a redelivered frame overwrites the same object with the same bytes and its conditional
-index put fails as a duplicate, which leaves the participant's counters alone.
+First write wins, decided by S3: the object is written with a conditional put
+(``If-None-Match: *``). A 412 means the key exists; the stored object is then compared with
+this frame (size, then S3's CRC32 checksum, or the bytes when the object has none):
+- the same bytes written by this very call (its ``write-id``): a retry of our own whose first
+  attempt landed, so it is a new frame;
+- the same bytes written earlier: a duplicate. Nothing is rewritten, but if the first writer
+  died between S3 and the index, its index item is written now from the object's metadata;
+- different bytes: ``conflicting_frame``. The first object and its index item stay as they
+  were. Two frames of one stream whose times round to the same millisecond are a conflict.
+
+So the index put needs no condition (S3 already decided), and a frame costs two AWS calls:
+PutObject and one index write (PutItem, or one slot of a receiver's BatchWriteItem). A frame
+is reported stored only when both are durable. Participant totals are not written per frame:
+see totals.py.
 
 The object's metadata carries everything its index item holds (StoredFrame), so the index
 can be rebuilt from S3 alone (reindex.py) with the very same item-building code.
@@ -10,15 +21,15 @@ can be rebuilt from S3 alone (reindex.py) with the very same item-building code.
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
-from collections import OrderedDict
+import zlib
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote, unquote
 
 import boto3
-from boto3.dynamodb.table import BatchWriter
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -35,6 +46,9 @@ BOTO_CONFIG = Config(
     read_timeout=5,
     max_pool_connections=64,
 )
+# S3 answers 409 ConditionalRequestConflict while another conditional write to the same key
+# is in flight; botocore does not retry it. A redelivery racing its original is that case.
+CONFLICT_RETRIES = 3
 
 _serialize = TypeSerializer().serialize
 _deserialize = TypeDeserializer().deserialize
@@ -55,6 +69,10 @@ def clients(region: str | None = None, endpoint_url: str | None = None):
     return boto3.client("s3", **kwargs), boto3.client("dynamodb", **kwargs)
 
 
+def error_code(exc: Exception) -> str:
+    return exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+
+
 class StoreError(RuntimeError):
     """A frame that could not be stored after retries. ``stage`` is ``s3`` or ``index``."""
 
@@ -65,14 +83,22 @@ class StoreError(RuntimeError):
         self.detail = detail
 
 
+class FrameConflict(ValueError):
+    """Different bytes for a key that already holds a frame: first write wins."""
+
+    reason = "conflicting_frame"
+
+    def __init__(self, key: str, detail: str):
+        super().__init__(f"{key}: {detail}")
+        self.key = key
+        self.detail = detail
+
+
 @dataclass(frozen=True)
 class StoreResult:
     key: str
     duplicate: bool
-
-
-# S3 user metadata is limited to 2 KB in all; a participant name is free text of any length.
-MAX_QUOTED_NAME = 1024
+    repaired: bool = False  # a duplicate whose missing index item was written now
 
 
 class MetadataError(ValueError):
@@ -90,7 +116,8 @@ class StoredFrame:
 
     Built from a parsed Frame at ingest (``from_frame``) or from an S3 object's key and
     metadata at reindex (``from_object``); both paths then write the same items with
-    ``index_item`` and ``participant_attributes``.
+    ``index_item``. Free text is already bounded by the parser (events.MAX_NAME_BYTES), so
+    the quoted metadata fits S3's 2 KB and quoting is linear.
     """
 
     recording_id: str
@@ -111,6 +138,10 @@ class StoredFrame:
     @property
     def key(self) -> str:
         return schema.frame_key(self.recording_id, self.participant_id, self.frame_type, self.relative_ms)
+
+    @property
+    def index_key(self) -> dict[str, str]:
+        return schema.frame_item_key(self.recording_id, self.participant_id, self.frame_type, self.relative_ms)
 
     @classmethod
     def from_frame(cls, frame: Frame, *, bot_id: str | None, connection_id: str | None,
@@ -160,6 +191,21 @@ class StoredFrame:
             stored_at=stored_at,
         )
 
+    @classmethod
+    def from_index_item(cls, values: dict) -> "StoredFrame":
+        """Back from a frame item (already ``from_item``-decoded): what retotal reads."""
+        def num(name):
+            value = values.get(name)
+            return int(value) if value is not None else None
+
+        return cls(
+            recording_id=values["recording_id"], participant_id=values["participant_id"],
+            participant_name=values.get("participant_name"), is_host=values.get("is_host"),
+            platform=values.get("platform"), frame_type=values["type"], relative_ms=num("relative_ms"),
+            absolute=values.get("absolute"), width=num("width"), height=num("height"), size=num("bytes"),
+            bot_id=values.get("bot_id"), connection_id=values.get("connection_id"), stored_at=num("stored_at"),
+        )
+
     def metadata(self) -> dict[str, str]:
         """User metadata: enough to rebuild the index item from the object alone (reindex).
 
@@ -177,11 +223,11 @@ class StoredFrame:
             "height": str(self.height),
         }
         if self.participant_name is not None:
-            meta["participant-name"] = _quote_capped(self.participant_name, MAX_QUOTED_NAME)
+            meta["participant-name"] = quote(self.participant_name, safe="")
         if self.is_host is not None:
             meta["is-host"] = "true" if self.is_host else "false"
         if self.platform is not None:
-            meta["platform"] = _quote_capped(self.platform, 128)
+            meta["platform"] = quote(self.platform, safe="")
         if self.connection_id:
             meta["connection-id"] = self.connection_id
         if self.stored_at is not None:
@@ -200,70 +246,56 @@ class StoredFrame:
         return schema.index_expires_at(created_ms, expiry_days)
 
     def index_item(self, expiry_days: int = DEFAULT_FRAME_EXPIRY_DAYS) -> dict:
-        rel = schema.relative_ms_text(self.relative_ms)
+        """The frame's one item (its GSI copy comes with it). The S3 key is not stored: it is
+        a function of the key attributes (query.frame_record derives it)."""
         return {
-            "pk": schema.stream_pk(self.recording_id, self.participant_id, self.frame_type),
-            "sk": rel,
+            **self.index_key,
             "gsi1pk": schema.participant_gsi_pk(self.recording_id, self.participant_id),
-            "gsi1sk": f"{rel}#{self.frame_type}",
-            "gsi2pk": schema.recording_gsi_pk(self.recording_id),
-            "gsi2sk": f"{rel}#{self.participant_id}#{self.frame_type}",
+            "gsi1sk": schema.participant_gsi_sk(self.relative_ms, self.frame_type),
             "kind": "frame",
             "recording_id": self.recording_id,
             "participant_id": self.participant_id,
             "participant_name": self.participant_name,
+            "is_host": self.is_host,
+            "platform": self.platform,
             "type": self.frame_type,
             "relative_ms": self.relative_ms,
             "absolute": self.absolute,
-            "s3_key": self.key,
             "bytes": self.size,
             "width": self.width,
             "height": self.height,
             "bot_id": self.bot_id,
             "connection_id": self.connection_id,
             "stored_at": self.stored_at,
-            # The GSI copies are projections of this item, so they go with it.
             schema.TTL_ATTRIBUTE: self.expires_at(expiry_days),
         }
 
-    def participant_attributes(self) -> dict:
-        """The participant item's descriptive attributes this frame sets (None = leave as is)."""
-        return {
-            "recording_id": self.recording_id,
-            "participant_id": self.participant_id,
-            "kind": "participant",
-            "participant_name": self.participant_name,
-            "is_host": self.is_host,
-            "platform": self.platform,
-            "bot_id": self.bot_id,
-        }
+
+def crc32_base64(data: bytes) -> str:
+    """S3's ChecksumCRC32 form: the big-endian CRC32, base64."""
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode("ascii")
 
 
-def _quote_capped(text: str, limit: int) -> str:
-    quoted = quote(text, safe="")
-    while len(quoted) > limit:  # cut whole characters, never half a %XX escape
-        text = text[: max(len(text) * limit // len(quoted), len(text) - 1)]
-        quoted = quote(text, safe="")
-    return quoted
+class DirectIndexWriter:
+    """One PutItem per frame (a Lambda handles one message per invocation)."""
 
+    def __init__(self, table: str, dynamodb):
+        self.table = table
+        self.dynamodb = dynamodb
 
-def s3_metadata(frame: Frame, bot_id: str | None, connection_id: str | None,
-                stored_at: int | None = None) -> dict[str, str]:
-    return StoredFrame.from_frame(frame, bot_id=bot_id, connection_id=connection_id,
-                                  stored_at=stored_at).metadata()
+    def put(self, item: dict) -> None:
+        self.dynamodb.put_item(TableName=self.table, Item=to_item(item))
 
-
-def frame_index_item(
-    frame: Frame, key: str, size: int, bot_id: str | None, connection_id: str | None
-) -> dict:
-    item = StoredFrame.from_frame(frame, bot_id=bot_id, connection_id=connection_id, stored_at=None).index_item()
-    item.update(s3_key=key, bytes=size)
-    return item
+    def close(self) -> None:
+        pass
 
 
 class FrameStore:
     def __init__(self, bucket: str, table: str, s3=None, dynamodb=None, *,
-                 frame_expiry_days: int = DEFAULT_FRAME_EXPIRY_DAYS):
+                 frame_expiry_days: int = DEFAULT_FRAME_EXPIRY_DAYS, index_writer=None,
+                 totals_interval: float | None = None):
+        from .totals import DEFAULT_FLUSH_SECONDS, ParticipantTotals
+
         if s3 is None or dynamodb is None:
             s3_default, ddb_default = clients()
             s3 = s3 or s3_default
@@ -274,138 +306,99 @@ class FrameStore:
         self.dynamodb = dynamodb
         # Matches the bucket's lifecycle rule (settings.frame_expiry_days); 0 = no TTL.
         self.frame_expiry_days = frame_expiry_days
-        # (bot, recording) pairs already written by this process -> the expires_at written:
-        # one write per recording (and per day its expiry moves), not one per frame.
-        # Bounded so a long-lived receiver does not grow without end.
-        self._bot_recordings: OrderedDict = OrderedDict()
+        self.index_writer = index_writer or DirectIndexWriter(table, dynamodb)
+        self.totals = ParticipantTotals(
+            table, dynamodb, interval=DEFAULT_FLUSH_SECONDS if totals_interval is None else totals_interval)
 
     def put_frame(
         self, frame: Frame, *, bot_id: str | None = None, connection_id: str | None = None
     ) -> StoreResult:
-        """Store one frame. Raises StoreError when S3 or the index fails after retries."""
+        """Store one frame, first write wins. Raises StoreError when S3 or the index fails
+        after retries, FrameConflict when the key holds other bytes."""
         record = StoredFrame.from_frame(
             frame, bot_id=bot_id or frame.bot_id, connection_id=connection_id,
             stored_at=int(time.time() * 1000),
         )
-        key = record.key
-        try:
-            self.s3.put_object(
-                Bucket=self.bucket,
-                Key=key,
-                Body=frame.png,
-                ContentType="image/png",
-                Metadata=record.metadata(),
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise StoreError("s3", _describe(exc)) from exc
-        expires_at = self.expires_at(record)
-        try:
-            duplicate = not self._put_index_item(record.index_item(self.frame_expiry_days))
-            if not duplicate:
-                self._update_participant(record, expires_at)
-            if record.bot_id:
-                self._remember_bot_recording(record.bot_id, record.recording_id, record.stored_at, expires_at)
-        except (ClientError, BotoCoreError) as exc:
-            raise StoreError("index", _describe(exc)) from exc
-        return StoreResult(key=key, duplicate=duplicate)
+        write_id = uuid.uuid4().hex
+        result = self._put_object(record, frame.png, write_id)
+        if result is None:  # written now (or by a retry of this very call)
+            self._write_index(record)
+            self.totals.add(record, self.expires_at(record))
+            result = StoreResult(record.key, duplicate=False)
+        self.totals.flush_due()
+        return result
 
     def expires_at(self, frame: StoredFrame) -> int | None:
         return frame.expires_at(self.frame_expiry_days)
 
-    def _put_index_item(self, item: dict) -> bool:
-        """Put a frame's index item unless it exists. True if it was new.
+    def _put_object(self, record: StoredFrame, png: bytes, write_id: str) -> StoreResult | None:
+        """None if this call wrote the object; a StoreResult for a duplicate."""
+        metadata = {**record.metadata(), "write-id": write_id}
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                self.s3.put_object(Bucket=self.bucket, Key=record.key, Body=png, ContentType="image/png",
+                                   Metadata=metadata, IfNoneMatch="*")
+                return None
+            except ClientError as exc:
+                code = error_code(exc)
+                if code == "PreconditionFailed":
+                    return self._existing(record, png, write_id)
+                if code == "ConditionalRequestConflict" and attempt < CONFLICT_RETRIES:
+                    time.sleep(0.05 * 2**attempt)
+                    continue
+                raise StoreError("s3", _describe(exc)) from exc
+            except BotoCoreError as exc:
+                raise StoreError("s3", _describe(exc)) from exc
+        raise AssertionError("unreachable")
 
-        ``write_id`` tells a real duplicate from our own retried write: if an attempt landed
-        but its response was lost (timeout, 500), botocore's retry fails the condition on an
-        item carrying the same write_id, which is still this frame's first write.
-        """
-        item = {**item, "write_id": uuid.uuid4().hex}
+    def _existing(self, record: StoredFrame, png: bytes, write_id: str) -> StoreResult | None:
+        key = record.key
         try:
-            self.dynamodb.put_item(
-                TableName=self.table,
-                Item=to_item(item),
-                ConditionExpression="attribute_not_exists(pk)",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-            return True
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                old = exc.response.get("Item", {})
-                return old.get("write_id", {}).get("S") == item["write_id"]
-            raise
-
-    def _update_participant(self, frame: StoredFrame, expires_at: int | None) -> None:
-        # Each frame moves the participant's expiry to its own (frames arrive in store-time
-        # order), so the participant stays listed as long as its newest frame.
-        names, values, sets = _set_clauses({**frame.participant_attributes(), schema.TTL_ATTRIBUTE: expires_at})
-        values.update({":ms": frame.relative_ms, ":one": 1, ":bytes": frame.size})
-        sets.append("first_ms = if_not_exists(first_ms, :ms)")
-        key = _participant_key(frame.recording_id, frame.participant_id)
-        update = {"TableName": self.table, "Key": key, "ExpressionAttributeNames": {**names, "#b": "bytes"},
-                  "ExpressionAttributeValues": to_item(values)}
-        add = " ADD frame_count :one, #b :bytes" + _remove_ttl(expires_at)
-        # Frames arrive in time order: one write moves last_ms forward, on the condition that
-        # it is not ahead of this frame (a retried write that landed meets the condition too).
+            head = self.s3.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+            same = head["ContentLength"] == len(png)
+            if same:
+                checksum = head.get("ChecksumCRC32")
+                if checksum:
+                    same = checksum == crc32_base64(png)
+                else:  # written without a checksum: compare the bytes themselves
+                    same = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read() == png
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreError("s3", _describe(exc)) from exc
+        if not same:
+            raise FrameConflict(key, f"holds a different frame ({head['ContentLength']} bytes, this one "
+                                     f"{len(png)}): the first write wins")
+        meta = head.get("Metadata") or {}
+        if meta.get("write-id") == write_id:
+            return None  # our own first attempt landed and its answer was lost
+        # A redelivery. Its first writer may have died between S3 and the index: make sure
+        # the item exists, built from the object exactly as reindex would build it.
         try:
-            self.dynamodb.update_item(
-                **update,
-                UpdateExpression="SET " + ", ".join([*sets, "last_ms = :ms"]) + add,
-                ConditionExpression="attribute_not_exists(last_ms) OR last_ms <= :ms",
-            )
-            return
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                raise
-        # A late frame (older than last_ms): count it without moving last_ms.
-        result = self.dynamodb.update_item(**update, UpdateExpression="SET " + ", ".join(sets) + add,
-                                           ReturnValues="ALL_NEW")
-        updated = from_item(result.get("Attributes", {}))
-        # if_not_exists only sets the first value seen, so widen the range with a
-        # conditional write in the (rare) case this frame lies outside it.
-        for attr, outside in (("first_ms", ">"), ("last_ms", "<")):
-            current = updated.get(attr)
-            if current is not None and (
-                frame.relative_ms < current if outside == ">" else frame.relative_ms > current
-            ):
-                try:
-                    self.dynamodb.update_item(
-                        TableName=self.table,
-                        Key=key,
-                        UpdateExpression=f"SET {attr} = :ms",
-                        ConditionExpression=f"{attr} {outside} :ms",
-                        ExpressionAttributeValues=to_item({":ms": frame.relative_ms}),
-                    )
-                except ClientError as exc:
-                    if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                        raise
+            first = StoredFrame.from_object(key, meta, head["ContentLength"],
+                                            int(head["LastModified"].timestamp() * 1000))
+        except MetadataError:
+            return StoreResult(key, duplicate=True)  # not written by framesink: leave it alone
+        try:
+            found = self.dynamodb.get_item(TableName=self.table, Key=to_item(first.index_key),
+                                           ProjectionExpression="pk", ConsistentRead=True)
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreError("index", _describe(exc)) from exc
+        if "Item" in found:
+            return StoreResult(key, duplicate=True)
+        self._write_index(first)
+        return StoreResult(key, duplicate=True, repaired=True)
 
-    def _remember_bot_recording(self, bot_id: str, recording_id: str, seen_at: int | None = None,
-                                expires_at: int | None = None) -> None:
-        pair = (bot_id, recording_id)
-        if pair in self._bot_recordings:
-            written = self._bot_recordings[pair]
-            # expires_at is day-granular (index_expires_at), so this rewrites about once a day.
-            if expires_at is None or (written is not None and written >= expires_at):
-                return
-        now = seen_at if seen_at is not None else int(time.time() * 1000)
-        values = {":kind": "recording", ":bot": bot_id, ":rec": recording_id, ":now": now}
-        ttl = ""
-        if expires_at is not None:
-            values[":exp"] = expires_at
-            ttl = f", {schema.TTL_ATTRIBUTE} = :exp"
-        self.dynamodb.update_item(
-            TableName=self.table,
-            Key=to_item({"pk": schema.bot_pk(bot_id), "sk": f"REC#{recording_id}"}),
-            UpdateExpression=(
-                "SET kind = :kind, bot_id = :bot, recording_id = :rec, "
-                "first_seen = if_not_exists(first_seen, :now)" + ttl + _remove_ttl(expires_at)
-            ),
-            ExpressionAttributeValues=to_item(values),
-        )
-        self._bot_recordings[pair] = expires_at
-        self._bot_recordings.move_to_end(pair)
-        if len(self._bot_recordings) > 10_000:
-            self._bot_recordings.popitem(last=False)
+    def _write_index(self, record: StoredFrame) -> None:
+        """Raises StoreError("index"): DirectIndexWriter's botocore errors are turned into it
+        here, the batching writer raises it itself."""
+        try:
+            self.index_writer.put(record.index_item(self.frame_expiry_days))
+        except (ClientError, BotoCoreError) as exc:
+            raise StoreError("index", _describe(exc)) from exc
+
+    def close(self) -> None:
+        """Flush what is pending: queued index writes, then participant totals."""
+        self.index_writer.close()
+        self.totals.flush_all()
 
     # -- reindex: index objects that are already in S3 (reindex.py) ----------------------
 
@@ -415,67 +408,11 @@ class FrameStore:
         An item is a pure function of its object, so overwriting is idempotent. boto3's
         BatchWriter retries the unprocessed items a throttled BatchWriteItem hands back.
         """
-        with BatchWriter(self.table, self.dynamodb) as writer:
+        from boto3.dynamodb.table import BatchWriter
+
+        with BatchWriter(self.table, self.dynamodb, overwrite_by_pkeys=["pk", "sk"]) as writer:
             for frame in frames:
                 writer.put_item(Item=to_item(frame.index_item(self.frame_expiry_days)))
-
-    def set_participant_totals(self, frames: list[StoredFrame]) -> None:
-        """Write one participant's item from all of its frames: counts and first/last are
-        SET (recomputed), never ADDed, so running reindex twice changes nothing. Descriptive
-        attributes apply in time order, as at ingest: the latest non-empty value wins."""
-        if not frames:
-            return
-        ordered = sorted(frames, key=lambda f: (f.relative_ms, f.stored_at or 0, f.frame_type))
-        attributes: dict = {}
-        for frame in ordered:
-            attributes.update({k: v for k, v in frame.participant_attributes().items() if v is not None})
-        names, values, sets = _set_clauses(attributes)
-        expiry = [e for e in map(self.expires_at, frames) if e is not None]
-        totals = {
-            schema.TTL_ATTRIBUTE: max(expiry, default=None),  # as ingest leaves it: its newest frame's
-            "frame_count": len(frames),
-            "bytes": sum(f.size for f in frames),
-            "first_ms": ordered[0].relative_ms,
-            "last_ms": max(f.relative_ms for f in frames),
-        }
-        for attr, value in totals.items():
-            if value is not None:
-                names[f"#{attr}"] = attr
-                values[f":{attr}"] = value
-                sets.append(f"#{attr} = :{attr}")
-        self.dynamodb.update_item(
-            TableName=self.table,
-            Key=_participant_key(ordered[0].recording_id, ordered[0].participant_id),
-            UpdateExpression="SET " + ", ".join(sets) + _remove_ttl(totals[schema.TTL_ATTRIBUTE]),
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=to_item(values),
-        )
-
-    def remember_bot_recording(self, bot_id: str, recording_id: str, seen_at: int | None,
-                               expires_at: int | None = None) -> None:
-        """The bot's recording item (first_seen is kept if it exists)."""
-        self._bot_recordings.pop((bot_id, recording_id), None)
-        self._remember_bot_recording(bot_id, recording_id, seen_at, expires_at)
-
-
-def _set_clauses(attributes: dict) -> tuple[dict, dict, list[str]]:
-    """SET clauses for the non-None attributes, every name behind a placeholder."""
-    names, values, sets = {}, {}, []
-    for attr, value in attributes.items():
-        if value is not None:
-            names[f"#{attr}"] = attr
-            values[f":{attr}"] = value
-            sets.append(f"#{attr} = :{attr}")
-    return names, values, sets
-
-
-def _remove_ttl(expires_at: int | None) -> str:
-    """With no expiry (frames kept forever), clear one an earlier setting left behind."""
-    return f" REMOVE {schema.TTL_ATTRIBUTE}" if expires_at is None else ""
-
-
-def _participant_key(recording_id: str, participant_id: str) -> dict:
-    return to_item({"pk": schema.recording_pk(recording_id), "sk": schema.participant_sk(participant_id)})
 
 
 def _describe(exc: Exception) -> str:

@@ -34,7 +34,7 @@ from framesink.local_aws import provision
 from framesink.synthetic import frame_event, make_png
 from framesink_core import schema
 from framesink_core.settings import Settings
-from framesink_core.storage import BOTO_CONFIG, from_item
+from framesink_core.storage import BOTO_CONFIG, from_item, to_item
 from framesink_handlers import _runtime, connect, ingest
 
 PROFILES = {"ci": 1, "long": 40}
@@ -61,7 +61,7 @@ def env():
         secret_env = provision(s3=clients["s3"], dynamodb=clients["dynamodb"],
                                secretsmanager=clients["secretsmanager"], bucket=bucket, table=table,
                                token=TOKEN, token_secret_name=f"fuzz/{bucket}")
-        settings_ = Settings(bucket=bucket, table=table, max_frame_bytes=MAX_FRAME_BYTES,
+        settings_ = Settings(bucket=bucket, table=table, max_frame_bytes=MAX_FRAME_BYTES, totals_flush_seconds=0,
                              token_secret_id=secret_env["FRAMESINK_TOKEN_SECRET_ID"])
         for key, value in settings_.as_env().items():
             mp.setenv(key, value)
@@ -228,10 +228,10 @@ def test_mutated_events_never_raise_and_damaged_frames_never_store(env, data):
         stored = env.s3.get_object(Bucket=env.settings.bucket, Key=outcome.key)["Body"].read()
         assert stored == outcome.frame.png and outcome.frame.png in PNGS
         f = outcome.frame
-        item = env.ddb.get_item(TableName=env.settings.table, Key={
-            "pk": {"S": schema.stream_pk(f.recording_id, f.participant_id, f.frame_type)},
-            "sk": {"S": schema.relative_ms_text(f.relative_ms)}})["Item"]
-        assert from_item(item)["s3_key"] == outcome.key
+        item = from_item(env.ddb.get_item(TableName=env.settings.table, Key=to_item(
+            schema.frame_item_key(f.recording_id, f.participant_id, f.frame_type, f.relative_ms)))["Item"])
+        assert schema.frame_key(item["recording_id"], item["participant_id"], item["type"],
+                                int(item["relative_ms"])) == outcome.key
         assert object_count(env) == before + (outcome.status == "stored")
 
 
@@ -273,10 +273,8 @@ def test_every_valid_frame_among_the_noise_is_stored_exactly_once(env, stream):
     for key, (_, png) in zip(expected, sorted(frames, key=lambda f: json.loads(f[0])["data"]["data"]["timestamp"]
                                               ["relative"])):
         assert env.s3.get_object(Bucket=env.settings.bucket, Key=key)["Body"].read() == png
-    items = env.ddb.query(TableName=env.settings.table, IndexName=schema.GSI_RECORDING,
-                          KeyConditionExpression="gsi2pk = :pk",
-                          ExpressionAttributeValues={":pk": {"S": schema.recording_gsi_pk(recording_id)}})["Items"]
-    assert sorted(from_item(i)["s3_key"] for i in items) == expected
+    items = env.service.index.frames(recording_id, limit=1000).items
+    assert sorted(i["s3_key"] for i in items) == expected
     participant = from_item(env.ddb.get_item(TableName=env.settings.table, Key={
         "pk": {"S": schema.recording_pk(recording_id)}, "sk": {"S": schema.participant_sk(str(pid))}})["Item"])
     assert participant["frame_count"] == len(frames)

@@ -19,8 +19,7 @@ import pytest
 import urllib3
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-from fake_recall import API_KEY, fake_recall  # noqa: F401  (fixture)
-from test_create_bot_handler import MEETING, bot_stack, http_event  # noqa: F401  (fixture)
+from fake_recall import API_KEY, MEETING, bot_stack, fake_recall, http_event  # noqa: F401  (fixtures)
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 

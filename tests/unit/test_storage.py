@@ -1,12 +1,16 @@
-"""FrameStore: S3 object + index, idempotency, participant aggregates, retries and failures."""
+"""FrameStore: S3 object + index, first write wins, participant aggregates, retries and failures."""
 
+import io
 import json
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 from urllib.parse import unquote
 
+import boto3
 import pytest
+from PIL import Image
 from botocore.awsrequest import AWSResponse
+from botocore.config import Config
 from botocore.exceptions import ConnectTimeoutError
 
 from framesink.synthetic import frame_event, make_png
@@ -19,7 +23,9 @@ from framesink_core.storage import FrameStore, StoreError, from_item
 
 @pytest.fixture
 def store(stack, aws):
-    return FrameStore(stack.bucket, stack.table, aws["s3"], aws["dynamodb"])
+    # totals_interval=0: participant totals are written at every frame, so tests can read
+    # them right after put_frame (tests/unit/test_totals.py covers the interval itself).
+    return FrameStore(stack.bucket, stack.table, aws["s3"], aws["dynamodb"], totals_interval=0)
 
 
 def frame(png, **kw):
@@ -27,6 +33,12 @@ def frame(png, **kw):
     kw.setdefault("participant_id", 100)
     kw.setdefault("relative", 1.0)
     return parse_message(json.dumps(frame_event(png, **kw)), 10**7)
+
+
+def solid(color) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), color).save(out, format="PNG")
+    return out.getvalue()
 
 
 def participant(aws, stack, rec, pid):
@@ -45,15 +57,20 @@ def test_object_metadata_and_index_item(store, aws, stack):
     assert meta["absolute"] == "2026-11-23T19:00:02.500Z" and meta["bot-id"] == "bot-7"
     assert unquote(meta["participant-name"]) == 'Zoë "Z" O\'Neil'
     item = from_item(aws["dynamodb"].get_item(
-        TableName=stack.table,
-        Key={"pk": {"S": schema.stream_pk("rec", "100", "webcam")}, "sk": {"S": "0000002500"}})["Item"])
-    assert item["s3_key"] == result.key and item["bytes"] == len(png)
+        TableName=stack.table, Key={"pk": {"S": "REC#rec"}, "sk": {"S": "0000002500#100#webcam"}})["Item"])
+    assert "s3_key" not in item and item["bytes"] == len(png)  # the key is derived, not stored
     assert (item["width"], item["height"]) == (40, 30) and item["participant_name"] == 'Zoë "Z" O\'Neil'
-    assert item["gsi1pk"] == "PART#rec#100" and item["gsi2pk"] == "REC#rec"
+    assert (item["gsi1pk"], item["gsi1sk"]) == ("PART#rec#100", "0000002500#webcam")
+    assert "write-id" in meta  # tells a retry of this very write from a redelivery
     # the recording is listed under its bot
     rec = aws["dynamodb"].query(TableName=stack.table, KeyConditionExpression="pk = :p",
                                 ExpressionAttributeValues={":p": {"S": "BOT#bot-7"}})["Items"]
     assert [from_item(i)["recording_id"] for i in rec] == ["rec"]
+    # and in the list of all recordings (gsi1, RECORDINGS partition)
+    listed = aws["dynamodb"].query(TableName=stack.table, IndexName=schema.GSI_PARTICIPANT,
+                                   KeyConditionExpression="gsi1pk = :p",
+                                   ExpressionAttributeValues={":p": {"S": "RECORDINGS"}})["Items"]
+    assert [(from_item(i)["recording_id"], from_item(i)["bot_id"]) for i in listed] == [("rec", "bot-7")]
 
 
 def test_connection_bot_id_wins_over_event_bot_id(store, aws, stack):
@@ -65,10 +82,57 @@ def test_connection_bot_id_wins_over_event_bot_id(store, aws, stack):
 def test_duplicates_are_stored_once_and_counted_once(store, aws, stack):
     png = make_png(8, 8, detailed=False)
     assert not store.put_frame(frame(png)).duplicate
+    first = aws["s3"].head_object(Bucket=stack.bucket, Key="recordings/rec/participants/100/webcam/0000001000.png")
     assert store.put_frame(frame(png)).duplicate
     assert participant(aws, stack, "rec", "100")["frame_count"] == 1
     keys = aws["s3"].list_objects_v2(Bucket=stack.bucket)["KeyCount"]
     assert keys == 1
+    # the duplicate did not rewrite the object (a rewrite would restart its lifecycle)
+    again = aws["s3"].head_object(Bucket=stack.bucket, Key="recordings/rec/participants/100/webcam/0000001000.png")
+    assert again["Metadata"] == first["Metadata"] and again["LastModified"] == first["LastModified"]
+
+
+def test_different_bytes_on_a_stored_key_are_a_conflict_and_the_first_frame_stays(store, aws, stack, caplog_json):
+    first, second = solid((10, 20, 30)), solid((10, 20, 31))
+    assert len(first) == len(second) and first != second  # same size: the checksum decides
+    key = store.put_frame(frame(first, name="First")).key
+    item_before = aws["dynamodb"].get_item(TableName=stack.table, Key={"pk": {"S": "REC#rec"},
+                                                                       "sk": {"S": "0000001000#100#webcam"}})["Item"]
+    outcome = Ingestor(store, 10**6).store_frame(frame(second, name="Second"))
+    assert outcome.status == "rejected" and outcome.reason == "conflicting_frame" and not outcome.stored
+    assert aws["s3"].get_object(Bucket=stack.bucket, Key=key)["Body"].read() == first
+    item_after = aws["dynamodb"].get_item(TableName=stack.table, Key={"pk": {"S": "REC#rec"},
+                                                                      "sk": {"S": "0000001000#100#webcam"}})["Item"]
+    assert item_after == item_before and from_item(item_after)["participant_name"] == "First"
+    assert participant(aws, stack, "rec", "100")["frame_count"] == 1
+    lines = caplog_json()
+    [log] = [line for line in lines if line.get("message") == "message rejected"]
+    assert log["reason"] == "conflicting_frame" and log["relative_ms"] == 1000
+    assert any(line.get("MessageRejected") == [1.0] and line.get("reason") == "conflicting_frame" for line in lines)
+    # a different size is a conflict too, without comparing checksums
+    bigger = make_png(9, 8, seed=2, detailed=False)
+    assert Ingestor(store, 10**6).store_frame(frame(bigger)).reason == "conflicting_frame"
+
+
+def test_two_frames_rounding_to_the_same_millisecond_conflict(store, aws, stack):
+    a, b = solid((1, 1, 1)), solid((2, 2, 2))
+    assert not store.put_frame(frame(a, relative=1.0001)).duplicate
+    with pytest.raises(storage.FrameConflict):
+        store.put_frame(frame(b, relative=1.0004))
+
+
+def test_an_object_written_without_a_checksum_is_compared_byte_for_byte(store, aws, stack):
+    png = make_png(8, 8, detailed=False)
+    f = frame(png)
+    record = storage.StoredFrame.from_frame(f, bot_id=None, connection_id=None, stored_at=1)
+    # botocore adds a CRC32 to every PutObject unless told to add only required checksums
+    plain = boto3.client("s3", region_name="us-east-1", config=Config(request_checksum_calculation="when_required"))
+    plain.put_object(Bucket=stack.bucket, Key=f.s3_key, Body=png, Metadata=record.metadata())
+    assert "ChecksumCRC32" not in aws["s3"].head_object(Bucket=stack.bucket, Key=f.s3_key, ChecksumMode="ENABLED")
+    result = store.put_frame(f)
+    assert result.duplicate and result.repaired  # same bytes; its missing index item written
+    with pytest.raises(storage.FrameConflict):
+        store.put_frame(frame(make_png(8, 8, seed=9, detailed=False)))
 
 
 def test_out_of_order_frames_widen_first_and_last(store, aws, stack):
@@ -139,12 +203,23 @@ def test_persistent_s3_failure_is_reported_not_stored(store, aws, stack, caplog_
         TableName=stack.table, Key={"pk": {"S": "REC#rec"}, "sk": {"S": "PART#100"}})
 
 
-def test_index_failure_after_s3_write_is_reported(store, aws):
+def test_index_failure_after_s3_write_is_reported_and_a_redelivery_repairs_it(store, aws, stack):
     png = make_png(8, 8, detailed=False)
-    fail_calls(aws["dynamodb"], "PutItem", 99)
+    calls = fail_calls(aws["dynamodb"], "PutItem", 6, status=None)  # every attempt of one PutItem
     with pytest.raises(StoreError) as err:
-        store.put_frame(frame(png))
-    assert err.value.stage == "index"
+        store.put_frame(frame(png, relative=3.0))
+    assert err.value.stage == "index" and calls["n"] == 6
+    key = {"pk": {"S": "REC#rec"}, "sk": {"S": "0000003000#100#webcam"}}
+    assert "Item" not in aws["dynamodb"].get_item(TableName=stack.table, Key=key)
+    assert "Item" not in aws["dynamodb"].get_item(TableName=stack.table,
+                                                  Key={"pk": {"S": "REC#rec"}, "sk": {"S": "PART#100"}})
+    # Recall redelivers (or the bot reconnects and resends): S3 says duplicate, the item is written
+    result = store.put_frame(frame(png, relative=3.0))
+    assert result.duplicate and result.repaired
+    item = from_item(aws["dynamodb"].get_item(TableName=stack.table, Key=key)["Item"])
+    meta = aws["s3"].head_object(Bucket=stack.bucket, Key=result.key)["Metadata"]
+    assert item["stored_at"] == int(meta["stored-at"])  # built from the first write's object
+    assert not store.put_frame(frame(png, relative=3.0)).repaired  # once is enough
 
 
 # -- index expiry (DynamoDB TTL) matching the bucket's lifecycle expiry ---------------------
@@ -173,19 +248,25 @@ def test_index_expiry_is_the_day_after_s3_expires_the_object():
 
 
 def index_items(aws, stack, rec="rec"):
-    """Every item of the recording: frames (base table and both GSIs), participants, bot item."""
+    """The recording's items: frames (base table and the GSI), participants, and its bot's
+    recording item with the recording's META item (both say when the recording expires)."""
     ddb = aws["dynamodb"]
-    frames = ddb.query(TableName=stack.table, IndexName=schema.GSI_RECORDING, KeyConditionExpression="gsi2pk = :p",
-                       ExpressionAttributeValues={":p": {"S": schema.recording_gsi_pk(rec)}})["Items"]
-    by_participant = ddb.query(TableName=stack.table, IndexName=schema.GSI_PARTICIPANT,
-                               KeyConditionExpression="gsi1pk = :p",
-                               ExpressionAttributeValues={":p": {"S": schema.participant_gsi_pk(rec, "100")}})["Items"]
-    participants = ddb.query(TableName=stack.table, KeyConditionExpression="pk = :p",
-                             ExpressionAttributeValues={":p": {"S": schema.recording_pk(rec)}})["Items"]
-    bot = ddb.query(TableName=stack.table, KeyConditionExpression="pk = :p",
-                    ExpressionAttributeValues={":p": {"S": schema.bot_pk("bot-7")}})["Items"]
-    return ([from_item(i) for i in frames], [from_item(i) for i in by_participant],
-            [from_item(i) for i in participants], [from_item(i) for i in bot])
+
+    def query(**kwargs):
+        return [from_item(i) for i in ddb.query(TableName=stack.table, **kwargs)["Items"]]
+
+    frames = query(KeyConditionExpression="pk = :p AND sk < :a",
+                   ExpressionAttributeValues={":p": {"S": schema.recording_pk(rec)}, ":a": {"S": "A"}})
+    by_participant = query(IndexName=schema.GSI_PARTICIPANT, KeyConditionExpression="gsi1pk = :p",
+                           ExpressionAttributeValues={":p": {"S": schema.participant_gsi_pk(rec, "100")}})
+    participants = query(KeyConditionExpression="pk = :p AND begins_with(sk, :s)",
+                         ExpressionAttributeValues={":p": {"S": schema.recording_pk(rec)}, ":s": {"S": "PART#"}})
+    recording = query(KeyConditionExpression="pk = :p AND sk = :s",
+                      ExpressionAttributeValues={":p": {"S": schema.recording_pk(rec)}, ":s": {"S": "META"}})
+    bot = query(KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": {"S": schema.bot_pk("bot-7")}})
+    for f in frames + by_participant:
+        f["s3_key"] = schema.frame_key(f["recording_id"], f["participant_id"], f["type"], int(f["relative_ms"]))
+    return frames, by_participant, participants, bot + recording
 
 
 def stored_at(aws, stack, key):
@@ -197,10 +278,10 @@ def test_frame_participant_and_bot_items_expire_with_their_objects(store, aws, s
     png = make_png(8, 8, detailed=False)
     keys = [store.put_frame(frame(png, relative=rel, bot_id="bot-7")).key for rel in (1.0, 2.0)]
     expected = {k: schema.index_expires_at(stored_at(aws, stack, k), DEFAULT_FRAME_EXPIRY_DAYS) for k in keys}
-    frames, by_participant, (part,), (bot,) = index_items(aws, stack)
+    frames, by_participant, (part,), (bot, meta) = index_items(aws, stack)
     assert {f["s3_key"]: f[schema.TTL_ATTRIBUTE] for f in frames} == expected
     assert {f["s3_key"]: f[schema.TTL_ATTRIBUTE] for f in by_participant} == expected
-    assert part[schema.TTL_ATTRIBUTE] == bot[schema.TTL_ATTRIBUTE] == expected[keys[-1]]
+    assert part[schema.TTL_ATTRIBUTE] == bot[schema.TTL_ATTRIBUTE] == meta[schema.TTL_ATTRIBUTE] == expected[keys[-1]]
     # The TTL is the object's own (LastModified) expiry or later.
     modified = aws["s3"].head_object(Bucket=stack.bucket, Key=keys[0])["LastModified"]
     assert datetime.fromtimestamp(expected[keys[0]], timezone.utc) >= s3_expiry(modified, DEFAULT_FRAME_EXPIRY_DAYS)
@@ -215,8 +296,8 @@ def test_participant_and_bot_items_follow_their_newest_frame(store, aws, stack, 
     late = store.put_frame(frame(png, relative=1.0, bot_id="bot-7")).key  # older in meeting time
     newest = schema.index_expires_at(stored_at(aws, stack, late), DEFAULT_FRAME_EXPIRY_DAYS)
     assert newest > schema.index_expires_at(stored_at(aws, stack, first), DEFAULT_FRAME_EXPIRY_DAYS)
-    _, _, (part,), (bot,) = index_items(aws, stack)
-    assert part[schema.TTL_ATTRIBUTE] == bot[schema.TTL_ATTRIBUTE] == newest
+    _, _, (part,), (bot, meta) = index_items(aws, stack)
+    assert part[schema.TTL_ATTRIBUTE] == bot[schema.TTL_ATTRIBUTE] == meta[schema.TTL_ATTRIBUTE] == newest
     assert (part["first_ms"], part["last_ms"], part["frame_count"]) == (1000, 5000, 2)
 
 
@@ -225,8 +306,8 @@ def test_zero_expiry_days_writes_no_ttl_and_clears_an_old_one(store, aws, stack)
     store.put_frame(frame(png, relative=1.0, bot_id="bot-7"))  # with the default expiry
     forever = FrameStore(stack.bucket, stack.table, aws["s3"], aws["dynamodb"], frame_expiry_days=0)
     forever.put_frame(frame(png, relative=2.0, bot_id="bot-7"))
-    frames, _, (part,), (bot,) = index_items(aws, stack)
+    frames, _, (part,), (bot, meta) = index_items(aws, stack)
     assert [schema.TTL_ATTRIBUTE in f for f in sorted(frames, key=lambda f: f["relative_ms"])] == [True, False]
     # Frames are kept from now on: the participant and the recording are, too.
-    assert schema.TTL_ATTRIBUTE not in part and schema.TTL_ATTRIBUTE not in bot
+    assert all(schema.TTL_ATTRIBUTE not in item for item in (part, bot, meta))
     assert part["frame_count"] == 2

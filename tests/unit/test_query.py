@@ -225,8 +225,8 @@ def test_items_past_their_expiry_are_not_listed(svc, stack, aws):
         ddb.update_item(TableName=stack.table, Key=to_item(key), UpdateExpression="SET expires_at = :past",
                         ExpressionAttributeValues=past)
 
-    expire({"pk": schema.stream_pk("rec-ttl", "100", "webcam"), "sk": schema.relative_ms_text(0)})
-    expire({"pk": schema.stream_pk("rec-ttl", "300", "webcam"), "sk": schema.relative_ms_text(0)})
+    expire(schema.frame_item_key("rec-ttl", "100", "webcam", 0))
+    expire(schema.frame_item_key("rec-ttl", "300", "webcam", 0))
     expire({"pk": schema.recording_pk("rec-ttl"), "sk": schema.participant_sk("300")})
     index = svc.index
 

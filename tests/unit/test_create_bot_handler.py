@@ -11,67 +11,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from conftest import ws_event
-from fake_recall import API_KEY, fake_recall  # noqa: F401  (fixture)
+from fake_recall import API_KEY, CALLER, MEETING, WS_URL, bot_stack, fake_recall, http_event  # noqa: F401  (fixtures)
 
 from framesink.synthetic import frame_message
 from framesink_core import schema
 from framesink_core.auth import TokenStore
 from framesink_core.settings import DEFAULT_BOT_TOKEN_TTL_SECONDS
 from framesink_core.storage import from_item, to_item
-
-WS_URL = "wss://abc123.execute-api.us-east-1.amazonaws.com/live"
-MEETING = "https://zoom.us/j/1234567890?pwd=secret"
-CALLER = "arn:aws:iam::123456789012:user/alice"
-
-
-@pytest.fixture
-def bot_stack(stack, aws, monkeypatch, fake_recall):
-    """The provisioned stack plus what create-bot needs: the Recall key secret and URLs."""
-    arn = aws["secretsmanager"].create_secret(Name="framesink/recall-api-key", SecretString=API_KEY)["ARN"]
-    monkeypatch.setenv("FRAMESINK_RECALL_API_KEY_SECRET_ID", arn)
-    monkeypatch.setenv("FRAMESINK_RECALL_BASE_URL", fake_recall.url)
-    monkeypatch.setenv("FRAMESINK_WS_URL", WS_URL)
-    monkeypatch.setenv("FRAMESINK_RECALL_DEADLINE_SECONDS", "5")
-    from framesink_handlers import _runtime
-
-    _runtime.service.cache_clear()
-    return stack
-
-
-def http_event(method: str, path: str, body=None, *, raw_body: str | None = None) -> dict:
-    """An API Gateway HTTP API (payload v2.0) event, IAM-authorized, as API Gateway sends it."""
-    route = "/bots/{id}" if path.count("/") == 2 else path
-    now = time.time()
-    event = {
-        "version": "2.0",
-        "routeKey": f"{method} {route}",
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": {"content-type": "application/json", "host": "api1.execute-api.us-east-1.amazonaws.com"},
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "api1",
-            "authorizer": {"iam": {"accessKey": "AKIAEXAMPLE", "accountId": "123456789012",
-                                   "callerId": "AIDAEXAMPLE", "principalOrgId": None,
-                                   "userArn": CALLER, "userId": "AIDAEXAMPLE"}},
-            "domainName": "api1.execute-api.us-east-1.amazonaws.com",
-            "domainPrefix": "api1",
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1",
-                     "sourceIp": "203.0.113.9", "userAgent": "framesink-cli"},
-            "requestId": uuid.uuid4().hex,
-            "routeKey": f"{method} {route}",
-            "stage": "$default",
-            "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
-            "timeEpoch": int(now * 1000),
-        },
-        "isBase64Encoded": False,
-    }
-    if route == "/bots/{id}":
-        event["pathParameters"] = {"id": path.rsplit("/", 1)[1]}
-    if raw_body is not None or body is not None:
-        event["body"] = raw_body if raw_body is not None else json.dumps(body)
-    return event
-
 
 def call(event, lambda_context):
     from framesink_handlers import create_bot
@@ -128,10 +74,9 @@ def test_post_bots_creates_a_bot_whose_token_streams_frames_tagged_with_its_id(
     msg = frame_message(small_png, recording_id="rec-1", participant_id=100, relative=1.5)
     assert ingest.handler(ws_event("$default", "conn-bot", body=msg), lambda_context)["statusCode"] == 200
     frame = from_item(aws["dynamodb"].get_item(
-        TableName=bot_stack.table, Key=to_item({"pk": schema.stream_pk("rec-1", "100", "webcam"),
-                                                "sk": schema.relative_ms_text(1500)}))["Item"])
+        TableName=bot_stack.table, Key=to_item(schema.frame_item_key("rec-1", "100", "webcam", 1500)))["Item"])
     assert frame["bot_id"] == bot_id
-    head = aws["s3"].head_object(Bucket=bot_stack.bucket, Key=frame["s3_key"])
+    head = aws["s3"].head_object(Bucket=bot_stack.bucket, Key=schema.frame_key("rec-1", "100", "webcam", 1500))
     assert head["Metadata"]["bot-id"] == bot_id
     bot_items = aws["dynamodb"].query(
         TableName=bot_stack.table, KeyConditionExpression="pk = :pk",

@@ -57,7 +57,7 @@ BAD_INPUTS = {
 EXPECTED_REASON = {
     "bad_recording_id_slash": "bad_recording_id",
     "bad_participant_id_float": "bad_participant_id",
-    "bad_timestamp_nan": "bad_timestamp",
+    "bad_timestamp_nan": "not_json",  # NaN is not JSON (RFC 8259); orjson refuses it
 }
 
 

@@ -10,9 +10,8 @@ from framesink_core.service import Service
 from framesink_core.storage import FrameStore, StoredFrame, from_item
 
 REC = "rec-r"
-# write_id only tells a retried write from a duplicate at write time; it is per write
-# attempt and not kept in S3, so a rebuilt item does not have it.
-NOT_RESTORED = {"write_id"}
+# Nothing: every attribute ingest writes, reindex rebuilds from the objects.
+NOT_RESTORED: set[str] = set()
 
 
 @pytest.fixture
@@ -57,14 +56,15 @@ def delete(aws, table, keys):
 
 def recording_keys(items):
     def mine(pk):
-        return pk.startswith((f"STREAM#{REC}#", f"REC#{REC}")) or pk == "BOT#bot-9"
+        return pk == f"REC#{REC}" or pk == "BOT#bot-9"
     return [k for k in items if mine(k[0]) and not (k[0] == "BOT#bot-9" and k[1] != f"REC#{REC}")]
 
 
 def test_reindex_after_losing_the_whole_index_restores_it_exactly(svc, stack, aws, recorded):
     before = table_items(aws, stack.table)
     lost = recording_keys(before)
-    assert len(lost) == recorded + 3 + 1  # frames, three participants, the bot's recording item
+    # frames, three participants, the recording's META item and the bot's recording item
+    assert len(lost) == recorded + 3 + 1 + 1
     # every one of them expires with its objects, and reindex must rebuild that too
     assert all(before[k][schema.TTL_ATTRIBUTE] > 0 for k in lost)
     delete(aws, stack.table, lost)
@@ -79,7 +79,7 @@ def test_reindex_after_losing_the_whole_index_restores_it_exactly(svc, stack, aw
 def test_reindex_repairs_a_lost_frame_write_and_running_it_again_changes_nothing(svc, stack, aws, recorded):
     before = table_items(aws, stack.table)
     # A frame whose index write was lost: its item missing and the participant never counted it.
-    key = (schema.stream_pk(REC, "2", "webcam"), schema.relative_ms_text(1623))
+    key = (schema.recording_pk(REC), schema.frame_sk(1623, "2", "webcam"))
     lost = before[key]
     delete(aws, stack.table, [key])
     aws["dynamodb"].update_item(
@@ -133,7 +133,7 @@ def test_metadata_round_trip_keeps_none_apart_from_empty(svc, stack, aws, record
     frame = StoredFrame.from_object(key, head["Metadata"], head["ContentLength"])
     assert (frame.participant_name, frame.is_host, frame.platform) == (None, None, None)
     assert frame.bot_id == "bot-9" and frame.stored_at and frame.size == head["ContentLength"]
-    assert frame.index_item()["s3_key"] == key
+    assert frame.key == key and frame.index_item()["sk"] == "0000000750#3#webcam"
 
 
 def test_reindex_command(svc, stack, aws, recorded, capsys):
