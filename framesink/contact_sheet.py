@@ -38,6 +38,21 @@ class Sheet:
     size: tuple[int, int]
     thumbnails: int
     of_frames: int
+    skipped: tuple[tuple[Path, str], ...] = ()  # frames that could not be decoded, and why
+
+
+# What a frame that passed ingest's header checks can still raise when its pixels are
+# decoded: corrupt deflate data (OSError, zlib.error is an OSError subclass in Pillow's
+# hands), a truncated stream (OSError), an image over Pillow's own bomb limit.
+UNDECODABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def load_thumbnail(path: Path, size: tuple[int, int]) -> Image.Image:
+    """A frame scaled to fit ``size``, or an UNDECODABLE error."""
+    with Image.open(path) as img:
+        img.load()
+        # Fit inside the cell keeping the aspect ratio (ImageOps.contain).
+        return ImageOps.contain(img.convert("RGB"), size)
 
 
 def sample_evenly(items: Sequence, k: int) -> list:
@@ -65,8 +80,11 @@ def make_contact_sheet(
     columns: int = COLUMNS,
     thumb: tuple[int, int] = THUMB,
 ) -> Sheet:
-    """Write a contact sheet of ``entries`` (in the order given: time order) to ``out``."""
+    """Write a contact sheet of ``entries`` (in the order given: time order) to ``out``.
+    A frame that cannot be decoded is left out and listed in ``Sheet.skipped``; the sheet
+    is written from the others (an empty cell marks where it would have been)."""
     chosen = sample_evenly(list(entries), max_frames)
+    skipped: list[tuple[Path, str]] = []
     width, height = sheet_size(len(chosen), columns, thumb)
     title_height = LABEL_HEIGHT + GAP if title else 0
     sheet = Image.new("RGB", (width, height + title_height), BACKGROUND)
@@ -79,13 +97,16 @@ def make_contact_sheet(
         row, col = divmod(i, cols)
         x = GAP + col * (thumb[0] + GAP)
         y = title_height + GAP + row * (thumb[1] + LABEL_HEIGHT + GAP)
-        with Image.open(entry.path) as img:
-            # Fit inside the cell keeping the aspect ratio (ImageOps.contain), centred.
-            small = ImageOps.contain(img.convert("RGB"), thumb)
-        sheet.paste(small, (x + (thumb[0] - small.width) // 2, y + (thumb[1] - small.height) // 2))
+        try:
+            small = load_thumbnail(entry.path, thumb)
+        except UNDECODABLE as exc:
+            skipped.append((entry.path, f"{type(exc).__name__}: {exc}"[:200]))
+            small = None
+        if small is not None:
+            sheet.paste(small, (x + (thumb[0] - small.width) // 2, y + (thumb[1] - small.height) // 2))
         label = clock(entry.relative_ms) + (" screen" if entry.frame_type == "screenshare" else "")
         draw.text((x + 2, y + thumb[1] + 2), label, fill=TEXT, font=font)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out, format="PNG", optimize=False)
-    return Sheet(out, sheet.size, len(chosen), len(entries))
+    return Sheet(out, sheet.size, len(chosen) - len(skipped), len(entries), tuple(skipped))

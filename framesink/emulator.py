@@ -475,17 +475,30 @@ class LocalStack:
 
         from .receiver import Receiver, ReceiverConfig
 
-        self.receiver = Receiver(Service(), ReceiverConfig(port=port))
+        # As in the container: index items batched (framesink receive does the same).
+        self.receiver = Receiver(Service(batch_index_writes=True), ReceiverConfig(port=port))
         await self.receiver.start()
         return f"{self.receiver.url}?token={self.token}"
 
     async def wait_idle(self) -> None:
-        """Return once every message received so far (by either ingress) has been handled."""
+        """Return once every message received so far (by either ingress) has been handled,
+        and the participant totals it added are written (they are otherwise written every
+        few seconds: framesink_core/totals.py)."""
         if self.emulator is not None:
             await self.emulator.wait_idle()
         # The receiver has no idle event; its counters say when its connections are done.
         while self.receiver is not None and (self.receiver.stats.open or self.receiver.stats.held):
             await asyncio.sleep(0.02)
+        await asyncio.get_running_loop().run_in_executor(None, self.flush_totals)
+
+    def flush_totals(self) -> None:
+        """Write every participant total held in this process (handlers' and receiver's)."""
+        from framesink_handlers import _runtime
+
+        if _runtime.service.cache_info().currsize:
+            _runtime.service().store.totals.flush_all()
+        if self.receiver is not None:
+            self.receiver.service.store.totals.flush_all()
 
     async def stop(self, reset: bool | None = None) -> dict:
         """Stop in order: connections and handler calls first, then moto. Returns the stats
@@ -497,6 +510,9 @@ class LocalStack:
             if self.emulator is not None:
                 await self.emulator.stop()
                 stats = self.emulator.stats.as_dict()
+            if self.moto is not None:
+                # What a Lambda container would write on its next invocations.
+                await asyncio.get_running_loop().run_in_executor(None, self.flush_totals)
         finally:
             if self.moto is not None:
                 if self.config.reset_on_stop if reset is None else reset:
@@ -598,12 +614,21 @@ def lambda_environment(env: dict[str, str], log_level: str, log_stream=None):
 
 
 def write_state_file(path: Path, state: dict) -> None:
-    """Atomically, readable by the owner only: it holds the connection token."""
+    """Atomically, readable by the owner only: it holds the connection token.
+
+    The temporary file has a random name and is created exclusively without following a
+    symlink (O_EXCL | O_NOFOLLOW, mode 600), so a link planted at a predictable name cannot
+    redirect the token; the rename then replaces whatever the final name was, a link
+    included, never what it points to."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(state, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(state, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -42,8 +42,16 @@ def _text(value) -> str:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    # one line per row whatever the participant called themselves
-    return str(value).replace("\n", " ").replace("\t", " ")
+    return printable(str(value))
+
+
+def printable(text: str) -> str:
+    """Free text (a participant's name) safe for a terminal: one line, and no control or
+    format character reaches it raw (an ANSI escape could rewrite the screen); each is shown
+    as its \\x / \\u escape."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def clock(ms: int | None) -> str:

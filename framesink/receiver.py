@@ -9,16 +9,40 @@ what it exists to avoid). Per connection it does what the three Lambda handlers 
 - each message: ``service.ingestor.handle`` in a thread pool (boto3 blocks) ($default);
 - close: ``service.connections.closed`` with the close code ($disconnect).
 
-Backpressure: at most ``max_in_flight`` messages are in the store at once (all connections
-together). A connection whose message waits for a store slot does not read its next one, so
-websockets' small receive queue fills, it stops reading the socket and TCP pushes back on the
-sender. Memory is bounded by (max_in_flight + connections) messages plus each connection's
-``max_queue`` frames, however slow S3 or DynamoDB gets.
+Stores: the S3 object per frame, index items batched (index_batch.py: up to 25 per
+BatchWriteItem, a frame waits at most 50 ms), participant totals written per participant
+every few seconds from a timer (totals.py). A frame is reported stored once its object and
+its index item are both durable.
 
-Shutdown (SIGTERM, as ECS sends it): health turns 503 and new handshakes get 503; after the
-optional grace period every connection is closed with 1001 (going away) so Recall reconnects
-to another task; every message already read from a socket is stored (or counted failed)
-before the process exits; metrics are flushed; one JSON summary line is printed.
+Backpressure: at most ``max_in_flight`` messages are in the store at once (all connections
+together), and at most ``max_in_flight_per_connection`` of one connection, so one noisy or
+hostile bot cannot take every slot from the others. A connection whose message waits for a
+slot does not read its next one, so websockets' small receive queue fills, it stops reading
+the socket and TCP pushes back on the sender. Memory is bounded by (max_in_flight +
+connections) messages plus each connection's ``max_queue`` frames, however slow S3 or
+DynamoDB gets.
+
+Keepalive: a ping every ``ping_interval`` (20 s) keeps CloudFront (10 min idle) and the ALB
+(120 s idle) from closing a quiet connection. A missing pong closes the connection with 1011
+only while the receiver is keeping up: when this side is behind (the connection's messages
+wait for store slots, so its socket is not being read), the pong is queued behind unread
+frames and the deadline moves, so backpressure never looks like a dead peer.
+
+Shutdown (SIGTERM, as ECS sends it): health turns 503, new handshakes get 503, and every
+connection gets a close frame (1001, going away) at once, so Recall reconnects to another
+task. Until the peer answers the close (at most ``close_timeout``), what it had already sent
+is still read, without waiting for store slots (it is bounded by what was in flight), so a
+close handshake never stalls behind the store. Every message read is then stored (or counted
+failed), queued index items are written, participant totals flushed, metrics flushed, and one
+JSON summary line printed, all within ``shutdown_grace`` seconds (90; ECS's stopTimeout is set
+to 120 in infra/container_ingress.py). ``unfinished`` in the summary counts messages read and
+not finished when the grace ran out: 0 unless AWS is down for that long.
+
+Deregistration: behind an ALB, ECS deregisters a task (the target group stops health-checking
+it) and waits the deregistration delay before SIGTERM; the ALB then cuts open connections.
+With ``deregistration_watch`` set, a receiver that has been health-checked and then hears no
+health check for that many seconds closes its connections with 1001 itself, so Recall moves to
+a healthy task before the ALB's cut.
 
 Run it with ``framesink receive`` or ``python -m framesink.receiver`` (the container's CMD,
 which imports nothing but this module, the core, websockets, boto3 and Powertools).
@@ -55,17 +79,24 @@ HEALTH_PATH = "/healthz"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_MAX_IN_FLIGHT = 32
+# One Recall connection carries every participant of a meeting (up to 16 streams at 2 fps):
+# 8 in flight is 32 frames/s at 250 ms per store, and leaves 3/4 of the slots to others.
+DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION = 8
 DEFAULT_MAX_QUEUE = 4  # frames websockets buffers per connection before it stops reading
 DEFAULT_METRICS_INTERVAL = 60.0
+DEFAULT_TOTALS_TICK = 1.0  # how often the timer looks for participant totals that are due
+DEFAULT_SHUTDOWN_GRACE = 90.0  # fits ECS stopTimeout (120 s) with room for the close handshakes
 # The JSON around the base64 buffer (ids, names, timestamps, metadata echoed from Create Bot).
 ENVELOPE_SLACK_BYTES = 64 * 1024
-NORMAL_CLOSURE, GOING_AWAY, ABNORMAL = 1000, 1001, 1006
+NORMAL_CLOSURE, GOING_AWAY, INTERNAL_ERROR, ABNORMAL = 1000, 1001, 1011, 1006
 
 # Environment the container sets (Dockerfile ENV / the task definition); flags override.
 HOST_ENV, PORT_ENV, HEALTH_PORT_ENV = "FRAMESINK_RECEIVER_HOST", "FRAMESINK_RECEIVER_PORT", "FRAMESINK_HEALTH_PORT"
 MAX_IN_FLIGHT_ENV = "FRAMESINK_MAX_IN_FLIGHT"
 DRAIN_GRACE_ENV = "FRAMESINK_DRAIN_GRACE_SECONDS"
 METRICS_INTERVAL_ENV = "FRAMESINK_METRICS_INTERVAL_SECONDS"
+SHUTDOWN_GRACE_ENV = "FRAMESINK_SHUTDOWN_GRACE_SECONDS"
+DEREGISTRATION_WATCH_ENV = "FRAMESINK_DEREGISTRATION_WATCH_SECONDS"
 
 log = logging.getLogger("framesink.receiver")
 
@@ -85,11 +116,16 @@ class ReceiverConfig:
     port: int = DEFAULT_PORT  # 0 = any free port
     health_port: int | None = None  # None: /healthz on the websocket port only
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT  # messages in the store at once (all connections)
+    max_in_flight_per_connection: int = DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION
     max_queue: int = DEFAULT_MAX_QUEUE
     metrics_interval: float = DEFAULT_METRICS_INTERVAL
+    totals_tick: float = DEFAULT_TOTALS_TICK
     drain_grace: float = 0.0  # seconds between SIGTERM and closing connections (health says 503)
-    ping_interval: float | None = 20.0  # keeps idle connections alive through the ALB idle timeout
+    ping_interval: float | None = 20.0  # keeps idle connections alive through CloudFront and the ALB
+    ping_timeout: float = 20.0  # a pong this late closes with 1011, unless this side is behind
     close_timeout: float = 10.0
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+    deregistration_watch: float | None = None  # seconds without a health check => close with 1001
 
 
 @dataclass
@@ -102,6 +138,7 @@ class Stats:
     received_bytes: int = 0
     outcomes: Counter = field(default_factory=Counter)  # stored/duplicate/rejected/ignored/failed
     closes: Counter = field(default_factory=Counter)  # close code -> connections
+    unfinished: int = 0  # messages read and not stored or rejected when the shutdown grace ran out
     open: int = 0
     in_flight: int = 0  # messages in the store pool now
     held: int = 0  # messages read from a socket and not finished (waiting for a slot or in store)
@@ -118,6 +155,7 @@ class Stats:
             "received_bytes": self.received_bytes,
             "outcomes": dict(self.outcomes),
             "closes": _keyed(self.closes),
+            "unfinished": self.unfinished,
             "peak": {"in_flight": self.peak_in_flight, "held": self.peak_held,
                      "held_bytes": self.peak_held_bytes, "open": self.peak_open},
         }
@@ -134,6 +172,16 @@ class _Accepted:
     source_ip: str | None
 
 
+@dataclass
+class _Conn:
+    """One open connection's state, for the keepalive and the shutdown."""
+
+    ws: ServerConnection
+    connection_id: str
+    waiting_for_slot: bool = False
+    in_flight: int = 0
+
+
 class Receiver:
     """The websocket server. ``start()``, then ``drain()`` / ``stop()``; ``stats`` counts."""
 
@@ -143,16 +191,21 @@ class Receiver:
         self.stats = Stats()
         self.max_message_bytes = max_message_bytes(service.settings.max_frame_bytes)
         self.draining = False
-        # Frames go to their own pool, sized to the in-flight limit; handshakes and
-        # connection records to a small one, so a saturated store never blocks a handshake.
+        self.stopping = False
+        # Frames go to their own pool, sized to the in-flight limit plus what a shutdown reads
+        # past it; handshakes, connection records and totals to a small one, so a saturated
+        # store never blocks a handshake.
         self._store_pool = ThreadPoolExecutor(self.config.max_in_flight, thread_name_prefix="store")
         self._control_pool = ThreadPoolExecutor(4, thread_name_prefix="control")
         self._slots: asyncio.Semaphore | None = None
         self._accepted: weakref.WeakKeyDictionary[ServerConnection, _Accepted] = weakref.WeakKeyDictionary()
+        self._conns: dict[ServerConnection, _Conn] = {}
         self._server: Server | None = None
         self._health_server: Server | None = None
-        self._metrics_task: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
         self._stopped = False
+        self._last_health_check: float | None = None
+        self._deregistered = False
         self.port = self.config.port
         self.health_port = self.config.health_port
 
@@ -173,7 +226,7 @@ class Receiver:
             process_response=self._process_response,
             max_size=self.max_message_bytes,
             max_queue=self.config.max_queue,
-            ping_interval=self.config.ping_interval,
+            ping_interval=None,  # our own keepalive (_keepalive): it knows when we are behind
             close_timeout=self.config.close_timeout,
             logger=ws_logger,
         )
@@ -186,7 +239,10 @@ class Receiver:
                 process_request=lambda ws, request: self._health(ws, request.path), logger=ws_logger,
             )
             self.health_port = self._health_server.sockets[0].getsockname()[1]
-        self._metrics_task = asyncio.create_task(self._flush_metrics_periodically())
+        self._tasks = [asyncio.create_task(self._flush_metrics_periodically()),
+                       asyncio.create_task(self._flush_totals_periodically())]
+        if self.config.deregistration_watch:
+            self._tasks.append(asyncio.create_task(self._watch_deregistration()))
         logger.info("receiver listening", extra={"port": self.port, "health_port": self.health_port,
                                                   "max_message_bytes": self.max_message_bytes,
                                                   "max_in_flight": self.config.max_in_flight})
@@ -198,23 +254,35 @@ class Receiver:
             logger.info("receiver draining", extra={"open_connections": self.stats.open})
 
     async def stop(self) -> dict:
-        """Drain, close every connection with 1001, finish every message already read, flush
-        metrics. Returns the stats (also what the SIGTERM path prints)."""
+        """Drain, close every connection with 1001, store every message already read, write
+        queued index items and participant totals, flush metrics, all within
+        ``shutdown_grace``. Returns the stats (also what the SIGTERM path prints)."""
         self.drain()
         if self._stopped:
             return self.stats.as_dict()
         self._stopped = True
+        self.stopping = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.shutdown_grace
         for server in (self._server, self._health_server):
             if server is not None:
                 server.close(close_connections=True, code=GOING_AWAY, reason="server shutting down")
         for server in (self._server, self._health_server):
             if server is not None:
-                await server.wait_closed()  # returns once every connection handler has returned
-        if self._metrics_task is not None:
-            self._metrics_task.cancel()
-        loop = asyncio.get_running_loop()
+                try:
+                    # Returns once every connection handler has returned (its stores done).
+                    await asyncio.wait_for(server.wait_closed(), max(0.0, deadline - loop.time()))
+                except TimeoutError:
+                    self.stats.unfinished = self.stats.held
+                    logger.error("shutdown grace ran out", extra={"reason": "shutdown_timeout",
+                                                                   "unfinished": self.stats.held})
+        for task in self._tasks:
+            task.cancel()
+        # Queued index writes, then participant totals: what a frame reported stored needs.
+        await loop.run_in_executor(None, self.service.store.close)
         for pool in (self._store_pool, self._control_pool):
-            await loop.run_in_executor(None, pool.shutdown, True)
+            await loop.run_in_executor(None, lambda: pool.shutdown(wait=not self.stats.unfinished,
+                                                                   cancel_futures=bool(self.stats.unfinished)))
         flush_metrics()
         summary = self.stats.as_dict()
         logger.info("receiver stopped", extra={"stats": summary})
@@ -225,6 +293,7 @@ class Receiver:
     def _health(self, ws: ServerConnection, path: str) -> Response:
         if urlsplit(path).path != HEALTH_PATH:
             return ws.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+        self._last_health_check = asyncio.get_running_loop().time()
         if self.draining:
             return ws.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "draining\n")
         return ws.respond(http.HTTPStatus.OK, "ok\n")
@@ -289,6 +358,7 @@ class Receiver:
     async def _serve_connection(self, ws: ServerConnection) -> None:
         accepted = self._accepted.pop(ws)
         cid, bot_id = accepted.connection_id, accepted.principal.bot_id
+        conn = self._conns[ws] = _Conn(ws, cid)
         stats = self.stats
         stats.accepted += 1
         stats.open += 1
@@ -299,6 +369,8 @@ class Receiver:
                                                   "signed": accepted.principal.signed})
         loop = asyncio.get_running_loop()
         pending: set[asyncio.Future] = set()
+        mine = asyncio.Semaphore(self.config.max_in_flight_per_connection)
+        keepalive = asyncio.create_task(self._keepalive(conn)) if self.config.ping_interval else None
         messages = 0
         try:
             while True:
@@ -315,17 +387,34 @@ class Receiver:
                 stats.held_bytes += size
                 stats.peak_held = max(stats.peak_held, stats.held)
                 stats.peak_held_bytes = max(stats.peak_held_bytes, stats.held_bytes)
-                # Backpressure: no next recv() until the store has room for this message.
-                await self._slots.acquire()
+                slotted = not self.stopping
+                if slotted:
+                    # Backpressure: no next recv() until the store has room for this message.
+                    conn.waiting_for_slot = True
+                    await mine.acquire()
+                    await self._slots.acquire()
+                    conn.waiting_for_slot = False
+                    if self.stopping:  # stop() began while we waited: the slot is spare now
+                        self._slots.release()
+                        mine.release()
+                        slotted = False
+                # While stopping, what the peer had in flight is read without slots, so the
+                # close handshake completes; the pool queues it (bounded by what was in flight).
                 stats.in_flight += 1
+                conn.in_flight += 1
                 stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
                 future = loop.run_in_executor(self._store_pool, self._ingest, message, cid, bot_id)
                 pending.add(future)
-                future.add_done_callback(lambda f, size=size: self._done(f, size, pending))
+                future.add_done_callback(
+                    lambda f, size=size, slotted=slotted: self._done(f, size, pending, conn, mine if slotted else None))
                 del message  # the store thread holds the only reference now
         finally:
+            conn.waiting_for_slot = False
+            if keepalive is not None:
+                keepalive.cancel()
             if pending:
                 await asyncio.wait(pending)
+            del self._conns[ws]
             code, reason = _close_of(ws)
             stats.closes[code] += 1
             stats.open -= 1
@@ -337,6 +426,7 @@ class Receiver:
             except Exception:
                 logger.exception("connection close not recorded", extra={"connection_id": cid})
             count("ConnectionClosed")
+            count_with_dimension("ConnectionClosed", "code", str(code))  # 1009 and 1011 alarm
             logger.info("connection closed", extra={"connection_id": cid, "close_code": code,
                                                     "close_reason": reason, "messages": messages})
 
@@ -354,15 +444,47 @@ class Receiver:
         finally:
             logger.thread_safe_clear_keys()
 
-    def _done(self, future: asyncio.Future, size: int, pending: set) -> None:
+    def _done(self, future: asyncio.Future, size: int, pending: set, conn: _Conn,
+              mine: asyncio.Semaphore | None) -> None:
         pending.discard(future)
         stats = self.stats
         failed = future.cancelled() or future.exception() is not None
         stats.outcomes[FAILED if failed else future.result()] += 1
         stats.in_flight -= 1
+        conn.in_flight -= 1
         stats.held -= 1
         stats.held_bytes -= size
-        self._slots.release()
+        if mine is not None:
+            mine.release()
+            self._slots.release()
+
+    def _behind(self, conn: _Conn) -> bool:
+        """True when this side, not the peer, is why a pong may be late: the connection's
+        next message waits for a store slot, so its socket is not being read."""
+        return conn.waiting_for_slot or self._slots.locked()
+
+    async def _keepalive(self, conn: _Conn) -> None:
+        loop = asyncio.get_running_loop()
+        ws = conn.ws
+        try:
+            while True:
+                await asyncio.sleep(self.config.ping_interval)
+                try:
+                    pong = await ws.ping()
+                except ConnectionClosed:
+                    return
+                deadline = loop.time() + self.config.ping_timeout
+                while not pong.done():
+                    await asyncio.wait([pong], timeout=min(1.0, self.config.ping_timeout))
+                    if self._behind(conn):
+                        deadline = loop.time() + self.config.ping_timeout
+                    elif loop.time() >= deadline and not pong.done():
+                        logger.warning("keepalive ping timeout", extra={
+                            "reason": "ping_timeout", "connection_id": conn.connection_id})
+                        await ws.close(INTERNAL_ERROR, "keepalive ping timeout")
+                        return
+        except asyncio.CancelledError:
+            pass
 
     async def _flush_metrics_periodically(self) -> None:
         # EMF lines are written when a Lambda invocation ends; a container has no such end.
@@ -370,6 +492,37 @@ class Receiver:
             await asyncio.sleep(self.config.metrics_interval)
             count("OpenConnections", self.stats.open)
             flush_metrics()
+
+    async def _flush_totals_periodically(self) -> None:
+        """Participant totals that are due, also when no frame arrives to flush them."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.config.totals_tick)
+            try:
+                await loop.run_in_executor(self._control_pool, self.service.store.totals.flush_due)
+            except Exception:  # logged by totals.py per participant; never stop the timer
+                logger.exception("participant totals flush failed", extra={"reason": "totals_flush_failed"})
+
+    async def _watch_deregistration(self) -> None:
+        """Close connections with 1001 when the load balancer stops health-checking us."""
+        loop = asyncio.get_running_loop()
+        watch = self.config.deregistration_watch
+        while True:
+            await asyncio.sleep(min(1.0, watch / 4))
+            seen = self._last_health_check
+            if seen is None or self.stopping:
+                continue
+            if loop.time() - seen < watch:
+                self._deregistered = False
+                continue
+            if not self._deregistered and self._conns:
+                self._deregistered = True
+                logger.warning("health checks stopped: closing connections so the bots reconnect elsewhere",
+                               extra={"reason": "deregistered", "open_connections": len(self._conns),
+                                      "seconds_since_health_check": round(loop.time() - seen, 1)})
+                count("DeregistrationCloses", len(self._conns))
+                for conn in list(self._conns.values()):
+                    asyncio.create_task(conn.ws.close(GOING_AWAY, "target deregistered"))
 
 
 async def _never_called(ws: ServerConnection) -> None:  # the health listener never upgrades
@@ -417,6 +570,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-interval", type=float,
                         default=float(env.get(METRICS_INTERVAL_ENV, DEFAULT_METRICS_INTERVAL)), metavar="SECONDS",
                         help="how often batched EMF metrics are written")
+    parser.add_argument("--shutdown-grace", type=float,
+                        default=float(env.get(SHUTDOWN_GRACE_ENV, DEFAULT_SHUTDOWN_GRACE)), metavar="SECONDS",
+                        help="after SIGTERM, the most time to store what was read before exiting")
+    parser.add_argument("--deregistration-watch", type=float, metavar="SECONDS",
+                        default=float(env[DEREGISTRATION_WATCH_ENV]) if env.get(DEREGISTRATION_WATCH_ENV) else None,
+                        help="behind a load balancer: close connections (1001) after this long without a health check")
 
 
 def config_from_args(args: argparse.Namespace) -> ReceiverConfig:
@@ -424,7 +583,8 @@ def config_from_args(args: argparse.Namespace) -> ReceiverConfig:
         raise ValueError("--max-in-flight must be at least 1")
     return ReceiverConfig(host=args.host, port=args.port, health_port=args.health_port,
                           max_in_flight=args.max_in_flight, drain_grace=args.drain_grace,
-                          metrics_interval=args.metrics_interval)
+                          metrics_interval=args.metrics_interval, shutdown_grace=args.shutdown_grace,
+                          deregistration_watch=args.deregistration_watch)
 
 
 async def serve_until_signalled(service: Service, config: ReceiverConfig) -> dict:
@@ -454,7 +614,7 @@ def run(args: argparse.Namespace) -> int:
         print("framesink receive: FRAMESINK_BUCKET and FRAMESINK_TABLE must be set "
               "(the task definition sets them; locally, use `framesink local --ingress direct`)", file=sys.stderr)
         return 2
-    asyncio.run(serve_until_signalled(Service(settings), config))
+    asyncio.run(serve_until_signalled(Service(settings, batch_index_writes=True), config))
     return 0
 
 

@@ -20,6 +20,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.protocol import State
 
+from framesink_core.auth import sign_headers
+
 from .synthetic import SCREENSHARE_SIZE, WEBCAM_SIZE, frame_message, make_png
 
 RECALL_RECONNECT_DELAY = 3.0
@@ -45,7 +47,10 @@ class SimConfig:
     reconnect_delay: float = RECALL_RECONNECT_DELAY
     max_retries: int = RECALL_MAX_RETRIES
     pool_size: int = 4  # distinct PNGs per stream, cycled: generating one per frame is too slow
-    headers: dict | None = None  # extra handshake headers (e.g. Recall's signed headers)
+    headers: dict | None = None  # extra handshake headers
+    # Recall's workspace verification secret (whsec_...): every connect attempt is signed
+    # afresh, with a new webhook-id, as Recall signs its requests.
+    verification_secret: str | None = None
 
 
 @dataclass
@@ -156,7 +161,10 @@ class Bot:
         failures = 0  # connect attempts that failed in the current incident
         while not self._stopping.is_set():
             try:
-                ws = await connect(cfg.url, additional_headers=cfg.headers, compression=None,
+                headers = dict(cfg.headers or {})
+                if cfg.verification_secret:
+                    headers.update(sign_headers(cfg.verification_secret, f"msg_{uuid.uuid4().hex}", int(time.time())))
+                ws = await connect(cfg.url, additional_headers=headers or None, compression=None,
                                    max_size=None, open_timeout=10, close_timeout=5)
             except (InvalidHandshake, OSError, TimeoutError) as exc:
                 r.failed_connects += 1

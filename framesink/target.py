@@ -10,7 +10,8 @@ and table. Otherwise, for each value the first of:
    or ``framesink-live``), read with one DescribeStacks call, only when still needed.
 
 AWS credentials, profile, region and ``AWS_ENDPOINT_URL`` come from the usual boto3
-configuration (environment, ~/.aws), never from framesink.
+configuration (environment, ~/.aws), never from framesink; ``--profile`` picks a profile and
+``AWS_REGION`` alone names the region (boto3 itself reads only ``AWS_DEFAULT_REGION``).
 
 Usage in a command module::
 
@@ -64,7 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser, *, storage: bool = True) -> N
     group.add_argument("--stack-name", "--stack", dest="stack_name", default=None, metavar="NAME",
                        help=f"deployed stack whose outputs name the resources (default ${STACK_ENV} "
                        f"or {DEFAULT_STACK})")
-    group.add_argument("--region", help="AWS region of the deployed stack (default: your AWS configuration)")
+    group.add_argument("--region", help="AWS region of the deployed stack (default: $AWS_REGION, else your AWS "
+                       "configuration)")
+    # Also accepted before the command (framesink --profile P ...); SUPPRESS keeps that value.
+    group.add_argument("--profile", default=argparse.SUPPRESS, help="AWS profile (default: AWS_PROFILE)")
     if storage:
         group.add_argument("--bucket", help="frames bucket (default $FRAMESINK_BUCKET, else the stack output)")
         group.add_argument("--table", help="index table (default $FRAMESINK_TABLE, else the stack output)")
@@ -151,9 +155,9 @@ def read_state(path: Path) -> dict:
         raise CliError(f"{path} is not a framesink local state file: {exc}") from None
     if not isinstance(state, dict):
         raise CliError(f"{path} is not a framesink local state file")
-    missing = [k for k in STATE_KEYS if not state.get(k)]
+    missing = [k for k in STATE_KEYS if not isinstance(state.get(k), str) or not state.get(k)]
     if missing:
-        raise CliError(f"{path} lacks {', '.join(missing)}")
+        raise CliError(f"{path} lacks {', '.join(missing)} (or they are not text): start `framesink local` again")
     return state
 
 
@@ -177,9 +181,11 @@ def resolve(args: argparse.Namespace, *, need: tuple[str, ...] = ("bucket", "tab
         state = read_state(args.state_file)
         return Target(local=True, region=state["region"], endpoint_url=state["endpoint_url"],
                       bucket=state["bucket"], table=state["table"], state=state)
+    if getattr(args, "profile", None):
+        os.environ["AWS_PROFILE"] = args.profile
     target = Target(
         local=False,
-        region=getattr(args, "region", None),
+        region=getattr(args, "region", None) or os.environ.get("AWS_REGION") or None,
         bucket=getattr(args, "bucket", None) or os.environ.get("FRAMESINK_BUCKET") or None,
         table=getattr(args, "table", None) or os.environ.get("FRAMESINK_TABLE") or None,
         stack_name=getattr(args, "stack_name", None) or default_stack(),

@@ -125,6 +125,45 @@ def ws_event(route: str, connection_id: str = "conn-1", *, body=None, query=None
     return event
 
 
+def api_event(path: str, query: dict | None = None, *, method: str = "GET", body: str | None = None,
+              headers: dict | None = None, iam: bool = True) -> dict:
+    """An API Gateway HTTP API (payload 2.0) event, IAM-authorized unless ``iam`` is False
+    (Recall's webhook route has no IAM: Recall cannot sign SigV4)."""
+    from urllib.parse import urlencode
+
+    now = int(time.time() * 1000)
+    context = {
+        "accountId": "123456789012",
+        "apiId": "abc",
+        "domainName": "abc.execute-api.us-east-1.amazonaws.com",
+        "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.9",
+                 "userAgent": "pytest"},
+        "requestId": uuid.uuid4().hex,
+        "routeKey": "$default",
+        "stage": "$default",
+        "time": "23/Nov/2026:19:00:00 +0000",
+        "timeEpoch": now,
+    }
+    if iam:
+        context["authorizer"] = {"iam": {"accessKey": "AKIA...", "accountId": "123456789012",
+                                         "userArn": "arn:aws:iam::123456789012:user/analyst"}}
+    event = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": urlencode(query or {}),
+        "headers": {"host": "abc.execute-api.us-east-1.amazonaws.com", "accept": "application/json",
+                    **(headers or {})},
+        "requestContext": context,
+        "isBase64Encoded": False,
+    }
+    if query:
+        event["queryStringParameters"] = query
+    if body is not None:
+        event["body"] = body
+    return event
+
+
 @pytest.fixture
 def caplog_json(capsys):
     """Structured log lines (Powertools JSON) and EMF metric lines emitted during a test.

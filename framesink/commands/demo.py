@@ -141,7 +141,7 @@ def read_back(s3, dynamodb, bucket: str, table: str, recording_id: str) -> list[
         index_items = sum(1 for _ in _query(
             dynamodb, TableName=table, IndexName=schema.GSI_PARTICIPANT, KeyConditionExpression="gsi1pk = :pk",
             ExpressionAttributeValues=to_item({":pk": schema.participant_gsi_pk(recording_id, pid)}),
-            ProjectionExpression="s3_key"))
+            ProjectionExpression="sk"))
         rows.append({
             "participant_id": pid,
             "name": participants.get(pid, {}).get("participant_name") or "",

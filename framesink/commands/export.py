@@ -63,7 +63,20 @@ def download(s3, bucket: str, frame: dict, path: Path) -> int:
     return len(body)
 
 
+def writable_dir(path: Path) -> None:
+    """Make ``path`` (and its parents) or say in one line why it cannot be written."""
+    if path.exists() and not path.is_dir():
+        raise CliError(f"--out {path} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"--out {path}: cannot create it ({exc.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise CliError(f"--out {path}: not writable")
+
+
 def run(args: argparse.Namespace) -> int:
+    writable_dir(args.out)
     t = target.resolve(args)
     started = time.monotonic()
     index = t.index()
@@ -102,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
             folder / "contact_sheet.png",
             title=f"{name} - recording {args.recording}",
         )
+        for path, why in sheet.skipped:
+            print(f"framesink: warning: {path} cannot be decoded, left out of the contact sheet ({why})",
+                  file=sys.stderr)
         print(f"contact sheet: {sheet.path} ({sheet.size[0]}x{sheet.size[1]}, "
               f"{sheet.thumbnails} of {sheet.of_frames} frames)")
     return 1 if failures else 0

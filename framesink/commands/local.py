@@ -24,7 +24,7 @@ def register(subparsers) -> None:
         "message limits, idle timeout, maximum age) and calls the real Lambda handlers. Writes the "
         "state file once ready; runs until Ctrl+C / SIGTERM.",
     )
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="websocket port (0 = any free port)")
+    p.add_argument("--port", type=port_number, default=DEFAULT_PORT, help="websocket port (0 = any free port)")
     p.add_argument("--token", help="connection token bots must send as ?token= (default: a random one)")
     p.add_argument("--ingress", choices=["apigw", "direct"], default="apigw",
                    help="apigw: API Gateway emulation (default); direct: the container receiver")
@@ -36,6 +36,17 @@ def register(subparsers) -> None:
                    help="close a connection this long after it opened (API Gateway: 7200)")
     p.add_argument("--verbose", "-v", action="store_true", help="show the handlers' INFO logs too")
     p.set_defaults(func=run)
+
+
+def port_number(text: str) -> int:
+    """A TCP port for argparse: 0-65535 (0 = any free port)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0-65535)")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,7 +7,10 @@ import asyncio
 import json
 from pathlib import Path
 
+from urllib.parse import urlsplit
+
 from .. import target
+from ..cli import CliError
 from ..simulator import RECALL_MAX_RETRIES, RECALL_RECONNECT_DELAY, SimConfig, SimReport, simulate
 
 
@@ -42,6 +45,8 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     url = args.url or target.read_state(args.state_file)["ws_url"]
+    if urlsplit(url).scheme not in ("ws", "wss") or not urlsplit(url).hostname:
+        raise CliError(f"--url must be a ws:// or wss:// URL, got {url[:80]!r}")
     config = SimConfig(
         url=url, participants=args.participants, seconds=args.seconds, fps=args.fps,
         screenshare=args.screenshare, recording_id=args.recording_id, small=args.small, seed=args.seed,

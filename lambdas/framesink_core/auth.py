@@ -136,11 +136,46 @@ class TokenStore:
         return count
 
 
+class OnceStore:
+    """Ids seen once: a conditional PutItem, so a second claim of the same id (a replayed
+    signed handshake, a redelivered webhook) is refused across every process. The marker
+    expires (TTL) once a replay could no longer pass the signature's time window anyway."""
+
+    def __init__(self, table: str, dynamodb):
+        self.table = table
+        self.dynamodb = dynamodb
+
+    def claim(self, scope: str, message_id: str, ttl_seconds: int, now: float | None = None) -> bool:
+        """True the first time ``message_id`` is claimed in ``scope``; False afterwards."""
+        now = time.time() if now is None else now
+        try:
+            self.dynamodb.put_item(
+                TableName=self.table,
+                Item=to_item({"pk": schema.once_pk(scope, message_id), "sk": schema.META_SK, "kind": "once",
+                              "claimed_at": int(now), schema.TTL_ATTRIBUTE: int(now + ttl_seconds)}),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+            return True
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+
+    def release(self, scope: str, message_id: str) -> None:
+        """Forget a claim whose work failed, so the sender's retry is processed."""
+        self.dynamodb.delete_item(TableName=self.table,
+                                  Key=to_item({"pk": schema.once_pk(scope, message_id), "sk": schema.META_SK}))
+
+
 # --- Recall's signed headers (Standard Webhooks; recall/VERIFY.md) -------------------------
-# Hand-written (15 lines): the `standardwebhooks` package would pull httpx, attrs and
-# dateutil into every Lambda asset for one HMAC.
+# Hand-written (30 lines): the `standardwebhooks` package would pull httpx, attrs and
+# dateutil into every Lambda asset for one HMAC. Every header is bounded before use.
 
 SIGNATURE_PREFIXES = ("webhook-", "svix-")
+MAX_MESSAGE_ID = 256
+MAX_SIGNATURES_HEADER = 2048
+MAX_SIGNATURES = 16
+TIMESTAMP_DIGITS = 12  # Unix seconds for the next 30,000 years; anything longer is forged
 
 
 def sign_headers(secret: str, msg_id: str, timestamp: int, payload: bytes = b"") -> dict[str, str]:
@@ -162,8 +197,9 @@ def verify_signed_headers(
     tolerance_seconds: int,
     now: float | None = None,
     payload: bytes = b"",
-) -> None:
-    """Raise AuthError unless the headers carry a valid, fresh v1 signature."""
+) -> str:
+    """Raise AuthError unless the headers carry a valid, fresh v1 signature. Returns the
+    message id (``webhook-id``), which the caller claims once (OnceStore) against replays."""
     lower = {k.lower(): v for k, v in headers.items()}
     for prefix in SIGNATURE_PREFIXES:
         msg_id = lower.get(prefix + "id")
@@ -173,18 +209,22 @@ def verify_signed_headers(
             break
     else:
         raise AuthError(401, "missing_signature", "webhook-id/-timestamp/-signature headers are missing")
+    if len(msg_id) > MAX_MESSAGE_ID or not msg_id.isascii() or not msg_id.isprintable():
+        raise AuthError(403, "bad_signature", "webhook-id is not a short printable ASCII id")
+    # Checked as text before int(): a float minus a 400-digit int overflows.
+    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= TIMESTAMP_DIGITS):
+        raise AuthError(403, "bad_signature", f"webhook-timestamp is not Unix seconds ({len(stamp)} characters)")
+    if len(signatures) > MAX_SIGNATURES_HEADER:
+        raise AuthError(403, "bad_signature", "webhook-signature is too long")
     now = time.time() if now is None else now
-    try:
-        sent = int(stamp)
-    except ValueError:
-        raise AuthError(403, "bad_signature", "webhook-timestamp is not an integer") from None
+    sent = int(stamp)
     if abs(now - sent) > tolerance_seconds:
         raise AuthError(403, "stale_signature", f"webhook-timestamp is {int(now - sent)} s from now")
     expected = _signature(secret, msg_id, stamp, payload).encode()
-    for entry in signatures.split():
+    for entry in signatures.split()[:MAX_SIGNATURES]:
         version, _, sig = entry.partition(",")
         if version == "v1" and hmac.compare_digest(sig.encode(), expected):
-            return
+            return msg_id
     raise AuthError(403, "bad_signature", "no v1 signature matches")
 
 
@@ -198,6 +238,7 @@ class Authenticator:
         tokens: TokenStore | None,
         verification_secret: Callable[[], str | None] = lambda: None,
         tolerance_seconds: int = 300,
+        once: OnceStore | None = None,
     ):
         # Secrets are fetched through callables so callers decide caching (Powertools
         # parameters in Lambda) and a rotated secret is picked up without a restart.
@@ -205,6 +246,10 @@ class Authenticator:
         self._tokens = tokens
         self._verification_secret = verification_secret
         self._tolerance = tolerance_seconds
+        # With signed handshakes: each webhook-id opens one connection. A replay within the
+        # time window (a captured handshake sent again) is refused; Recall signs every
+        # attempt afresh, so its reconnects pass.
+        self._once = once
 
     def authenticate(
         self, query: Mapping[str, str] | None, headers: Mapping[str, str] | None, now: float | None = None
@@ -224,6 +269,10 @@ class Authenticator:
             raise AuthError(403, "wrong_token", "the token is not valid (unknown, expired or revoked)")
         secret = self._verification_secret()
         if secret:
-            verify_signed_headers(secret, headers or {}, tolerance_seconds=self._tolerance, now=now)
+            msg_id = verify_signed_headers(secret, headers or {}, tolerance_seconds=self._tolerance, now=now)
+            # The marker outlives the window on both sides of now, so a replay is refused
+            # for as long as its timestamp could pass the check.
+            if self._once is not None and not self._once.claim("handshake", msg_id, 2 * self._tolerance + 60, now):
+                raise AuthError(403, "replayed_signature", "this signed handshake (webhook-id) was already used")
             principal = Principal(principal.method, principal.bot_id, signed=True)
         return principal

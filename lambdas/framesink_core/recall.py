@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import orjson
 import urllib3
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -163,8 +164,14 @@ def _meeting_url(value: object) -> str:
         raise InvalidBotRequest("meeting_url", "must be a string")
     if len(value) > MAX_URL:
         raise InvalidBotRequest("meeting_url", f"is longer than {MAX_URL} characters")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if not value.isascii() or not value.isprintable() or value != value.strip():
+        raise InvalidBotRequest("meeting_url", "must be printable ASCII without spaces (percent-encode the rest)")
+    try:
+        parts = urlsplit(value)
+        host, _port = parts.hostname, parts.port  # both raise ValueError on a malformed authority
+    except ValueError as exc:
+        raise InvalidBotRequest("meeting_url", f"is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not host:
         raise InvalidBotRequest("meeting_url", "must be an http:// or https:// URL with a host")
     return value
 
@@ -179,10 +186,15 @@ def _bot_name(value: object) -> str | None:
     return value
 
 
+# A bot is scheduled for a meeting, not for the edges of the calendar: outside these years
+# converting to UTC would overflow, and Recall would refuse it anyway.
+JOIN_AT_YEARS = (2000, 2100)
+
+
 def _join_at(value: object) -> datetime | None:
     if value is None:
         return None
-    if not isinstance(value, str):
+    if not isinstance(value, str) or len(value) > 64:
         raise InvalidBotRequest("join_at", "must be an ISO 8601 string")
     try:
         parsed = datetime.fromisoformat(value)
@@ -190,7 +202,9 @@ def _join_at(value: object) -> datetime | None:
         raise InvalidBotRequest("join_at", f"is not ISO 8601: {value[:64]!r}") from None
     if parsed.tzinfo is None:
         raise InvalidBotRequest("join_at", "needs a timezone (e.g. 2026-11-23T19:00:00Z)")
-    return parsed
+    if not JOIN_AT_YEARS[0] <= parsed.year <= JOIN_AT_YEARS[1]:
+        raise InvalidBotRequest("join_at", f"must be between the years {JOIN_AT_YEARS[0]} and {JOIN_AT_YEARS[1]}")
+    return parsed.astimezone(timezone.utc)
 
 
 def _metadata(value: object) -> dict[str, str]:
@@ -201,8 +215,8 @@ def _metadata(value: object) -> dict[str, str]:
     if len(value) > MAX_METADATA_KEYS:
         raise InvalidBotRequest("metadata", f"has more than {MAX_METADATA_KEYS} keys")
     for key, item in value.items():
-        if not key:
-            raise InvalidBotRequest("metadata", "keys must not be empty")
+        if not key or len(key) > 100:
+            raise InvalidBotRequest("metadata", "keys must be 1-100 characters")
         if not isinstance(item, str):
             raise InvalidBotRequest(f"metadata.{key}", "must be a string")
         if len(item) > MAX_METADATA_VALUE:
@@ -216,8 +230,8 @@ def _events(value: object) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, Iterable):
         raise InvalidBotRequest("events", "must be a list of event names")
     events = [FRAME_EVENT]
-    for name in value:
-        if name not in ALLOWED_EVENTS:
+    for name in list(value)[:100]:
+        if not isinstance(name, str) or name not in ALLOWED_EVENTS:
             raise InvalidBotRequest("events", f"{str(name)[:64]!r} is not one of {', '.join(sorted(ALLOWED_EVENTS))}")
         if name not in events:
             events.append(name)
@@ -330,9 +344,12 @@ class RecallClient:
         return self._call("POST", "/api/v1/bot/", body=body, extra_headers={"Idempotency-Key": key})
 
     def get_bot(self, bot_id: str) -> dict:
-        if not ID_PATTERN.fullmatch(bot_id or ""):
+        if not isinstance(bot_id, str) or not ID_PATTERN.fullmatch(bot_id):
             raise InvalidBotRequest("bot_id", "must match [A-Za-z0-9_-]{1,128}")
-        return self._call("GET", f"/api/v1/bot/{bot_id}/")
+        bot = self._call("GET", f"/api/v1/bot/{bot_id}/")
+        if not isinstance(bot, Mapping):
+            raise RecallError(200, "bad_response", f"Retrieve Bot answered a {type(bot).__name__}, not a bot object")
+        return bot
 
     def _call(self, method: str, path: str, *, body: Mapping | None = None,
               extra_headers: Mapping[str, str] | None = None) -> dict:
@@ -365,7 +382,8 @@ class RecallClient:
                 detail = f"{exc.__class__.__name__} calling {method} {path}"
             else:
                 if 200 <= resp.status < 300:
-                    return _json(resp.data) or {}
+                    answer = _json(resp.data)
+                    return answer if answer is not None else {}
                 status, detail = resp.status, _detail(resp.data)
                 reason = RecallError.REASONS.get(status, f"http_{status}")
                 if status not in RETRY_STATUSES:
@@ -384,9 +402,10 @@ class RecallClient:
 
 
 def _json(data: bytes):
+    """Recall's answer, or None: orjson refuses what json would choke on (deep nesting)."""
     try:
-        return json.loads(data or b"null")
-    except ValueError:
+        return orjson.loads(data or b"null")
+    except orjson.JSONDecodeError:
         return None
 
 
@@ -457,6 +476,8 @@ def create_streaming_bot(
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     bot = client.create_bot(body, idempotency_key)  # raises RecallError: nothing registered
+    if not isinstance(bot, Mapping):
+        raise RecallError(201, "bad_response", f"Create Bot answered a {type(bot).__name__}, not a bot object")
     bot_id = bot.get("id")
     if not isinstance(bot_id, str) or not ID_PATTERN.fullmatch(bot_id):
         raise RecallError(201, "bad_response", f"Create Bot returned no usable bot id: {str(bot_id)[:64]!r}")

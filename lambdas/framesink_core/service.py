@@ -73,6 +73,13 @@ class Service:
         return TokenStore(self.settings.table, self.dynamodb)
 
     @cached_property
+    def once(self):
+        """Once-only markers (signed handshakes, webhook deliveries)."""
+        from .auth import OnceStore
+
+        return OnceStore(self.settings.table, self.dynamodb)
+
+    @cached_property
     def connections(self) -> ConnectionRegistry:
         return ConnectionRegistry(self.settings.table, self.dynamodb, self.settings.connection_ttl_seconds)
 
@@ -109,4 +116,5 @@ class Service:
             tokens=self.tokens,
             verification_secret=lambda: self.secret(self.settings.verification_secret_id),
             tolerance_seconds=self.settings.signature_tolerance_seconds,
+            once=self.once,
         )

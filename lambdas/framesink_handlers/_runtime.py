@@ -13,6 +13,9 @@ from framesink_core.service import Service
 # call out through (AWS via botocore, Recall via urllib3 -> http.client), not every library
 # the X-Ray SDK knows (sqlite3, requests, ...): that costs ~8 ms CPU per cold start.
 tracer = Tracer(patch_modules=("botocore", "httplib"))
+# Every handler and method is traced with capture_response=False: responses hold presigned
+# URLs (query), meeting URLs that may carry a passcode (create-bot) and never belong in
+# X-Ray. tests/unit/test_tracing.py reads the emitted segments to hold that.
 
 __all__ = ["logger", "metrics", "service", "tracer"]
 

@@ -8,7 +8,7 @@ from ._runtime import logger, metrics, service, tracer
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict, context):
     ctx = event["requestContext"]  # a plain dict, as in ingest.py (cold start)
     source_ip = ctx["identity"]["sourceIp"]

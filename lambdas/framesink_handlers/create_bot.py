@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from urllib.parse import urlsplit
 
+import orjson
+
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
 from framesink_core.observability import count, count_with_dimension
@@ -97,8 +99,8 @@ def _response(status: int, body: dict) -> Response:
 def post_bots():
     raw = app.current_event.decoded_body or ""
     try:
-        body = json.loads(raw)
-    except ValueError:
+        body = orjson.loads(raw)  # refuses nesting past 1024 levels (json.loads would recurse)
+    except orjson.JSONDecodeError:
         return _response(*answer(_raise, InvalidBotRequest("body", "is not valid JSON")))
     return _response(*answer(create, body))
 
@@ -114,7 +116,7 @@ def _raise(exc: Exception):
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict, context):
     if isinstance(event, dict) and "routeKey" in event and "requestContext" in event:
         iam = (event["requestContext"].get("authorizer") or {}).get("iam") or {}

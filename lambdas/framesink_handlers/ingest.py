@@ -7,7 +7,7 @@ from ._runtime import logger, metrics, service, tracer
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict, context):
     # The event is read as the plain dict it is: Powertools' event classes would cost every
     # cold start their package's import (all ~40 event types), ~40 ms CPU, for three fields.

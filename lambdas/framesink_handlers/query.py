@@ -37,7 +37,7 @@ def _not_found(recording_id: str):
 
 
 @app.get("/recordings/<recording_id>/participants")
-@tracer.capture_method
+@tracer.capture_method(capture_response=False)
 def participants(recording_id: str):
     recording_id = check_id(recording_id, "recording")
     found = service().index.participants(recording_id)
@@ -48,7 +48,7 @@ def participants(recording_id: str):
 
 
 @app.get("/recordings/<recording_id>/frames")
-@tracer.capture_method
+@tracer.capture_method(capture_response=False)
 def frames(recording_id: str):
     recording_id = check_id(recording_id, "recording")
     params = app.current_event.query_string_parameters or {}
@@ -83,6 +83,6 @@ def frames(recording_id: str):
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
 @metrics.log_metrics
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event, context):
     return app.resolve(event, context)

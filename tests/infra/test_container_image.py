@@ -22,9 +22,9 @@ from websockets.asyncio.client import connect
 
 from framesink.synthetic import frame_message, make_png
 from framesink_core import schema
-from test_receiver_process import GUARD, TOKEN, Moto, ReceiverProcess, _json
+from procs import GUARD, TOKEN, Moto, ReceiverProcess, _json
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "container" / "Dockerfile"
 REQUIREMENTS = ROOT / "container" / "requirements.txt"
 LOCAL_PACKAGES = {"framesink": ROOT, "framesink_core": ROOT / "lambdas"}

@@ -23,7 +23,7 @@ from infra.settings import DEFAULTS, InfraSettings, SettingsError
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HANDLERS = {
     "$connect": "framesink_handlers.connect.handler",
     "$disconnect": "framesink_handlers.disconnect.handler",

@@ -71,10 +71,10 @@ def test_local_create_bot_streams_frames_as_the_bot_and_revoke_refuses_it(
     png = make_png(64, 48, seed=3, detailed=False)
     with ws_connect(url, open_timeout=10) as ws:
         ws.send(frame_message(png, recording_id="rec-cli", participant_id=7, relative=0.5))
-    local_stack.run(local_stack.emulator.wait_idle(), 30)
+    local_stack.run(local_stack.wait_idle(), 30)
     ddb = local_stack.client("dynamodb")
-    item = ddb.get_item(TableName=local_stack.config.table, Key=to_item(
-        {"pk": schema.stream_pk("rec-cli", "7", "webcam"), "sk": schema.relative_ms_text(500)}))["Item"]
+    item = ddb.get_item(TableName=local_stack.config.table,
+                        Key=to_item(schema.frame_item_key("rec-cli", "7", "webcam", 500)))["Item"]
     assert from_item(item)["bot_id"] == answer["bot_id"]
 
     assert main(["revoke-bot", "--local", "--state-file", state_file, "--bot-id", answer["bot_id"]]) == 0

@@ -32,6 +32,7 @@ from botocore.retries.standard import ExponentialBackoff
 from conftest import TOKEN, ws_event
 from framesink.synthetic import frame_message, make_png
 from framesink_core import schema
+from framesink_core.query import FrameIndex
 from framesink_core.reindex import reindex_recording
 from framesink_core.storage import from_item
 from framesink_handlers import _runtime, connect, disconnect, ingest
@@ -110,6 +111,11 @@ def inject(client, operation: str, kind: str, *, code: str | None = None, fail=N
         if kind == "read_timeout":
             _deliver(client, request)
             raise ReadTimeoutError(endpoint_url=request.url)
+        if kind == "unprocessed":  # BatchWriteItem throttled: 200, every item handed back
+            body = json.loads(request.body)
+            request._fault_url, request.url = request.url, NOWHERE
+            return AWSResponse(request.url, 200, {"Content-Type": "application/x-amz-json-1.0"},
+                               _Body(json.dumps({"UnprocessedItems": body["RequestItems"]}).encode()))
         response = error_response(client, request, code)
         if kind == "refused":
             # In-process moto's stubber runs after this hook unless the URL matches no backend.
@@ -155,10 +161,7 @@ def stored(aws, stack, rec: str = REC) -> tuple[dict[str, bytes], dict[str, dict
                                                                    Prefix=schema.recording_prefix(rec)):
         for obj in page.get("Contents", []):
             objects[obj["Key"]] = aws["s3"].get_object(Bucket=stack.bucket, Key=obj["Key"])["Body"].read()
-    pages = aws["dynamodb"].get_paginator("query").paginate(
-        TableName=stack.table, IndexName=schema.GSI_RECORDING, KeyConditionExpression="gsi2pk = :pk",
-        ExpressionAttributeValues={":pk": {"S": schema.recording_gsi_pk(rec)}})
-    items = [from_item(i) for page in pages for i in page.get("Items", [])]
+    items = list(FrameIndex(stack.table, aws["dynamodb"]).iter_frames(rec))
     index = {i["s3_key"]: i for i in items}
     assert len(index) == len(items)  # one index item per frame
     return objects, index
@@ -300,10 +303,7 @@ def remote_stored(local, rec: str) -> tuple[dict[str, int], dict[str, dict]]:
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=local.config.bucket,
                                                              Prefix=schema.recording_prefix(rec)):
         objects.update({o["Key"]: o["Size"] for o in page.get("Contents", [])})
-    pages = ddb.get_paginator("query").paginate(
-        TableName=local.config.table, IndexName=schema.GSI_RECORDING, KeyConditionExpression="gsi2pk = :pk",
-        ExpressionAttributeValues={":pk": {"S": schema.recording_gsi_pk(rec)}})
-    items = [from_item(i) for page in pages for i in page.get("Items", [])]
+    items = list(FrameIndex(local.config.table, ddb).iter_frames(rec))
     index = {i["s3_key"]: i for i in items}
     assert len(index) == len(items)
     return objects, index
@@ -320,14 +320,19 @@ def test_flaky_storage_over_a_real_websocket_loses_nothing(ingress):
     def scenario(local):
         run = local.run
         svc = ingress_service(local)
+        # The receiver writes index items with BatchWriteItem (index_batch.py), a Lambda with
+        # PutItem; participant totals are UpdateItems, written every few seconds.
+        index_op = "BatchWriteItem" if ingress == "direct" else "PutItem"
         faults = [
             inject(svc.s3, "PutObject", "refused", code="SlowDown", fail=lambda n: n % 3 == 1),
             inject(svc.s3, "PutObject", "read_timeout", fail=lambda n: n % 7 == 3),
-            inject(svc.dynamodb, "PutItem", "read_timeout", fail=lambda n: n % 4 == 2),
-            inject(svc.dynamodb, "PutItem", "refused", code="ThrottlingException", fail=lambda n: n % 5 == 4),
+            inject(svc.dynamodb, index_op, "read_timeout", fail=lambda n: n % 4 == 2),
+            inject(svc.dynamodb, index_op, "refused", code="ThrottlingException", fail=lambda n: n % 5 == 4),
             inject(svc.dynamodb, "UpdateItem", "refused", code="ProvisionedThroughputExceededException",
                    fail=lambda n: n % 3 == 0),
         ]
+        if ingress == "direct":
+            faults.append(inject(svc.dynamodb, index_op, "unprocessed", fail=lambda n: n % 6 == 5))
         rec = f"rec-{uuid.uuid4().hex[:8]}"
         report = run(simulate(SimConfig(url=local.state["ws_url"], participants=3, seconds=3, small=True,
                                         recording_id=rec, reconnect_delay=0.2)))

@@ -16,7 +16,7 @@ from framesink.emulator import LocalConfig, background_stack
 from framesink.synthetic import frame_message, make_png
 from framesink_core import schema
 
-from test_query_handler import http_event
+from conftest import api_event as http_event
 
 GUARD = 30  # seconds: a hang guard, never an assertion about speed
 REC = "rec-cli"
@@ -48,7 +48,7 @@ def local(tmp_path_factory):
                     await ws.send(message)
 
         stack.run(send(), GUARD)
-        stack.run(stack.emulator.wait_idle(), GUARD)
+        stack.run(stack.wait_idle(), GUARD)
         yield stack
 
 

@@ -244,7 +244,7 @@ def test_bot_token_connection_is_recorded_and_frames_carry_the_bot(aws, stack, s
 
     run(scenario())
     frame = from_item(aws["dynamodb"].get_item(
-        TableName=stack.table, Key=to_item({"pk": schema.stream_pk(rec, "1", "webcam"), "sk": schema.relative_ms_text(1000)}),
+        TableName=stack.table, Key=to_item(schema.frame_item_key(rec, "1", "webcam", 1000)),
     )["Item"])
     assert frame["bot_id"] == "bot-42"
     connection = service.connections.get(frame["connection_id"])

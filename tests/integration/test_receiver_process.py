@@ -11,115 +11,18 @@ are not counted; Recall loses those in any reconnect, as it would with API Gatew
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
-import sys
-import threading
 import uuid
 from pathlib import Path
 
-import boto3
 import pytest
+from procs import FAKE_AWS, GUARD, TOKEN, VENV_BIN, Moto, ReceiverProcess, _json  # noqa: F401
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from framesink.local_aws import provision
 from framesink.synthetic import frame_message, make_png
-from framesink_core.settings import Settings
-
-REGION = "us-east-1"
-TOKEN = "receiver-process-token-0123456789"
-GUARD = 60  # seconds: hang guard only
-VENV_BIN = Path(sys.executable).parent
-FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
-            "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}
-
-
-class Moto:
-    """A moto server on 127.0.0.1 with a provisioned framesink bucket, table and token."""
-
-    def __init__(self):
-        from moto.server import ThreadedMotoServer
-
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self.server.start()
-        host, port = self.server.get_host_and_port()
-        self.endpoint_url = f"http://{host}:{port}"
-        suffix = uuid.uuid4().hex[:8]
-        self.bucket, self.table = f"proc-{suffix}", f"proc-{suffix}"
-        clients = {name: self.client(name) for name in ("s3", "dynamodb", "secretsmanager")}
-        secret_env = provision(**clients, bucket=self.bucket, table=self.table, token=TOKEN,
-                               token_secret_name=f"proc/{suffix}")
-        self.settings = Settings(bucket=self.bucket, table=self.table,
-                                 token_secret_id=secret_env["FRAMESINK_TOKEN_SECRET_ID"])
-        self.s3 = clients["s3"]
-
-    def client(self, name: str):
-        return boto3.client(name, endpoint_url=self.endpoint_url, region_name=REGION,
-                            aws_access_key_id="testing", aws_secret_access_key="testing", aws_session_token="testing")
-
-    def env(self, extra: dict | None = None) -> dict[str, str]:
-        """What a process needs to reach this moto server: settings, endpoint, fake credentials."""
-        return {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
-                **self.settings.as_env(), **FAKE_AWS, "AWS_ENDPOINT_URL": self.endpoint_url, **(extra or {})}
-
-    def keys(self, prefix: str) -> list[str]:
-        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-        return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
-
-    def stop(self):
-        self.server.stop()
-
-
-class ReceiverProcess:
-    """A receiver subprocess; stdout is drained by a thread (JSON lines: logs, EMF, ready/stopped)."""
-
-    def __init__(self, argv: list[str], env: dict[str, str]):
-        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self.ready = threading.Event()
-        self.port: int | None = None
-        self.health_port: int | None = None
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            doc = _json(line)
-            if doc.get("framesink_receiver") == "ready":
-                self.port, self.health_port = doc["port"], doc["health_port"]
-                self.ready.set()
-        self.ready.set()  # exited: wake the waiter
-
-    def wait_ready(self) -> int:
-        assert self.ready.wait(GUARD), "receiver never became ready"
-        assert self.port is not None, f"receiver exited: {self.proc.wait(GUARD)}\n{self.proc.stderr.read()}"
-        return self.port
-
-    def summary(self) -> dict:
-        docs = [_json(line) for line in self.lines]
-        return next(d for d in docs if d.get("framesink_receiver") == "stopped")
-
-    def logs(self, message: str) -> list[dict]:
-        return [d for d in map(_json, self.lines) if d.get("message") == message]
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(GUARD)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            stream.close()
-
-
-def _json(line: str) -> dict:
-    try:
-        doc = json.loads(line)
-    except ValueError:
-        return {}
-    return doc if isinstance(doc, dict) else {}
-
 
 @pytest.fixture(scope="module")
 def moto():

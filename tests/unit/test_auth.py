@@ -8,6 +8,7 @@ from conftest import TOKEN, WHSEC
 from framesink_core.auth import (
     AuthError,
     Authenticator,
+    OnceStore,
     TokenStore,
     hash_token,
     sign_headers,
@@ -17,8 +18,8 @@ from framesink_core.auth import (
 
 def make_auth(stack, aws, secret=None):
     tokens = TokenStore(stack.table, aws["dynamodb"])
-    return Authenticator(static_token=lambda: TOKEN, tokens=tokens,
-                         verification_secret=lambda: secret, tolerance_seconds=300), tokens
+    return Authenticator(static_token=lambda: TOKEN, tokens=tokens, verification_secret=lambda: secret,
+                         tolerance_seconds=300, once=OnceStore(stack.table, aws["dynamodb"])), tokens
 
 
 def refused(auth, query, headers=None, now=None):
@@ -82,6 +83,38 @@ def test_signed_headers_good_bad_stale(stack, aws):
     assert refused(auth, {"token": TOKEN}, future).reason == "stale_signature"
     # the token is still checked first
     assert refused(auth, {"token": "bad"}, good).reason == "wrong_token"
+
+
+def test_a_signed_handshake_is_accepted_once(stack, aws):
+    """A captured handshake replayed inside the time window is refused; Recall signs each
+    attempt with a new webhook-id, so its reconnects pass."""
+    auth, _ = make_auth(stack, aws, secret=WHSEC)
+    now = int(time.time())
+    first = sign_headers(WHSEC, "msg_once", now)
+    assert auth.authenticate({"token": TOKEN}, first).signed
+    replay = refused(auth, {"token": TOKEN}, first)
+    assert (replay.status, replay.reason) == (403, "replayed_signature")
+    assert auth.authenticate({"token": TOKEN}, sign_headers(WHSEC, "msg_next", now)).signed
+    # the marker expires (TTL) only after any replay would be stale anyway
+    item = aws["dynamodb"].get_item(TableName=stack.table,
+                                    Key={"pk": {"S": "ONCE#handshake#msg_once"}, "sk": {"S": "META"}})["Item"]
+    assert int(item["expires_at"]["N"]) >= now + 2 * 300
+
+
+@pytest.mark.parametrize("header, value", [
+    ("webhook-timestamp", "1" * 400),  # float - int would overflow: refused as text first
+    ("webhook-timestamp", "1" * 5000),  # past Python's int() digit limit
+    ("webhook-timestamp", "１７００００００００"),  # full-width digits are not ASCII
+    ("webhook-timestamp", "-1"),
+    ("webhook-id", "m" * 300),
+    ("webhook-id", "msg\r\nX-Injected: 1"),
+    ("webhook-signature", "v1,AAAA " * 1000),
+])
+def test_hostile_signature_headers_are_a_403_not_a_crash(stack, aws, header, value):
+    auth, _ = make_auth(stack, aws, secret=WHSEC)
+    headers = {**sign_headers(WHSEC, "msg_h", int(time.time())), header: value}
+    err = refused(auth, {"token": TOKEN}, headers)
+    assert (err.status, err.reason) == (403, "bad_signature")
 
 
 def test_signature_variants():

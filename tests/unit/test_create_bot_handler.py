@@ -149,10 +149,20 @@ BAD_INPUTS = [
     ({"meeting_url": MEETING, "join_at": 1764000000}, None, "join_at", "ISO 8601 string"),
     ({"meeting_url": MEETING, "metadata": ["a"]}, None, "metadata", "object of string values"),
     ({"meeting_url": MEETING, "metadata": {"n": 1}}, None, "metadata.n", "must be a string"),
-    ({"meeting_url": MEETING, "metadata": {"": "x"}}, None, "metadata", "keys must not be empty"),
+    ({"meeting_url": MEETING, "metadata": {"": "x"}}, None, "metadata", "keys must be 1-100 characters"),
     ({"meeting_url": MEETING, "events": "transcript.data"}, None, "events", "list of event names"),
     ({"meeting_url": MEETING, "events": ["video.everything"]}, None, "events", "'video.everything' is not one of"),
     ({"meeting_url": MEETING, "bot": "x"}, None, "bot", "unknown field"),
+    # Hostile input (issue 12): each was a 500 or a traceback before.
+    ({"meeting_url": "http://[::1"}, None, "meeting_url", "is not a valid URL"),
+    ({"meeting_url": "https://zoom.us:99999/j/1"}, None, "meeting_url", "is not a valid URL"),
+    ({"meeting_url": "https://zoom.us/j/1\r\nX-Evil: 1"}, None, "meeting_url", "printable ASCII"),
+    ({"meeting_url": MEETING, "events": [["transcript.data"]]}, None, "events", "is not one of"),
+    ({"meeting_url": MEETING, "events": [{"a": 1}]}, None, "events", "is not one of"),
+    ({"meeting_url": MEETING, "join_at": "0001-01-01T00:00:00+14:00"}, None, "join_at", "between the years"),
+    ({"meeting_url": MEETING, "join_at": "9999-12-31T23:59:59-14:00"}, None, "join_at", "between the years"),
+    (None, "[" * 5000 + "]" * 5000, "body", "is not valid JSON"),
+    (None, '{"meeting_url": ' + "[" * 100000 + "]" * 100000 + "}", "body", "is not valid JSON"),
 ]
 
 
@@ -192,6 +202,16 @@ def test_recall_failures_register_nothing_and_pass_recalls_detail_on(
     assert token_items(aws, bot_stack.table) == []
     if status == 507:  # 30 s does not fit the 5 s deadline: the caller is told when to retry
         assert body["retry_after"] == 30.0 and resp_headers["Retry-After"] == "30"
+
+
+@pytest.mark.parametrize("answer", [["not", "a", "bot"], "a string", None, 42])
+def test_a_201_that_is_not_a_bot_object_is_a_502_and_registers_nothing(
+    bot_stack, aws, fake_recall, lambda_context, answer
+):
+    fake_recall.queue(201, answer)
+    code, body, _ = call(http_event("POST", "/bots", {"meeting_url": MEETING}), lambda_context)
+    assert (code, body["error"]) == (502, "recall_bad_response")
+    assert token_items(aws, bot_stack.table) == []
 
 
 def test_a_placeholder_key_is_reported_as_such(bot_stack, aws, fake_recall, lambda_context):

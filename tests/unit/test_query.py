@@ -1,5 +1,6 @@
 """Core queries (framesink_core.query) over frames stored by the real Ingestor, in moto."""
 
+import base64
 import io
 
 import pytest
@@ -114,7 +115,10 @@ def test_pagination_across_several_pages_loses_and_repeats_nothing(svc, meeting)
 def test_cursors_are_validated(svc, meeting):
     page = svc.index.frames("rec-1", limit=2)
     assert page.cursor
-    for bad in ("", "not base64!", "e30", "W10", "x" * 5000, encode_cursor({"pk": {"S": "a"}, "sk": {"S": "b"}})):
+    deep = base64.urlsafe_b64encode(b"[" * 760 + b"]" * 760).decode().rstrip("=")  # fits the 2 KB cap
+    deep_obj = base64.urlsafe_b64encode(b'{"a":' * 300 + b"1" + b"}" * 300).decode().rstrip("=")
+    for bad in ("", "not base64!", "e30", "W10", "x" * 5000, encode_cursor({"pk": {"S": "a"}, "sk": {"S": "b"}}),
+                deep, deep_obj):
         with pytest.raises(QueryError) as err:
             svc.index.frames("rec-1", cursor=bad)
         assert err.value.param == "cursor" and err.value.reason == "bad_cursor"

@@ -1,45 +1,13 @@
 """Query Lambda (HTTP API, IAM auth): routes, 400/404, presigned URLs that download the frame."""
 
 import json
-import time
-import uuid
-from urllib.parse import urlencode
 
 import pytest
 import requests
+from conftest import api_event as http_event
 
 from framesink.synthetic import frame_message, make_png
 from framesink_core.service import Service
-
-
-def http_event(path: str, query: dict | None = None) -> dict:
-    """An API Gateway HTTP API (payload 2.0) event for an IAM-authorized GET."""
-    now = int(time.time() * 1000)
-    event = {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": urlencode(query or {}),
-        "headers": {"host": "abc.execute-api.us-east-1.amazonaws.com", "accept": "application/json"},
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "abc",
-            "authorizer": {"iam": {"accessKey": "AKIA...", "accountId": "123456789012",
-                                   "userArn": "arn:aws:iam::123456789012:user/analyst"}},
-            "domainName": "abc.execute-api.us-east-1.amazonaws.com",
-            "http": {"method": "GET", "path": path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.9",
-                     "userAgent": "pytest"},
-            "requestId": uuid.uuid4().hex,
-            "routeKey": "$default",
-            "stage": "$default",
-            "time": "23/Nov/2026:19:00:00 +0000",
-            "timeEpoch": now,
-        },
-        "isBase64Encoded": False,
-    }
-    if query:
-        event["queryStringParameters"] = query
-    return event
 
 
 @pytest.fixture
