@@ -570,6 +570,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-interval", type=float,
                         default=float(env.get(METRICS_INTERVAL_ENV, DEFAULT_METRICS_INTERVAL)), metavar="SECONDS",
                         help="how often batched EMF metrics are written")
+    parser.add_argument("--ping-interval", type=float, default=20.0, metavar="SECONDS",
+                        help="server keepalive ping interval (0 = no pings; CloudFront closes after 10 min idle)")
+    parser.add_argument("--ping-timeout", type=float, default=20.0, metavar="SECONDS",
+                        help="close with 1011 when a pong is this late while the receiver is keeping up")
     parser.add_argument("--shutdown-grace", type=float,
                         default=float(env.get(SHUTDOWN_GRACE_ENV, DEFAULT_SHUTDOWN_GRACE)), metavar="SECONDS",
                         help="after SIGTERM, the most time to store what was read before exiting")
@@ -584,7 +588,8 @@ def config_from_args(args: argparse.Namespace) -> ReceiverConfig:
     return ReceiverConfig(host=args.host, port=args.port, health_port=args.health_port,
                           max_in_flight=args.max_in_flight, drain_grace=args.drain_grace,
                           metrics_interval=args.metrics_interval, shutdown_grace=args.shutdown_grace,
-                          deregistration_watch=args.deregistration_watch)
+                          deregistration_watch=args.deregistration_watch,
+                          ping_interval=args.ping_interval or None, ping_timeout=args.ping_timeout)
 
 
 async def serve_until_signalled(service: Service, config: ReceiverConfig) -> dict:

@@ -414,3 +414,120 @@ def test_recall_signed_headers_are_verified_at_the_handshake(aws, signed_stack, 
     statuses, summary = run(scenario())
     assert statuses == [401, 403]  # no signature, wrong signature
     assert summary["connections"]["accepted"] == 1
+
+
+def test_one_flooding_connection_cannot_take_every_store_slot(aws, stack):
+    """A bot (or an attacker with a token) that floods slow-to-store messages holds at most
+    max_in_flight_per_connection slots: an honest connection's frame is stored meanwhile."""
+    service = service_for(aws, stack)
+    gate = threading.Event()
+    real_put = service.store.put_frame
+    flood_rec, honest_rec = rec_id(), rec_id()
+
+    def put(frame, **kwargs):
+        if frame.recording_id == flood_rec:
+            gate.wait(GUARD)  # the flood's stores hang until the honest frame is in
+        return real_put(frame, **kwargs)
+
+    service.store.put_frame = put
+    png = make_png(32, 24, seed=5, detailed=False)
+
+    async def scenario():
+        receiver = await started(service, max_in_flight=16, max_in_flight_per_connection=4)
+        async with connect(url(receiver), compression=None) as flood:
+            for i in range(40):  # far more than every slot
+                await flood.send(frame_message(png, recording_id=flood_rec, participant_id=1, relative=i / 2))
+            await wait_until(lambda: receiver.stats.in_flight == 4, "the flood's share of the slots taken")
+            async with connect(url(receiver), compression=None) as honest:
+                await honest.send(frame_message(png, recording_id=honest_rec, participant_id=2, relative=1.0))
+                await wait_until(lambda: receiver.stats.outcomes["stored"] == 1, "the honest frame stored")
+            flood_in_flight = receiver.stats.in_flight
+            gate.set()
+        await wait_until(lambda: receiver.stats.held == 0 and receiver.stats.open == 0, "the flood stored")
+        return flood_in_flight, await receiver.stop()
+
+    try:
+        flood_in_flight, summary = run(scenario())
+    finally:
+        gate.set()
+    assert flood_in_flight == 4  # never more than its share, while the honest frame went through
+    assert keys_under(aws, stack.bucket, f"recordings/{honest_rec}/")
+    assert summary["outcomes"] == {"stored": 41}
+
+
+def test_a_silent_peer_is_closed_with_1011_but_a_backlogged_one_is_not(aws, stack):
+    """Pings every 0.2 s, pong deadline 0.5 s. A peer that completed the handshake and then
+    never answers is closed with 1011. A peer whose pongs are stuck behind its own unread
+    frames (the receiver is behind) is not, however long the backlog lasts."""
+    service = service_for(aws, stack)
+    gate = threading.Event()
+    real_put = service.store.put_frame
+
+    def slow_put(frame, **kwargs):
+        gate.wait(GUARD)
+        return real_put(frame, **kwargs)
+
+    service.store.put_frame = slow_put
+    png = make_png(64, 48, seed=2, detailed=True)
+    rec = rec_id()
+
+    async def silent_peer(receiver) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", receiver.port)
+        writer.write((f"GET /?token={TOKEN} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        await writer.drain()
+        received = b""
+        while not reader.at_eof():  # read what the server sends (101, pings, its close) and never answer
+            chunk = await reader.read(4096)
+            if not chunk:
+                break
+            received += chunk
+        writer.close()
+        return received
+
+    async def scenario():
+        receiver = await started(service, ping_interval=0.2, ping_timeout=0.5, max_in_flight=2,
+                                 max_in_flight_per_connection=2)
+        silent = await asyncio.wait_for(silent_peer(receiver), GUARD)
+        # Backlogged: the store is stuck, so this connection's socket stops being read and its
+        # pongs queue behind frames; 3 s is six pong deadlines.
+        async with connect(url(receiver), compression=None, ping_interval=None) as ws:
+            for i in range(30):
+                await ws.send(frame_message(png, recording_id=rec, participant_id=1, relative=i / 2))
+            await asyncio.sleep(3)
+            still_open = receiver.stats.open == 1
+            gate.set()
+            await wait_until(lambda: receiver.stats.outcomes["stored"] == 30, "the backlog stored")
+        await wait_until(lambda: receiver.stats.open == 0, "closed")
+        return silent, still_open, await receiver.stop()
+
+    try:
+        silent, still_open, summary = run(scenario())
+    finally:
+        gate.set()
+    assert silent.startswith(b"HTTP/1.1 101")
+    assert b"\x88" in silent and (1011).to_bytes(2, "big") in silent  # a close frame with code 1011
+    assert still_open
+    assert summary["closes"] == {"1000": 1, "1011": 1}
+
+
+def test_a_deregistered_task_closes_its_connections_with_1001_and_keeps_serving(aws, stack, small_png):
+    """Behind an ALB: health checks stop when ECS deregisters the task; the receiver moves its
+    bots (1001) before the load balancer cuts them, and still accepts connections."""
+    service = service_for(aws, stack)
+
+    async def scenario():
+        receiver = await started(service, deregistration_watch=0.5)
+        assert (await http_get(receiver.port, "/healthz"))[0] == 200  # the ALB checks it once...
+        async with connect(url(receiver), compression=None) as ws:
+            await ws.send(frame_message(small_png, recording_id=rec_id(), participant_id=1, relative=1.0))
+            with pytest.raises(ConnectionClosed) as closed:  # ...then stops: deregistered
+                await asyncio.wait_for(ws.recv(), GUARD)
+        async with connect(url(receiver), compression=None) as again:
+            await again.send(frame_message(small_png, recording_id=rec_id(), participant_id=1, relative=1.0))
+        await wait_until(lambda: receiver.stats.outcomes["stored"] == 2 and receiver.stats.open == 0, "stored")
+        return closed.value, await receiver.stop()
+
+    closed, summary = run(scenario())
+    assert closed.rcvd.code == 1001 and closed.rcvd.reason == "target deregistered"
+    assert summary["outcomes"] == {"stored": 2}

@@ -14,6 +14,7 @@ import asyncio
 import os
 import signal
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -86,6 +87,62 @@ def test_sigterm_mid_stream_stores_every_frame_read_and_closes_with_1001(moto):
         total += len(stored)
     assert total == summary["received"]
     assert receiver.logs("receiver stopped")  # the structured log line, besides the summary
+
+
+@pytest.mark.slow
+def test_sigterm_at_saturation_stores_every_frame_read_with_no_1011_and_exits_within_the_grace(moto):
+    """16 connections of real-size frames sent as fast as the receiver reads them (it stores
+    far fewer per second than they send), keepalive pings every second with a 2 s timeout,
+    then SIGTERM. Before: pings timed out behind unread frames (1011), shutdown took up to
+    120 s and frames read were lost. Now: every frame read is stored, only 1001 closes, and
+    the process exits well inside the grace."""
+    rec = f"sat-{uuid.uuid4().hex[:8]}"
+    pngs = [make_png(480, 360, seed=s, detailed=True) for s in range(4)]  # ~200-300 KB each
+    connections = 16
+    grace = 60.0
+    receiver = ReceiverProcess(
+        [str(VENV_BIN / "framesink"), "receive", "--host", "127.0.0.1", "--port", "0", "--ping-interval", "1",
+         "--ping-timeout", "2", "--shutdown-grace", str(grace)],
+        moto.env({"POWERTOOLS_SERVICE_NAME": "framesink-saturation-test", "LOG_LEVEL": "WARNING"}))
+    sent = [0] * connections
+    codes: list[int | None] = [None] * connections
+    try:
+        port = receiver.wait_ready()
+
+        async def stream(pid: int):
+            # The client's own keepalive is off: this tests the server's. Recall's bot is not
+            # known to ping; a client that does would need its own tolerance for a slow peer.
+            async with connect(f"ws://127.0.0.1:{port}/?token={TOKEN}", compression=None,
+                               ping_interval=None, max_size=None, close_timeout=GUARD) as ws:
+                try:
+                    for i in range(100_000):
+                        await ws.send(frame_message(pngs[i % 4], recording_id=rec, participant_id=pid, relative=i * 0.5))
+                        sent[pid] += 1
+                except ConnectionClosed as closed:
+                    codes[pid] = closed.rcvd.code if closed.rcvd else None
+
+        async def scenario() -> float:
+            tasks = [asyncio.create_task(stream(pid)) for pid in range(connections)]
+            await asyncio.sleep(6)  # saturated: pings are due every second, pongs wait behind frames
+            started = time.monotonic()
+            receiver.proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(asyncio.gather(*tasks), GUARD)
+            await asyncio.to_thread(receiver.proc.wait, GUARD)
+            return time.monotonic() - started
+
+        took = asyncio.run(scenario())
+        assert receiver.proc.returncode == 0
+    finally:
+        receiver.close()
+    summary = receiver.summary()
+    outcomes = summary["outcomes"]
+    print(f"\nsaturation: {sum(sent)} sent, {summary['received']} read, {outcomes} stored; exit {took:.1f} s "
+          f"after SIGTERM; closes {summary['closes']}")
+    assert summary["unfinished"] == 0 and outcomes == {"stored": summary["received"]}  # read => stored
+    assert summary["closes"] == {"1001": connections} and codes == [1001] * connections  # no 1011
+    assert took < grace
+    assert len(moto.keys(f"recordings/{rec}/")) == summary["received"]
+    assert summary["peak"]["in_flight"] > 1  # it was saturated: stores ran in parallel
 
 
 def test_cli_health_check_and_refusal_in_a_process(moto):
