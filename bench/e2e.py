@@ -18,7 +18,7 @@ websocket per bot, 5 participants per bot.
   fit its 32 KB frame limit; the receiver gets camera-like 480x360 frames (~250 KB).
 
 The container receiver's peak memory under 100 participants is measured as its own process
-(``python -m framesink.receiver``, as the container runs it) against the same moto server:
+(``python -m framesink_receiver``, as the container runs it) against the same moto server:
 VmHWM from /proc, and its CPU time per frame (which bench/cost.py turns into Fargate cost).
 """
 
@@ -149,7 +149,7 @@ def receiver_memory(stack, run, participants: int, seconds: float) -> dict:
         "AWS_ENDPOINT_URL": stack.endpoint_url, "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
         "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_TRACE_DISABLED": "true", "PYTHONUNBUFFERED": "1",
     }
-    proc = subprocess.Popen([sys.executable, "-m", "framesink.receiver", "--port", "0"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "framesink_receiver", "--port", "0"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         port = None

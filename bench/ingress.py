@@ -6,7 +6,7 @@ and what each costs per participant-hour. ``python -m bench.ingress [--quick]``.
    counted against API Gateway's 32 KB frame and 128 KB message limits. Recall sends each
    message as one websocket frame, so 32 KB binds. The container's only limit is
    maxFrameBytes (4 MiB of PNG by default).
-2. Receiver CPU: `python -m framesink.receiver` as a subprocess (what the image runs) storing
+2. Receiver CPU: `python -m framesink_receiver` as a subprocess (what the image runs) storing
    camera-like 480x360 frames from 100 participants at 2 fps in a moto server, measured as
    bench/e2e.py measures it (user+system CPU from /proc, divided by the frames).
 3. Cost: bench/cost.py's model (its prices and arithmetic, nothing here), fed the receiver CPU

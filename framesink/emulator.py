@@ -72,7 +72,7 @@ FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "te
 @dataclass
 class LocalConfig:
     port: int = DEFAULT_PORT  # 0 = any free port
-    ingress: str = "apigw"  # "apigw": this emulator; "direct": the container receiver (framesink/receiver.py)
+    ingress: str = "apigw"  # "apigw": this emulator; "direct": the container receiver (framesink_receiver)
     token: str | None = None  # None = mint a random one
     stage: str = DEFAULT_STAGE
     region: str = DEFAULT_REGION
@@ -473,7 +473,7 @@ class LocalStack:
         """Start the container receiver (no API Gateway limits) on the same moto; its ws URL."""
         from framesink_core.service import Service
 
-        from .receiver import Receiver, ReceiverConfig
+        from framesink_receiver import Receiver, ReceiverConfig
 
         # As in the container: index items batched (framesink receive does the same).
         self.receiver = Receiver(Service(batch_index_writes=True), ReceiverConfig(port=port))

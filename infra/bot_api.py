@@ -10,10 +10,9 @@ Callers need ``execute-api:Invoke`` on the API (SigV4, e.g. `framesink create-bo
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
-
 from aws_cdk import ArnFormat, CfnOutput, Duration, Stack
 from aws_cdk import aws_apigatewayv2 as apigwv2
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk.aws_apigatewayv2_authorizers import HttpIamAuthorizer
@@ -24,10 +23,9 @@ from constructs import Construct
 from framesink_core.recall import API_KEY_PLACEHOLDER
 from framesink_core.settings import DEFAULT_RECALL_DEADLINE_SECONDS, Settings
 
+from .functions import FunctionFactory
 from .monitoring import HTTP_API_ACCESS_LOG_FORMAT, api_access_logs
-
-if TYPE_CHECKING:
-    from .stack import FramesinkStack
+from .settings import InfraSettings
 
 # Recall rate-limits Create Bot per workspace (60-120/min); more than this is a runaway script.
 THROTTLE_RATE = 5
@@ -37,9 +35,10 @@ THROTTLE_BURST = 10
 class BotApi(Construct):
     """``function`` (create-bot), ``api`` + ``stage`` (HTTP API), ``api_key_secret``."""
 
-    def __init__(self, scope: Construct, id: str, *, stack: "FramesinkStack"):
+    def __init__(self, scope: Construct, id: str, *, settings: InfraSettings, functions: FunctionFactory,
+                 table: dynamodb.ITable, ingress_url: str):
         super().__init__(scope, id)
-        infra = stack.settings
+        infra = settings
 
         if infra.recall_api_key_secret_name:
             self.api_key_secret = secretsmanager.Secret.from_secret_name_v2(
@@ -79,21 +78,21 @@ class BotApi(Construct):
             secret_id = secret_resource = self.api_key_secret.secret_arn
 
         environment = Settings(
-            bucket="", table="", ws_url=stack.ingress_url, recall_region=infra.recall_region,
+            bucket="", table="", ws_url=ingress_url, recall_region=infra.recall_region,
             recall_api_key_secret_id=secret_id, bot_token_ttl_seconds=infra.bot_token_ttl_seconds,
             recall_endpoint_form=infra.recall_endpoint_form, recall_deadline_seconds=DEFAULT_RECALL_DEADLINE_SECONDS,
         ).create_bot_env()
 
         # Calls the handler makes: Service.secret (GetSecretValue on the Recall key) and
         # TokenStore.register (two PutItems). Recall itself is reached over the internet.
-        self.function = stack.functions.create(
+        self.function = functions.create(
             self,
             "CreateBot",
             handler="framesink_handlers.create_bot.handler",
             description="create-bot: Recall Create Bot with a per-bot connection token",
             statements=[
                 iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[secret_resource]),
-                iam.PolicyStatement(actions=["dynamodb:PutItem"], resources=[stack.storage.table.table_arn]),
+                iam.PolicyStatement(actions=["dynamodb:PutItem"], resources=[table.table_arn]),
             ],
             # Inside the HTTP API's 30 s integration limit: the Recall deadline (25 s) plus slack.
             timeout=Duration.seconds(DEFAULT_RECALL_DEADLINE_SECONDS + 4),

@@ -1,13 +1,32 @@
-"""The container ingress: framesink/receiver.py on ECS Fargate behind an Application Load
-Balancer, for real-size frames (no 32 KB frame / 128 KB message limit; only maxFrameBytes).
+"""The container ingress: lambdas/framesink_receiver on ECS Fargate behind an Application
+Load Balancer, for real-size frames (no 32 KB frame / 128 KB message limit; only
+maxFrameBytes). The default deployment sends every bot here.
 
-Recall connects to ``ws://<alb>/?token=...`` (or ``wss://<domainName>/?token=...`` with a
-certificate). The receiver runs the same core as the Lambda functions, with the same settings
-environment and the same IAM actions as the $connect + $default + $disconnect functions.
+How bots reach it (``containerFront``):
+- ``cloudfront`` (default): ``wss://<id>.cloudfront.net/``, CloudFront's own certificate, no
+  domain needed. The ALB is *internal* (private IPs, isolated subnets) and is CloudFront's
+  VPC origin: CloudFront reaches it over AWS's network inside the VPC, nothing on the
+  internet can. Chosen over an internet-facing ALB locked to CloudFront's prefix list plus
+  a secret header: that ALB would still have public addresses, its prefix-list rule needs a
+  lookup at synth (credentials) or deploy time, and without a domain the CloudFront-to-ALB
+  leg would be plain HTTP over the internet. With certificateArn + domainName (a us-east-1
+  certificate) the distribution also answers ``wss://<domainName>/``.
+- ``alb``: an internet-facing ALB, ``wss://<domainName>/`` with a certificate in the stack's
+  region, or plaintext ``ws://`` only with ``-c allowPlaintext=true``.
 
-Networking, chosen for cost with nothing reachable but the ALB:
-- one VPC, two AZs, public subnets only, no NAT gateway (~$33/month each) and no interface
-  endpoints (Secrets Manager, Logs, ECR api + dkr: 4 x 2 AZs x ~$7.30 = ~$58/month);
+Timeouts on the way (a meeting lasts hours): CloudFront closes a websocket after 10 minutes
+without a byte from the origin (fixed) and waits ``ORIGIN_READ_TIMEOUT`` for the origin; the
+ALB closes after ``ALB_IDLE_TIMEOUT`` idle; none of the three (CloudFront, ALB, receiver)
+caps a websocket's duration. The receiver pings every 20 s, inside every one of them.
+
+The image: built at deploy time in CodeBuild from container/Dockerfile (cdklabs
+deploy-time-build; the source is an S3 asset, so neither synth nor deploy needs Docker), or
+the local Docker/CDK_DOCKER (``containerImage=local``), or an image URI.
+
+Networking, chosen for cost with nothing reachable but CloudFront (or the ALB):
+- one VPC, two AZs, no NAT gateway (~$33/month each) and no interface endpoints (Secrets
+  Manager, Logs, ECR api + dkr: 4 x 2 AZs x ~$7.30 = ~$58/month); public subnets for the tasks
+  and isolated subnets for an internal ALB;
 - tasks get a public IP (~$3.60/month each) to reach Secrets Manager, CloudWatch Logs and
   ECR; their security group admits only the ALB's, on the container port, so the address
   accepts nothing from the internet; egress is HTTPS only;
@@ -17,47 +36,62 @@ Networking, chosen for cost with nothing reachable but the ALB:
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from aws_cdk import Duration
+from aws_cdk import Annotations, Duration, Stack
 from aws_cdk import aws_certificatemanager as acm
-from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudfront as cloudfront
+from aws_cdk import aws_cloudfront_origins as origins
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
-from framesink.receiver import DEFAULT_MAX_IN_FLIGHT, HEALTH_PATH, MAX_IN_FLIGHT_ENV, PORT_ENV
 from framesink_core.settings import Settings
+from framesink_receiver import DEFAULT_MAX_IN_FLIGHT, HEALTH_PATH, MAX_IN_FLIGHT_ENV, PORT_ENV
+from framesink_receiver.server import (
+    DEFAULT_SHUTDOWN_GRACE,
+    DEREGISTRATION_WATCH_ENV,
+    SHUTDOWN_GRACE_ENV,
+    TRUST_CLOUDFRONT_ENV,
+)
 
 from .functions import LOG_LEVEL, METRICS_NAMESPACE
-
-if TYPE_CHECKING:
-    from .stack import FramesinkStack
+from .settings import InfraSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = "container/Dockerfile"  # relative to REPO_ROOT, the build context
 CONTAINER_PORT = 8080
+VPC_CIDR = "10.0.0.0/16"  # a literal, so the ALB's ingress rule names it (and cdk-nag can check it)
 # 0.5 vCPU / 1 GB: base64 + PNG checks of ~20 frames/s (10 participants) use a fraction of a
-# vCPU; memory holds at most (max in flight + connections) messages (see receiver.py).
+# vCPU; memory holds at most (max in flight + connections) messages (see the receiver).
 TASK_CPU = 512
 TASK_MEMORY_MIB = 1024
 CPU_TARGET_PERCENT = 60
 # Websocket connections are long-lived: frames every 500 ms and the receiver's pings every
 # 20 s keep them busy; 120 s only closes connections that are truly dead.
 ALB_IDLE_TIMEOUT = Duration.seconds(120)
-# ECS deregisters a task from the target group and waits this long before SIGTERM. Open
-# websockets never drain by themselves, so a long delay only postpones the 1001 close that
-# moves Recall to another task; 30 s lets in-flight handshakes and stores finish.
-DEREGISTRATION_DELAY = Duration.seconds(30)
-# SIGTERM to SIGKILL: the receiver closes connections (close handshake <= 10 s) and finishes
-# the frames it read (each store is bounded by botocore's retries) well inside this.
-STOP_TIMEOUT = Duration.seconds(60)
+# CloudFront -> origin: how long it waits for bytes from the ALB (max 120 s for VPC origins),
+# and how long it keeps an idle origin connection. Pings every 20 s stay well inside.
+ORIGIN_READ_TIMEOUT = Duration.seconds(60)
+ORIGIN_KEEPALIVE = Duration.seconds(60)
+# A deregistered task (deploy, scale-in) stops getting health checks; after
+# DEREGISTRATION_WATCH seconds the receiver closes its connections with 1001 so Recall moves
+# to a healthy task, well before the ALB's deregistration delay ends and it cuts them.
+DEREGISTRATION_WATCH_SECONDS = 30
+DEREGISTRATION_DELAY = Duration.seconds(60)
+# SIGTERM to SIGKILL (Fargate's maximum): the receiver's shutdown grace (90 s: close
+# handshakes, storing what it read, queued index items, totals) fits inside it.
+STOP_TIMEOUT = Duration.seconds(120)
 
 ARCHITECTURES = {
     "arm64": (ecs.CpuArchitecture.ARM64, ecr_assets.Platform.LINUX_ARM64),
@@ -66,40 +100,58 @@ ARCHITECTURES = {
 
 
 def task_environment(core: Settings, *, service_name: str, port: int = CONTAINER_PORT,
-                     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> dict[str, str]:
+                     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, behind_cloudfront: bool = False) -> dict[str, str]:
     """The receiver's environment: the Lambda functions' settings (names and ARNs only, never
     a secret) and Powertools service name, so logs, metrics and alarms cover both ingresses,
-    plus the receiver's own port and in-flight limit. The image test runs the CMD with it."""
-    return {
+    plus the receiver's own port, limits and shutdown behaviour. The image test runs the CMD
+    with it."""
+    env = {
         "POWERTOOLS_SERVICE_NAME": service_name,
         "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
         "LOG_LEVEL": LOG_LEVEL,
         **core.as_env(),
         PORT_ENV: str(port),
         MAX_IN_FLIGHT_ENV: str(max_in_flight),
+        SHUTDOWN_GRACE_ENV: f"{DEFAULT_SHUTDOWN_GRACE:g}",
+        DEREGISTRATION_WATCH_ENV: str(DEREGISTRATION_WATCH_SECONDS),
     }
+    if behind_cloudfront:
+        # Only CloudFront reaches the internal ALB, so its viewer-address header is the bot's.
+        env[TRUST_CLOUDFRONT_ENV] = "true"
+    return env
 
 
 class ContainerIngress(Construct):
-    """``url`` (ws(s)://.../), ``load_balancer``, ``service``, ``task_role``, ``vpc``."""
+    """``url`` (the wss:// URL bots get), ``load_balancer``, ``target_group``, ``service``,
+    ``distribution`` (None with containerFront=alb), ``task_role``, ``log_group``, ``vpc``.
 
-    def __init__(self, scope: Construct, id: str, *, stack: "FramesinkStack"):
+    Takes what it uses: the settings, the frames bucket and index table it writes, the
+    Secrets Manager statements the handshake needs, and the core's settings (environment).
+    """
+
+    def __init__(self, scope: Construct, id: str, *, settings: InfraSettings, bucket: s3.IBucket,
+                 table: dynamodb.ITable, secret_statements: Sequence[iam.PolicyStatement], core: Settings,
+                 service_name: str):
         super().__init__(scope, id)
-        settings, storage, secrets = stack.settings, stack.storage, stack.secrets
         cpu_architecture, platform = ARCHITECTURES[settings.architecture_name]
-        https = bool(settings.certificate_arn)
-        listener_port = 443 if https else 80
+        behind_cloudfront = settings.container_front == "cloudfront"
+        https_alb = not behind_cloudfront and bool(settings.certificate_arn)
+        listener_port = 443 if https_alb else 80
 
         # --- network -------------------------------------------------------------------
         flow_logs = logs.LogGroup(self, "FlowLogs", retention=settings.log_retention,
                                   removal_policy=settings.removal_policy)
+        subnets = [ec2.SubnetConfiguration(name="public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=24)]
+        if behind_cloudfront:  # the internal ALB: no route to or from the internet
+            subnets.append(ec2.SubnetConfiguration(name="origin", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED,
+                                                   cidr_mask=24))
         self.vpc = ec2.Vpc(
             self,
             "Vpc",
+            ip_addresses=ec2.IpAddresses.cidr(VPC_CIDR),
             max_azs=2,  # the ALB needs two
             nat_gateways=0,
-            subnet_configuration=[ec2.SubnetConfiguration(name="public", subnet_type=ec2.SubnetType.PUBLIC,
-                                                          cidr_mask=24)],
+            subnet_configuration=subnets,
             gateway_endpoints={
                 "S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3),
                 "DynamoDB": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.DYNAMODB),
@@ -112,10 +164,25 @@ class ContainerIngress(Construct):
         )
         self.alb_security_group = ec2.SecurityGroup(
             self, "AlbSecurityGroup", vpc=self.vpc, allow_all_outbound=False,
-            description=f"framesink receiver ALB: {listener_port} from anywhere (Recall bots), out to the tasks only",
+            description=(f"framesink receiver ALB: {listener_port} from the CloudFront VPC origin (inside the VPC), "
+                         "out to the tasks only") if behind_cloudfront else
+            f"framesink receiver ALB: {listener_port} from anywhere (Recall bots), out to the tasks only",
         )
-        self.alb_security_group.add_ingress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(listener_port),
-                                                 "Recall bots connect from the internet")
+        if behind_cloudfront:
+            # The VPC origin's network interfaces live in this VPC (CloudFront creates them with
+            # its own security group, whose id CloudFormation does not expose): admit the VPC's
+            # own range. The ALB has no public address, so nothing outside the VPC reaches it.
+            self.alb_security_group.add_ingress_rule(ec2.Peer.ipv4(VPC_CIDR), ec2.Port.tcp(80),
+                                                     "CloudFront VPC origin (its interfaces are in this VPC)")
+        else:
+            self.alb_security_group.add_ingress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(listener_port),
+                                                     "Recall bots connect from the internet")
+            NagSuppressions.add_resource_suppressions(self.alb_security_group, [NagPackSuppression(
+                id="AwsSolutions-EC23",
+                reason="containerFront=alb: the ALB is Recall's public endpoint, and Recall's bots connect from "
+                "its cloud, from addresses it does not publish. Every connection must pass the token check (and "
+                "the optional Recall signature) at the handshake; the group's egress reaches only the tasks.",
+            )])
         self.task_security_group = ec2.SecurityGroup(
             self, "TaskSecurityGroup", vpc=self.vpc, allow_all_outbound=False,
             description="framesink receiver tasks: the container port from the ALB only; HTTPS out",
@@ -126,12 +193,6 @@ class ContainerIngress(Construct):
                                                 "to the receiver tasks")
         # S3/DynamoDB (gateway endpoints), Secrets Manager, CloudWatch Logs, ECR: all HTTPS.
         self.task_security_group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "AWS APIs over HTTPS")
-        NagSuppressions.add_resource_suppressions(self.alb_security_group, [NagPackSuppression(
-            id="AwsSolutions-EC23",
-            reason="The ALB is Recall's public endpoint: Recall's bots connect from its cloud, from "
-            "addresses it does not publish. Every connection must pass the token check (and the "
-            "optional Recall signature) at the handshake; the group's egress reaches only the tasks.",
-        )])
 
         # --- task ------------------------------------------------------------------------
         self.log_group = logs.LogGroup(self, "Logs", retention=settings.log_retention,
@@ -140,19 +201,22 @@ class ContainerIngress(Construct):
             self, "TaskRole", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
             description="framesink container receiver: what $connect + $default + $disconnect may do",
         )
-        table_arn = storage.table.table_arn
-        # framesink_core calls: TokenStore.lookup (GetItem), ConnectionRegistry.opened/closed
-        # (PutItem/UpdateItem), FrameStore.put_frame (PutObject under recordings/, conditional
-        # PutItem, UpdateItem), Service.secret (GetSecretValue on the configured secrets).
+        # framesink_core calls: TokenStore.lookup (GetItem), OnceStore.claim and
+        # ConnectionRegistry.opened (PutItem), ConnectionRegistry.closed and participant totals
+        # (UpdateItem), FrameStore.put_frame (PutObject under recordings/, GetItem to check a
+        # duplicate's index item, BatchWriteItem of index items), Service.secret (GetSecretValue).
+        # A redelivered frame is compared with the stored one: GetObject (HeadObject is
+        # GetObject in IAM) under recordings/.
         self.task_policy = iam.Policy(self, "TaskAccess", roles=[self.task_role], statements=[
-            iam.PolicyStatement(actions=["s3:PutObject"], resources=[storage.bucket.arn_for_objects("recordings/*")]),
-            iam.PolicyStatement(actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
-                                resources=[table_arn]),
-            *secrets.read_statements(),
+            iam.PolicyStatement(actions=["s3:PutObject", "s3:GetObject"],
+                                resources=[bucket.arn_for_objects("recordings/*")]),
+            iam.PolicyStatement(actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+                                         "dynamodb:BatchWriteItem"], resources=[table.table_arn]),
+            *secret_statements,
         ])
         NagSuppressions.add_resource_suppressions(self.task_policy, [NagPackSuppression(
             id="AwsSolutions-IAM5",
-            reason="s3:PutObject is limited to the frames bucket's recordings/ prefix; object keys "
+            reason="s3:PutObject/GetObject are limited to the frames bucket's recordings/ prefix; object keys "
             "(recording/participant/type/time) are only known per frame.",
             applies_to=[{"regex": r"/^Resource::<.*Frames.*\.Arn>\/recordings\/\*$/g"}],
         )])
@@ -162,14 +226,11 @@ class ContainerIngress(Construct):
             runtime_platform=ecs.RuntimePlatform(cpu_architecture=cpu_architecture,
                                                  operating_system_family=ecs.OperatingSystemFamily.LINUX),
         )
-        core = stack.functions.core  # the same settings as the Lambda functions
-        # `cdk synth` stages and hashes the build context (.dockerignore applies); only
-        # `cdk deploy` runs Docker to build the image and push it to the CDK assets repository.
-        image = ecs.ContainerImage.from_asset(str(REPO_ROOT), file=DOCKERFILE, platform=platform)
+        self.image = self._image(settings, platform)
         self.container = self.task_definition.add_container(
             "Receiver",
-            image=image,
-            environment=task_environment(core, service_name=stack.functions.service_name),
+            image=self.image,
+            environment=task_environment(core, service_name=service_name, behind_cloudfront=behind_cloudfront),
             logging=ecs.LogDrivers.aws_logs(stream_prefix="receiver", log_group=self.log_group),
             port_mappings=[ecs.PortMapping(container_port=CONTAINER_PORT)],
             readonly_root_filesystem=True,  # it writes nothing: logs and metrics go to stdout
@@ -184,7 +245,7 @@ class ContainerIngress(Construct):
             id="AwsSolutions-IAM5",
             reason="CDK's execution role policy: ecr:GetAuthorizationToken does not support "
             "resource-level permissions, so its resource must be '*'; image pulls are scoped to "
-            "the CDK assets repository and log writes to this service's log group.",
+            "the image's repository and log writes to this service's log group.",
             applies_to=["Resource::*"],
         )], apply_to_children=True)
 
@@ -194,7 +255,8 @@ class ContainerIngress(Construct):
             id="AwsSolutions-ECS4",
             reason="Container Insights bills custom metrics per task; the receiver writes its own "
             "EMF metrics (frames stored/failed/rejected, connections) and ECS' free AWS/ECS CPU and "
-            "memory metrics drive autoscaling. Enable it on the cluster if you want per-task views.",
+            "memory metrics drive autoscaling; the ALB's HealthyHostCount stands in for running tasks. "
+            "Enable it on the cluster if you want per-task views.",
         )])
         self.service = ecs.FargateService(
             self, "Service", cluster=self.cluster, task_definition=self.task_definition,
@@ -211,16 +273,18 @@ class ContainerIngress(Construct):
 
         # --- load balancer --------------------------------------------------------------------
         self.load_balancer = elbv2.ApplicationLoadBalancer(
-            self, "Alb", vpc=self.vpc, internet_facing=True, security_group=self.alb_security_group,
-            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC),
+            self, "Alb", vpc=self.vpc, internet_facing=not behind_cloudfront,
+            security_group=self.alb_security_group,
+            vpc_subnets=ec2.SubnetSelection(
+                subnet_type=ec2.SubnetType.PRIVATE_ISOLATED if behind_cloudfront else ec2.SubnetType.PUBLIC),
             idle_timeout=ALB_IDLE_TIMEOUT, drop_invalid_header_fields=True,
         )
         NagSuppressions.add_resource_suppressions(self.load_balancer, [NagPackSuppression(
             id="AwsSolutions-ELB2",
             reason="The stack is region-agnostic and ALB access logging needs the region's ELB "
             "account in the bucket policy at synth time. A websocket is one ALB request per "
-            "connection, and the receiver already logs each one (source IP from X-Forwarded-For, "
-            "auth method or refusal reason, close code) to its CloudWatch log group.",
+            "connection, and the receiver already logs each one (source IP, auth method or "
+            "refusal reason, close code) to its CloudWatch log group.",
         )])
         self.target_group = elbv2.ApplicationTargetGroup(
             self, "Targets", vpc=self.vpc, port=CONTAINER_PORT, protocol=elbv2.ApplicationProtocol.HTTP,
@@ -230,7 +294,8 @@ class ContainerIngress(Construct):
                                            timeout=Duration.seconds(5), healthy_threshold_count=2,
                                            unhealthy_threshold_count=3),
         )
-        if https:
+        self.distribution: cloudfront.Distribution | None = None
+        if https_alb:
             certificate = acm.Certificate.from_certificate_arn(self, "Certificate", settings.certificate_arn)
             self.listener = self.load_balancer.add_listener(
                 "Https", port=443, protocol=elbv2.ApplicationProtocol.HTTPS, certificates=[certificate],
@@ -238,13 +303,24 @@ class ContainerIngress(Construct):
             )
             self.url = f"wss://{settings.domain_name}/"
         else:
+            # Internal (behind CloudFront), or internet-facing only with allowPlaintext=true:
+            # settings.py refuses a public plaintext listener without that opt-in.
             self.listener = self.load_balancer.add_listener(
                 "Http", port=80, protocol=elbv2.ApplicationProtocol.HTTP,
                 default_target_groups=[self.target_group], open=False,
             )
-            self.url = f"ws://{self.load_balancer.load_balancer_dns_name}/"
+            if behind_cloudfront:
+                self.distribution = self._distribution(settings)
+                host = settings.domain_name or self.distribution.distribution_domain_name
+                self.url = f"wss://{host}/"  # Recall needs the / before ?token=
+            else:
+                self.url = f"ws://{self.load_balancer.load_balancer_dns_name}/"
+                Annotations.of(self).add_warning_v2(
+                    "framesink:plaintext",
+                    "allowPlaintext=true: the container ingress listens on plain ws:// on the internet; the token "
+                    "and every frame cross it unencrypted.")
 
-        # --- scaling and alarms ----------------------------------------------------------------
+        # --- scaling ------------------------------------------------------------------------
         # CPU is what a receiver spends per frame (JSON, base64, PNG checks). ALB request count
         # does not fit: a websocket is one request for hours. Scale-in stops a task, whose
         # bots reconnect (~3 s gap) to the others: so it is slow, out is fast.
@@ -253,13 +329,135 @@ class ContainerIngress(Construct):
         scaling.scale_on_cpu_utilization("Cpu", target_utilization_percent=CPU_TARGET_PERCENT,
                                          scale_out_cooldown=Duration.minutes(1),
                                          scale_in_cooldown=Duration.minutes(15))
-        self.no_healthy_receiver = self.target_group.metrics.healthy_host_count(
-            period=Duration.minutes(1), statistic="Minimum",
-        ).create_alarm(
-            self, "NoHealthyReceiver",
-            alarm_description="No receiver task passes the /healthz check: Recall cannot connect.",
-            threshold=1, evaluation_periods=3,
-            comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.BREACHING,
-        )
 
+    def _image(self, settings: InfraSettings, platform: ecr_assets.Platform) -> ecs.ContainerImage:
+        if settings.container_image == "local":
+            # cdk deploy runs `docker build` (or $CDK_DOCKER: podman, finch); synth only stages.
+            return ecs.ContainerImage.from_asset(str(REPO_ROOT), file=DOCKERFILE, platform=platform)
+        if settings.container_image:
+            uri = settings.container_image
+            registry, _, rest = uri.partition("/")
+            ecr_host = re.fullmatch(r"(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com", registry)
+            if not ecr_host:
+                return ecs.ContainerImage.from_registry(uri)  # a public registry: no credentials
+            # A private ECR image: the execution role may pull from that repository only.
+            name, tag = rest.split("@", 1) if "@" in rest else rest.rsplit(":", 1)
+            repository = ecr.Repository.from_repository_attributes(
+                self, "ImageRepository", repository_name=name,
+                repository_arn=Stack.of(self).format_arn(service="ecr", resource="repository", resource_name=name,
+                                                         region=ecr_host["region"], account=ecr_host["account"]))
+            return ecs.ContainerImage.from_ecr_repository(repository, tag)  # a tag, or sha256:<digest>
+        from cdklabs.deploy_time_build import ContainerImageBuild
+
+        build = ContainerImageBuild(
+            self, "Image", directory=str(REPO_ROOT), file=DOCKERFILE, platform=platform,
+            # The source is zipped as an S3 asset under the same allow-list the Dockerfile
+            # assumes (the construct reads .dockerignore; Docker's matching rules apply).
+            ignore_mode=_docker_ignore_mode(),
+        )
+        self.image_build = build
+        _tidy_image_build(Stack.of(self), settings)
+        return build.to_ecs_docker_image_code()
+
+    def _distribution(self, settings: InfraSettings) -> cloudfront.Distribution:
+        origin = origins.VpcOrigin.with_application_load_balancer(
+            self.load_balancer, http_port=80, protocol_policy=cloudfront.OriginProtocolPolicy.HTTP_ONLY,
+            read_timeout=ORIGIN_READ_TIMEOUT, keepalive_timeout=ORIGIN_KEEPALIVE,
+        )
+        certificate = (acm.Certificate.from_certificate_arn(self, "CloudFrontCertificate", settings.certificate_arn)
+                       if settings.certificate_arn else None)
+        distribution = cloudfront.Distribution(
+            self, "Distribution",
+            comment=f"framesink {settings.stage}: wss:// for Recall bots, to the receiver (internal ALB)",
+            default_behavior=cloudfront.BehaviorOptions(
+                origin=origin,
+                viewer_protocol_policy=cloudfront.ViewerProtocolPolicy.HTTPS_ONLY,
+                allowed_methods=cloudfront.AllowedMethods.ALLOW_GET_HEAD,  # a websocket upgrade is a GET
+                cache_policy=cloudfront.CachePolicy.CACHING_DISABLED,
+                compress=False,  # frames are PNG (already compressed), and nothing is cached
+                # Everything the receiver reads: ?token=, Recall's webhook-* (or svix-*) signed
+                # headers, the websocket handshake headers, and CloudFront-Viewer-Address (the
+                # bot's own address, for the connection log).
+                origin_request_policy=cloudfront.OriginRequestPolicy.ALL_VIEWER_AND_CLOUDFRONT_2022,
+            ),
+            http_version=cloudfront.HttpVersion.HTTP1_1,  # websockets upgrade HTTP/1.1 connections
+            price_class=cloudfront.PriceClass.PRICE_CLASS_ALL,  # Recall's bots run near their meetings
+            enable_logging=False,  # see the CFR3 suppression: standard logs record the token
+            domain_names=[settings.domain_name] if certificate else None,
+            certificate=certificate,
+            minimum_protocol_version=cloudfront.SecurityPolicyProtocol.TLS_V1_2_2021 if certificate else None,
+        )
+        suppressions = [
+            NagPackSuppression(
+                id="AwsSolutions-CFR3",
+                reason="No access logs: CloudFront's standard logs record each request's query string, and "
+                "the websocket URL's ?token= is the bot's credential. The receiver logs every connection "
+                "instead (the bot's address from CloudFront-Viewer-Address, auth method or refusal reason, "
+                "close code), never the query string."),
+            NagPackSuppression(
+                id="AwsSolutions-CFR1",
+                reason="No geo restriction: Recall runs its bots in the cloud regions near each meeting; "
+                "every connection must present a valid token at the handshake."),
+            NagPackSuppression(
+                id="AwsSolutions-CFR2",
+                reason="No WAF: the only route is a websocket upgrade that the receiver authenticates with a "
+                "256-bit token (and optionally Recall's signature) before reading a frame; a web ACL would add "
+                "~$6/month plus per-request fees and inspects nothing inside websocket frames."),
+        ]
+        if not certificate:
+            suppressions.append(NagPackSuppression(
+                id="AwsSolutions-CFR4",
+                reason="The distribution's own *.cloudfront.net certificate (no domain needed) cannot have its "
+                "minimum viewer TLS version raised. With certificateArn + domainName it is TLS 1.2 (2021 "
+                "policy). Recall's bots negotiate TLS 1.2 or 1.3."))
+        NagSuppressions.add_resource_suppressions(distribution, suppressions)
+        return distribution
+
+
+def _docker_ignore_mode():
+    from aws_cdk import IgnoreMode
+
+    return IgnoreMode.DOCKER
+
+
+# deploy-time-build makes its CodeBuild project and its starter Lambda as stack-level
+# singletons (one per stack, whatever the number of builds), named with these prefixes.
+IMAGE_BUILD_SINGLETONS = ("ContainerImageBuild", "DeployTimeBuildCustomResourceHandler")
+
+
+def _tidy_image_build(stack: Stack, settings: InfraSettings) -> None:
+    """deploy-time-build's parts (a CodeBuild project that runs `docker build` once per deploy,
+    and the Lambda that starts it) follow the stack's settings: their log group gets the
+    stack's retention and removal policy, and each cdk-nag finding is suppressed with a reason."""
+    for child in stack.node.children:
+        if child.node.id.startswith(IMAGE_BUILD_SINGLETONS):
+            _suppress_image_build_parts(child)
+            for node in child.node.find_all():
+                if isinstance(node, logs.CfnLogGroup):
+                    node.retention_in_days = settings.log_retention_days
+                    node.apply_removal_policy(settings.removal_policy)
+
+
+def _suppress_image_build_parts(build: Construct) -> None:
+    NagSuppressions.add_resource_suppressions(build, [
+        NagPackSuppression(
+            id="AwsSolutions-IAM4",
+            reason="deploy-time-build: AmazonElasticContainerRegistryPublicReadOnly lets the build pull the base "
+            "image from ECR Public (the documented policy); the starter Lambda's basic execution role is CDK's.",
+        ),
+        NagPackSuppression(
+            id="AwsSolutions-IAM5",
+            reason="deploy-time-build: CodeBuild's own log groups and report groups are named at run time, "
+            "ecr:GetAuthorizationToken has no resource-level permissions, and the source is read from the CDK "
+            "assets bucket (s3:GetObject*/List*/GetBucket* are CDK's asset grant); pushes go to one repository.",
+        ),
+        NagPackSuppression(
+            id="AwsSolutions-CB4",
+            reason="deploy-time-build's CodeBuild project builds a public Dockerfile from the stack's own source "
+            "asset; its artifacts are the image in ECR (encrypted at rest), so no KMS key is configured.",
+        ),
+        NagPackSuppression(
+            id="AwsSolutions-L1",
+            reason="deploy-time-build pins its custom-resource Lambda's Node.js runtime (nodejs22.x).",
+        ),
+    ], apply_to_children=True)

@@ -23,9 +23,7 @@ from constructs import Construct
 from framesink_core.settings import Settings
 
 from .bundling import lambda_code
-from .secrets import Secrets
 from .settings import InfraSettings
-from .storage import Storage
 
 # The newest Python runtime aws-cdk-lib knows (cdk-nag's AwsSolutions-L1 checks exactly that).
 RUNTIME = lambda_.Runtime.PYTHON_3_14
@@ -98,22 +96,17 @@ class PythonFunction(Construct):
 
 
 class FunctionFactory:
-    """Makes framesink's functions; ``functions`` lists them (monitoring alarms on each)."""
+    """Makes framesink's functions; ``functions`` lists them (monitoring alarms on each).
 
-    def __init__(self, *, settings: InfraSettings, storage: Storage, secrets: Secrets):
+    ``core`` is the core's settings (bucket, table, secret ids, limits), the same the
+    container receiver gets, so every adapter runs with one configuration."""
+
+    def __init__(self, *, settings: InfraSettings, core: Settings, service_name: str):
         self.settings = settings
         # One asset object shared by every function: bundled and uploaded once.
         self.code = lambda_code(RUNTIME, settings.architecture)
-        self.service_name = f"framesink-{settings.stage}"
-        # The core's settings, shared with the container receiver (container_ingress.py).
-        self.core = core = Settings(
-            bucket=storage.bucket.bucket_name,
-            table=storage.table.table_name,
-            max_frame_bytes=settings.max_frame_bytes,
-            frame_expiry_days=settings.frame_expiry_days,
-            token_secret_id=secrets.token_secret_id,
-            verification_secret_id=secrets.verification_secret_name,
-        )
+        self.service_name = service_name
+        self.core = core
         self.environment: dict[str, str] = {
             "POWERTOOLS_SERVICE_NAME": self.service_name,
             "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
@@ -133,11 +126,12 @@ class FunctionFactory:
         memory_size: int = 256,
         timeout: Duration = Duration.seconds(10),
         environment: Mapping[str, str] | None = None,
+        code: lambda_.Code | None = None,
     ) -> PythonFunction:
         made = PythonFunction(
             scope,
             id,
-            code=self.code,
+            code=code or self.code,
             settings=self.settings,
             handler=handler,
             description=description,

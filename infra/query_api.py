@@ -10,11 +10,11 @@ and may GetObject under recordings/ so the URLs it presigns work.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aws_cdk import Duration
 from aws_cdk import aws_apigatewayv2 as apigwv2
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
 from aws_cdk.aws_apigatewayv2_authorizers import HttpIamAuthorizer
 from aws_cdk.aws_apigatewayv2_integrations import HttpLambdaIntegration
 from cdk_nag import NagPackSuppression, NagSuppressions
@@ -22,10 +22,9 @@ from constructs import Construct
 
 from framesink_core import schema
 
+from .functions import FunctionFactory
 from .monitoring import HTTP_API_ACCESS_LOG_FORMAT, api_access_logs
-
-if TYPE_CHECKING:
-    from .stack import FramesinkStack
+from .settings import InfraSettings
 
 ROUTES = ("/recordings/{recording_id}/participants", "/recordings/{recording_id}/frames")
 # People and scripts, not bots: a low cap bounds what a leaked key can run up.
@@ -36,10 +35,11 @@ THROTTLE_BURST = 100
 class QueryApi(Construct):
     """``function`` (PythonFunction), ``api`` (HttpApi), ``stage`` and ``url``."""
 
-    def __init__(self, scope: Construct, id: str, *, stack: "FramesinkStack"):
+    def __init__(self, scope: Construct, id: str, *, settings: InfraSettings, functions: FunctionFactory,
+                 bucket: s3.IBucket, table: dynamodb.ITable):
         super().__init__(scope, id)
-        settings, storage, factory = stack.settings, stack.storage, stack.functions
-        table_arn = storage.table.table_arn
+        factory = functions
+        table_arn = table.table_arn
 
         # framesink_core.query.FrameIndex issues Query only, on the table and its two GSIs
         # (named one by one, not index/*); presigned_get_url needs GetObject on the frames.
@@ -56,7 +56,7 @@ class QueryApi(Construct):
                     ],
                 ),
                 iam.PolicyStatement(
-                    actions=["s3:GetObject"], resources=[storage.bucket.arn_for_objects("recordings/*")]
+                    actions=["s3:GetObject"], resources=[bucket.arn_for_objects("recordings/*")]
                 ),
             ],
             memory_size=512,

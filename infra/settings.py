@@ -18,7 +18,12 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 
 from framesink_core.recall import ENDPOINT_FORMS, REGIONS
-from framesink_core.settings import DEFAULT_BOT_TOKEN_TTL_SECONDS, DEFAULT_FRAME_EXPIRY_DAYS, DEFAULT_MAX_FRAME_BYTES
+from framesink_core.settings import (
+    DEFAULT_BOT_TOKEN_TTL_SECONDS,
+    DEFAULT_FRAME_EXPIRY_DAYS,
+    DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_MAX_FRAME_PIXELS,
+)
 
 DEFAULTS: dict[str, Any] = {
     # API Gateway stage name; also names the stack ("framesink-<stage>").
@@ -31,6 +36,8 @@ DEFAULTS: dict[str, Any] = {
     "frameExpiryDays": DEFAULT_FRAME_EXPIRY_DAYS,
     # Largest decoded PNG a message may carry (framesink_core.settings.DEFAULT_MAX_FRAME_BYTES).
     "maxFrameBytes": DEFAULT_MAX_FRAME_BYTES,
+    # Largest image (width x height) accepted; refuses decompression bombs by their header.
+    "maxFramePixels": DEFAULT_MAX_FRAME_PIXELS,
     # What `cdk destroy` does to the bucket, table, secret and log groups.
     "removalPolicy": "retain",
     # Lambda CPU architecture: arm64 (Graviton, ~20% cheaper per GB-s) or x86_64.
@@ -43,15 +50,29 @@ DEFAULTS: dict[str, Any] = {
     # true: the stack sets the account's API Gateway CloudWatch role (one per account and
     # region, needed for WebSocket access logs). false if the account already has one.
     "apiGatewayCloudWatchRole": True,
-    # Which websocket ingress to deploy (README "choosing an ingress"): "apigw" (API Gateway +
-    # Lambda; 32 KB frame limit), "container" (ECS Fargate behind an ALB; no size limit but
-    # maxFrameBytes) or "both". With a container, create-bot hands out the container's URL.
-    "ingress": "apigw",
-    # ACM certificate ARN for the container ingress' HTTPS listener (wss://); with it,
-    # domainName is the name it covers, pointed (CNAME/alias) at the ALB. Empty: plain HTTP
-    # (ws://), so the token crosses the internet unencrypted. Use a certificate in production.
+    # Which websocket ingress to deploy (README "choose your ingress"): "both" (the default: the
+    # container stores real frames, API Gateway stays for tiny ones), "container" (ECS Fargate
+    # behind an ALB; no size limit but maxFrameBytes) or "apigw" (API Gateway + Lambda: 32 KB
+    # frames, so no camera frame fits). With a container, create-bot hands out its URL.
+    "ingress": "both",
+    # What bots reach the container through: "cloudfront" (wss://<id>.cloudfront.net/, no
+    # domain needed; the ALB is internal, a CloudFront VPC origin) or "alb" (an internet-facing
+    # ALB: wss:// with certificateArn + domainName, plaintext ws:// only with allowPlaintext).
+    "containerFront": "cloudfront",
+    # A custom name for the container's wss:// URL: an ACM certificate ARN and the DNS name it
+    # covers, pointed (CNAME/alias) at the distribution (cloudfront: the certificate must be in
+    # us-east-1) or at the ALB (alb: in the stack's region). Set both or neither.
     "certificateArn": "",
     "domainName": "",
+    # true: accept an internet-facing plaintext ws:// listener (containerFront=alb without a
+    # certificate). The token and every frame then cross the internet unencrypted.
+    "allowPlaintext": False,
+    # The receiver image: "" builds container/Dockerfile in CodeBuild at deploy time (no Docker
+    # on your machine); "local" builds it with the local Docker (or CDK_DOCKER=podman|finch);
+    # anything else is an image URI built elsewhere (e.g. <account>.dkr.ecr.<region>.amazonaws.com/framesink:1).
+    "containerImage": "",
+    # An email address subscribed to the alarm topic (output AlarmTopicArn); it must confirm.
+    "alarmEmail": "",
     # Container ingress task count: CPU autoscaling between these (1 <= min <= max <= 100).
     # One 0.5-vCPU task holds ~14-17 webcams at the 60 % CPU target (README "choose your
     # ingress"), so max = concurrent participants / 14, rounded up, with headroom.
@@ -96,7 +117,10 @@ RETENTION_DAYS: dict[int, logs.RetentionDays] = {
 
 ARCHITECTURES = {"arm64": lambda_.Architecture.ARM_64, "x86_64": lambda_.Architecture.X86_64}
 INGRESSES = {"apigw": ("apigw",), "container": ("container",), "both": ("apigw", "container")}
-CERTIFICATE_ARN_PATTERN = re.compile(r"arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[A-Za-z0-9-]+")
+CERTIFICATE_ARN_PATTERN = re.compile(r"arn:aws[a-z-]*:acm:(?P<region>[a-z0-9-]+):\d{12}:certificate/[A-Za-z0-9-]+")
+CONTAINER_FRONTS = {"cloudfront": "cloudfront", "alb": "alb"}
+IMAGE_URI_PATTERN = re.compile(r"[a-z0-9][a-z0-9.-]*(:\d+)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]{1,128}|@sha256:[0-9a-f]{64})")
+EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 DOMAIN_PATTERN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 REMOVAL_POLICIES = {"retain": RemovalPolicy.RETAIN, "destroy": RemovalPolicy.DESTROY}
 
@@ -115,14 +139,19 @@ class InfraSettings:
     log_retention_days: int = DEFAULTS["logRetentionDays"]
     frame_expiry_days: int = DEFAULTS["frameExpiryDays"]
     max_frame_bytes: int = DEFAULTS["maxFrameBytes"]
+    max_frame_pixels: int = DEFAULTS["maxFramePixels"]
     removal_policy_name: str = DEFAULTS["removalPolicy"]
     architecture_name: str = DEFAULTS["architecture"]
     verification_secret_name: str = DEFAULTS["verificationSecretName"]
     static_token: bool = DEFAULTS["staticToken"]
     api_gateway_cloudwatch_role: bool = DEFAULTS["apiGatewayCloudWatchRole"]
     ingress: str = DEFAULTS["ingress"]
+    container_front: str = DEFAULTS["containerFront"]
     certificate_arn: str = DEFAULTS["certificateArn"]
     domain_name: str = DEFAULTS["domainName"]
+    allow_plaintext: bool = DEFAULTS["allowPlaintext"]
+    container_image: str = DEFAULTS["containerImage"]
+    alarm_email: str = DEFAULTS["alarmEmail"]
     container_min_tasks: int = DEFAULTS["containerMinTasks"]
     container_max_tasks: int = DEFAULTS["containerMaxTasks"]
     recall_region: str = DEFAULTS["recallRegion"]
@@ -157,6 +186,10 @@ class InfraSettings:
         max_bytes = _integer(value("maxFrameBytes"), "maxFrameBytes")
         if max_bytes <= 0:
             raise SettingsError(f"context 'maxFrameBytes' must be a positive number of bytes; got {max_bytes}")
+        max_pixels = _integer(value("maxFramePixels"), "maxFramePixels")
+        if max_pixels < 1280 * 720:
+            raise SettingsError(f"context 'maxFramePixels' must admit a 1280x720 screenshare (>= {1280 * 720}); "
+                                f"got {max_pixels}")
         removal = _choice(value("removalPolicy"), "removalPolicy", REMOVAL_POLICIES)
         architecture = _choice(value("architecture"), "architecture", ARCHITECTURES)
         secret_name = _text(value("verificationSecretName"), "verificationSecretName").strip()
@@ -171,9 +204,11 @@ class InfraSettings:
                 f"({SECRET_NAME_PATTERN.pattern}); got {secret_name!r}"
             )
         ingress = _choice(value("ingress"), "ingress", INGRESSES)
+        front = _choice(value("containerFront"), "containerFront", CONTAINER_FRONTS)
         certificate_arn = _text(value("certificateArn"), "certificateArn").strip()
         domain_name = _text(value("domainName"), "domainName").strip().lower().rstrip(".")
-        if certificate_arn and not CERTIFICATE_ARN_PATTERN.fullmatch(certificate_arn):
+        certificate = CERTIFICATE_ARN_PATTERN.fullmatch(certificate_arn) if certificate_arn else None
+        if certificate_arn and not certificate:
             raise SettingsError(
                 f"context 'certificateArn' must be an ACM certificate ARN "
                 f"(arn:aws:acm:<region>:<account>:certificate/<id>); got {certificate_arn!r}"
@@ -183,9 +218,29 @@ class InfraSettings:
         if bool(certificate_arn) != bool(domain_name):
             raise SettingsError(
                 "context 'certificateArn' and 'domainName' go together: the wss:// URL Recall gets "
-                "must name the host the certificate covers (point it at the ALB); "
+                "must name the host the certificate covers; "
                 f"got certificateArn={certificate_arn!r}, domainName={domain_name!r}"
             )
+        if certificate and front == "cloudfront" and certificate["region"] != "us-east-1":
+            raise SettingsError(
+                f"context 'certificateArn' is in {certificate['region']}, but CloudFront (containerFront=cloudfront) "
+                "only uses certificates from us-east-1: request one there, or set containerFront=alb"
+            )
+        allow_plaintext = _boolean(value("allowPlaintext"), "allowPlaintext")
+        container = "container" in INGRESSES[ingress]
+        if container and front == "alb" and not certificate_arn and not allow_plaintext:
+            raise SettingsError(
+                "context 'containerFront=alb' without 'certificateArn' would put a plaintext ws:// listener on the "
+                "internet (token and frames unencrypted): set certificateArn + domainName, use containerFront="
+                "cloudfront (the default, wss:// with no domain), or accept it with -c allowPlaintext=true"
+            )
+        image = _text(value("containerImage"), "containerImage").strip()
+        if image not in ("", "local") and not IMAGE_URI_PATTERN.fullmatch(image):
+            raise SettingsError(f"context 'containerImage' must be empty (build in CodeBuild), 'local' (build with "
+                                f"Docker/CDK_DOCKER) or an image URI with a tag or digest; got {image!r}")
+        alarm_email = _text(value("alarmEmail"), "alarmEmail").strip()
+        if alarm_email and not EMAIL_PATTERN.fullmatch(alarm_email):
+            raise SettingsError(f"context 'alarmEmail' must be an email address; got {alarm_email!r}")
         min_tasks = _integer(value("containerMinTasks"), "containerMinTasks")
         max_tasks = _integer(value("containerMaxTasks"), "containerMaxTasks")
         if not 1 <= min_tasks <= max_tasks <= MAX_CONTAINER_TASKS:
@@ -215,14 +270,19 @@ class InfraSettings:
             log_retention_days=retention,
             frame_expiry_days=expiry,
             max_frame_bytes=max_bytes,
+            max_frame_pixels=max_pixels,
             removal_policy_name=removal,
             architecture_name=architecture,
             verification_secret_name=secret_name,
             static_token=_boolean(value("staticToken"), "staticToken"),
             api_gateway_cloudwatch_role=_boolean(value("apiGatewayCloudWatchRole"), "apiGatewayCloudWatchRole"),
             ingress=ingress,
+            container_front=front,
             certificate_arn=certificate_arn,
             domain_name=domain_name,
+            allow_plaintext=allow_plaintext,
+            container_image=image,
+            alarm_email=alarm_email,
             container_min_tasks=min_tasks,
             container_max_tasks=max_tasks,
             recall_region=recall_region,

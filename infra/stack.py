@@ -1,26 +1,21 @@
 """The framesink stack: shared parts first, then one construct per ingress or API.
 
-Adding a part (create-bot API, query API, container ingress) is one construct in its own
-module, built in ``__init__`` below with ``stack=self``. What parts use:
-- ``stack.settings``   InfraSettings (context)
-- ``stack.storage``    ``.bucket`` (frames), ``.table`` (index), ``.access_logs``
-- ``stack.secrets``    ``.token_secret``, ``.read_statements()``, verification secret name/ARN
-- ``stack.functions``  FunctionFactory: ``.create(self, "Id", handler=..., statements=[...])``
-- ``stack.websocket``  ``.url`` (wss://.../<stage>), ``.api``, ``.stage``; None if ingress=container
-- ``stack.container``  ContainerIngress (``.url``, ``.load_balancer``...); None if ingress=apigw
-- ``stack.ingress_url`` the websocket URL create-bot hands to Recall (the container's if any)
-Monitoring comes last: it alarms on every function the factory made.
+Each construct takes the resources it uses as props (bucket, table, secret statements, the
+function factory, URLs), the way CDK's own constructs do; this file is the one place that
+wires them together. Monitoring comes last: it watches what the others made.
 """
 
 from __future__ import annotations
 
-from aws_cdk import CfnOutput, Stack, Tags
+from aws_cdk import Annotations, CfnOutput, Stack, Tags
 from constructs import Construct
+
+from framesink_core.settings import Settings
 
 from .bot_api import BotApi
 from .container_ingress import ContainerIngress
 from .functions import FunctionFactory
-from .monitoring import Monitoring
+from .monitoring import Monitored, Monitoring
 from .query_api import QueryApi
 from .secrets import Secrets
 from .settings import InfraSettings
@@ -39,41 +34,89 @@ class FramesinkStack(Stack):
         self.settings = settings
         Tags.of(self).add("project", "framesink")
         Tags.of(self).add("stage", settings.stage)
+        service_name = f"framesink-{settings.stage}"
 
         # Shared by every part.
         self.storage = Storage(self, "Storage", settings=settings)
         self.secrets = Secrets(self, "Secrets", settings=settings)
-        self.functions = FunctionFactory(settings=settings, storage=self.storage, secrets=self.secrets)
+        bucket, table = self.storage.bucket, self.storage.table
+        # The core's settings: the same for every function and the container receiver.
+        core = Settings(
+            bucket=bucket.bucket_name,
+            table=table.table_name,
+            max_frame_bytes=settings.max_frame_bytes,
+            max_frame_pixels=settings.max_frame_pixels,
+            frame_expiry_days=settings.frame_expiry_days,
+            token_secret_id=self.secrets.token_secret_id,
+            verification_secret_id=self.secrets.verification_secret_name,
+        )
+        self.functions = FunctionFactory(settings=settings, core=core, service_name=service_name)
+        secret_statements = self.secrets.read_statements()
 
-        # Ingress and APIs: one construct each.
-        # The `ingress` setting picks API Gateway, the container receiver, or both. With a
-        # container, bots are sent to it: it takes real-size frames (README "limits").
-        self.websocket = WebSocketIngress(self, "WebSocket", stack=self) if settings.apigw_ingress else None
-        self.container = ContainerIngress(self, "Container", stack=self) if settings.container_ingress else None
+        # Ingress. The `ingress` setting picks API Gateway, the container receiver, or both (the
+        # default). With a container, bots are sent to it: only it takes real-size frames.
+        self.websocket = (
+            WebSocketIngress(self, "WebSocket", settings=settings, functions=self.functions, bucket=bucket,
+                             table=table, secret_statements=secret_statements)
+            if settings.apigw_ingress else None
+        )
+        self.container = (
+            ContainerIngress(self, "Container", settings=settings, bucket=bucket, table=table,
+                             secret_statements=secret_statements, core=core, service_name=service_name)
+            if settings.container_ingress else None
+        )
         self.ingress_url: str = self.container.url if self.container else self.websocket.url
-        self.bot_api = BotApi(self, "BotApi", stack=self)  # infra/bot_api.py
-        self.query_api = QueryApi(self, "QueryApi", stack=self)
+        if self.container is None:
+            Annotations.of(self).add_warning_v2(
+                "framesink:apigw-only",
+                "ingress=apigw: bots are sent to API Gateway, whose 32 KB frame limit no camera frame fits "
+                "(480x360 webcams are 130-370 KB as messages): they are closed with 1009 and not stored. "
+                "Use the default ingress=both (or container) for real meetings.")
 
-        self.monitoring = Monitoring(self, "Monitoring", stack=self)
+        # APIs.
+        self.bot_api = BotApi(self, "BotApi", settings=settings, functions=self.functions, table=table,
+                              ingress_url=self.ingress_url)
+        self.query_api = QueryApi(self, "QueryApi", settings=settings, functions=self.functions, bucket=bucket,
+                                  table=table)
+
+        self.monitoring = Monitoring(self, "Monitoring", settings=settings, service_name=service_name, watch=Monitored(
+            functions=self.functions.functions,
+            table=table,
+            websocket_stage=self.websocket.stage if self.websocket else None,
+            ingest_log_group=self.websocket.ingest.log_group if self.websocket else None,
+            receiver_log_group=self.container.log_group if self.container else None,
+            load_balancer=self.container.load_balancer if self.container else None,
+            target_group=self.container.target_group if self.container else None,
+            min_tasks=settings.container_min_tasks,
+            distribution=self.container.distribution if self.container else None,
+        ))
 
         # Output ids are a contract for the CLI (it reads them with describe-stacks).
         CfnOutput(self, "WebSocketUrl", value=self.ingress_url,
-                  description="Give Recall this URL with ?token=<token> appended")  # fmt: skip
+                  description="The URL create-bot hands to Recall (append ?token=<token>)")  # fmt: skip
         if self.websocket is not None and self.container is not None:
             CfnOutput(self, "ApiGatewayWebSocketUrl", value=self.websocket.url,
                       description="API Gateway ingress (frames up to 32 KB only), with ?token=<token>")  # fmt: skip
         if self.container is not None:
             CfnOutput(self, "ContainerWebSocketUrl", value=self.container.url,
                       description="Container ingress (no 32 KB limit), with ?token=<token> appended")  # fmt: skip
-            CfnOutput(self, "LoadBalancerDnsName", value=self.container.load_balancer.load_balancer_dns_name,
-                      description="Point domainName (CNAME/alias) here when certificateArn is set")  # fmt: skip
-        CfnOutput(self, "BucketName", value=self.storage.bucket.bucket_name)
-        CfnOutput(self, "TableName", value=self.storage.table.table_name)
+            if self.container.distribution is not None:
+                CfnOutput(self, "DistributionDomainName", value=self.container.distribution.distribution_domain_name,
+                          description="CloudFront in front of the receiver (point domainName here with a CNAME)")  # fmt: skip
+            else:
+                CfnOutput(self, "LoadBalancerDnsName", value=self.container.load_balancer.load_balancer_dns_name,
+                          description="The receiver's ALB (point domainName here with a CNAME/alias)")  # fmt: skip
+        CfnOutput(self, "BucketName", value=bucket.bucket_name)
+        CfnOutput(self, "TableName", value=table.table_name)
         CfnOutput(self, "Region", value=self.region)
         CfnOutput(self, "FrameExpiryDays", value=str(settings.frame_expiry_days),
                   description="Days until frames and their index items expire (0 = never); framesink reindex reads it")  # fmt: skip
         CfnOutput(self, "QueryApiUrl", value=self.query_api.url,
                   description="Query API (IAM auth, SigV4): GET recordings/{id}/participants, recordings/{id}/frames")  # fmt: skip
+        CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn,
+                  description="Every alarm notifies this SNS topic (subscribe with -c alarmEmail=... or your own)")  # fmt: skip
+        CfnOutput(self, "DashboardName", value=self.monitoring.dashboard_name,
+                  description="CloudWatch dashboard: frames stored/rejected/failed, store latency, connections")  # fmt: skip
         if self.secrets.token_secret is not None:
             CfnOutput(self, "TokenSecretArn", value=self.secrets.token_secret.secret_arn,
                       description="ARN of the shared connection token (read it with get-secret-value)")  # fmt: skip

@@ -7,20 +7,21 @@ records the close. API Gateway's limits (32 KB frames, 128 KB messages) apply: s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_apigatewayv2 as apigwv2
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
 from aws_cdk.aws_apigatewayv2_integrations import WebSocketLambdaIntegration
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
+from .functions import FunctionFactory
 from .monitoring import api_access_logs
-
-if TYPE_CHECKING:
-    from .stack import FramesinkStack
+from .settings import InfraSettings
 
 # Stage-wide limits on connects + messages per second. One bot sends 2 frames/s per
 # participant (4 with screenshare), so 1000/s is ~250 participants across all bots at
@@ -46,24 +47,28 @@ ACCESS_LOG_FORMAT = {
 
 
 class WebSocketIngress(Construct):
-    """``api``, ``stage``, ``url`` (wss://.../<stage>) and the three route functions."""
+    """``api``, ``stage``, ``url`` (wss://.../<stage>) and the three route functions.
 
-    def __init__(self, scope: Construct, id: str, *, stack: "FramesinkStack"):
+    Takes what it uses: the settings, the function factory, the frames bucket and index
+    table the functions write, and the Secrets Manager statements $connect needs."""
+
+    def __init__(self, scope: Construct, id: str, *, settings: InfraSettings, functions: FunctionFactory,
+                 bucket: s3.IBucket, table: dynamodb.ITable, secret_statements: Sequence[iam.PolicyStatement]):
         super().__init__(scope, id)
-        settings, storage, secrets, factory = stack.settings, stack.storage, stack.secrets, stack.functions
-        table_arn = storage.table.table_arn
+        factory = functions
+        table_arn = table.table_arn
 
         def table(*actions: str) -> iam.PolicyStatement:
             return iam.PolicyStatement(actions=[f"dynamodb:{a}" for a in actions], resources=[table_arn])
 
         # Calls each handler makes, from framesink_core: TokenStore.lookup (GetItem),
-        # ConnectionRegistry.opened (PutItem), Service.secret (GetSecretValue).
+        # ConnectionRegistry.opened and OnceStore.claim (PutItem), Service.secret (GetSecretValue).
         self.connect = factory.create(
             self,
             "Connect",
             handler="framesink_handlers.connect.handler",
             description="WebSocket $connect: checks the URL token, records the connection",
-            statements=[table("GetItem", "PutItem"), *secrets.read_statements()],
+            statements=[table("GetItem", "PutItem"), *secret_statements],
         )
         # ConnectionRegistry.closed (UpdateItem).
         self.disconnect = factory.create(
@@ -73,8 +78,10 @@ class WebSocketIngress(Construct):
             description="WebSocket $disconnect: records the close code and reason",
             statements=[table("UpdateItem")],
         )
-        # FrameStore.put_frame (S3 PutObject under recordings/, conditional PutItem, UpdateItem
-        # of participant/recording items) and ConnectionRegistry.bot_of (GetItem).
+        # FrameStore.put_frame: S3 PutObject under recordings/ (If-None-Match), GetObject there
+        # for a redelivery's comparison (HeadObject is GetObject in IAM), the index PutItem,
+        # GetItem (a duplicate's item exists?), UpdateItem of participant/recording totals;
+        # ConnectionRegistry.bot_of (GetItem).
         self.ingest = factory.create(
             self,
             "Ingest",
@@ -82,7 +89,7 @@ class WebSocketIngress(Construct):
             description="WebSocket $default: validates and stores each frame",
             statements=[
                 iam.PolicyStatement(
-                    actions=["s3:PutObject"], resources=[storage.bucket.arn_for_objects("recordings/*")]
+                    actions=["s3:PutObject", "s3:GetObject"], resources=[bucket.arn_for_objects("recordings/*")]
                 ),
                 table("GetItem", "PutItem", "UpdateItem"),
             ],
@@ -96,7 +103,7 @@ class WebSocketIngress(Construct):
             [
                 NagPackSuppression(
                     id="AwsSolutions-IAM5",
-                    reason="s3:PutObject is limited to the frames bucket's recordings/ prefix; "
+                    reason="s3:PutObject/GetObject are limited to the frames bucket's recordings/ prefix; "
                     "object keys (recording/participant/type/time) are only known per frame.",
                     applies_to=[{"regex": r"/^Resource::<.*Frames.*\.Arn>\/recordings\/\*$/g"}],
                 )

@@ -1,10 +1,10 @@
-"""`framesink receive`: the container receiver (framesink/receiver.py does the work)."""
+"""`framesink receive`: the container receiver (lambdas/framesink_receiver does the work)."""
 
 from __future__ import annotations
 
 import argparse
 
-from ..receiver import HEALTH_PATH, add_arguments, run
+from framesink_receiver import HEALTH_PATH, add_arguments, run
 
 
 def register(subparsers) -> None:

@@ -27,7 +27,9 @@ from procs import GUARD, TOKEN, Moto, ReceiverProcess, _json
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "container" / "Dockerfile"
 REQUIREMENTS = ROOT / "container" / "requirements.txt"
-LOCAL_PACKAGES = {"framesink": ROOT, "framesink_core": ROOT / "lambdas"}
+# What the image copies, and where its PYTHONPATH (/app/lambdas) finds it: the core and the
+# receiver adapter, no CLI and no Lambda handlers.
+LOCAL_PACKAGES = {"framesink_core": ROOT / "lambdas", "framesink_receiver": ROOT / "lambdas"}
 
 
 def instructions(path: Path = DOCKERFILE) -> list[tuple[str, str]]:
@@ -90,8 +92,7 @@ def allowed_modules() -> set[str]:
     return modules | set(LOCAL_PACKAGES)
 
 
-# Runs `python -m <module>` the way the image would: only the stdlib, framesink's two
-# packages (as the image's PYTHONPATH has them) and the image's requirements can be
+# Runs `python -m <module>` the way the image would: only the stdlib, the two packages (as the image's PYTHONPATH has them) and the image's requirements can be
 # imported; an import of anything else fails as it would in the container.
 IMAGE_PYTHON = """
 import importlib.abc, json, runpy, sys
@@ -120,9 +121,11 @@ def image_argv(command: list[str]) -> list[str]:
 # --- the Dockerfile --------------------------------------------------------------------------
 
 
-def test_base_image_is_slim_python_3_12_or_3_13():
+def test_base_image_is_slim_python_3_12_or_3_13_from_ecr_public():
     (base,) = of("FROM")
-    assert re.fullmatch(r"python:3\.1[23]-slim(-\w+)?", base), base
+    # ECR Public's mirror of Docker Hub's official image: CodeBuild pulls it without Docker
+    # Hub's anonymous rate limit.
+    assert re.fullmatch(r"public\.ecr\.aws/docker/library/python:3\.1[23]-slim(-\w+)?", base), base
 
 
 def test_runs_as_a_non_root_user():
@@ -152,7 +155,7 @@ def test_every_copy_source_exists_and_is_in_the_build_context():
             assert path.exists(), f"COPY source {source} does not exist"
             files = [path] if path.is_file() else [p for p in path.rglob("*.py")]
             assert files and not [f for f in files if ignore.ignores(str(f))], f"{source} is excluded by .dockerignore"
-    for excluded in (".venv", "node_modules", "cdk.out", "tests", "lambdas/framesink_handlers"):
+    for excluded in (".venv", "node_modules", "cdk.out", "tests", "lambdas/framesink_handlers", "framesink"):
         assert ignore.ignores(str(ROOT / excluded / "x.py")), f"{excluded} would be sent to Docker"
 
 
@@ -166,12 +169,12 @@ def test_requirements_are_pinned_and_have_no_pillow():
 
 
 def test_the_receiver_imports_nothing_the_image_lacks():
-    probe = "import framesink.receiver; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    probe = "import framesink_receiver; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     result = subprocess.run(image_argv(["python", "-c", probe]), capture_output=True, text=True, timeout=GUARD,
                             env=image_env())
     assert result.returncode == 0, result.stderr
     loaded = set(json.loads(result.stdout.strip().splitlines()[-1]))
-    assert "PIL" not in loaded and "moto" not in loaded and "aws_cdk" not in loaded
+    assert not loaded & {"PIL", "moto", "aws_cdk", "framesink", "framesink_handlers", "av"}
 
 
 # --- the CMD, run ---------------------------------------------------------------------------
@@ -180,7 +183,7 @@ def test_the_receiver_imports_nothing_the_image_lacks():
 def image_env(extra: dict | None = None) -> dict[str, str]:
     env = dockerfile_env()
     # The image's /app paths, here.
-    env["PYTHONPATH"] = ":".join(str(p) for p in LOCAL_PACKAGES.values())
+    env["PYTHONPATH"] = ":".join(sorted({str(p) for p in LOCAL_PACKAGES.values()}))
     return {"PATH": "/usr/bin:/bin", **env, **(extra or {})}
 
 

@@ -217,7 +217,10 @@ def test_stage_auto_deploys_throttles_and_logs_without_the_token(default):
 
 def test_outputs_name_the_url_bucket_table_and_token_secret_arn(default):
     outputs = default.template["Outputs"]
-    url = outputs["WebSocketUrl"]["Value"]["Fn::Join"][1]
+    # The default (ingress=both) sends bots to the container (tests/infra/test_infra_container.py);
+    # the API Gateway URL stays an output of its own.
+    assert outputs["WebSocketUrl"]["Value"]["Fn::Join"][1][0] == "wss://"
+    url = outputs["ApiGatewayWebSocketUrl"]["Value"]["Fn::Join"][1]
     assert url[0] == "wss://" and url[-1] == "/live" and ref(default.websocket_api()) in url
     assert outputs["BucketName"]["Value"] == ref(default.frames_bucket())
     assert outputs["TableName"]["Value"] == ref(default.only("AWS::DynamoDB::Table"))
@@ -239,7 +242,8 @@ def test_each_function_has_exactly_the_permissions_its_handler_uses(default):
         HANDLERS["$connect"]: pairs(["dynamodb:GetItem", "dynamodb:PutItem"], table)
         | pairs(["secretsmanager:GetSecretValue"], token),
         HANDLERS["$disconnect"]: pairs(["dynamodb:UpdateItem"], table),
-        HANDLERS["$default"]: pairs(["s3:PutObject"], frames)
+        # PutObject (If-None-Match), GetObject to compare a redelivery with the stored frame.
+        HANDLERS["$default"]: pairs(["s3:PutObject", "s3:GetObject"], frames)
         | pairs(["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], table),
     }
     roles = set()
@@ -358,17 +362,60 @@ def test_no_secret_value_reaches_the_template(default):
         assert not any("whsec_" in json.dumps(v) for v in env.values())
 
 
-def test_alarms_cover_lost_frames_rejections_and_every_function(default):
-    alarms = default.of_type("AWS::CloudWatch::Alarm")
-    store = [a for a in alarms.values() if "Metrics" in a["Properties"]]
-    (lost,) = store
-    dims = [m["MetricStat"]["Metric"]["Dimensions"] for m in lost["Properties"]["Metrics"] if "MetricStat" in m]
-    assert sorted(d["Value"] for ds in dims for d in ds if d["Name"] == "reason") == ["index_write_failed", "s3_write_failed"]
-    errors = [a for a in alarms.values() if a["Properties"].get("MetricName") == "Errors"]
-    assert len(errors) == len(default.functions())
+def metric_of(alarm: dict) -> list[tuple[str, dict]]:
+    """(metric name, dimensions) of an alarm, whether on one metric or a math expression."""
+    props = alarm["Properties"]
+    if "MetricName" in props:
+        return [(props["MetricName"], {d["Name"]: d["Value"] for d in props.get("Dimensions", [])})]
+    return [(m["MetricStat"]["Metric"]["MetricName"], {d["Name"]: d["Value"] for d in m["MetricStat"]["Metric"].get("Dimensions", [])})
+            for m in props["Metrics"] if "MetricStat" in m]
+
+
+def test_every_alarm_notifies_the_alarm_topic(default, variant):
+    for synth in (default, variant):
+        (topic,) = synth.of_type("AWS::SNS::Topic")
+        alarms = synth.of_type("AWS::CloudWatch::Alarm")
+        assert alarms and all(a["Properties"]["AlarmActions"] == [ref(topic)] for a in alarms.values())
+        assert all(a["Properties"].get("ActionsEnabled", True) for a in alarms.values())
+        assert synth.template["Outputs"]["AlarmTopicArn"]["Value"] == ref(topic)
+        # encrypted with a key CloudWatch may use (the AWS-managed SNS key refuses CloudWatch)
+        key = synth.resources[topic]["Properties"]["KmsMasterKeyId"]["Fn::GetAtt"][0]
+        statements = synth.resources[key]["Properties"]["KeyPolicy"]["Statement"]
+        assert any(s["Principal"] == {"Service": "cloudwatch.amazonaws.com"} for s in statements)
+
+
+def test_alarms_cover_what_can_go_wrong(default):
+    alarms = {k: metric_of(a) for k, a in default.of_type("AWS::CloudWatch::Alarm").items()}
+    metrics = [m for ms in alarms.values() for m in ms]
+
+    def alarmed(name, **dims):
+        return [m for m in metrics if m[0] == name and all(m[1].get(k) == v for k, v in dims.items())]
+
+    (lost,) = [ms for ms in alarms.values() if {m[0] for m in ms} == {"FrameStoreFailed"}]
+    assert sorted(d["reason"] for _, d in lost) == ["index_write_failed", "internal_error", "s3_write_failed"]
+    for code in ("1009", "1011"):  # websocket closes by code ($disconnect and the receiver)
+        assert alarmed("ConnectionClosed", code=code)
+    for function_id in default.functions().values():
+        name = {"Ref": function_id}
+        assert [m for m in metrics if m[0] == "Errors" and m[1].get("FunctionName") == name]
+        assert [m for m in metrics if m[0] == "Throttles" and m[1].get("FunctionName") == name]
+    assert alarmed("IntegrationError") and alarmed("ExecutionError")  # API Gateway WebSocket
+    assert alarmed("ReadThrottleEvents") and alarmed("WriteThrottleEvents")  # DynamoDB
+    assert alarmed("HealthyHostCount")  # receiver tasks below containerMinTasks
+    assert alarmed("HTTPCode_ELB_5XX_Count") and alarmed("HTTPCode_Target_5XX_Count")
+    [cloudfront] = [k for k, ms in alarms.items() if ms and ms[0][0] == "5xxErrorRate"]
+    assert default.resources[cloudfront]["Condition"]  # only where CloudFront's metrics are (us-east-1)
     default.assertions.has_resource_properties(
         "AWS::Logs::MetricFilter", {"FilterPattern": '{ $.message = "message rejected" }'}
     )
+
+
+def test_one_dashboard_shows_frames_latency_and_connections(default):
+    (dashboard,) = default.of_type("AWS::CloudWatch::Dashboard").values()
+    body = json.dumps(dashboard["Properties"]["DashboardBody"])
+    for what in ("FrameStored", "MessageRejected", "FrameStoreFailed", "StoreLatency", "p99", "OpenConnections"):
+        assert what in body, what
+    assert default.template["Outputs"]["DashboardName"]["Value"] == "framesink-live"
 
 
 # --- checks: cdk-nag, cfn-lint --------------------------------------------------------------

@@ -1,6 +1,17 @@
-"""The container ingress in the synthesized CDK app (ingress=container and ingress=both):
-ECS, ALB and network resources, least privilege, outputs, cdk-nag and cfn-lint; and that
-synth stages the image's build context without Docker."""
+"""The container ingress in the synthesized CDK app, for each way bots reach it:
+
+- ``default`` (no context): ingress=both, CloudFront (VPC origin) in front of an internal ALB,
+  the image built in CodeBuild at deploy time;
+- ``container``: ingress=container, CloudFront with a custom domain (us-east-1 certificate),
+  an image URI in private ECR, 2-12 tasks;
+- ``alb``: containerFront=alb with a regional certificate (HTTPS on an internet-facing ALB),
+  x86_64, the image built by the local Docker;
+- ``plaintext``: containerFront=alb without a certificate, accepted only with allowPlaintext.
+
+Checked: CloudFront in front of the ALB and the ALB answering only it; no internet-reachable
+plaintext listener without the opt-in (and synth's refusal); wss:// URLs; least privilege;
+timeouts that fit together; cdk-nag and cfn-lint clean for every variant; the image built
+without Docker."""
 
 from __future__ import annotations
 
@@ -12,18 +23,38 @@ from aws_cdk.assertions import Template
 
 from framesink_core.settings import Settings
 from infra import build, error_annotations
-from infra.container_ingress import CONTAINER_PORT, DOCKERFILE, task_environment
+from infra.container_ingress import (
+    ALB_IDLE_TIMEOUT,
+    CONTAINER_PORT,
+    DEREGISTRATION_DELAY,
+    DEREGISTRATION_WATCH_SECONDS,
+    DOCKERFILE,
+    ORIGIN_READ_TIMEOUT,
+    STOP_TIMEOUT,
+    VPC_CIDR,
+    task_environment,
+)
 from infra.settings import InfraSettings, SettingsError
+from framesink_receiver.server import DEFAULT_SHUTDOWN_GRACE
 
 pytestmark = pytest.mark.slow
 
-CERTIFICATE = "arn:aws:acm:us-east-1:123456789012:certificate/0f5b8d2e-1111-2222-3333-444455556666"
+US_EAST_1_CERTIFICATE = "arn:aws:acm:us-east-1:123456789012:certificate/0f5b8d2e-1111-2222-3333-444455556666"
+REGIONAL_CERTIFICATE = "arn:aws:acm:eu-west-1:123456789012:certificate/0f5b8d2e-1111-2222-3333-444455556666"
+ECR_IMAGE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/framesink-receiver:1.2.3"
 CONTEXTS = {
-    "container": {"ingress": "container", "frameExpiryDays": "7", "containerMinTasks": "2", "containerMaxTasks": "12"},
-    # With a certificate, and on x86_64 (the image platform and task platform follow).
-    "both": {"ingress": "both", "certificateArn": CERTIFICATE, "domainName": "frames.example.com",
-             "architecture": "x86_64"},
+    "default": {},
+    "container": {"ingress": "container", "frameExpiryDays": "7", "containerMinTasks": "2", "containerMaxTasks": "12",
+                  "certificateArn": US_EAST_1_CERTIFICATE, "domainName": "frames.example.com",
+                  "containerImage": ECR_IMAGE, "alarmEmail": "oncall@example.com"},
+    "alb": {"ingress": "both", "containerFront": "alb", "certificateArn": REGIONAL_CERTIFICATE,
+            "domainName": "frames.example.com", "architecture": "x86_64", "containerImage": "local"},
+    "plaintext": {"ingress": "container", "containerFront": "alb", "allowPlaintext": "true"},
 }
+CLOUDFRONT_VARIANTS = ("default", "container")
+# CloudFront's managed policies (their ids are fixed by AWS).
+CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
+ALL_VIEWER_AND_CLOUDFRONT_2022 = "33f36d7e-f396-46d9-90e0-52428a34d9dc"
 
 
 class Synth:
@@ -34,6 +65,8 @@ class Synth:
         self.template = self.assembly.get_stack_artifact(self.stack.artifact_id).template
         self.assertions = Template.from_json(self.template)
         self.resources = self.template["Resources"]
+        self.outputs = self.template["Outputs"]
+        self.assets = json.loads((outdir / "Framesink.assets.json").read_text())
 
     def of_type(self, kind: str) -> dict[str, dict]:
         return {k: v for k, v in self.resources.items() if v["Type"] == kind}
@@ -70,6 +103,17 @@ class Synth:
         (definition,) = self.props("AWS::ECS::TaskDefinition")["ContainerDefinitions"]
         return definition
 
+    def environment(self) -> dict:
+        return {e["Name"]: e["Value"] for e in self.container_definition()["Environment"]}
+
+    def subnet_kind(self, subnet_id: str) -> str:
+        """'public' if its route table sends 0.0.0.0/0 to the internet gateway, else 'isolated'."""
+        (assoc,) = [v["Properties"] for v in self.of_type("AWS::EC2::SubnetRouteTableAssociation").values()
+                    if v["Properties"]["SubnetId"] == {"Ref": subnet_id}]
+        routes = [v["Properties"] for v in self.of_type("AWS::EC2::Route").values()
+                  if v["Properties"]["RouteTableId"] == assoc["RouteTableId"]]
+        return "public" if any("GatewayId" in r and r["DestinationCidrBlock"] == "0.0.0.0/0" for r in routes) else "isolated"
+
 
 @pytest.fixture(scope="module")
 def synths(tmp_path_factory) -> dict[str, Synth]:
@@ -91,7 +135,13 @@ def gid(logical_id: str) -> dict:
 def test_cdk_nag_finds_nothing_unsuppressed(synth):
     assert error_annotations(synth.assembly) == []
     warnings = [m for st in synth.assembly.stacks_recursively for m in st.messages if m.level.name == "WARNING"]
-    assert [str(w.entry.data) for w in warnings if "AwsSolutions" in str(w.entry.data)] == []
+    assert [str(w.entry.data) for w in warnings if "AwsSolutions" in str(w.entry.data) or "CdkNag" in str(w.entry.data)] == []
+
+
+def test_every_suppression_has_a_written_reason(synth):
+    for resource in synth.resources.values():
+        for suppression in resource.get("Metadata", {}).get("cdk_nag", {}).get("rules_to_suppress", []):
+            assert len(suppression["reason"]) >= 40, suppression
 
 
 def test_cfn_lint_finds_no_problems(synth):
@@ -102,13 +152,115 @@ def test_cfn_lint_finds_no_problems(synth):
     assert [str(m) for m in matches] == []
 
 
+# --- TLS: CloudFront in front, nothing plaintext on the internet unless asked for --------------
+
+
+@pytest.mark.parametrize("name", CLOUDFRONT_VARIANTS)
+def test_cloudfront_is_in_front_of_an_internal_alb_that_answers_only_it(synths, name):
+    synth = synths[name]
+    alb_id, alb = synth.one("AWS::ElasticLoadBalancingV2::LoadBalancer")
+    assert alb["Properties"]["Scheme"] == "internal"
+    assert {synth.subnet_kind(s["Ref"]) for s in alb["Properties"]["Subnets"]} == {"isolated"}
+    (_, vpc_origin) = synth.one("AWS::CloudFront::VpcOrigin")
+    endpoint = vpc_origin["Properties"]["VpcOriginEndpointConfig"]
+    assert (endpoint["Arn"], endpoint["HTTPPort"], endpoint["OriginProtocolPolicy"]) == ({"Ref": alb_id}, 80, "http-only")
+    config = synth.props("AWS::CloudFront::Distribution")["DistributionConfig"]
+    (origin,) = config["Origins"]
+    assert "VpcOriginConfig" in origin and "CustomOriginConfig" not in origin
+    # The ALB's only way in: port 80 from inside the VPC (the VPC origin's interfaces).
+    alb_sg = synth.security_group("framesink receiver ALB")
+    ingress = synth.resources[alb_sg]["Properties"]["SecurityGroupIngress"]
+    assert [(i["CidrIp"], i["FromPort"], i["ToPort"]) for i in ingress] == [(VPC_CIDR, 80, 80)]
+    assert synth.props("AWS::EC2::VPC")["CidrBlock"] == VPC_CIDR
+
+
+@pytest.mark.parametrize("name", CLOUDFRONT_VARIANTS)
+def test_cloudfront_carries_the_token_signed_headers_and_websockets_uncached(synths, name):
+    behavior = synths[name].props("AWS::CloudFront::Distribution")["DistributionConfig"]["DefaultCacheBehavior"]
+    assert behavior["ViewerProtocolPolicy"] == "https-only"
+    assert behavior["CachePolicyId"] == CACHING_DISABLED
+    # All viewer headers (Recall's webhook-*/svix-*, the websocket handshake) and the query
+    # string (?token=), plus CloudFront-Viewer-Address for the connection log.
+    assert behavior["OriginRequestPolicyId"] == ALL_VIEWER_AND_CLOUDFRONT_2022
+    config = synths[name].props("AWS::CloudFront::Distribution")["DistributionConfig"]
+    assert config["HttpVersion"] == "http1.1"
+    assert "Logging" not in config  # standard logs would record ?token= (see the CFR3 suppression)
+
+
+def test_the_default_deploy_gives_create_bot_a_wss_cloudfront_url(synths):
+    synth = synths["default"]
+    dist_id, _ = synth.one("AWS::CloudFront::Distribution")
+    url = {"Fn::Join": ["", ["wss://", {"Fn::GetAtt": [dist_id, "DomainName"]}, "/"]]}
+    assert synth.outputs["WebSocketUrl"]["Value"] == synth.outputs["ContainerWebSocketUrl"]["Value"] == url
+    assert "execute-api" in json.dumps(synth.outputs["ApiGatewayWebSocketUrl"]["Value"])  # ingress=both
+    create_bot = [v["Properties"]["Environment"]["Variables"] for v in synth.of_type("AWS::Lambda::Function").values()
+                  if v["Properties"].get("Handler") == "framesink_handlers.create_bot.handler"]
+    assert [env["FRAMESINK_WS_URL"] for env in create_bot] == [url]
+    assert synth.environment()["FRAMESINK_TRUST_CLOUDFRONT_HEADERS"] == "true"
+
+
+def test_a_custom_domain_on_cloudfront_uses_the_us_east_1_certificate(synths):
+    synth = synths["container"]
+    config = synth.props("AWS::CloudFront::Distribution")["DistributionConfig"]
+    assert config["Aliases"] == ["frames.example.com"]
+    assert config["ViewerCertificate"]["AcmCertificateArn"] == US_EAST_1_CERTIFICATE
+    assert config["ViewerCertificate"]["MinimumProtocolVersion"] == "TLSv1.2_2021"
+    assert synth.outputs["WebSocketUrl"]["Value"] == "wss://frames.example.com/"
+    assert not [v for v in synth.of_type("AWS::ApiGatewayV2::Api").values()
+                if v["Properties"]["ProtocolType"] == "WEBSOCKET"]  # ingress=container
+
+
+def test_containerfront_alb_with_a_certificate_is_https_only(synths):
+    synth = synths["alb"]
+    assert synth.of_type("AWS::CloudFront::Distribution") == {}
+    (listener,) = [v["Properties"] for v in synth.of_type("AWS::ElasticLoadBalancingV2::Listener").values()]
+    assert (listener["Port"], listener["Protocol"]) == (443, "HTTPS")
+    assert listener["Certificates"] == [{"CertificateArn": REGIONAL_CERTIFICATE}]
+    assert listener["SslPolicy"].startswith("ELBSecurityPolicy-TLS13")
+    assert synth.props("AWS::ElasticLoadBalancingV2::LoadBalancer")["Scheme"] == "internet-facing"
+    assert synth.outputs["WebSocketUrl"]["Value"] == "wss://frames.example.com/"
+
+
+def test_no_internet_reachable_plaintext_listener_without_the_opt_in(synths):
+    for name, synth in synths.items():
+        scheme = synth.props("AWS::ElasticLoadBalancingV2::LoadBalancer")["Scheme"]
+        listeners = [v["Properties"] for v in synth.of_type("AWS::ElasticLoadBalancingV2::Listener").values()]
+        plaintext_public = scheme == "internet-facing" and any(li["Protocol"] == "HTTP" for li in listeners)
+        assert plaintext_public == (name == "plaintext"), name
+        url = json.dumps(synth.outputs["WebSocketUrl"]["Value"])
+        assert url.startswith('{"Fn::Join": ["", ["ws://') == (name == "plaintext"), name
+
+
+def test_the_plaintext_opt_in_is_warned_about_at_synth(synths):
+    messages = [str(m.entry.data) for st in synths["plaintext"].assembly.stacks_recursively for m in st.messages]
+    assert any("allowPlaintext=true" in m and "unencrypted" in m for m in messages)
+
+
+@pytest.mark.parametrize("context", [
+    {"containerFront": "alb"},
+    {"ingress": "container", "containerFront": "alb", "allowPlaintext": "false"},
+])
+def test_synth_refuses_a_plaintext_listener_without_the_opt_in(context):
+    with pytest.raises(SettingsError, match=r"allowPlaintext=true") as err:
+        InfraSettings.from_context(context)
+    assert "\n" not in str(err.value)  # one line
+
+
+def test_apigw_only_synth_warns_that_camera_frames_do_not_fit(tmp_path):
+    app, stack = build({"ingress": "apigw"}, outdir=str(tmp_path))
+    assembly = app.synth()
+    messages = [str(m.entry.data) for st in assembly.stacks_recursively for m in st.messages]
+    assert any("32 KB" in m and "no camera frame fits" in m for m in messages)
+    template = assembly.get_stack_artifact(stack.artifact_id).template
+    assert "execute-api" in json.dumps(template["Outputs"]["WebSocketUrl"]["Value"])
+    assert not [v for v in template["Resources"].values() if v["Type"].startswith(("AWS::ECS::", "AWS::CloudFront::"))]
+
+
 # --- network ----------------------------------------------------------------------------------
 
 
-def test_no_nat_gateway_public_subnets_and_gateway_endpoints_only(synth):
+def test_no_nat_gateway_and_gateway_endpoints_only(synth):
     assert synth.of_type("AWS::EC2::NatGateway") == {} and synth.of_type("AWS::EC2::EIP") == {}
-    subnets = synth.of_type("AWS::EC2::Subnet")
-    assert len(subnets) == 2 and all(s["Properties"]["MapPublicIpOnLaunch"] for s in subnets.values())
     endpoints = {json.dumps(v["Properties"]["ServiceName"]): v["Properties"]["VpcEndpointType"]
                  for v in synth.of_type("AWS::EC2::VPCEndpoint").values()}
     assert sorted(endpoints.values()) == ["Gateway", "Gateway"]
@@ -116,113 +268,81 @@ def test_no_nat_gateway_public_subnets_and_gateway_endpoints_only(synth):
     assert synth.props("AWS::EC2::FlowLog")["TrafficType"] == "REJECT"
     service = synth.props("AWS::ECS::Service")["NetworkConfiguration"]["AwsvpcConfiguration"]
     assert service["AssignPublicIp"] == "ENABLED"
+    assert {synth.subnet_kind(s["Ref"]) for s in service["Subnets"]} == {"public"}
 
 
 def test_only_the_alb_reaches_the_tasks(synth):
     alb_sg = synth.security_group("framesink receiver ALB")
     task_sg = synth.security_group("framesink receiver tasks")
-    alb_props = synth.resources[alb_sg]["Properties"]
     task_props = synth.resources[task_sg]["Properties"]
-    # The task group has no inline ingress; its one ingress rule names the ALB's group.
     assert "SecurityGroupIngress" not in task_props
     rules = [v["Properties"] for v in synth.of_type("AWS::EC2::SecurityGroupIngress").values()
              if v["Properties"]["GroupId"] == gid(task_sg)]
     assert [(r["SourceSecurityGroupId"], r["FromPort"], r["ToPort"]) for r in rules] == [
         (gid(alb_sg), CONTAINER_PORT, CONTAINER_PORT)]
-    assert all(v["Properties"]["GroupId"] == gid(task_sg) for v in synth.of_type("AWS::EC2::SecurityGroupIngress").values())
-    # The task group's egress is HTTPS only; the ALB's goes to the tasks only.
     assert [(e["CidrIp"], e["FromPort"], e["ToPort"]) for e in task_props["SecurityGroupEgress"]] == [("0.0.0.0/0", 443, 443)]
-    assert "SecurityGroupEgress" not in alb_props
-    egress = [v["Properties"] for v in synth.of_type("AWS::EC2::SecurityGroupEgress").values()]
-    assert [(e["GroupId"], e["DestinationSecurityGroupId"], e["FromPort"]) for e in egress] == [
-        (gid(alb_sg), gid(task_sg), CONTAINER_PORT)]
-    # The ALB's only ingress is its listener port, from anywhere.
-    listener_port = synth.props("AWS::ElasticLoadBalancingV2::Listener")["Port"]
-    assert [(i["CidrIp"], i["FromPort"]) for i in alb_props["SecurityGroupIngress"]] == [("0.0.0.0/0", listener_port)]
+    egress = [v["Properties"] for v in synth.of_type("AWS::EC2::SecurityGroupEgress").values()
+              if v["Properties"]["GroupId"] == gid(alb_sg)]
+    assert [(e["DestinationSecurityGroupId"], e["FromPort"]) for e in egress] == [(gid(task_sg), CONTAINER_PORT)]
 
 
-# --- load balancer and service ------------------------------------------------------------------
+# --- timeouts, draining, the task -------------------------------------------------------------
 
 
-def test_http_listener_without_a_certificate(synths):
-    listener = synths["container"].props("AWS::ElasticLoadBalancingV2::Listener")
-    assert (listener["Port"], listener["Protocol"]) == (80, "HTTP")
-    assert "Certificates" not in listener
-
-
-def test_https_listener_with_the_certificate(synths):
-    listener = synths["both"].props("AWS::ElasticLoadBalancingV2::Listener")
-    assert (listener["Port"], listener["Protocol"]) == (443, "HTTPS")
-    assert listener["Certificates"] == [{"CertificateArn": CERTIFICATE}]
-    assert listener["SslPolicy"].startswith("ELBSecurityPolicy-TLS13")
-
-
-def test_target_group_checks_healthz_and_drains_briefly(synth):
-    target_id, target = synth.one("AWS::ElasticLoadBalancingV2::TargetGroup")
-    props = target["Properties"]
-    assert (props["HealthCheckPath"], props["Matcher"], props["TargetType"], props["Port"]) == (
-        "/healthz", {"HttpCode": "200"}, "ip", CONTAINER_PORT)
-    attributes = {a["Key"]: a["Value"] for a in props["TargetGroupAttributes"]}
-    assert attributes["deregistration_delay.timeout_seconds"] == "30"
-    assert attributes.get("stickiness.enabled", "false") == "false"
-    listener = synth.props("AWS::ElasticLoadBalancingV2::Listener")
-    assert listener["DefaultActions"] == [{"TargetGroupArn": {"Ref": target_id}, "Type": "forward"}]
+def test_timeouts_on_the_way_fit_the_receiver_keepalive_and_shutdown(synth):
+    ping_interval = 20  # lambdas/framesink_receiver: ReceiverConfig.ping_interval
     alb = {a["Key"]: a["Value"] for a in synth.props("AWS::ElasticLoadBalancingV2::LoadBalancer")["LoadBalancerAttributes"]}
-    assert int(alb["idle_timeout.timeout_seconds"]) >= 120
+    assert int(alb["idle_timeout.timeout_seconds"]) == ALB_IDLE_TIMEOUT.to_seconds() > ping_interval
     assert alb["routing.http.drop_invalid_header_fields.enabled"] == "true"
+    if synth.of_type("AWS::CloudFront::Distribution"):
+        (origin,) = synth.props("AWS::CloudFront::Distribution")["DistributionConfig"]["Origins"]
+        assert origin["VpcOriginConfig"]["OriginReadTimeout"] == ORIGIN_READ_TIMEOUT.to_seconds() > ping_interval
+    _, target = synth.one("AWS::ElasticLoadBalancingV2::TargetGroup")
+    attributes = {a["Key"]: a["Value"] for a in target["Properties"]["TargetGroupAttributes"]}
+    # The receiver notices it was deregistered (no health checks) and moves its bots before the
+    # ALB cuts them; ECS then sends SIGTERM, and the shutdown grace fits the stop timeout.
+    assert int(attributes["deregistration_delay.timeout_seconds"]) == DEREGISTRATION_DELAY.to_seconds()
+    assert DEREGISTRATION_WATCH_SECONDS < DEREGISTRATION_DELAY.to_seconds()
+    env = synth.environment()
+    assert env["FRAMESINK_DEREGISTRATION_WATCH_SECONDS"] == str(DEREGISTRATION_WATCH_SECONDS)
+    assert float(env["FRAMESINK_SHUTDOWN_GRACE_SECONDS"]) == DEFAULT_SHUTDOWN_GRACE < STOP_TIMEOUT.to_seconds()
+    assert synth.container_definition()["StopTimeout"] == STOP_TIMEOUT.to_seconds() == 120  # Fargate's maximum
+    assert target["Properties"]["HealthCheckPath"] == "/healthz"
 
 
-def test_task_definition_platform_image_and_environment(synths):
-    for name, arch, platform in (("container", "ARM64", "linux/arm64"), ("both", "X86_64", "linux/amd64")):
+def test_task_definition_platform_and_environment(synths):
+    for name, arch in (("default", "ARM64"), ("container", "ARM64"), ("alb", "X86_64")):
         synth = synths[name]
         task = synth.props("AWS::ECS::TaskDefinition")
         assert task["RuntimePlatform"] == {"CpuArchitecture": arch, "OperatingSystemFamily": "LINUX"}
-        assert task["RequiresCompatibilities"] == ["FARGATE"]
         container = synth.container_definition()
         assert container["PortMappings"] == [{"ContainerPort": CONTAINER_PORT, "Protocol": "tcp"}]
         assert container["ReadonlyRootFilesystem"] is True and container["LogConfiguration"]["LogDriver"] == "awslogs"
         assert "Secrets" not in container  # no secret values, not even as ECS secrets: the core reads them
-        env = {e["Name"]: e["Value"] for e in container["Environment"]}
-        assert sorted(env) == sorted(task_environment(Settings(bucket="b", table="t", token_secret_id="s"),
-                                                      service_name="x"))
-        assert env["FRAMESINK_TOKEN_SECRET_ID"] == {"Ref": synth.template["Outputs"]["TokenSecretArn"]["Value"]["Ref"]}
-        # The receiver's index items expire with the frames' S3 lifecycle (context frameExpiryDays).
-        (bucket,) = [v["Properties"] for v in synth.of_type("AWS::S3::Bucket").values() if "LifecycleConfiguration"
-                     in v["Properties"] and v["Properties"]["LifecycleConfiguration"]["Rules"][0]["Id"] == "expire-frames"]
+        env = synth.environment()
+        expected = task_environment(Settings(bucket="b", table="t", token_secret_id="s"), service_name="x",
+                                    behind_cloudfront=name in CLOUDFRONT_VARIANTS)
+        assert sorted(env) == sorted(expected)
         expiry = InfraSettings.from_context(CONTEXTS[name]).frame_expiry_days
         assert env["FRAMESINK_FRAME_EXPIRY_DAYS"] == str(expiry)
-        assert bucket["LifecycleConfiguration"]["Rules"][0]["ExpirationInDays"] == expiry
-        (image,) = json.loads((synth.outdir / "Framesink.assets.json").read_text())["dockerImages"].values()
-        assert (image["source"]["dockerFile"], image["source"]["platform"]) == (DOCKERFILE, platform)
 
 
-def test_synth_stages_the_image_context_without_docker(synths):
-    """DockerImageAsset copies and hashes the build context at synth; Docker runs at deploy."""
-    synth = synths["container"]
-    (image,) = json.loads((synth.outdir / "Framesink.assets.json").read_text())["dockerImages"].values()
-    staged = synth.outdir / image["source"]["directory"]
-    files = {p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()}
-    assert {"container/Dockerfile", "container/requirements.txt", "framesink/receiver.py",
-            "lambdas/framesink_core/ingest.py"} <= files
-    assert not {f for f in files if f.startswith(("tests/", ".venv/", "node_modules/", "lambdas/framesink_handlers/"))
-                or "__pycache__" in f}
-
-
-def test_task_role_has_the_websocket_functions_actions_and_nothing_more(synths):
-    synth = synths["both"]
-    task = synth.props("AWS::ECS::TaskDefinition")
-    task_role = task["TaskRoleArn"]["Fn::GetAtt"][0]
+def test_task_role_holds_what_the_core_calls_and_nothing_more(synths):
+    synth = synths["default"]
+    task_role = synth.props("AWS::ECS::TaskDefinition")["TaskRoleArn"]["Fn::GetAtt"][0]
     granted = synth.role_statements(task_role)
+    assert {a for a, _ in granted} == {"s3:PutObject", "s3:GetObject", "dynamodb:GetItem", "dynamodb:PutItem",
+                                       "dynamodb:UpdateItem", "dynamodb:BatchWriteItem",
+                                       "secretsmanager:GetSecretValue"}
+    s3_resources = [json.loads(r) for a, r in granted if a.startswith("s3:")]
+    assert all(r["Fn::Join"][1][-1] == "/recordings/*" for r in s3_resources)
+    # The websocket Lambdas (the same core) hold the same data-plane actions, but BatchWriteItem:
+    # a Lambda writes one index item per invocation.
     lambdas = set()
     for handler in ("connect", "disconnect", "ingest"):
         lambdas |= synth.role_statements(synth.function_role(f"framesink_handlers.{handler}.handler"))
-    # The functions' own log group and X-Ray grants are theirs; the data-plane ones must match.
     data_plane = {(a, r) for a, r in lambdas if not a.startswith(("logs:", "xray:"))}
-    assert granted == data_plane
-    assert {a for a, _ in granted} == {"s3:PutObject", "dynamodb:GetItem", "dynamodb:PutItem",
-                                       "dynamodb:UpdateItem", "secretsmanager:GetSecretValue"}
-    s3_resources = [json.loads(r) for a, r in granted if a == "s3:PutObject"]
-    assert all(r["Fn::Join"][1][-1] == "/recordings/*" for r in s3_resources)
+    assert granted - data_plane == {(a, r) for a, r in granted if a == "dynamodb:BatchWriteItem"}
     assert "ManagedPolicyArns" not in synth.resources[task_role]["Properties"]
 
 
@@ -236,36 +356,45 @@ def test_autoscaling_on_cpu(synth):
     assert policy["ScaleInCooldown"] > policy["ScaleOutCooldown"]
 
 
-def test_alarms_cover_the_container(synth):
-    alarms = [v["Properties"] for v in synth.of_type("AWS::CloudWatch::Alarm").values()]
-    assert any(a.get("MetricName") == "HealthyHostCount" for a in alarms)
-    filters = [v["Properties"] for v in synth.of_type("AWS::Logs::MetricFilter").values()]
-    container_logs = synth.container_definition()["LogConfiguration"]["Options"]["awslogs-group"]
-    assert any(f["LogGroupName"] == container_logs for f in filters)
+# --- the image, without Docker --------------------------------------------------------------------
 
 
-# --- outputs and create-bot -------------------------------------------------------------------
+def test_the_default_image_is_built_in_codebuild_from_a_source_asset(synths):
+    synth = synths["default"]
+    assert synth.assets.get("dockerImages", {}) == {}  # nothing for a local Docker to build
+    (_, project) = synth.one("AWS::CodeBuild::Project")
+    assert project["Properties"]["Environment"]["Type"] == "ARM_CONTAINER"  # the task's platform, natively
+    (_, build) = synth.one("Custom::CDKContainerImageBuild")
+    command = build["Properties"]["buildCommand"]
+    assert f"--file {DOCKERFILE}" in command.replace("\"", "").replace("'", "") or DOCKERFILE in command
+    assert "linux/arm64" in command
+    # The source asset holds the allow-list of .dockerignore: the core and the receiver.
+    staged = [synth.outdir / f["source"]["path"] for f in synth.assets["files"].values()
+              if (synth.outdir / f["source"]["path"] / "container" / "Dockerfile").exists()]
+    assert len(staged) == 1
+    files = {p.relative_to(staged[0]).as_posix() for p in staged[0].rglob("*") if p.is_file()}
+    assert {"container/Dockerfile", "container/requirements.txt", "lambdas/framesink_core/ingest.py",
+            "lambdas/framesink_receiver/server.py"} <= files
+    assert not {f for f in files if f.startswith(("tests/", ".venv/", "node_modules/", "framesink/", "cdk.out/",
+                                                  "lambdas/framesink_handlers/")) or "__pycache__" in f}
+    image = synth.container_definition()["Image"]
+    assert "Fn::Join" in image and "ImageTag" in json.dumps(image)
 
 
-def test_container_only_has_no_websocket_api_and_bots_get_the_alb_url(synths):
+def test_an_image_uri_is_used_as_is_with_pull_rights_on_its_repository_only(synths):
     synth = synths["container"]
-    apis = [v for v in synth.of_type("AWS::ApiGatewayV2::Api").values() if v["Properties"]["ProtocolType"] == "WEBSOCKET"]
-    assert apis == []
-    outputs = synth.template["Outputs"]
-    alb_id, _ = synth.one("AWS::ElasticLoadBalancingV2::LoadBalancer")
-    url = {"Fn::Join": ["", ["ws://", {"Fn::GetAtt": [alb_id, "DNSName"]}, "/"]]}
-    assert outputs["WebSocketUrl"]["Value"] == outputs["ContainerWebSocketUrl"]["Value"] == url
-    assert "ApiGatewayWebSocketUrl" not in outputs
-    create_bot = [v for v in synth.of_type("AWS::Lambda::Function").values()
-                  if v["Properties"].get("Handler") == "framesink_handlers.create_bot.handler"]
-    assert [f["Properties"]["Environment"]["Variables"]["FRAMESINK_WS_URL"] for f in create_bot] == [url]
+    assert synth.of_type("AWS::CodeBuild::Project") == {} and synth.assets.get("dockerImages", {}) == {}
+    image = json.dumps(synth.container_definition()["Image"])
+    assert "framesink-receiver" in image and "1.2.3" in image and "dkr.ecr.eu-west-1" in image
+    execution_role = synth.props("AWS::ECS::TaskDefinition")["ExecutionRoleArn"]["Fn::GetAtt"][0]
+    pulls = [r for a, r in synth.role_statements(execution_role) if a == "ecr:BatchGetImage"]
+    assert pulls and all("repository/framesink-receiver" in r for r in pulls)
 
 
-def test_both_sends_bots_to_the_container_and_keeps_the_api_gateway_url(synths):
-    outputs = synths["both"].template["Outputs"]
-    assert outputs["WebSocketUrl"]["Value"] == outputs["ContainerWebSocketUrl"]["Value"] == "wss://frames.example.com/"
-    assert "execute-api" in json.dumps(outputs["ApiGatewayWebSocketUrl"]["Value"])
-    assert "LoadBalancerDnsName" in outputs
+def test_containerimage_local_builds_with_the_local_docker(synths):
+    (image,) = synths["alb"].assets["dockerImages"].values()
+    assert (image["source"]["dockerFile"], image["source"]["platform"]) == (DOCKERFILE, "linux/amd64")
+    assert synths["alb"].of_type("AWS::CodeBuild::Project") == {}
 
 
 # --- settings ---------------------------------------------------------------------------------
@@ -273,13 +402,19 @@ def test_both_sends_bots_to_the_container_and_keeps_the_api_gateway_url(synths):
 
 @pytest.mark.parametrize("context, message", [
     ({"ingress": "fargate"}, "'ingress' must be one of ['apigw', 'both', 'container']"),
-    ({"certificateArn": CERTIFICATE}, "'certificateArn' and 'domainName' go together"),
+    ({"containerFront": "nlb"}, "'containerFront' must be one of ['alb', 'cloudfront']"),
+    ({"certificateArn": US_EAST_1_CERTIFICATE}, "'certificateArn' and 'domainName' go together"),
     ({"domainName": "frames.example.com"}, "'certificateArn' and 'domainName' go together"),
     ({"certificateArn": "arn:aws:iam::123456789012:role/x", "domainName": "a.example.com"}, "ACM certificate ARN"),
-    ({"certificateArn": CERTIFICATE, "domainName": "not a host"}, "must be a DNS name"),
+    ({"certificateArn": US_EAST_1_CERTIFICATE, "domainName": "not a host"}, "must be a DNS name"),
+    ({"certificateArn": REGIONAL_CERTIFICATE, "domainName": "a.example.com"}, "only uses certificates from us-east-1"),
     ({"containerMinTasks": 5, "containerMaxTasks": 4}, "1 <= min <= max <= 100"),
     ({"containerMinTasks": 0}, "1 <= min <= max <= 100"),
     ({"containerMaxTasks": "many"}, "'containerMaxTasks' must be a whole number"),
+    ({"containerImage": "not an image"}, "'containerImage' must be empty"),
+    ({"containerImage": "repo/without-a-tag"}, "'containerImage' must be empty"),
+    ({"alarmEmail": "nobody"}, "'alarmEmail' must be an email address"),
+    ({"allowPlaintext": "yes"}, "'allowPlaintext' must be true or false"),
 ])
 def test_bad_ingress_settings_fail_with_the_key_named(context, message):
     with pytest.raises(SettingsError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")):
@@ -290,3 +425,4 @@ def test_ingress_choices():
     assert [(s.apigw_ingress, s.container_ingress) for s in
             (InfraSettings.from_context({"ingress": i}) for i in ("apigw", "container", "both"))] == [
         (True, False), (False, True), (True, True)]
+    assert InfraSettings.from_context({}).ingress == "both"

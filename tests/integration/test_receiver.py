@@ -1,4 +1,4 @@
-"""The container receiver over real sockets: websockets clients -> framesink.receiver ->
+"""The container receiver over real sockets: websockets clients -> framesink_receiver ->
 the core -> S3 + DynamoDB (moto, in process). Each test runs its own receiver on a free port."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
 from conftest import TOKEN, WHSEC
-from framesink.receiver import Receiver, ReceiverConfig, max_message_bytes
+from framesink_receiver import Receiver, ReceiverConfig, max_message_bytes
 from framesink.synthetic import frame_message, make_png
 from framesink_core import schema
 from framesink_core.auth import sign_headers

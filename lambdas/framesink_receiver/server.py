@@ -44,7 +44,7 @@ With ``deregistration_watch`` set, a receiver that has been health-checked and t
 health check for that many seconds closes its connections with 1001 itself, so Recall moves to
 a healthy task before the ALB's cut.
 
-Run it with ``framesink receive`` or ``python -m framesink.receiver`` (the container's CMD,
+Run it with ``framesink receive`` or ``python -m framesink_receiver`` (the container's CMD,
 which imports nothing but this module, the core, websockets, boto3 and Powertools).
 """
 
@@ -96,9 +96,11 @@ MAX_IN_FLIGHT_ENV = "FRAMESINK_MAX_IN_FLIGHT"
 DRAIN_GRACE_ENV = "FRAMESINK_DRAIN_GRACE_SECONDS"
 METRICS_INTERVAL_ENV = "FRAMESINK_METRICS_INTERVAL_SECONDS"
 SHUTDOWN_GRACE_ENV = "FRAMESINK_SHUTDOWN_GRACE_SECONDS"
+# Set only where CloudFront is the one way in (its VPC origin): then CloudFront-Viewer-Address
+# is the bot's own address. Anywhere else a client could forge it.
+TRUST_CLOUDFRONT_ENV = "FRAMESINK_TRUST_CLOUDFRONT_HEADERS"
 DEREGISTRATION_WATCH_ENV = "FRAMESINK_DEREGISTRATION_WATCH_SECONDS"
 
-log = logging.getLogger("framesink.receiver")
 
 
 def max_message_bytes(max_frame_bytes: int) -> int:
@@ -126,6 +128,7 @@ class ReceiverConfig:
     close_timeout: float = 10.0
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
     deregistration_watch: float | None = None  # seconds without a health check => close with 1001
+    trust_cloudfront: bool = False  # take the bot's address from CloudFront-Viewer-Address
 
 
 @dataclass
@@ -303,7 +306,7 @@ class Receiver:
         if url.path == HEALTH_PATH:
             return self._health(ws, request.path)
         count("ConnectionAttempt")
-        source_ip = _client_ip(ws, request)
+        source_ip = _client_ip(ws, request, self.config.trust_cloudfront)
         if self.draining:
             return self._refuse(ws, http.HTTPStatus.SERVICE_UNAVAILABLE, "draining",
                                 "this task is shutting down; reconnect", source_ip)
@@ -540,7 +543,12 @@ def _close_of(ws: ServerConnection) -> tuple[int, str]:
     return (frame.code, frame.reason) if frame else (ABNORMAL, "")
 
 
-def _client_ip(ws: ServerConnection, request: Request) -> str | None:
+def _client_ip(ws: ServerConnection, request: Request, trust_cloudfront: bool = False) -> str | None:
+    # Behind CloudFront (its VPC origin the only way in), CloudFront states the viewer's
+    # address and port ("198.51.100.7:4711", or "[2001:db8::1]:4711").
+    viewer = request.headers.get("CloudFront-Viewer-Address") if trust_cloudfront else None
+    if viewer:
+        return viewer.rpartition(":")[0].strip("[]")[:64] or None
     # Behind the ALB the peer is the load balancer. The ALB appends the address it saw to
     # X-Forwarded-For, so the last entry is the one a client cannot forge (only the ALB's
     # security group can reach the task).
@@ -550,7 +558,7 @@ def _client_ip(ws: ServerConnection, request: Request) -> str | None:
     return ws.remote_address[0] if ws.remote_address else None
 
 
-# --- command line (``framesink receive`` and ``python -m framesink.receiver``) ------------------
+# --- command line (``framesink receive`` and ``python -m framesink_receiver``) ------------------
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -577,6 +585,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shutdown-grace", type=float,
                         default=float(env.get(SHUTDOWN_GRACE_ENV, DEFAULT_SHUTDOWN_GRACE)), metavar="SECONDS",
                         help="after SIGTERM, the most time to store what was read before exiting")
+    parser.add_argument("--trust-cloudfront", action="store_true",
+                        default=env.get(TRUST_CLOUDFRONT_ENV, "").lower() == "true",
+                        help="take the bot's address from CloudFront-Viewer-Address (only where CloudFront is "
+                        "the one way in)")
     parser.add_argument("--deregistration-watch", type=float, metavar="SECONDS",
                         default=float(env[DEREGISTRATION_WATCH_ENV]) if env.get(DEREGISTRATION_WATCH_ENV) else None,
                         help="behind a load balancer: close connections (1001) after this long without a health check")
@@ -589,7 +601,8 @@ def config_from_args(args: argparse.Namespace) -> ReceiverConfig:
                           max_in_flight=args.max_in_flight, drain_grace=args.drain_grace,
                           metrics_interval=args.metrics_interval, shutdown_grace=args.shutdown_grace,
                           deregistration_watch=args.deregistration_watch,
-                          ping_interval=args.ping_interval or None, ping_timeout=args.ping_timeout)
+                          ping_interval=args.ping_interval or None, ping_timeout=args.ping_timeout,
+                          trust_cloudfront=args.trust_cloudfront)
 
 
 async def serve_until_signalled(service: Service, config: ReceiverConfig) -> dict:
