@@ -9,10 +9,11 @@ from aws_lambda_powertools import Tracer
 from framesink_core.observability import logger, metrics
 from framesink_core.service import Service
 
-# No-op outside Lambda; X-Ray segments when active tracing is on. Patches what the functions
-# call out through (AWS via botocore, Recall via urllib3 -> http.client), not every library
-# the X-Ray SDK knows (sqlite3, requests, ...): that costs ~8 ms CPU per cold start.
-tracer = Tracer(patch_modules=("botocore", "httplib"))
+# No-op outside Lambda; X-Ray segments when active tracing is on. Patches botocore (the AWS
+# calls) and nothing else: the X-Ray SDK's httplib patch wraps http.client's _send_request,
+# which urllib3 2 (how create-bot calls Recall) never calls, and patching every library the
+# SDK knows (sqlite3, requests, ...) costs ~8 ms CPU per cold start.
+tracer = Tracer(patch_modules=("botocore",))
 # Every handler and method is traced with capture_response=False: responses hold presigned
 # URLs (query), meeting URLs that may carry a passcode (create-bot) and never belong in
 # X-Ray. tests/unit/test_tracing.py reads the emitted segments to hold that.
