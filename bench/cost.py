@@ -1,11 +1,14 @@
-"""Cost model: billable units per frame and cost per participant-hour, for each ingress.
+"""Cost model: billable units per frame and cost per participant-hour, for each ingress, and
+what the default deployment costs per month with nobody streaming.
 
 ``python -m bench.cost`` measures what it needs on this machine (message and item sizes from
 the real core code, CPU per frame with real boto3 clients answered in-process, the log bytes
 each Lambda invocation writes) and prints the cost of one participant streaming for one hour
-(2 fps) through each ingress, line by line. ``make bench`` runs it with the end-to-end figures
-of the same run (receiver CPU per frame, peak memory). Importable: ``estimate(...)`` and
-``PRICES`` are what a "choose your ingress" table needs.
+(2 fps) through each ingress, line by line: API Gateway + Lambda (``apigw``), the container
+behind CloudFront (``cloudfront``, the default) and behind an internet-facing ALB with your
+certificate (``alb``: the other TLS path). ``make bench`` runs it with the end-to-end figures
+of the same run (receiver CPU per frame, peak memory). Importable: ``estimate(...)``,
+``monthly_fixed(...)`` and ``PRICES`` are what the README's tables need.
 
 Prices: AWS list prices, us-east-1, on-demand, no free tier, as published on the AWS pricing
 pages and quoted by public pricing guides up to mid-2026; the model is as of 2026-11-29
@@ -55,6 +58,20 @@ PRICES = {
     "alb_hour": 0.0225,
     "alb_lcu_hour": 0.008,
     "public_ipv4_hour": 0.005,
+    # CloudFront (price class All, North America/Europe rates): the frames go from CloudFront
+    # to the origin ("regional data transfer out to origin"); a websocket is one HTTPS request;
+    # what goes back to the bot (pings) is data transfer out. VPC origins cost nothing extra.
+    "cloudfront_to_origin_gb": 0.020,
+    "cloudfront_https_requests_per_10k": 0.0100,
+    "cloudfront_out_gb": 0.085,
+    # The image build (deploy-time-build): CodeBuild arm1.small per build minute, ECR storage.
+    "codebuild_arm_small_minute": 0.0034,
+    "ecr_gb_month": 0.10,
+    # What the stack keeps running: alarms, the dashboard, the alarm topic's KMS key, secrets.
+    "cloudwatch_alarm_month": 0.10,
+    "cloudwatch_dashboard_month": 3.00,
+    "kms_key_month": 1.00,
+    "secrets_manager_secret_month": 0.40,
     # Observability the stack turns on.
     "cloudwatch_logs_ingest_gb": 0.50,
     "xray_traces_recorded_per_million": 5.00,
@@ -94,7 +111,17 @@ class Workload:
     task_memory_gb: float = 1.0
     task_cpu_target: float = 0.6  # autoscaling target
     min_tasks: int = 1
-    alb_azs: int = 2  # an internet-facing ALB holds one public IPv4 per AZ
+    alb_azs: int = 2  # an internet-facing ALB holds one public IPv4 per AZ (an internal one none)
+    totals_flush_seconds: float = 5.0  # participant totals: one write per participant this often
+    # The default deployment's standing parts (a test keeps these equal to the synthesized
+    # template: tests/infra/test_infra.py).
+    alarms: int = 22
+    dashboards: int = 1
+    secrets: int = 2  # the shared token and the Recall API key
+    kms_keys: int = 1  # the alarm topic's
+    image_build_minutes: float = 4.0  # one CodeBuild build per deploy that changes the image
+    image_gb: float = 0.15
+    deploys_per_month: int = 4
 
 
 @dataclass
@@ -166,17 +193,21 @@ def _frames(width: int, height: int, detailed: bool, n: int = 3) -> list[tuple[b
 
 def _items(message: str) -> tuple[int, int]:
     """(frame index item bytes, participant item bytes), from the storage code itself."""
+    from framesink_core import schema
     from framesink_core.events import parse_message
     from framesink_core.storage import StoredFrame, to_item
 
     frame = parse_message(message, 1 << 30)
     record = StoredFrame.from_frame(frame, bot_id=frame.bot_id, connection_id="L0SM9cOFvHcCIhw=",
                                     stored_at=int(time.time() * 1000))
-    index = to_item({**record.index_item(), "write_id": uuid.uuid4().hex})
+    index = to_item(record.index_item())
     participant = {
-        "pk": f"REC#{frame.recording_id}", "sk": f"PART#{frame.participant_id}",
-        **{k: v for k, v in record.participant_attributes().items() if v is not None},
-        "first_ms": frame.relative_ms, "last_ms": frame.relative_ms, "frame_count": 7200, "bytes": 7200 * len(frame.png),
+        "pk": schema.recording_pk(frame.recording_id), "sk": schema.participant_sk(frame.participant_id),
+        "kind": "participant", "recording_id": frame.recording_id, "participant_id": frame.participant_id,
+        "participant_name": frame.participant_name, "is_host": frame.is_host, "platform": frame.platform,
+        "attrs_ms": frame.relative_ms, "bot_id": frame.bot_id, "first_ms": frame.relative_ms,
+        "last_ms": frame.relative_ms, "frame_count": 7200, "bytes": 7200 * len(frame.png),
+        schema.TTL_ATTRIBUTE: record.expires_at(30),
     }
     return item_bytes(index), item_bytes(to_item(participant))
 
@@ -275,15 +306,22 @@ def _lambda_duration_ms(profile: FrameProfile, workload: Workload, assume: dict)
     return math.ceil(cpu + io_wait)
 
 
+INGRESSES = ("apigw", "cloudfront", "alb")  # how bots reach framesink (the last two: the container)
+
+
 def units_per_frame(profile: FrameProfile, ingress: str, workload: Workload, assume: dict) -> dict:
     """Billable units one frame causes (per-connection and hourly costs are in estimate())."""
-    frame_wru = write_units(profile.index_item_bytes) * 3  # base table + gsi1 + gsi2 (projection ALL)
+    # The item and its one GSI copy (projection ALL), each its own write; the participant's
+    # totals are one UpdateItem per participant per flush, shared by the frames in between.
+    frame_wru = write_units(profile.index_item_bytes) * 2
+    totals_wru = write_units(profile.participant_item_bytes) / (workload.fps * workload.totals_flush_seconds)
     units = {
         "s3_puts": 1,
         "s3_gb_stored": profile.png_bytes / 1e9,
-        "dynamodb_wru": frame_wru + write_units(profile.participant_item_bytes),
-        # The item and its two GSI copies, each with DynamoDB's 100 bytes of per-item overhead.
-        "dynamodb_gb_stored": (profile.index_item_bytes + 100) * 3 / 1e9,
+        "dynamodb_wru": frame_wru + totals_wru,
+        "dynamodb_wru_frame": frame_wru,
+        # The item and its GSI copy, each with DynamoDB's 100 bytes of per-item overhead.
+        "dynamodb_gb_stored": (profile.index_item_bytes + 100) * 2 / 1e9,
         "access_log_gb": assume["s3_access_log_bytes"] / 1e9,
     }
     if ingress == "apigw":
@@ -302,6 +340,8 @@ def units_per_frame(profile: FrameProfile, ingress: str, workload: Workload, ass
             "receiver_vcpu_seconds": cpu_ms * assume["cpu_speed_vs_lambda_vcpu"] / 1000,
             "alb_gb_processed": profile.message_bytes / 1e9,
         })
+        if ingress == "cloudfront":
+            units["cloudfront_gb_to_origin"] = profile.message_bytes / 1e9
     return units
 
 
@@ -324,6 +364,8 @@ def estimate(profile: FrameProfile, ingress: str, workload: Workload | None = No
         * p["dynamodb_gb_month"],
     }
     lines = dict(storage)
+    if ingress not in INGRESSES:
+        raise ValueError(f"ingress must be one of {INGRESSES}, got {ingress!r}")
     if ingress == "apigw":
         lines.update({
             "API Gateway messages": frames * u["apigw_messages"] * p["apigw_message_per_million"] / 1e6,
@@ -342,14 +384,23 @@ def estimate(profile: FrameProfile, ingress: str, workload: Workload | None = No
                      + w.task_memory_gb * p[f"fargate_gb_hour_{w.architecture}"])
         alb_lcu = max(frames * u["alb_gb_processed"] / ALB_GB_PER_LCU_HOUR,
                       1 / w.meeting_size / ALB_ACTIVE_CONNECTIONS_PER_LCU)
-        fixed_per_hour = p["alb_hour"] + (w.alb_azs + tasks) * p["public_ipv4_hour"]
+        # Behind CloudFront the ALB is internal: no public IPv4 of its own (the tasks have one each).
+        alb_ips = w.alb_azs if ingress == "alb" else 0
+        fixed_per_hour = p["alb_hour"] + (alb_ips + tasks) * p["public_ipv4_hour"]
         # What the deployed ingress costs with nobody streaming: the minimum tasks, the ALB, its IPs.
-        idle_per_hour = p["alb_hour"] + (w.alb_azs + w.min_tasks) * p["public_ipv4_hour"] + w.min_tasks * task_hour
+        idle_per_hour = p["alb_hour"] + (alb_ips + w.min_tasks) * p["public_ipv4_hour"] + w.min_tasks * task_hour
         lines.update({
             "Fargate tasks (share)": tasks * task_hour / w.concurrent_participants,
             "ALB LCU (processed bytes)": alb_lcu * p["alb_lcu_hour"],
             f"ALB hour + public IPv4 (/{w.concurrent_participants})": fixed_per_hour / w.concurrent_participants,
         })
+        if ingress == "cloudfront":
+            connections_per_hour = 1 / w.meeting_size  # a websocket is one request, open for the meeting
+            lines.update({
+                "CloudFront to origin": frames * u["cloudfront_gb_to_origin"] * p["cloudfront_to_origin_gb"],
+                "CloudFront requests + pings out": connections_per_hour * p["cloudfront_https_requests_per_10k"]
+                / 1e4 + 180 * 6 / w.meeting_size / 1e9 * p["cloudfront_out_gb"],  # a 6-byte ping every 20 s
+            })
         u["participants_per_task"] = participants_per_task
         u["tasks"] = tasks
         u["vcpu_hours_per_participant_hour"] = vcpu_hours
@@ -361,6 +412,33 @@ def estimate(profile: FrameProfile, ingress: str, workload: Workload | None = No
         "storage_per_participant_hour": storage_total, "ingress_per_participant_hour": total - storage_total,
         "fixed_per_hour": fixed_per_hour, "idle_per_hour": idle_per_hour,
     }
+
+
+def monthly_fixed(workload: Workload | None = None, prices: dict | None = None, ingress: str = "cloudfront") -> dict:
+    """What a deployment costs per month with nobody streaming, by line (USD). The default
+    (ingress=both, CloudFront) pays for the container's standing parts; API Gateway and
+    Lambda cost nothing idle."""
+    w = workload or Workload()
+    p = {**PRICES, **(prices or {})}
+    hours = 24 * DAYS_PER_MONTH
+    task_hour = (w.task_vcpu * p[f"fargate_vcpu_hour_{w.architecture}"]
+                 + w.task_memory_gb * p[f"fargate_gb_hour_{w.architecture}"])
+    lines = {
+        "CloudWatch alarms": w.alarms * p["cloudwatch_alarm_month"],
+        "CloudWatch dashboard": w.dashboards * p["cloudwatch_dashboard_month"],
+        "KMS key (alarm topic)": w.kms_keys * p["kms_key_month"],
+        "Secrets Manager secrets": w.secrets * p["secrets_manager_secret_month"],
+    }
+    if ingress != "apigw":
+        alb_ips = w.alb_azs if ingress == "alb" else 0
+        lines.update({
+            f"Fargate ({w.min_tasks} task, {w.task_vcpu:g} vCPU / {w.task_memory_gb:g} GB)": w.min_tasks * task_hour * hours,
+            "ALB hour": p["alb_hour"] * hours,
+            f"public IPv4 ({w.min_tasks + alb_ips})": (w.min_tasks + alb_ips) * p["public_ipv4_hour"] * hours,
+            "image build (CodeBuild) + ECR": w.deploys_per_month * w.image_build_minutes * p["codebuild_arm_small_minute"]
+            + w.image_gb * p["ecr_gb_month"],
+        })
+    return {"ingress": ingress, "lines": lines, "per_month": sum(lines.values())}
 
 
 def table(estimates: list[dict]) -> str:
@@ -403,12 +481,13 @@ def run(quick: bool = False, receiver_cpu_ms: dict[str, float] | None = None,
                 prof.receiver_cpu_ms = prof.store_cpu_ms * factor
                 prof.notes.append(f"receiver CPU scaled from {measured[0].name}'s end-to-end measurement")
     w = workload or Workload()
-    estimates = [estimate(prof, ingress, w) for prof in profiles for ingress in ("apigw", "direct")]
+    estimates = [estimate(prof, ingress, w) for prof in profiles for ingress in INGRESSES]
     rows = [Row("cost", f"{e['ingress']}: {e['profile']}", e["per_participant_hour"], "USD/participant-hour",
                 note="" if e["fits"] else "does not fit API Gateway (1009)") for e in estimates]
+    monthly = {ingress: monthly_fixed(w, ingress=ingress) for ingress in INGRESSES}
     details = {"prices": PRICES, "prices_as_of": PRICES_AS_OF, "region": REGION, "assumptions": ASSUMPTIONS,
                "workload": asdict(w), "profiles": [asdict(prof) for prof in profiles], "estimates": estimates,
-               "markdown": table(estimates)}
+               "monthly_fixed": monthly, "markdown": table(estimates)}
     return rows, details
 
 
@@ -436,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"framesink cost model: {PRICES_AS_OF}; {w.fps:g} fps, {w.meeting_size} participants per bot, "
           f"{w.concurrent_participants} concurrent participants, {w.architecture}\n")
     print(details["markdown"])
+    for ingress, month in details["monthly_fixed"].items():
+        print(f"\nstanding cost per month, {ingress}: ${month['per_month']:.2f} ("
+              + ", ".join(f"{k} ${v:.2f}" for k, v in month["lines"].items()) + ")")
     for prof in details["profiles"]:
         print(f"\n{prof['name']}: PNG {prof['png_bytes'] / 1024:.0f} KB, message {prof['message_bytes'] / 1024:.0f} KB, "
               f"index item {prof['index_item_bytes']} B, Lambda handler CPU {prof['lambda_handler_cpu_ms']:.2f} ms, "

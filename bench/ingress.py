@@ -79,12 +79,16 @@ def choose(estimates: list[dict]) -> dict:
     """The "choose your ingress" figures, straight from bench/cost.py's estimates."""
     by = {(e["ingress"], e["profile"]): e for e in estimates}
     apigw = by[("apigw", "small 480x360 (fits API Gateway)")]
-    webcam = by[("direct", "webcam 480x360")]
-    screen = by[("direct", "screenshare 1280x720")]
+    webcam = by[("cloudfront", "webcam 480x360")]
+    screen = by[("cloudfront", "screenshare 1280x720")]
+    alb_webcam = by[("alb", "webcam 480x360")]
+    alb_screen = by[("alb", "screenshare 1280x720")]
     return {
         "apigw_ingress_per_participant_hour": apigw["ingress_per_participant_hour"],
         "container_ingress_per_participant_hour": {"webcam 480x360": webcam["ingress_per_participant_hour"],
                                                    "screenshare 1280x720": screen["ingress_per_participant_hour"]},
+        "alb_tls_ingress_per_participant_hour": {"webcam 480x360": alb_webcam["ingress_per_participant_hour"],
+                                                 "screenshare 1280x720": alb_screen["ingress_per_participant_hour"]},
         "container_idle_per_hour": webcam["idle_per_hour"],
         "container_idle_per_month": webcam["idle_per_hour"] * HOURS_PER_MONTH,
         "storage_per_participant_hour": {"small": apigw["storage_per_participant_hour"],

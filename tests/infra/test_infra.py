@@ -64,6 +64,9 @@ class Synth:
         (logical_id,) = self.of_type(kind)
         return logical_id
 
+    def props_of_only(self, kind: str) -> dict:
+        return self.resources[self.only(kind)]["Properties"]
+
     def frames_bucket(self) -> str:
         (logical_id,) = [k for k, v in self.of_type("AWS::S3::Bucket").items() if "LoggingConfiguration" in v["Properties"]]
         return logical_id
@@ -533,3 +536,15 @@ def test_variant_settings_reach_the_template(variant):
                                     ref("AWS::AccountId"), ":secret:recall/whsec-??????"]]}  # fmt: skip
     assert pairs(["secretsmanager:GetSecretValue"], secret_arn) <= variant.statements(connect)
     assert not any(a.startswith("secretsmanager:") for a, _ in variant.statements(functions[HANDLERS["$default"]]))
+
+
+def test_the_cost_model_counts_the_standing_parts_the_default_deploys(default):
+    """bench/cost.py prices what a deployment keeps running; its counts are this template's."""
+    from bench.cost import Workload
+
+    w = Workload()
+    counts = {kind: len(default.of_type(kind)) for kind in (
+        "AWS::CloudWatch::Alarm", "AWS::CloudWatch::Dashboard", "AWS::KMS::Key", "AWS::SecretsManager::Secret")}
+    assert counts == {"AWS::CloudWatch::Alarm": w.alarms, "AWS::CloudWatch::Dashboard": w.dashboards,
+                      "AWS::KMS::Key": w.kms_keys, "AWS::SecretsManager::Secret": w.secrets}
+    assert default.props_of_only("AWS::ECS::Service")["DesiredCount"] == w.min_tasks
