@@ -394,6 +394,64 @@ def _last_and_all(pairs: list[tuple[str, str]]) -> tuple[dict[str, str], dict[st
     return single, multi
 
 
+class QueueWorker:
+    """Feeds a Lambda handler the events an SQS queue holds, one at a time, as an event source
+    mapping would: a message is deleted once the handler returns, left for a retry if it
+    raised. ``processed`` counts the events handled, ``failed`` the ones that raised."""
+
+    def __init__(self, sqs, queue_url: str, handler, function_name: str, wait_seconds: int = 1):
+        self.sqs, self.queue_url, self.handler = sqs, queue_url, handler
+        self.function_name = function_name
+        self.wait_seconds = wait_seconds
+        self.processed = 0
+        self.failed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=function_name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(self.wait_seconds + 30)
+
+    def idle(self) -> bool:
+        """True when the queue holds nothing, visible or in flight."""
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=self.queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+        return not any(int(v) for v in attributes.values())
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10,
+                                                    WaitTimeSeconds=self.wait_seconds).get("Messages", [])
+            except Exception:  # moto stopping under us
+                if self._stop.is_set():
+                    return
+                log.exception("%s: cannot read its queue", self.function_name)
+                time.sleep(1)
+                continue
+            for message in messages:
+                try:
+                    self.handler(json.loads(message["Body"]), LambdaContext(function_name=self.function_name))
+                    self.processed += 1
+                except Exception:
+                    self.failed += 1
+                    log.exception("%s failed on an event; it stays queued for a retry", self.function_name)
+                    continue
+                finally:
+                    flush_metrics()
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def _analyzer_handler():
+    from framesink_handlers import slides
+
+    return slides.handler
+
+
 def _real_handlers() -> dict:
     from framesink_handlers import connect, disconnect, ingest
 
@@ -413,6 +471,7 @@ class LocalStack:
         self.moto = None
         self.emulator: ApiGatewayEmulator | None = None
         self.receiver = None  # the container receiver, when started (ingress "direct")
+        self.analyzer: QueueWorker | None = None  # the example slide analyzer's event loop
         self.endpoint_url = ""
         self.state: dict = {}
         self._lambda_env = contextlib.ExitStack()  # the handlers' environment, undone by stop()
@@ -432,12 +491,14 @@ class LocalStack:
         self.endpoint_url = f"http://{host}:{port}"
         try:
             secret_env = provision(
-                **{name: self.client(name) for name in ("s3", "dynamodb", "secretsmanager")},
+                **{name: self.client(name) for name in ("s3", "dynamodb", "secretsmanager", "events", "sqs")},
                 bucket=cfg.bucket, table=cfg.table, token=self.token,
                 token_secret_name=cfg.token_secret_name,
                 verification_secret=cfg.verification_secret,
                 verification_secret_name=cfg.token_secret_name + "-verification",
             )
+            frame_queue_url = secret_env.pop("frame_queue_url")
+            analyzer_queue_url = secret_env.pop("analyzer_queue_url")
             settings = Settings(
                 bucket=cfg.bucket, table=cfg.table, max_frame_bytes=cfg.max_frame_bytes,
                 token_secret_id=secret_env.get("FRAMESINK_TOKEN_SECRET_ID", ""),
@@ -445,6 +506,11 @@ class LocalStack:
             )
             self._lambda_env.enter_context(lambda_environment(
                 {**settings.as_env(), **local_lambda_env(self.endpoint_url, cfg.region)}, cfg.handler_log_level))
+            # The example analyzer, fed its EventBridge events through a queue (in AWS the rule
+            # invokes the Lambda itself).
+            self.analyzer = QueueWorker(self.client("sqs"), analyzer_queue_url, _analyzer_handler(),
+                                        "framesink-slide-analyzer")
+            self.analyzer.start()
             if cfg.ingress == "direct":
                 ws_url = await self.start_direct(cfg.port)
             else:
@@ -464,6 +530,7 @@ class LocalStack:
             "table": cfg.table,
             "token": self.token,
             "region": cfg.region,
+            "frame_queue_url": frame_queue_url,
         }
         if cfg.state_file:
             write_state_file(cfg.state_file, self.state)
@@ -480,16 +547,20 @@ class LocalStack:
         await self.receiver.start()
         return f"{self.receiver.url}?token={self.token}"
 
-    async def wait_idle(self) -> None:
+    async def wait_idle(self, analyzer: bool = False) -> None:
         """Return once every message received so far (by either ingress) has been handled,
         and the participant totals it added are written (they are otherwise written every
-        few seconds: framesink_core/totals.py)."""
+        few seconds: framesink_core/totals.py); with ``analyzer``, once the slide analyzer
+        has handled every event queued for it too."""
         if self.emulator is not None:
             await self.emulator.wait_idle()
         # The receiver has no idle event; its counters say when its connections are done.
         while self.receiver is not None and (self.receiver.stats.open or self.receiver.stats.held):
             await asyncio.sleep(0.02)
-        await asyncio.get_running_loop().run_in_executor(None, self.flush_totals)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.flush_totals)
+        while analyzer and self.analyzer is not None and not await loop.run_in_executor(None, self.analyzer.idle):
+            await asyncio.sleep(0.1)
 
     def flush_totals(self) -> None:
         """Write every participant total held in this process (handlers' and receiver's)."""
@@ -510,6 +581,8 @@ class LocalStack:
             if self.emulator is not None:
                 await self.emulator.stop()
                 stats = self.emulator.stats.as_dict()
+            if self.analyzer is not None:
+                await asyncio.get_running_loop().run_in_executor(None, self.analyzer.stop)
             if self.moto is not None:
                 # What a Lambda container would write on its next invocations.
                 await asyncio.get_running_loop().run_in_executor(None, self.flush_totals)

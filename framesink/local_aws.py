@@ -1,18 +1,27 @@
-"""Provision framesink's bucket, table and secrets in any AWS-compatible endpoint (moto).
+"""Provision framesink's bucket, table, secrets and live feed in any AWS-compatible endpoint (moto).
 
-The table comes from framesink_core.schema, the same definition the CDK stack deploys.
+The table comes from framesink_core.schema, the same definition the CDK stack deploys; the
+feed is what infra/frame_events.py deploys: the bucket's Object Created events on the
+default EventBridge bus, a rule on recordings/ into a frame queue (`framesink watch`), and a
+rule on screenshare frames into the queue the local slide analyzer reads (in AWS that rule
+invokes the Lambda directly).
 """
 
 from __future__ import annotations
 
+import json
+
 from framesink_core import schema
+from framesink_core.feed import SCREENSHARE_WILDCARD, frames_pattern
 
 
 def provision(*, s3, dynamodb, secretsmanager, bucket: str, table: str, token: str | None,
               token_secret_name: str = "framesink/connection-token",
               verification_secret: str | None = None,
-              verification_secret_name: str = "framesink/recall-verification-secret") -> dict:
-    """Create the resources; returns the settings env entries that name the secrets."""
+              verification_secret_name: str = "framesink/recall-verification-secret",
+              events=None, sqs=None) -> dict:
+    """Create the resources; returns the settings env entries that name the secrets, and with
+    ``events`` and ``sqs`` clients the feed's queue URLs (``frame_queue_url``, ``analyzer_queue_url``)."""
     s3.create_bucket(Bucket=bucket)
     dynamodb.create_table(**schema.create_table_kwargs(table))
     dynamodb.get_waiter("table_exists").wait(TableName=table)
@@ -27,4 +36,18 @@ def provision(*, s3, dynamodb, secretsmanager, bucket: str, table: str, token: s
     if verification_secret:
         arn = secretsmanager.create_secret(Name=verification_secret_name, SecretString=verification_secret)["ARN"]
         env["FRAMESINK_VERIFICATION_SECRET_ID"] = arn
+    if events is not None and sqs is not None:
+        s3.put_bucket_notification_configuration(Bucket=bucket,
+                                                 NotificationConfiguration={"EventBridgeConfiguration": {}})
+        env["frame_queue_url"] = _queue_rule(events, sqs, f"{bucket}-frames", frames_pattern(bucket))
+        env["analyzer_queue_url"] = _queue_rule(events, sqs, f"{bucket}-screenshares",
+                                                frames_pattern(bucket, wildcard=SCREENSHARE_WILDCARD))
     return env
+
+
+def _queue_rule(events, sqs, name: str, pattern: dict) -> str:
+    url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name=name, EventPattern=json.dumps(pattern))
+    events.put_targets(Rule=name, Targets=[{"Id": "queue", "Arn": arn}])
+    return url

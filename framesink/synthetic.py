@@ -52,6 +52,31 @@ def make_png(
     return out.getvalue()
 
 
+def make_slide(index: int, width: int = 1280, height: int = 720, *, noise_seed: int = 0, noise: float = 0.04) -> bytes:
+    """Slide ``index`` of a generated deck as a screenshare PNG: a title bar, shapes and text
+    lines that differ from slide to slide; ``noise_seed`` adds sensor-like noise (``noise``,
+    the blend weight), so repeats of one slide are never byte-identical."""
+    rng = random.Random(index * 7919 + 17)
+    img = Image.new("RGB", (width, height), tuple(rng.randrange(200, 256) for _ in range(3)))
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((0, 0, width, height // 8), fill=tuple(rng.randrange(0, 120) for _ in range(3)))
+    draw.text((width // 32, height // 24), f"Slide {index + 1}", fill=(255, 255, 255))
+    for _ in range(6):
+        x0, y0 = rng.randrange(width // 32, width * 3 // 4), rng.randrange(height // 6, height * 4 // 5)
+        draw.rectangle((x0, y0, x0 + rng.randrange(width // 16, width // 4), y0 + rng.randrange(height // 18, height // 5)),
+                       fill=tuple(rng.randrange(256) for _ in range(3)))
+    for line in range(8):
+        draw.text((width // 20, height // 5 + line * height // 18), f"- point {index}.{line} " + "lorem ipsum "
+                  * rng.randrange(1, 6), fill=(20, 20, 20))
+    if noise:
+        grain = random.Random(noise_seed)
+        img = Image.blend(img, Image.frombytes("L", (width, height), grain.randbytes(width * height)).convert("RGB"),
+                          noise)
+    out = io.BytesIO()
+    img.save(out, format="PNG")
+    return out.getvalue()
+
+
 def frame_event(
     png: bytes,
     *,

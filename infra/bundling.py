@@ -1,4 +1,9 @@
-"""Docker-free bundling of the Lambda asset: framesink's two packages plus Linux wheels.
+"""Docker-free bundling of the Lambda assets: framesink's two packages plus Linux wheels.
+
+Two assets: the base one (lambdas/requirements.txt) every function runs on, and the media
+one (lambdas/requirements-media.txt: the base plus Pillow and PyAV) for the functions that
+decode pixels (the slide analyzer, the export job), so the ingest path never carries 100 MB
+of FFmpeg.
 
 CDK's Python bundling (aws-lambda-python-alpha) runs pip inside a Docker image. Here pip
 runs on the host instead, asking PyPI for wheels built for the Lambda platform
@@ -31,6 +36,7 @@ from aws_cdk import aws_lambda as lambda_
 ROOT = Path(__file__).resolve().parents[1]
 LAMBDAS_DIR = ROOT / "lambdas"
 REQUIREMENTS = LAMBDAS_DIR / "requirements.txt"
+MEDIA_REQUIREMENTS = LAMBDAS_DIR / "requirements-media.txt"
 CACHE_DIR = ROOT / ".cache" / "lambda-deps"
 
 # What the asset holds besides the dependencies: the core and the thin handlers, nothing else.
@@ -53,19 +59,29 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def pinned(requirements: Path = REQUIREMENTS) -> dict[str, str]:
-    """``{name: version}`` of the ``name[extras]==version`` lines of a requirements file."""
-    pins = {}
+def _requirements_bytes(requirements: Path) -> bytes:
+    """A requirements file with the files it includes (``-r other.txt``), for hashing and pins."""
+    out = []
     for line in requirements.read_text().splitlines():
+        included = re.fullmatch(r"\s*-r\s+(\S+)\s*", line)
+        out.append(_requirements_bytes(requirements.parent / included[1]) if included else line.encode())
+    return b"\n".join(out)
+
+
+def pinned(requirements: Path = REQUIREMENTS, text: bytes | None = None) -> dict[str, str]:
+    """``{name: version}`` of the ``name[extras]==version`` lines of a requirements file
+    (and of the files it includes)."""
+    pins = {}
+    for line in (text if text is not None else _requirements_bytes(requirements)).decode().splitlines():
         match = re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*==\s*([^\s;#]+)\s*(#.*)?", line)
         if match:
             pins[canonical(match[1])] = match[3]
     return pins
 
 
-def _check_pinned(target: Path, requirements: Path) -> None:
+def _check_pinned(target: Path, requirements: Path, text: bytes | None = None) -> None:
     """Every distribution pip installed is pinned at the version installed."""
-    pins = pinned(requirements)
+    pins = pinned(requirements, text)
     installed = {canonical(d.metadata["Name"]): d.version for d in metadata.distributions(path=[str(target)])}
     unpinned = {name: version for name, version in installed.items() if pins.get(name) != version}
     if unpinned:
@@ -92,6 +108,10 @@ def _remove_runtime_provided(target: Path) -> None:
 
 
 PLATFORMS = {"arm64": "manylinux2014_aarch64", "x86_64": "manylinux2014_x86_64"}
+# Pillow and PyAV publish manylinux_2_28 wheels only: the Python 3.14 runtime (Amazon Linux
+# 2023, glibc 2.34) runs them. The base asset keeps manylinux2014, so its files never change.
+MEDIA_PLATFORMS = {"arm64": ("manylinux2014_aarch64", "manylinux_2_28_aarch64"),
+                   "x86_64": ("manylinux2014_x86_64", "manylinux_2_28_x86_64")}
 
 
 def pip_platform(architecture: lambda_.Architecture) -> str:
@@ -102,10 +122,13 @@ def python_version(runtime: lambda_.Runtime) -> str:
     return runtime.name.removeprefix("python")  # "python3.14" -> "3.14"
 
 
-def dependencies_dir(platform: str, version: str, requirements: Path = REQUIREMENTS, cache_dir: Path = CACHE_DIR) -> Path:
+def dependencies_dir(platform: str | tuple[str, ...], version: str, requirements: Path = REQUIREMENTS,
+                     cache_dir: Path = CACHE_DIR) -> Path:
     """The pip --target directory for these requirements, built once and then reused."""
+    platforms = (platform,) if isinstance(platform, str) else tuple(platform)
     key = hashlib.sha256(
-        b"\0".join([CACHE_FORMAT.encode(), platform.encode(), version.encode(), requirements.read_bytes()])
+        b"\0".join([CACHE_FORMAT.encode(), " ".join(platforms).encode(), version.encode(),
+                    _requirements_bytes(requirements)])
     ).hexdigest()[:16]
     final = cache_dir / key
     if final.is_dir():
@@ -117,18 +140,18 @@ def dependencies_dir(platform: str, version: str, requirements: Path = REQUIREME
     command = [
         sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
         "--no-compile",  # .pyc made by the host Python would not match the runtime's
-        "--platform", platform, "--implementation", "cp", "--python-version", version,
+        *[arg for p in platforms for arg in ("--platform", p)], "--implementation", "cp", "--python-version", version,
         "--only-binary=:all:", "--target", str(work), "-r", str(requirements),
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         shutil.rmtree(work, ignore_errors=True)
         raise RuntimeError(
-            f"pip could not install {requirements} for {platform} / Python {version} "
+            f"pip could not install {requirements} for {' '.join(platforms)} / Python {version} "
             f"(exit {result.returncode}):\n{result.stderr.strip()[-2000:]}"
         )
     try:
-        _check_pinned(work, requirements)
+        _check_pinned(work, requirements, _requirements_bytes(requirements))
     except RuntimeError:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -145,13 +168,14 @@ def dependencies_dir(platform: str, version: str, requirements: Path = REQUIREME
 class LocalPythonBundling:
     """Builds the asset on the host; CDK never falls back to Docker (tryBundle returns True)."""
 
-    def __init__(self, platform: str, version: str):
+    def __init__(self, platform: str | tuple[str, ...], version: str, requirements: Path = REQUIREMENTS):
         self.platform = platform
         self.version = version
+        self.requirements = requirements
 
     def try_bundle(self, output_dir: str, options: BundlingOptions) -> bool:  # noqa: ARG002
         out = Path(output_dir)
-        shutil.copytree(dependencies_dir(self.platform, self.version), out, dirs_exist_ok=True)
+        shutil.copytree(dependencies_dir(self.platform, self.version, self.requirements), out, dirs_exist_ok=True)
         for package in PACKAGES:
             shutil.copytree(
                 LAMBDAS_DIR / package,
@@ -162,8 +186,9 @@ class LocalPythonBundling:
         return True
 
 
-def lambda_code(runtime: lambda_.Runtime, architecture: lambda_.Architecture) -> lambda_.Code:
-    """One asset for every framesink function (share the returned object across them)."""
+def lambda_code(runtime: lambda_.Runtime, architecture: lambda_.Architecture, *, media: bool = False) -> lambda_.Code:
+    """The base asset (every function shares the returned object), or the media one."""
+    platform = MEDIA_PLATFORMS[architecture.name] if media else pip_platform(architecture)
     return lambda_.Code.from_asset(
         str(LAMBDAS_DIR),
         # Hash what was bundled: the default (the source folder) would give arm64 and
@@ -172,6 +197,9 @@ def lambda_code(runtime: lambda_.Runtime, architecture: lambda_.Architecture) ->
         bundling=BundlingOptions(
             # Required by the API, never pulled: local bundling always succeeds or raises.
             image=runtime.bundling_image,
-            local=LocalPythonBundling(pip_platform(architecture), python_version(runtime)),
+            # CDK caches a bundle by the asset's source path and options, not by the local
+            # bundler: this keeps the two assets (same source folder) apart.
+            environment={"FRAMESINK_ASSET": "media" if media else "base"},
+            local=LocalPythonBundling(platform, python_version(runtime), MEDIA_REQUIREMENTS if media else REQUIREMENTS),
         ),
     )

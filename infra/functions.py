@@ -114,6 +114,14 @@ class FunctionFactory:
             **core.as_env(),
         }
         self.functions: list[PythonFunction] = []
+        self._media_code: lambda_.Code | None = None
+
+    @property
+    def media_code(self) -> lambda_.Code:
+        """The media asset (Pillow, PyAV), built only when a function uses it."""
+        if self._media_code is None:
+            self._media_code = lambda_code(RUNTIME, self.settings.architecture, media=True)
+        return self._media_code
 
     def create(
         self,

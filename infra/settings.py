@@ -73,6 +73,10 @@ DEFAULTS: dict[str, Any] = {
     "containerImage": "",
     # An email address subscribed to the alarm topic (output AlarmTopicArn); it must confirm.
     "alarmEmail": "",
+    # true: an SQS queue of every stored frame's event (output FrameQueueUrl), with a DLQ.
+    "frameQueue": False,
+    # "slides": deploy the example analyzer (slide changes in screenshare frames); "" none.
+    "analyzer": "",
     # Container ingress task count: CPU autoscaling between these (1 <= min <= max <= 100).
     # One 0.5-vCPU task holds ~14-17 webcams at the 60 % CPU target (README "choose your
     # ingress"), so max = concurrent participants / 14, rounded up, with headroom.
@@ -123,6 +127,7 @@ IMAGE_URI_PATTERN = re.compile(r"[a-z0-9][a-z0-9.-]*(:\d+)?/[a-z0-9._/-]+(:[A-Za
 EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 DOMAIN_PATTERN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 REMOVAL_POLICIES = {"retain": RemovalPolicy.RETAIN, "destroy": RemovalPolicy.DESTROY}
+ANALYZERS = {"": "", "slides": "slides"}
 
 MAX_CONTAINER_TASKS = 100  # a typo guard, far above any meeting load; raise it if you need to
 STAGE_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,23}")  # valid as an API stage and in a stack name
@@ -152,6 +157,8 @@ class InfraSettings:
     allow_plaintext: bool = DEFAULTS["allowPlaintext"]
     container_image: str = DEFAULTS["containerImage"]
     alarm_email: str = DEFAULTS["alarmEmail"]
+    frame_queue: bool = DEFAULTS["frameQueue"]
+    analyzer: str = DEFAULTS["analyzer"]
     container_min_tasks: int = DEFAULTS["containerMinTasks"]
     container_max_tasks: int = DEFAULTS["containerMaxTasks"]
     recall_region: str = DEFAULTS["recallRegion"]
@@ -238,6 +245,11 @@ class InfraSettings:
         if image not in ("", "local") and not IMAGE_URI_PATTERN.fullmatch(image):
             raise SettingsError(f"context 'containerImage' must be empty (build in CodeBuild), 'local' (build with "
                                 f"Docker/CDK_DOCKER) or an image URI with a tag or digest; got {image!r}")
+        frame_queue = _boolean(value("frameQueue"), "frameQueue")
+        analyzer = _text(value("analyzer"), "analyzer").strip().lower()
+        if analyzer not in ANALYZERS:
+            raise SettingsError(f"context 'analyzer' must be one of {sorted(k for k in ANALYZERS if k)} or empty; "
+                                f"got {analyzer!r}")
         alarm_email = _text(value("alarmEmail"), "alarmEmail").strip()
         if alarm_email and not EMAIL_PATTERN.fullmatch(alarm_email):
             raise SettingsError(f"context 'alarmEmail' must be an email address; got {alarm_email!r}")
@@ -283,6 +295,8 @@ class InfraSettings:
             allow_plaintext=allow_plaintext,
             container_image=image,
             alarm_email=alarm_email,
+            frame_queue=frame_queue,
+            analyzer=analyzer,
             container_min_tasks=min_tasks,
             container_max_tasks=max_tasks,
             recall_region=recall_region,

@@ -14,6 +14,7 @@ from framesink_core.settings import Settings
 
 from .bot_api import BotApi
 from .container_ingress import ContainerIngress
+from .frame_events import FrameEvents
 from .functions import FunctionFactory
 from .monitoring import Monitored, Monitoring
 from .query_api import QueryApi
@@ -73,6 +74,10 @@ class FramesinkStack(Stack):
                 "(480x360 webcams are 130-370 KB as messages): they are closed with 1009 and not stored. "
                 "Use the default ingress=both (or container) for real meetings.")
 
+        # The live feed: frames on EventBridge, the optional queue and analyzer.
+        self.frame_events = FrameEvents(self, "FrameEvents", settings=settings, bucket=bucket, table=table,
+                                        functions=self.functions)
+
         # APIs.
         self.bot_api = BotApi(self, "BotApi", settings=settings, functions=self.functions, table=table,
                               ingress_url=self.ingress_url)
@@ -89,6 +94,9 @@ class FramesinkStack(Stack):
             target_group=self.container.target_group if self.container else None,
             min_tasks=settings.container_min_tasks,
             distribution=self.container.distribution if self.container else None,
+            dead_letter_queues={name: queue for name, queue in (
+                ("FrameQueue", self.frame_events.dead_letters),
+                ("SlideAnalyzer", self.frame_events.analyzer_dead_letters)) if queue is not None},
         ))
 
         # Output ids are a contract for the CLI (it reads them with describe-stacks).
@@ -117,6 +125,9 @@ class FramesinkStack(Stack):
                   description="Every alarm notifies this SNS topic (subscribe with -c alarmEmail=... or your own)")  # fmt: skip
         CfnOutput(self, "DashboardName", value=self.monitoring.dashboard_name,
                   description="CloudWatch dashboard: frames stored/rejected/failed, store latency, connections")  # fmt: skip
+        if self.frame_events.queue is not None:
+            CfnOutput(self, "FrameQueueUrl", value=self.frame_events.queue.queue_url,
+                      description="SQS queue of every stored frame's S3 event (framesink watch reads it)")  # fmt: skip
         if self.secrets.token_secret is not None:
             CfnOutput(self, "TokenSecretArn", value=self.secrets.token_secret.secret_arn,
                       description="ARN of the shared connection token (read it with get-secret-value)")  # fmt: skip

@@ -42,6 +42,8 @@ def register(sub) -> None:
                    help=f"parallel downloads (default {DEFAULT_WORKERS})")
     p.add_argument("--no-contact-sheet", dest="contact_sheet", action="store_false",
                    help="skip the contact sheet")
+    p.add_argument("--slides", action="store_true",
+                   help="also write each distinct slide the analyzer found (DIR/<participant>/slides/<relms>.png)")
     target.add_arguments(p)
     p.set_defaults(func=run)
 
@@ -120,4 +122,20 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         print(f"contact sheet: {sheet.path} ({sheet.size[0]}x{sheet.size[1]}, "
               f"{sheet.thumbnails} of {sheet.of_frames} frames)")
+    if args.slides:
+        export_slides(t, args.recording, args.participant, folder / "slides")
     return 1 if failures else 0
+
+
+def export_slides(t: target.Target, recording_id: str, participant_id: str, folder: Path) -> int:
+    """Each distinct slide once (a slide the presenter came back to is a repeat, skipped),
+    copied from its first frame. Returns how many were written."""
+    s3 = t.client("s3")
+    slides = [s for s in t.index().slides(recording_id)
+              if s["participant_id"] == participant_id and s["repeat_of_ms"] is None]
+    for slide in slides:
+        download(s3, t.bucket, {"s3_key": slide["s3_key"], "bytes": -1},
+                 folder / f"{schema.relative_ms_text(slide['relative_ms'])}.png")
+    print(f"slides: {len(slides)} distinct to {folder}" + ("" if slides else
+          " (none found: is the analyzer deployed (-c analyzer=slides), and did the participant share a screen?)"))
+    return len(slides)

@@ -78,7 +78,7 @@ PARTICIPANT_FIELDS = (
     "bot_id",
 )
 RECORDING_FIELDS = ("recording_id", "bot_id", "first_seen", "status", "status_at", "sub_code")
-SLIDE_FIELDS = ("recording_id", "participant_id", "relative_ms", "s3_key", "hash", "distance", "repeat_of_ms")
+SLIDE_FIELDS = ("recording_id", "participant_id", "relative_ms", "s3_key", "distance", "repeat_of_ms")
 EXPORT_FIELDS = ("recording_id", "participant_id", "type", "s3_key", "frames", "duration_ms", "bytes",
                  "width", "height", "created_at", "contact_sheet_key")
 
@@ -186,9 +186,10 @@ def _decode_cursor(cursor: str, plan: _Plan, since: int, until: int | None) -> d
 
 
 def _plain(value):
-    """DynamoDB numbers come back as Decimal; our numbers are all integers."""
+    """DynamoDB numbers come back as Decimal: integers as int, the rest (a slide's distance)
+    as float."""
     if isinstance(value, Decimal):
-        return int(value)
+        return int(value) if value == value.to_integral_value() else float(value)
     return value
 
 
@@ -374,9 +375,12 @@ class FrameIndex:
                 out["export_job"] = {k: _plain(v) for k, v in item.items() if k not in ("pk", "sk")}
         return out if found else None
 
-    def slides(self, recording_id: str) -> list[dict]:
+    def slides(self, recording_id: str, *, with_signature: bool = False) -> list[dict]:
+        """Slide changes the analyzer found, in time order (participant second). With
+        ``with_signature``, each carries ``hash``: its frame's thumbnail, hex (the analyzer's)."""
         pk = schema.recording_pk(check_id(recording_id, "recording"))
-        return [_record(from_item(i), SLIDE_FIELDS) for i in self._query_prefix(pk, "SLIDE#")]
+        fields = SLIDE_FIELDS + (("hash",) if with_signature else ())
+        return [_record(from_item(i), fields) for i in self._query_prefix(pk, "SLIDE#")]
 
     def bot_status(self, bot_id: str) -> dict | None:
         """The bot's status and its timeline (Recall's status webhooks), oldest first."""

@@ -1,0 +1,104 @@
+"""The live feed (README "Live frames"): every stored frame on EventBridge, an optional queue
+to pull them from, and the example slide analyzer.
+
+- The frames bucket sends its Object Created events to the account's default event bus
+  (infra/storage.py turns that on; AWS service events there cost nothing).
+- ``frameQueue=true``: an encrypted SQS queue fed by a rule on ``recordings/`` of this
+  bucket, with a dead-letter queue; output ``FrameQueueUrl``. Only EventBridge (that rule)
+  may send to it; `framesink watch` and your consumers read it.
+- ``analyzer=slides``: a Lambda (framesink_handlers/slides.py, on the media asset: Pillow)
+  invoked by a rule on screenshare frames; what fails twice waits in a dead-letter queue
+  that alarms. It may read frames and their index, and write its results beside them.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sqs as sqs
+from cdk_nag import NagPackSuppression, NagSuppressions
+from constructs import Construct
+
+from framesink_core import schema
+from framesink_core.feed import SCREENSHARE_WILDCARD, frames_pattern
+
+from .functions import FunctionFactory
+from .settings import InfraSettings
+
+
+def event_pattern(pattern: dict) -> events.EventPattern:
+    return events.EventPattern(source=pattern["source"], detail_type=pattern["detail-type"], detail=pattern["detail"])
+
+
+def encrypted_queue(scope: Construct, id: str, *, retention: Duration, visibility: Duration | None = None,
+                    dead_letter: sqs.IQueue | None = None, max_receive_count: int = 5) -> sqs.Queue:
+    """An SQS queue encrypted at rest (SSE-SQS) that refuses non-TLS requests."""
+    queue = sqs.Queue(
+        scope, id, encryption=sqs.QueueEncryption.SQS_MANAGED, enforce_ssl=True, retention_period=retention,
+        visibility_timeout=visibility,
+        dead_letter_queue=sqs.DeadLetterQueue(queue=dead_letter, max_receive_count=max_receive_count)
+        if dead_letter else None,
+    )
+    if dead_letter is None:
+        NagSuppressions.add_resource_suppressions(queue, [NagPackSuppression(
+            id="AwsSolutions-SQS3",
+            reason="This is a dead-letter queue itself: what lands here alarms (infra/monitoring.py) and waits "
+            "for a redrive.")])
+    return queue
+
+
+class FrameEvents(Construct):
+    """``queue``/``dead_letters`` (frameQueue), ``analyzer``/``analyzer_dead_letters``."""
+
+    def __init__(self, scope: Construct, id: str, *, settings: InfraSettings, bucket: s3.IBucket,
+                 table: dynamodb.ITable, functions: FunctionFactory):
+        super().__init__(scope, id)
+        self.queue: sqs.Queue | None = None
+        self.dead_letters: sqs.Queue | None = None
+        self.analyzer = None
+        self.analyzer_dead_letters: sqs.Queue | None = None
+
+        if settings.frame_queue:
+            self.dead_letters = encrypted_queue(self, "FrameQueueDeadLetters", retention=Duration.days(14))
+            self.queue = encrypted_queue(self, "FrameQueue", retention=Duration.days(1),
+                                         visibility=Duration.seconds(30), dead_letter=self.dead_letters)
+            rule = events.Rule(self, "FramesToQueue", description="framesink: every stored frame, to the frame queue",
+                               event_pattern=event_pattern(frames_pattern(bucket.bucket_name)))
+            # CDK's SqsQueue target adds the queue policy: events.amazonaws.com, this rule only.
+            rule.add_target(targets.SqsQueue(self.queue))
+
+        if settings.analyzer == "slides":
+            self.analyzer_dead_letters = encrypted_queue(self, "AnalyzerDeadLetters", retention=Duration.days(14))
+            table_arn = table.table_arn
+            # framesink_core.slides.SlideAnalyzer: GetObject (the frame, the previous one),
+            # Query (the previous screenshare frame on gsi1, earlier slides on the table),
+            # PutItem (the slide item).
+            self.analyzer = functions.create(
+                self, "SlideAnalyzer",
+                handler="framesink_handlers.slides.handler",
+                description="Example analyzer: screenshare frames -> slide changes in the index",
+                statements=[
+                    iam.PolicyStatement(actions=["s3:GetObject"], resources=[bucket.arn_for_objects("recordings/*")]),
+                    iam.PolicyStatement(actions=["dynamodb:Query"], resources=[
+                        table_arn, *(f"{table_arn}/index/{g['name']}" for g in schema.TABLE_SCHEMA["global_secondary_indexes"])]),
+                    iam.PolicyStatement(actions=["dynamodb:PutItem"], resources=[table_arn]),
+                ],
+                memory_size=1024, timeout=Duration.seconds(60), code=functions.media_code,
+            )
+            NagSuppressions.add_resource_suppressions(self.analyzer.policy, [NagPackSuppression(
+                id="AwsSolutions-IAM5",
+                reason="s3:GetObject is limited to the frames bucket's recordings/ prefix; which frames the analyzer "
+                "reads is only known per event.",
+                applies_to=[{"regex": r"/^Resource::<.*Frames.*\.Arn>\/recordings\/\*$/g"}],
+            )])
+            rule = events.Rule(self, "ScreensharesToAnalyzer",
+                               description="framesink: stored screenshare frames, to the slide analyzer",
+                               event_pattern=event_pattern(frames_pattern(bucket.bucket_name,
+                                                                          wildcard=SCREENSHARE_WILDCARD)))
+            rule.add_target(targets.LambdaFunction(
+                self.analyzer.function, retry_attempts=2, max_event_age=Duration.hours(1),
+                dead_letter_queue=self.analyzer_dead_letters))

@@ -1,0 +1,141 @@
+"""Slide changes in screenshare frames: the logic of the example analyzer (README "Write your
+own analyzer"; the Lambda is framesink_handlers/slides.py).
+
+The perceptual signature of a frame is a 32x18 grayscale thumbnail (box-filtered: every
+thumbnail pixel is the mean of ~1,600 screen pixels, so sensor noise and compression
+artefacts average out); the distance of two frames is the mean absolute difference of their
+thumbnails, 0-255. Measured on generated decks (tests/unit/test_slides.py): frames of one
+slide with noise are within 0.4 of each other, different slides at least 11 apart; a change
+is a distance over ``DEFAULT_THRESHOLD`` (4). Hand-written on Pillow rather than imagehash:
+imagehash's hashes (aHash, dHash, pHash) flip bits on flat slide backgrounds under noise (a
+16x16 dHash measured up to 52 bits within one slide and 29 between two), and it would bring
+numpy and scipy into the Lambda asset.
+
+Stateless and order-free: a frame is a new slide when it differs from the participant's
+previous screenshare frame *in meeting time* (one Query of the index), so events delivered
+out of order or twice give the same slides. The first screenshare frame of a participant
+is a slide. A slide that looks like an earlier one (the presenter went back) is still a
+change, marked ``repeat_of_ms``; ``framesink export --slides`` writes each distinct one once.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import OrderedDict
+from dataclasses import dataclass
+from decimal import Decimal
+
+from . import schema
+from .feed import FrameRef
+from .query import FrameIndex
+from .storage import MetadataError, StoredFrame, to_item
+
+THUMB = (32, 18)
+DEFAULT_THRESHOLD = 4.0
+
+
+def signature(png: bytes) -> bytes:
+    """The frame's 32x18 grayscale thumbnail (576 bytes). Raises on an undecodable PNG."""
+    from PIL import Image  # only the analyzer and the CLI decode pixels
+
+    with Image.open(io.BytesIO(png)) as img:
+        img.draft("L", THUMB)  # a no-op for PNG, but JPEG frames would decode smaller
+        return img.convert("L").resize(THUMB, Image.Resampling.BOX).tobytes()
+
+
+def distance(a: bytes, b: bytes) -> float:
+    """Mean absolute difference of two signatures, 0 (same) to 255."""
+    if len(a) != len(b):
+        return 255.0
+    return sum(abs(x - y) for x, y in zip(a, b)) / len(a)
+
+
+@dataclass(frozen=True)
+class Slide:
+    recording_id: str
+    participant_id: str
+    relative_ms: int
+    s3_key: str
+    signature: bytes
+    distance: float | None  # from the previous screenshare frame; None for the first
+    repeat_of_ms: int | None = None
+
+    def item(self, expires_at: int | None) -> dict:
+        return {
+            "pk": schema.recording_pk(self.recording_id),
+            "sk": schema.slide_sk(self.relative_ms, self.participant_id),
+            "kind": "slide", "recording_id": self.recording_id, "participant_id": self.participant_id,
+            "relative_ms": self.relative_ms, "s3_key": self.s3_key, "hash": self.signature.hex(),
+            "distance": None if self.distance is None else Decimal(f"{self.distance:.2f}"),
+            "repeat_of_ms": self.repeat_of_ms, schema.TTL_ATTRIBUTE: expires_at,
+        }
+
+
+class SlideAnalyzer:
+    """Reads a screenshare frame, decides whether it starts a slide, writes the slide item."""
+
+    def __init__(self, bucket: str, table: str, s3, dynamodb, *, threshold: float = DEFAULT_THRESHOLD,
+                 frame_expiry_days: int = 30, cache_size: int = 512):
+        self.bucket, self.table, self.s3, self.dynamodb = bucket, table, s3, dynamodb
+        self.threshold = threshold
+        self.frame_expiry_days = frame_expiry_days
+        self.index = FrameIndex(table, dynamodb)
+        # A warm Lambda sees a stream's frames one after the other: keep their signatures so
+        # the previous frame is rarely downloaded twice.
+        self._signatures: OrderedDict[str, bytes] = OrderedDict()
+        self._cache_size = cache_size
+
+    def analyze(self, ref: FrameRef) -> Slide | None:
+        """The slide this frame starts, written to the index; None if it is not a change
+        (or not a screenshare frame)."""
+        if ref.frame_type != "screenshare":
+            return None
+        obj = self.s3.get_object(Bucket=self.bucket, Key=ref.key)
+        png = obj["Body"].read()
+        mine = self._remember(ref.key, signature(png))
+        previous = self._previous_frame(ref)
+        if previous is None:
+            dist = None
+        else:
+            dist = distance(mine, self._signature_of(previous["s3_key"]))
+            if dist <= self.threshold:
+                return None
+        slide = Slide(ref.recording_id, ref.participant_id, ref.relative_ms, ref.key, mine, dist,
+                      self._earlier_look_alike(ref, mine))
+        try:
+            stored = StoredFrame.from_object(ref.key, obj.get("Metadata") or {}, len(png))
+            expires_at = stored.expires_at(self.frame_expiry_days)
+        except MetadataError:
+            expires_at = None
+        self.dynamodb.put_item(TableName=self.table, Item=to_item(slide.item(expires_at)))
+        return slide
+
+    def _previous_frame(self, ref: FrameRef) -> dict | None:
+        """The participant's screenshare frame just before this one in meeting time."""
+        if ref.relative_ms == 0:
+            return None
+        for frame in self.index.iter_frames(ref.recording_id, participant_id=ref.participant_id,
+                                            frame_type="screenshare", until=ref.relative_ms, newest_first=True,
+                                            limit=50):
+            return frame
+        return None
+
+    def _earlier_look_alike(self, ref: FrameRef, mine: bytes) -> int | None:
+        for slide in self.index.slides(ref.recording_id, with_signature=True):
+            if (slide["participant_id"] == ref.participant_id and slide["relative_ms"] < ref.relative_ms
+                    and slide.get("hash") and distance(mine, bytes.fromhex(slide["hash"])) <= self.threshold):
+                return slide.get("repeat_of_ms") or slide["relative_ms"]
+        return None
+
+    def _signature_of(self, key: str) -> bytes:
+        cached = self._signatures.get(key)
+        if cached is not None:
+            self._signatures.move_to_end(key)
+            return cached
+        return self._remember(key, signature(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()))
+
+    def _remember(self, key: str, sig: bytes) -> bytes:
+        self._signatures[key] = sig
+        if len(self._signatures) > self._cache_size:
+            self._signatures.popitem(last=False)
+        return sig

@@ -1,0 +1,118 @@
+"""The example analyzer (framesink_core.slides, framesink_handlers/slides.py): on a generated
+deck of N distinct slides, each shown for several frames with noise, it finds exactly N
+changes; a slide the presenter returns to is a change marked as a repeat; the result does not
+depend on the order events arrive in; an undecodable frame is skipped with a reason."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from framesink.synthetic import frame_message, make_slide
+from framesink_core.feed import FrameRef
+from framesink_core.service import Service
+from framesink_core.slides import DEFAULT_THRESHOLD, SlideAnalyzer, distance, signature
+
+SIZE = (480, 270)  # smaller than a real screenshare: generating 1280x720 noise is slow, the logic is the same
+
+
+@pytest.fixture(scope="module")
+def deck():
+    return {i: [make_slide(i, *SIZE, noise_seed=s) for s in range(3)] for i in range(6)}
+
+
+@pytest.fixture
+def svc(stack, aws):
+    return Service(stack, s3=aws["s3"], dynamodb=aws["dynamodb"])
+
+
+def store_show(svc, deck, rec: str, shown: list[int], pid: int = 1) -> list[FrameRef]:
+    refs = []
+    for k, slide in enumerate(shown):
+        message = frame_message(deck[slide][k % 3], recording_id=rec, participant_id=pid, relative=k * 0.5,
+                                frame_type="screenshare")
+        outcome = svc.ingestor.handle(message, connection_id="c")
+        assert outcome.status == "stored"
+        refs.append(FrameRef.from_key(svc.settings.bucket, outcome.key))
+    return refs
+
+
+def analyzer(svc) -> SlideAnalyzer:
+    return SlideAnalyzer(svc.settings.bucket, svc.settings.table, svc.s3, svc.dynamodb)
+
+
+def test_noise_stays_under_the_threshold_and_slides_are_far_over_it(deck):
+    sigs = {i: [signature(p) for p in pngs] for i, pngs in deck.items()}
+    within = max(distance(a, b) for s in sigs.values() for a in s for b in s)
+    between = min(distance(sigs[i][0], sigs[j][0]) for i in sigs for j in sigs if i < j)
+    assert within < DEFAULT_THRESHOLD / 4 and between > DEFAULT_THRESHOLD * 2, (within, between)
+
+
+def test_a_deck_of_n_slides_shown_with_repeats_and_noise_gives_exactly_n_changes(svc, deck):
+    shown = [s for s in range(6) for _ in range(random.Random(s).randrange(2, 6))]  # each 2-5 frames
+    refs = store_show(svc, deck, "rec-deck", shown)
+    found = [analyzer(svc).analyze(ref) for ref in refs]
+    changes = [ref.relative_ms for ref, slide in zip(refs, found) if slide is not None]
+    firsts = [k * 500 for k, s in enumerate(shown) if k == 0 or shown[k - 1] != s]
+    assert changes == firsts and len(changes) == 6
+    listed = svc.index.slides("rec-deck")
+    assert [s["relative_ms"] for s in listed] == firsts and all(s["repeat_of_ms"] is None for s in listed)
+    assert listed[0]["distance"] is None and all(s["distance"] > DEFAULT_THRESHOLD for s in listed[1:])
+
+
+def test_going_back_to_a_slide_is_a_change_marked_as_a_repeat(svc, deck):
+    shown = [0, 0, 1, 1, 0, 0, 2]
+    refs = store_show(svc, deck, "rec-back", shown)
+    a = analyzer(svc)
+    for ref in refs:
+        a.analyze(ref)
+    assert [(s["relative_ms"], s["repeat_of_ms"]) for s in svc.index.slides("rec-back")] == [
+        (0, None), (1000, None), (2000, 0), (3000, None)]
+
+
+def test_the_order_events_arrive_in_does_not_matter(svc, deck):
+    shown = [3, 3, 3, 4, 4, 5, 5, 5]
+    refs = store_show(svc, deck, "rec-order", shown)
+    shuffled = refs[:]
+    random.Random(7).shuffle(shuffled)
+    a = SlideAnalyzer(svc.settings.bucket, svc.settings.table, svc.s3, svc.dynamodb, cache_size=0)
+    for ref in shuffled + shuffled[:3]:  # out of order, and some delivered twice
+        a.analyze(ref)
+    assert [s["relative_ms"] for s in svc.index.slides("rec-order")] == [0, 1500, 2500]
+
+
+def test_the_handler_skips_what_it_cannot_use(svc, deck, lambda_context, caplog_json, aws, stack):
+    from framesink_handlers import slides
+
+    slides.analyzer.cache_clear()
+    event = {"detail-type": "Object Created", "time": "2026-11-23T19:00:00Z",
+             "detail": {"bucket": {"name": stack.bucket}, "object": {"key": "notes/readme.txt", "size": 3}}}
+    assert slides.handler(event, lambda_context) == {"slide": False}
+    # a screenshare object whose pixels cannot be decoded (it would not pass ingest; say it got there)
+    key = "recordings/rec-bad/participants/1/screenshare/0000000000.png"
+    aws["s3"].put_object(Bucket=stack.bucket, Key=key, Body=b"\x89PNG\r\n\x1a\n not really")
+    event["detail"]["object"]["key"] = key
+    assert slides.handler(event, lambda_context) == {"slide": False}
+    lines = caplog_json()
+    assert [line["reason"] for line in lines if line.get("message") in ("not a frame event", "frame not analyzed")] == [
+        "not_a_frame", "undecodable"]
+    # and a good one goes through the same entry point
+    ref = store_show(svc, deck, "rec-handler", [2])[0]
+    event["detail"]["object"]["key"] = ref.key
+    assert slides.handler(event, lambda_context) == {"slide": True}
+    slides.analyzer.cache_clear()
+
+
+def test_frame_refs_from_events_follow_the_storage_contract():
+    event = json.loads(json.dumps({"source": "aws.s3", "detail-type": "Object Created", "time": "2026-11-23T19:00:12Z",
+                                   "detail": {"bucket": {"name": "b"}, "object": {
+                                       "key": "recordings/r-1/participants/100/webcam/0000012500.png", "size": 9}}}))
+    ref = FrameRef.from_event(event)
+    assert (ref.recording_id, ref.participant_id, ref.frame_type, ref.relative_ms, ref.size) == ("r-1", "100", "webcam",
+                                                                                                  12500, 9)
+    assert ref.matches("r-1", "100", "webcam") and not ref.matches("r-2")
+    for bad in ({}, {"detail-type": "Object Deleted"}, {**event, "detail": {"bucket": {"name": "b"}, "object": {
+            "key": "exports/r-1/100/webcam.mp4"}}}, "not a dict"):
+        assert FrameRef.from_event(bad) is None
