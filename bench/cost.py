@@ -115,9 +115,9 @@ class Workload:
     totals_flush_seconds: float = 5.0  # participant totals: one write per participant this often
     # The default deployment's standing parts (a test keeps these equal to the synthesized
     # template: tests/infra/test_infra.py).
-    alarms: int = 22
+    alarms: int = 29
     dashboards: int = 1
-    secrets: int = 2  # the shared token and the Recall API key
+    secrets: int = 3  # the shared token, the Recall API key, the webhook signing secret
     kms_keys: int = 1  # the alarm topic's
     image_build_minutes: float = 4.0  # one CodeBuild build per deploy that changes the image
     image_gb: float = 0.15

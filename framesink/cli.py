@@ -19,7 +19,7 @@ from framesink_core.query import QueryError
 
 # Module names under framesink.commands; each defines register(subparsers).
 COMMANDS: list[str] = ["local", "simulate", "demo", "create_bot", "revoke_bot", "frames", "participants", "export",
-                       "watch", "slides", "reindex", "receive"]
+                       "watch", "slides", "recordings", "delete", "reindex", "receive"]
 
 
 def version() -> str:
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile", help="AWS profile to use (default: AWS_PROFILE or the default profile)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"framesink.commands.{name}").register(sub)
+        importlib.import_module(f"framesink.commands.{name}").register(sub)  # recordings: both commands
     return parser
 
 

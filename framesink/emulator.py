@@ -90,6 +90,11 @@ class LocalConfig:
     # the next one starts clean. `framesink local` keeps it: its process exit ends it anyway.
     reset_on_stop: bool = False
     workers: int = 8  # concurrent handler invocations (Lambda concurrency, in threads)
+    # Recall's webhook signing secret for the local webhook route (None = generate one; it is
+    # written to the state file, so `framesink simulate` can sign status events with it).
+    webhook_secret: str | None = None
+    webhook_port: int = 0  # the webhook route's port (0 = any free port)
+    export_quiet_seconds: int = 600  # bot.call_ended -> export, when no bot.done comes
 
 
 @dataclass
@@ -399,9 +404,13 @@ class QueueWorker:
     mapping would: a message is deleted once the handler returns, left for a retry if it
     raised. ``processed`` counts the events handled, ``failed`` the ones that raised."""
 
-    def __init__(self, sqs, queue_url: str, handler, function_name: str, wait_seconds: int = 1):
+    def __init__(self, sqs, queue_url: str, handler, function_name: str, wait_seconds: int = 1,
+                 sqs_records: bool = False):
         self.sqs, self.queue_url, self.handler = sqs, queue_url, handler
         self.function_name = function_name
+        # True: the handler gets what an SQS event source sends ({"Records": [...]}); False:
+        # the message body itself (an EventBridge event, as an EventBridge target gets it).
+        self.sqs_records = sqs_records
         self.wait_seconds = wait_seconds
         self.processed = 0
         self.failed = 0
@@ -419,7 +428,8 @@ class QueueWorker:
         """True when the queue holds nothing, visible or in flight."""
         attributes = self.sqs.get_queue_attributes(
             QueueUrl=self.queue_url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                            "ApproximateNumberOfMessagesDelayed"])["Attributes"]
         return not any(int(v) for v in attributes.values())
 
     def _run(self) -> None:
@@ -434,8 +444,10 @@ class QueueWorker:
                 time.sleep(1)
                 continue
             for message in messages:
+                event = ({"Records": [{"messageId": message["MessageId"], "body": message["Body"],
+                                       "eventSource": "aws:sqs"}]} if self.sqs_records else json.loads(message["Body"]))
                 try:
-                    self.handler(json.loads(message["Body"]), LambdaContext(function_name=self.function_name))
+                    self.handler(event, LambdaContext(function_name=self.function_name))
                     self.processed += 1
                 except Exception:
                     self.failed += 1
@@ -446,10 +458,65 @@ class QueueWorker:
                 self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
-def _analyzer_handler():
-    from framesink_handlers import slides
+def _handler(module: str):
+    """A handler of framesink_handlers, imported when the local stack starts."""
+    import importlib
 
-    return slides.handler
+    return importlib.import_module(f"framesink_handlers.{module}").handler
+
+
+class WebhookServer:
+    """``POST /recall/events`` on 127.0.0.1, as the stack's webhook HTTP API: each request is one
+    API Gateway HTTP API (payload 2.0) event for the real handler, its answer sent back."""
+
+    def __init__(self, handler, port: int = 0):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(min(length, 1 << 20))
+                if urlsplit(self.path).path != "/recall/events":
+                    self.send_error(404)
+                    return
+                event = {
+                    "version": "2.0", "routeKey": "POST /recall/events", "rawPath": "/recall/events",
+                    "rawQueryString": "", "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "requestContext": {"http": {"method": "POST", "path": "/recall/events",
+                                                "sourceIp": self.client_address[0]}, "requestId": _apigw_id(),
+                                       "routeKey": "POST /recall/events", "stage": "$default"},
+                    "body": base64.b64encode(body).decode(), "isBase64Encoded": True,
+                }
+                try:
+                    answer = outer.handler(event, LambdaContext(function_name="framesink-recall-webhook"))
+                except Exception:
+                    log.exception("webhook handler failed")
+                    answer = {"statusCode": 500, "body": '{"message": "Internal Server Error"}'}
+                finally:
+                    flush_metrics()
+                data = str(answer.get("body", "")).encode()
+                self.send_response(int(answer.get("statusCode", 200)))
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):  # the handler logs what matters
+                pass
+
+        self.handler = handler
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/recall/events"
+        self._thread = threading.Thread(target=self.server.serve_forever, name="recall-webhooks", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def _real_handlers() -> dict:
@@ -472,6 +539,9 @@ class LocalStack:
         self.emulator: ApiGatewayEmulator | None = None
         self.receiver = None  # the container receiver, when started (ingress "direct")
         self.analyzer: QueueWorker | None = None  # the example slide analyzer's event loop
+        self.exporter: QueueWorker | None = None  # the export job's
+        self.webhooks: WebhookServer | None = None  # Recall's webhook route
+        self.webhook_secret: str | None = None
         self.endpoint_url = ""
         self.state: dict = {}
         self._lambda_env = contextlib.ExitStack()  # the handlers' environment, undone by stop()
@@ -499,18 +569,33 @@ class LocalStack:
             )
             frame_queue_url = secret_env.pop("frame_queue_url")
             analyzer_queue_url = secret_env.pop("analyzer_queue_url")
+            sqs, secrets_client = self.client("sqs"), self.client("secretsmanager")
+            export_queue_url = sqs.create_queue(QueueName=f"{cfg.bucket}-exports",
+                                                Attributes={"VisibilityTimeout": "600"})["QueueUrl"]
+            self.webhook_secret = cfg.webhook_secret or "whsec_" + base64.b64encode(os.urandom(24)).decode()
+            webhook_secret_arn = secrets_client.create_secret(Name=cfg.token_secret_name + "-webhook",
+                                                              SecretString=self.webhook_secret)["ARN"]
             settings = Settings(
                 bucket=cfg.bucket, table=cfg.table, max_frame_bytes=cfg.max_frame_bytes,
                 token_secret_id=secret_env.get("FRAMESINK_TOKEN_SECRET_ID", ""),
                 verification_secret_id=secret_env.get("FRAMESINK_VERIFICATION_SECRET_ID", ""),
+                webhook_secret_id=webhook_secret_arn, export_queue_url=export_queue_url,
+                export_quiet_seconds=cfg.export_quiet_seconds,
             )
             self._lambda_env.enter_context(lambda_environment(
                 {**settings.as_env(), **local_lambda_env(self.endpoint_url, cfg.region)}, cfg.handler_log_level))
             # The example analyzer, fed its EventBridge events through a queue (in AWS the rule
             # invokes the Lambda itself).
-            self.analyzer = QueueWorker(self.client("sqs"), analyzer_queue_url, _analyzer_handler(),
+            self.analyzer = QueueWorker(self.client("sqs"), analyzer_queue_url, _handler("slides"),
                                         "framesink-slide-analyzer")
             self.analyzer.start()
+            # The export job, fed by its queue as Lambda's SQS event source feeds it (batch 1).
+            self.exporter = QueueWorker(self.client("sqs"), export_queue_url, _handler("export"),
+                                        "framesink-export", sqs_records=True)
+            self.exporter.start()
+            # Recall's webhook route, POST /recall/events, served by the real handler.
+            self.webhooks = WebhookServer(_handler("webhooks"), cfg.webhook_port)
+            self.webhooks.start()
             if cfg.ingress == "direct":
                 ws_url = await self.start_direct(cfg.port)
             else:
@@ -531,6 +616,8 @@ class LocalStack:
             "token": self.token,
             "region": cfg.region,
             "frame_queue_url": frame_queue_url,
+            "webhook_url": self.webhooks.url,
+            "webhook_secret": self.webhook_secret,
         }
         if cfg.state_file:
             write_state_file(cfg.state_file, self.state)
@@ -547,11 +634,12 @@ class LocalStack:
         await self.receiver.start()
         return f"{self.receiver.url}?token={self.token}"
 
-    async def wait_idle(self, analyzer: bool = False) -> None:
+    async def wait_idle(self, analyzer: bool = False, exports: bool = False) -> None:
         """Return once every message received so far (by either ingress) has been handled,
         and the participant totals it added are written (they are otherwise written every
         few seconds: framesink_core/totals.py); with ``analyzer``, once the slide analyzer
-        has handled every event queued for it too."""
+        has handled every event queued for it too; with ``exports``, once the export queue
+        is empty (delayed messages included)."""
         if self.emulator is not None:
             await self.emulator.wait_idle()
         # The receiver has no idle event; its counters say when its connections are done.
@@ -560,6 +648,8 @@ class LocalStack:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.flush_totals)
         while analyzer and self.analyzer is not None and not await loop.run_in_executor(None, self.analyzer.idle):
+            await asyncio.sleep(0.1)
+        while exports and self.exporter is not None and not await loop.run_in_executor(None, self.exporter.idle):
             await asyncio.sleep(0.1)
 
     def flush_totals(self) -> None:
@@ -581,8 +671,9 @@ class LocalStack:
             if self.emulator is not None:
                 await self.emulator.stop()
                 stats = self.emulator.stats.as_dict()
-            if self.analyzer is not None:
-                await asyncio.get_running_loop().run_in_executor(None, self.analyzer.stop)
+            for part in (self.webhooks, self.analyzer, self.exporter):
+                if part is not None:
+                    await asyncio.get_running_loop().run_in_executor(None, part.stop)
             if self.moto is not None:
                 # What a Lambda container would write on its next invocations.
                 await asyncio.get_running_loop().run_in_executor(None, self.flush_totals)

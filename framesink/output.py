@@ -7,6 +7,8 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 
+from framesink_core.timefmt import clock  # noqa: F401  (the commands import it from here)
+
 
 def json_lines(records: Iterable[dict], stream=None) -> int:
     """One compact JSON object per line, flushed as it goes (pipes see frames at once)."""
@@ -52,17 +54,6 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-
-
-def clock(ms: int | None) -> str:
-    """Relative milliseconds as [h:]mm:ss.mmm."""
-    if ms is None:
-        return "-"
-    seconds, millis = divmod(int(ms), 1000)
-    minutes, seconds = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    text = f"{minutes:02d}:{seconds:02d}.{millis:03d}"
-    return f"{hours}:{text}" if hours else text
 
 
 def quiet_broken_pipe() -> None:

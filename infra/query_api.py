@@ -26,7 +26,8 @@ from .functions import FunctionFactory
 from .monitoring import HTTP_API_ACCESS_LOG_FORMAT, api_access_logs
 from .settings import InfraSettings
 
-ROUTES = ("/recordings/{recording_id}/participants", "/recordings/{recording_id}/frames")
+ROUTES = ("/recordings", "/recordings/{recording_id}", "/recordings/{recording_id}/participants",
+          "/recordings/{recording_id}/frames")
 # People and scripts, not bots: a low cap bounds what a leaked key can run up.
 THROTTLE_RATE = 50
 THROTTLE_BURST = 100
@@ -55,8 +56,10 @@ class QueryApi(Construct):
                         f"{table_arn}/index/{gsi['name']}" for gsi in schema.TABLE_SCHEMA["global_secondary_indexes"]
                     ],
                 ),
+                # the presigned URLs: frames and exports
                 iam.PolicyStatement(
-                    actions=["s3:GetObject"], resources=[bucket.arn_for_objects("recordings/*")]
+                    actions=["s3:GetObject"],
+                    resources=[bucket.arn_for_objects("recordings/*"), bucket.arn_for_objects("exports/*")],
                 ),
             ],
             memory_size=512,
@@ -68,10 +71,10 @@ class QueryApi(Construct):
             [
                 NagPackSuppression(
                     id="AwsSolutions-IAM5",
-                    reason="s3:GetObject is limited to the frames bucket's recordings/ prefix, so "
-                    "the presigned URLs the function hands out can fetch frames and nothing else; "
-                    "which frames is only known per request.",
-                    applies_to=[{"regex": r"/^Resource::<.*Frames.*\.Arn>\/recordings\/\*$/g"}],
+                    reason="s3:GetObject is limited to the frames bucket's recordings/ and exports/ prefixes, so "
+                    "the presigned URLs the function hands out can fetch frames and exports and nothing else; "
+                    "which ones is only known per request.",
+                    applies_to=[{"regex": r"/^Resource::<.*Frames.*\.Arn>\/(recordings|exports)\/\*$/g"}],
                 )
             ],
         )
@@ -87,6 +90,35 @@ class QueryApi(Construct):
         for path in ROUTES:
             self.api.add_routes(path=path, methods=[apigwv2.HttpMethod.GET], integration=integration,
                                 authorizer=authorizer)
+
+        # DELETE /recordings/{id}: its own function, so only it may delete (framesink_core.delete:
+        # list and delete objects under recordings/<rec>/ and exports/<rec>/, query and delete
+        # the recording's items, read a bot's recording item).
+        self.delete_function = factory.create(
+            self,
+            "DeleteRecording",
+            handler="framesink_handlers.delete.handler",
+            description="Query HTTP API: DELETE a recording's frames, exports and index items",
+            statements=[
+                iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn], conditions={
+                    "StringLike": {"s3:prefix": ["recordings/*", "exports/*"]}}),
+                iam.PolicyStatement(actions=["s3:DeleteObject"], resources=[
+                    bucket.arn_for_objects("recordings/*"), bucket.arn_for_objects("exports/*")]),
+                iam.PolicyStatement(actions=["dynamodb:Query", "dynamodb:GetItem", "dynamodb:BatchWriteItem"],
+                                    resources=[table_arn]),
+            ],
+            memory_size=512,
+            timeout=Duration.seconds(29),
+        )
+        NagSuppressions.add_resource_suppressions(self.delete_function.policy, [NagPackSuppression(
+            id="AwsSolutions-IAM5",
+            reason="s3:DeleteObject is limited to the recordings/ and exports/ prefixes of the frames bucket (and "
+            "ListBucket to those prefixes); which recording is only known per request.",
+            applies_to=[{"regex": r"/^Resource::<.*Frames.*\.Arn>\/(recordings|exports)\/\*$/g"}],
+        )])
+        self.api.add_routes(path="/recordings/{recording_id}", methods=[apigwv2.HttpMethod.DELETE],
+                            integration=HttpLambdaIntegration("DeleteRecording", self.delete_function.function),
+                            authorizer=authorizer)
 
         self.access_log_group, access_logs = api_access_logs(self, settings, HTTP_API_ACCESS_LOG_FORMAT)
         self.stage = apigwv2.HttpStage(

@@ -67,6 +67,11 @@ class Secrets(Construct):
             arn_format=ArnFormat.COLON_RESOURCE_NAME,
         )
 
+    def verification_statements(self) -> list[iam.PolicyStatement]:
+        """GetSecretValue on the Recall verification secret alone (none configured: none)."""
+        arn = self.verification_secret_arn
+        return [iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[arn])] if arn else []
+
     def read_statements(self) -> list[iam.PolicyStatement]:
         """GetSecretValue on exactly the configured secrets (none: no statement)."""
         resources = [r for r in (self.token_secret_id, self.verification_secret_arn) if r]

@@ -77,6 +77,13 @@ DEFAULTS: dict[str, Any] = {
     "frameQueue": False,
     # "slides": deploy the example analyzer (slide changes in screenshare frames); "" none.
     "analyzer": "",
+    # Recall's bot status webhooks: the name of an existing secret holding the whsec_ signing
+    # secret; empty = the stack creates one with a placeholder (output RecallWebhookSecretArn).
+    "recallWebhookSecretName": "",
+    # true: export an MP4 and a contact sheet per participant and type when a meeting ends.
+    "exports": True,
+    # After bot.call_ended (no bot.done yet), minutes without a new frame before exporting.
+    "exportQuietMinutes": 10,
     # Container ingress task count: CPU autoscaling between these (1 <= min <= max <= 100).
     # One 0.5-vCPU task holds ~14-17 webcams at the 60 % CPU target (README "choose your
     # ingress"), so max = concurrent participants / 14, rounded up, with headroom.
@@ -159,6 +166,9 @@ class InfraSettings:
     alarm_email: str = DEFAULTS["alarmEmail"]
     frame_queue: bool = DEFAULTS["frameQueue"]
     analyzer: str = DEFAULTS["analyzer"]
+    recall_webhook_secret_name: str = DEFAULTS["recallWebhookSecretName"]
+    exports: bool = DEFAULTS["exports"]
+    export_quiet_minutes: int = DEFAULTS["exportQuietMinutes"]
     container_min_tasks: int = DEFAULTS["containerMinTasks"]
     container_max_tasks: int = DEFAULTS["containerMaxTasks"]
     recall_region: str = DEFAULTS["recallRegion"]
@@ -250,6 +260,16 @@ class InfraSettings:
         if analyzer not in ANALYZERS:
             raise SettingsError(f"context 'analyzer' must be one of {sorted(k for k in ANALYZERS if k)} or empty; "
                                 f"got {analyzer!r}")
+        webhook_secret = _text(value("recallWebhookSecretName"), "recallWebhookSecretName").strip()
+        if webhook_secret.startswith("whsec_"):
+            raise SettingsError("context 'recallWebhookSecretName' looks like the secret itself: store the whsec_ "
+                                "value in Secrets Manager and give the secret's name here (never the value)")
+        if webhook_secret and not SECRET_NAME_PATTERN.fullmatch(webhook_secret):
+            raise SettingsError(f"context 'recallWebhookSecretName' must be a Secrets Manager secret name; "
+                                f"got {webhook_secret!r}")
+        quiet = _integer(value("exportQuietMinutes"), "exportQuietMinutes")
+        if not 1 <= quiet <= 120:
+            raise SettingsError(f"context 'exportQuietMinutes' must be 1-120; got {quiet}")
         alarm_email = _text(value("alarmEmail"), "alarmEmail").strip()
         if alarm_email and not EMAIL_PATTERN.fullmatch(alarm_email):
             raise SettingsError(f"context 'alarmEmail' must be an email address; got {alarm_email!r}")
@@ -297,6 +317,9 @@ class InfraSettings:
             alarm_email=alarm_email,
             frame_queue=frame_queue,
             analyzer=analyzer,
+            recall_webhook_secret_name=webhook_secret,
+            exports=_boolean(value("exports"), "exports"),
+            export_quiet_minutes=quiet,
             container_min_tasks=min_tasks,
             container_max_tasks=max_tasks,
             recall_region=recall_region,

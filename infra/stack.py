@@ -16,6 +16,7 @@ from .bot_api import BotApi
 from .container_ingress import ContainerIngress
 from .frame_events import FrameEvents
 from .functions import FunctionFactory
+from .meetings import Meetings
 from .monitoring import Monitored, Monitoring
 from .query_api import QueryApi
 from .secrets import Secrets
@@ -78,6 +79,10 @@ class FramesinkStack(Stack):
         self.frame_events = FrameEvents(self, "FrameEvents", settings=settings, bucket=bucket, table=table,
                                         functions=self.functions)
 
+        # Meetings: Recall's status webhooks, the end-of-meeting export.
+        self.meetings = Meetings(self, "Meetings", settings=settings, functions=self.functions, bucket=bucket,
+                                 table=table, verification_statements=self.secrets.verification_statements())
+
         # APIs.
         self.bot_api = BotApi(self, "BotApi", settings=settings, functions=self.functions, table=table,
                               ingress_url=self.ingress_url)
@@ -96,7 +101,8 @@ class FramesinkStack(Stack):
             distribution=self.container.distribution if self.container else None,
             dead_letter_queues={name: queue for name, queue in (
                 ("FrameQueue", self.frame_events.dead_letters),
-                ("SlideAnalyzer", self.frame_events.analyzer_dead_letters)) if queue is not None},
+                ("SlideAnalyzer", self.frame_events.analyzer_dead_letters),
+                ("Export", self.meetings.export_dead_letters)) if queue is not None},
         ))
 
         # Output ids are a contract for the CLI (it reads them with describe-stacks).

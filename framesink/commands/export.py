@@ -22,7 +22,7 @@ from framesink_core import schema
 
 from .. import target
 from ..cli import CliError
-from ..contact_sheet import SheetEntry, make_contact_sheet
+from framesink_core.contact_sheet import SheetEntry, make_contact_sheet
 
 DEFAULT_WORKERS = 16
 

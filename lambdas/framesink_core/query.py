@@ -76,6 +76,7 @@ PARTICIPANT_FIELDS = (
     "frame_count",
     "bytes",
     "bot_id",
+    "types",
 )
 RECORDING_FIELDS = ("recording_id", "bot_id", "first_seen", "status", "status_at", "sub_code")
 SLIDE_FIELDS = ("recording_id", "participant_id", "relative_ms", "s3_key", "distance", "repeat_of_ms")
@@ -190,6 +191,8 @@ def _plain(value):
     as float."""
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, set):  # a string set (a participant's types)
+        return sorted(value)
     return value
 
 
@@ -325,10 +328,8 @@ class FrameIndex:
         partition of gsi1). ``status`` filters on the status Recall's webhooks reported."""
         if bot_id is not None:
             pk = schema.bot_pk(check_id(bot_id, "bot"))
-            items = [from_item(i) for i in self._query_prefix(pk, "REC#")]
-            # The bot's items carry ids only: the status lives on each recording's META item.
-            metas = {r: self.recording_meta(r) for r in (i["recording_id"] for i in items)}
-            records = [_record({**i, **(metas.get(i["recording_id"]) or {})}, RECORDING_FIELDS) for i in items]
+            # The bot's links to its recordings carry the status too (meetings.py sets both).
+            records = [_record(from_item(i), RECORDING_FIELDS) for i in self._query_prefix(pk, "REC#")]
             records.sort(key=lambda r: r.get("first_seen") or 0, reverse=True)
         else:
             names, values = {}, {":pk": schema.RECORDINGS_GSI_PK}
@@ -340,13 +341,6 @@ class FrameIndex:
         if status is not None:
             records = [r for r in records if r.get("status") == status]
         return records
-
-    def recording_meta(self, recording_id: str) -> dict | None:
-        item = self.dynamodb.get_item(
-            TableName=self.table,
-            Key=to_item({"pk": schema.recording_pk(check_id(recording_id, "recording")), "sk": schema.META_SK}),
-        ).get("Item")
-        return from_item(item) if item else None
 
     def recording(self, recording_id: str) -> dict | None:
         """Everything about a recording but its frames, in one Query: its META item (status),

@@ -108,6 +108,46 @@ class Service:
                             deadline_seconds=self.settings.recall_deadline_seconds)
 
     @cached_property
+    def meetings(self):
+        """Recall's bot status webhooks (meetings.py), exports queued on the export queue."""
+        from .meetings import Meetings
+
+        settings = self.settings
+        return Meetings(
+            settings.table, self.dynamodb,
+            secrets=lambda: [self.secret(settings.webhook_secret_id), self.secret(settings.verification_secret_id)],
+            once=self.once, queue_export=self.queue_export if settings.export_queue_url else None,
+            tolerance_seconds=settings.signature_tolerance_seconds, quiet_seconds=settings.export_quiet_seconds,
+            expiry_days=settings.frame_expiry_days,
+        )
+
+    @cached_property
+    def sqs(self):
+        import boto3
+
+        from .storage import BOTO_CONFIG
+
+        return boto3.client("sqs", config=BOTO_CONFIG, region_name=self.s3.meta.region_name,
+                            endpoint_url=self._endpoint_url)
+
+    def queue_export(self, recording_id: str, trigger: str, delay_seconds: int = 0) -> None:
+        self.send_export({"kind": "recording", "recording_id": recording_id, "trigger": trigger}, delay_seconds)
+
+    def send_export(self, message: dict, delay_seconds: int = 0) -> None:
+        import json
+
+        self.sqs.send_message(QueueUrl=self.settings.export_queue_url, MessageBody=json.dumps(message),
+                              DelaySeconds=max(0, min(900, int(delay_seconds))))
+
+    @cached_property
+    def exports(self):
+        """The export job (export.py): MP4s and contact sheets under exports/."""
+        from .export import ExportJobs
+
+        return ExportJobs(self.s3, self.settings.bucket, self.store, self.send_export,
+                          quiet_seconds=self.settings.export_quiet_seconds)
+
+    @cached_property
     def authenticator(self) -> Authenticator:
         from .auth import Authenticator
 

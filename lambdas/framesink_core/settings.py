@@ -15,6 +15,9 @@ DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024  # a 1280x720 screenshare PNG fits wit
 DEFAULT_MAX_FRAME_PIXELS = 3840 * 2160
 # How often a process writes each participant's totals (totals.py).
 DEFAULT_TOTALS_FLUSH_SECONDS = 5.0
+# After Recall's bot.call_ended, how long no frame may arrive before the export starts
+# anyway (bot.done starts it at once). SQS delays a message 15 minutes at most.
+DEFAULT_EXPORT_QUIET_SECONDS = 600
 DEFAULT_CONNECTION_TTL_SECONDS = 3 * 60 * 60  # API Gateway closes connections after 2 h
 DEFAULT_SIGNATURE_TOLERANCE_SECONDS = 300
 # A bot token lives this long after the bot's join time (a Recall bot stays at most hours).
@@ -56,6 +59,11 @@ class Settings:
     # "flat" ({type, url, events}, Recall's current form) or "nested" ({type, config: {...}}).
     recall_endpoint_form: str = "flat"
     recall_deadline_seconds: float = DEFAULT_RECALL_DEADLINE_SECONDS
+    # Meetings (meetings.py, export.py): Recall's webhook signing secret (whsec_; the
+    # verification secret above is tried too), the export queue, the quiet period.
+    webhook_secret_id: str = ""
+    export_queue_url: str = ""
+    export_quiet_seconds: int = DEFAULT_EXPORT_QUIET_SECONDS
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "Settings":
@@ -86,6 +94,9 @@ class Settings:
             recall_deadline_seconds=float(
                 env.get("FRAMESINK_RECALL_DEADLINE_SECONDS", DEFAULT_RECALL_DEADLINE_SECONDS)
             ),
+            webhook_secret_id=env.get("FRAMESINK_WEBHOOK_SECRET_ID", ""),
+            export_queue_url=env.get("FRAMESINK_EXPORT_QUEUE_URL", ""),
+            export_quiet_seconds=int(env.get("FRAMESINK_EXPORT_QUIET_SECONDS", DEFAULT_EXPORT_QUIET_SECONDS)),
         )
 
     def as_env(self) -> dict[str, str]:
@@ -103,10 +114,23 @@ class Settings:
             "FRAMESINK_PRESIGN_EXPIRY_SECONDS": str(self.presign_expiry_seconds),
         }
         env.update(self.create_bot_env())
+        env.update(self.meetings_env())
         if self.token_secret_id:
             env["FRAMESINK_TOKEN_SECRET_ID"] = self.token_secret_id
         if self.verification_secret_id:
             env["FRAMESINK_VERIFICATION_SECRET_ID"] = self.verification_secret_id
+        return env
+
+    def meetings_env(self) -> dict[str, str]:
+        """The webhook and export settings, only where set (the other functions' environments
+        stay free of them)."""
+        env = {}
+        if self.webhook_secret_id:
+            env["FRAMESINK_WEBHOOK_SECRET_ID"] = self.webhook_secret_id
+        if self.export_queue_url:
+            env["FRAMESINK_EXPORT_QUEUE_URL"] = self.export_queue_url
+        if self.export_quiet_seconds != DEFAULT_EXPORT_QUIET_SECONDS:
+            env["FRAMESINK_EXPORT_QUIET_SECONDS"] = str(self.export_quiet_seconds)
         return env
 
     def create_bot_env(self) -> dict[str, str]:

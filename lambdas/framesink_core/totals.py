@@ -45,6 +45,7 @@ class _Delta:
     last_ms: int | None = None
     attrs: dict = field(default_factory=dict)  # attribute -> (ms, value): latest non-null by time
     bot_id: str | None = None
+    types: set = field(default_factory=set)  # webcam / screenshare: the streams an export makes
     first_stored: int | None = None  # earliest stored_at: when the recording was first seen
     expires_at: int | None = None
     expiry_known: bool = False  # expires_at None means "no TTL" only once a frame said so
@@ -60,6 +61,7 @@ class _Delta:
             if value is not None and (attr not in self.attrs or self.attrs[attr][0] <= ms):
                 self.attrs[attr] = (ms, value)
         self.bot_id = frame.bot_id or self.bot_id
+        self.types.add(frame.frame_type)
         if frame.stored_at is not None:
             self.first_stored = frame.stored_at if self.first_stored is None else min(self.first_stored, frame.stored_at)
         # Items expire with their newest stored frame (frames arrive in store-time order).
@@ -78,6 +80,7 @@ class _Delta:
             if attr not in self.attrs or self.attrs[attr][0] < ms:
                 self.attrs[attr] = (ms, value)
         self.bot_id = self.bot_id or other.bot_id
+        self.types |= other.types
         if other.first_stored is not None:
             self.first_stored = min(self.first_stored or other.first_stored, other.first_stored)
         if not self.expiry_known:
@@ -181,9 +184,9 @@ class ParticipantTotals:
     def _write(self, recording_id: str, participant_id: str, d: _Delta) -> None:
         self._write_recording(recording_id, d.bot_id, d.first_stored, d.expires_at if d.expiry_known else None)
         key = to_item({"pk": schema.recording_pk(recording_id), "sk": schema.participant_sk(participant_id)})
-        names = {"#b": "bytes", "#exp": schema.TTL_ATTRIBUTE}
+        names = {"#b": "bytes", "#types": "types", "#exp": schema.TTL_ATTRIBUTE}
         values = {":kind": "participant", ":rec": recording_id, ":pid": participant_id, ":n": d.frames,
-                  ":bytes": d.bytes, ":first": d.first_ms}
+                  ":bytes": d.bytes, ":first": d.first_ms, ":types": set(d.types)}
         sets = ["kind = :kind", "recording_id = :rec", "participant_id = :pid",
                 "first_ms = if_not_exists(first_ms, :first)"]
         if d.bot_id:
@@ -199,7 +202,7 @@ class ParticipantTotals:
         else:
             del names["#exp"]
         attr_sets, attr_values = self._attribute_clauses(d)
-        adds = " ADD frame_count :n, #b :bytes"
+        adds = " ADD frame_count :n, #b :bytes, #types :types"
         try:
             # The common case: this delta is the newest in meeting time. One write.
             result = self.dynamodb.update_item(
@@ -307,7 +310,7 @@ def set_exact_totals(dynamodb, table: str, frames: list[StoredFrame], expiry_day
     exp = max(expiry, default=None)
     values = {"kind": "participant", "recording_id": frames[0].recording_id,
               "participant_id": frames[0].participant_id, "frame_count": d.frames, "bytes": d.bytes,
-              "first_ms": d.first_ms, "last_ms": d.last_ms, "bot_id": d.bot_id,
+              "first_ms": d.first_ms, "last_ms": d.last_ms, "bot_id": d.bot_id, "types": set(d.types),
               **{attr: value for attr, (_ms, value) in d.attrs.items()}, "attrs_ms": d.attrs_ms,
               schema.TTL_ATTRIBUTE: exp}
     names, vals, sets = {}, {}, []

@@ -1,5 +1,8 @@
-"""Query HTTP API (IAM auth): a recording's participants and frames, with presigned URLs.
+"""Query HTTP API (IAM auth): recordings, a recording's participants and frames, with
+presigned URLs.
 
+GET /recordings?bot=&status=
+GET /recordings/{id}                (status and timeline, participants, slides, exports with URLs)
 GET /recordings/{id}/participants
 GET /recordings/{id}/frames?participant=&type=&since=&until=&limit=&cursor=
 
@@ -34,6 +37,45 @@ def _not_found(recording_id: str):
     count_with_dimension("QueryRejected", "reason", "unknown_recording")
     logger.info("unknown recording", extra={"reason": "unknown_recording", "recording_id": recording_id})
     raise NotFoundError(f"recording {recording_id} has no indexed frames")
+
+
+@app.get("/recordings")
+@tracer.capture_method(capture_response=False)
+def recordings():
+    params = app.current_event.query_string_parameters or {}
+    unknown = sorted(set(params) - {"bot", "status"})
+    if unknown:
+        raise QueryError(unknown[0], "unknown parameter; use bot, status", reason="unknown_parameter")
+    status = params.get("status")
+    if status is not None and not check_status(status):
+        raise QueryError("status", "must be a Recall bot status code (done, call_ended, in_call_recording, ...)")
+    found = service().index.recordings(params.get("bot"), status)
+    count("QueryServed")
+    return {"recordings": found}
+
+
+@app.get("/recordings/<recording_id>")
+@tracer.capture_method(capture_response=False)
+def recording(recording_id: str):
+    recording_id = check_id(recording_id, "recording")
+    svc = service()
+    found = svc.index.recording(recording_id)
+    if found is None:
+        _not_found(recording_id)
+    found["bot"] = svc.index.bot_status(found["meta"]["bot_id"]) if (found["meta"] or {}).get("bot_id") else None
+    expiry = svc.settings.presign_expiry_seconds
+    for export in found["exports"]:
+        export["url"] = presigned_get_url(svc.presigner, svc.settings.bucket, export["s3_key"], expiry)
+        export["contact_sheet_url"] = presigned_get_url(svc.presigner, svc.settings.bucket,
+                                                        export["contact_sheet_key"], expiry)
+    count("QueryServed")
+    return {**found, "url_expires_in": expiry}
+
+
+def check_status(value: str) -> bool:
+    from framesink_core import schema
+
+    return bool(schema.ID_PATTERN.fullmatch(value)) and len(value) <= 40
 
 
 @app.get("/recordings/<recording_id>/participants")

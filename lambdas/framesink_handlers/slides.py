@@ -21,9 +21,12 @@ from framesink_core.slides import SlideAnalyzer
 from ._runtime import logger, metrics, service, tracer
 
 
-@lru_cache(maxsize=1)
 def analyzer() -> SlideAnalyzer:
-    svc = service()
+    return _analyzer(service())
+
+
+@lru_cache(maxsize=1)
+def _analyzer(svc) -> SlideAnalyzer:  # one per Service: a rebuilt Service (new settings) gets a new one
     return SlideAnalyzer(svc.settings.bucket, svc.settings.table, svc.s3, svc.dynamodb,
                          frame_expiry_days=svc.settings.frame_expiry_days)
 

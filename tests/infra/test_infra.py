@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,9 +54,16 @@ class Synth:
         self.template = artifact.template
         self.assertions = Template.from_json(self.template)
         self.resources = self.template["Resources"]
-        # The folder CDK staged for framesink's functions (all share one asset).
-        (key,) = {self.resources[f]["Properties"]["Code"]["S3Key"] for f in self.functions().values()}
-        self.asset = outdir / f"asset.{key.removesuffix('.zip')}"
+        # The folders CDK staged for framesink's functions: the ingest/query functions share one
+        # asset; the export job (and the analyzer) share the media asset (PyAV, Pillow).
+        def key_of(handlers):
+            functions = self.functions()
+            (key,) = {self.resources[functions[h]]["Properties"]["Code"]["S3Key"] for h in handlers if h in functions}
+            return outdir / f"asset.{key.removesuffix('.zip')}"
+
+        media = {"framesink_handlers.export.handler", "framesink_handlers.slides.handler"}
+        self.asset = key_of(set(self.functions()) - media)
+        self.media_asset = key_of(media) if media & set(self.functions()) else None
 
     def of_type(self, kind: str) -> dict[str, dict]:
         return {k: v for k, v in self.resources.items() if v["Type"] == kind}
@@ -482,19 +490,50 @@ def test_asset_holds_the_packages_and_aarch64_wheels_but_no_sdk(default):
         assert bundled == source
 
 
-def test_every_import_of_the_lambda_code_is_bundled_or_provided(default):
-    """A dependency added to the core must also be in lambdas/requirements.txt."""
-    available = {p.name.removesuffix(".py") for p in default.asset.iterdir()} | set(RUNTIME_PROVIDED_MODULES)
+# Core modules that decode pixels: only the functions on the media asset (export job,
+# analyzer) import them, and nothing on the base asset imports them at module level.
+MEDIA_MODULES = {"framesink_core/video.py", "framesink_core/slides.py", "framesink_core/contact_sheet.py",
+                 "framesink_core/export.py", "framesink_handlers/export.py", "framesink_handlers/slides.py"}
+
+
+def _imports(path: Path, *, top_level_only: bool = False) -> Iterator[tuple[str, int]]:
+    """(module, level) of every import in a file (or only those at module level)."""
+    tree = ast.parse(path.read_text())
+    for node in (tree.body if top_level_only else ast.walk(tree)):
+        if isinstance(node, ast.Import):
+            yield from ((a.name, 0) for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module, node.level
+
+
+def _missing_imports(asset: Path, skip: set[str]) -> set[str]:
+    available = {p.name.removesuffix(".py") for p in asset.iterdir()} | set(RUNTIME_PROVIDED_MODULES)
     missing = set()
-    for path in [*(default.asset / "framesink_core").rglob("*.py"), *(default.asset / "framesink_handlers").rglob("*.py")]:
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])  # fmt: skip
-            for name in names:
-                top = name.split(".")[0]
-                if top not in sys.stdlib_module_names and top not in available and top != "__future__":
-                    missing.add(f"{path.relative_to(default.asset)}: {name}")
-    assert missing == set()
+    for path in [*(asset / "framesink_core").rglob("*.py"), *(asset / "framesink_handlers").rglob("*.py")]:
+        if str(path.relative_to(asset)) in skip:
+            continue
+        for name, level in _imports(path):
+            top = name.split(".")[0]
+            if level == 0 and top not in sys.stdlib_module_names and top not in available and top != "__future__":
+                missing.add(f"{path.relative_to(asset)}: {name}")
+    return missing
+
+
+def test_every_import_of_the_lambda_code_is_bundled_or_provided(default):
+    """A dependency added to the core must also be in lambdas/requirements.txt (or, for the
+    pixel-decoding modules, lambdas/requirements-media.txt)."""
+    assert _missing_imports(default.asset, skip=MEDIA_MODULES) == set()
+    assert default.media_asset is not None  # the export job
+    assert _missing_imports(default.media_asset, skip=set()) == set()
+    # the base asset's handlers never load a media module when they are imported
+    core = default.asset / "framesink_core"
+    for path in [*core.glob("*.py"), *(default.asset / "framesink_handlers").glob("*.py")]:
+        rel = str(path.relative_to(default.asset))
+        if rel in MEDIA_MODULES:
+            continue
+        for name, level in _imports(path, top_level_only=True):
+            target = name.split(".")[-1] if level else name.removeprefix("framesink_core.")
+            assert f"framesink_core/{target}.py" not in MEDIA_MODULES, f"{rel} imports {name} at module level"
 
 
 def test_x86_64_asset_has_x86_64_wheels_and_its_own_hash(default, variant):

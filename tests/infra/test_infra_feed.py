@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from aws_cdk.assertions import Template
 
 from framesink_core.feed import SCREENSHARE_WILDCARD
 from infra import build, error_annotations
@@ -105,10 +104,10 @@ def test_the_analyzer_gets_screenshares_and_holds_only_what_it_uses(synth):
     assert not (out / f"asset.{ingest['Properties']['Code']['S3Key'].removesuffix('.zip')}" / "PIL").exists()
 
 
-def test_both_dead_letter_queues_alarm(synth):
+def test_every_dead_letter_queue_alarms(synth):
     _, template, _ = synth
     dlqs = {k for k, v in of_type(template, "AWS::SQS::Queue").items() if "RedrivePolicy" not in v["Properties"]}
     alarmed = {json.dumps(d["Value"]) for a in of_type(template, "AWS::CloudWatch::Alarm").values()
                for d in a["Properties"].get("Dimensions", []) if d["Name"] == "QueueName"}
     assert {json.dumps({"Fn::GetAtt": [q, "QueueName"]}) for q in dlqs} == alarmed
-    assert len(dlqs) == 2
+    assert len(dlqs) == 3  # frame queue, analyzer, export job

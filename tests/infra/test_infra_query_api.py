@@ -27,10 +27,16 @@ def resources(template, kind):
     return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
 
 
-def query_function(template):
+def query_function(template, handler="framesink_handlers.query.handler"):
     (logical_id,) = [k for k, v in resources(template, "AWS::Lambda::Function").items()
-                     if v["Properties"].get("Handler") == "framesink_handlers.query.handler"]
+                     if v["Properties"].get("Handler") == handler]
     return logical_id
+
+
+def role_statements(template, function_id):
+    role = template["Resources"][function_id]["Properties"]["Role"]["Fn::GetAtt"][0]
+    return [s for p in resources(template, "AWS::IAM::Policy").values() if {"Ref": role} in p["Properties"]["Roles"]
+            for s in p["Properties"]["PolicyDocument"]["Statement"]]
 
 
 def test_query_function_may_only_query_the_index_and_read_frames(synth):
@@ -53,8 +59,8 @@ def test_query_function_may_only_query_the_index_and_read_frames(synth):
     for gsi in schema.TABLE_SCHEMA["global_secondary_indexes"]:
         assert f"/index/{gsi['name']}" in index_arns
     assert "index/*" not in index_arns
-    [objects] = data[("s3:GetObject",)]
-    assert json.dumps(objects).endswith('"/recordings/*"]]}')
+    # presigned URLs for frames and exports only
+    assert sorted(json.dumps(r).rsplit('"', 2)[-2] for r in data[("s3:GetObject",)]) == ["/exports/*", "/recordings/*"]
     # everything else the role holds is its own log group and X-Ray (functions.py)
     other = {a for s in statements for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])}
     assert other - {"dynamodb:Query", "s3:GetObject"} <= {
@@ -68,7 +74,8 @@ def test_every_route_needs_iam_auth(synth):
     (api,) = apis
     routes = [r["Properties"] for r in resources(template, "AWS::ApiGatewayV2::Route").values()
               if r["Properties"]["ApiId"] == {"Ref": api}]
-    assert sorted(r["RouteKey"] for r in routes) == sorted(f"GET {p}" for p in ROUTES)
+    assert sorted(r["RouteKey"] for r in routes) == sorted([*(f"GET {p}" for p in ROUTES),
+                                                            "DELETE /recordings/{recording_id}"])
     assert all(r["AuthorizationType"] == "AWS_IAM" for r in routes)
     # API Gateway may invoke the function only from this API
     fn = query_function(template)
@@ -95,3 +102,21 @@ def test_no_cdk_nag_errors(synth):
     assembly, _, _ = synth
     # test_infra.py checks the whole app; here: nothing from this construct
     assert [e for e in error_annotations(assembly) if "/QueryApi/" in e] == []
+
+
+def test_delete_function_may_only_delete_under_the_recording_prefixes(synth):
+    _, template, _ = synth
+    statements = role_statements(template, query_function(template, "framesink_handlers.delete.handler"))
+    by_action = {}
+    for st in statements:
+        assert st["Effect"] == "Allow"
+        for action in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]]):
+            by_action.setdefault(action, []).append(st)
+    assert set(by_action) == {"s3:ListBucket", "s3:DeleteObject", "dynamodb:Query", "dynamodb:GetItem",
+                              "dynamodb:BatchWriteItem", "logs:CreateLogStream", "logs:PutLogEvents",
+                              "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+    (listing,) = by_action["s3:ListBucket"]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["recordings/*", "exports/*"]}}
+    (deleting,) = by_action["s3:DeleteObject"]
+    assert sorted(json.dumps(r).rsplit('"', 2)[-2] for r in deleting["Resource"]) == ["/exports/*", "/recordings/*"]
+    assert "s3:DeleteBucket" not in by_action and "dynamodb:DeleteTable" not in by_action

@@ -48,7 +48,9 @@ def test_sigterm_stops_local_cleanly_after_storing_every_frame_it_received(tmp_p
                      "--ingress", ingress)
     try:
         state = wait_for_state(proc, state_file)
-        assert set(state) == {"ws_url", "endpoint_url", "bucket", "table", "token", "region"}
+        assert set(state) == {"ws_url", "endpoint_url", "bucket", "table", "token", "region", "frame_queue_url",
+                              "webhook_url", "webhook_secret"}
+        assert state["webhook_secret"].startswith("whsec_") and state["webhook_url"].endswith("/recall/events")
         assert state["token"] == "tok-e2e-cli" and state["ws_url"].endswith("?token=tok-e2e-cli")
         assert oct(state_file.stat().st_mode & 0o777) == "0o600"
         sent = 8

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from framesink.cli import main
-from framesink.contact_sheet import LABEL_HEIGHT, GAP, MAX_FRAMES, THUMB, sample_evenly, sheet_size
+from framesink_core.contact_sheet import LABEL_HEIGHT, GAP, MAX_FRAMES, THUMB, sample_evenly, sheet_size
 from framesink.synthetic import frame_message, make_png
 from framesink_core.service import Service
 

@@ -98,5 +98,17 @@ def test_unknown_recording_is_404(stored, lambda_context, path):
 
 
 def test_unknown_route_is_404(stored, lambda_context):
-    status, _ = call(lambda_context, "/recordings/rec-h")
+    status, _ = call(lambda_context, "/recordings/rec-h/nothing-here")
     assert status == 404
+
+
+def test_recording_route_gives_status_participants_and_exports(stored, lambda_context):
+    status, body = call(lambda_context, "/recordings/rec-h")
+    assert status == 200
+    assert body["recording_id"] == "rec-h" and body["participants"]
+    assert body["bot"] is None and body["exports"] == [] and body["meta"]["recording_id"] == "rec-h"
+
+
+def test_unknown_recording_route_is_404(stored, lambda_context):
+    status, body = call(lambda_context, "/recordings/nope")
+    assert status == 404 and "nope" in body["message"]

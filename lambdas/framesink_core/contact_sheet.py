@@ -7,6 +7,7 @@ gives the same size of sheet as a 2-minute one.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from .output import clock
+from .timefmt import clock
 
 THUMB = (192, 108)  # 16:9 cells; 4:3 webcam frames are letterboxed, not cropped
 COLUMNS = 8
@@ -27,9 +28,12 @@ TEXT = (235, 235, 235)
 
 @dataclass(frozen=True)
 class SheetEntry:
-    path: Path
+    """A frame for the sheet: a file (``path``) or its bytes (``data``, the export job's)."""
+
+    path: Path | None
     relative_ms: int
     frame_type: str
+    data: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -47,9 +51,9 @@ class Sheet:
 UNDECODABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
-def load_thumbnail(path: Path, size: tuple[int, int]) -> Image.Image:
+def load_thumbnail(source: Path | bytes, size: tuple[int, int]) -> Image.Image:
     """A frame scaled to fit ``size``, or an UNDECODABLE error."""
-    with Image.open(path) as img:
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
         img.load()
         # Fit inside the cell keeping the aspect ratio (ImageOps.contain).
         return ImageOps.contain(img.convert("RGB"), size)
@@ -98,9 +102,9 @@ def make_contact_sheet(
         x = GAP + col * (thumb[0] + GAP)
         y = title_height + GAP + row * (thumb[1] + LABEL_HEIGHT + GAP)
         try:
-            small = load_thumbnail(entry.path, thumb)
+            small = load_thumbnail(entry.data if entry.data is not None else entry.path, thumb)
         except UNDECODABLE as exc:
-            skipped.append((entry.path, f"{type(exc).__name__}: {exc}"[:200]))
+            skipped.append((entry.path or Path(clock(entry.relative_ms)), f"{type(exc).__name__}: {exc}"[:200]))
             small = None
         if small is not None:
             sheet.paste(small, (x + (thumb[0] - small.width) // 2, y + (thumb[1] - small.height) // 2))

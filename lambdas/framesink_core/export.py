@@ -1,0 +1,221 @@
+"""The end-of-meeting export: an MP4 per participant and type, and a contact sheet beside it,
+under ``exports/<recording_id>/<participant_id>/`` (outside ``recordings/``, which reindex reads).
+
+Started by Recall's ``bot.done`` webhook (or ``bot.call_ended`` after a quiet period:
+meetings.py), through a queue. One job per recording (its ``JOB#export`` item, created once:
+a redelivered webhook finds it and queues nothing), fanned out into one message per stream
+(participant x type), each encoded by its own invocation: measured on one core, an hour of a
+480x360 webcam is ~1.5 min of CPU and an hour of 1280x720 screenshare ~7 min (README
+"Exports"), so a stream fits a Lambda's 15 minutes where a whole meeting might not. The last
+stream to finish marks the job done; a failing stream is retried by the queue, then parked
+in its dead-letter queue, which alarms.
+
+Before fanning out, the job recomputes the recording's participant totals exactly from the
+index (reindex.retotal_recording): the totals that lagged during the meeting are exact once
+it is over.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
+from dataclasses import dataclass
+from pathlib import Path
+
+from botocore.exceptions import ClientError
+
+from . import schema
+from .contact_sheet import MAX_FRAMES, SheetEntry, make_contact_sheet, sample_evenly
+from .query import FrameIndex
+from .storage import error_code, from_item, to_item
+from .video import VideoWriter
+
+PREFETCH = 8  # frames downloaded ahead of the encoder: bounds memory, hides S3 latency
+RESTARTABLE = ("queued", "pending", "failed")
+
+
+@dataclass
+class StreamExport:
+    recording_id: str
+    participant_id: str
+    frame_type: str
+    s3_key: str
+    frames: int
+    duration_ms: int
+    bytes: int
+    width: int
+    height: int
+    contact_sheet_key: str
+    skipped: int
+    filled: int
+
+    def item(self, expires_at: int | None) -> dict:
+        return {"pk": schema.recording_pk(self.recording_id), "sk": schema.export_sk(self.participant_id, self.frame_type),
+                "kind": "export", "recording_id": self.recording_id, "participant_id": self.participant_id,
+                "type": self.frame_type, "s3_key": self.s3_key, "frames": self.frames, "duration_ms": self.duration_ms,
+                "bytes": self.bytes, "width": self.width, "height": self.height,
+                "contact_sheet_key": self.contact_sheet_key, "skipped": self.skipped, "filled": self.filled,
+                "created_at": int(time.time() * 1000), schema.TTL_ATTRIBUTE: expires_at}
+
+
+def video_key(recording_id: str, participant_id: str, frame_type: str) -> str:
+    return schema.export_key(recording_id, participant_id, f"{frame_type}.mp4")
+
+
+def sheet_key(recording_id: str, participant_id: str, frame_type: str) -> str:
+    return schema.export_key(recording_id, participant_id, f"{frame_type}-contact-sheet.png")
+
+
+def prefetched(fetch: Callable[[dict], bytes], frames: list[dict], ahead: int = PREFETCH) -> Iterator[tuple[dict, bytes | None]]:
+    """(frame, bytes) in order, downloaded up to ``ahead`` frames in advance by a thread pool
+    (memory: at most ``ahead`` frames); bytes None if the download failed (then skipped, as
+    a frame that cannot be decoded is)."""
+    def safe(frame):
+        try:
+            return fetch(frame)
+        except Exception:  # noqa: BLE001 - one unreadable frame must not stop a meeting's export
+            return None
+
+    with ThreadPoolExecutor(max_workers=ahead) as pool:
+        pending: deque = deque()
+        upcoming = iter(frames)
+        for frame in islice(upcoming, ahead):
+            pending.append((frame, pool.submit(safe, frame)))
+        while pending:
+            frame, future = pending.popleft()
+            following = next(upcoming, None)
+            if following is not None:
+                pending.append((following, pool.submit(safe, following)))
+            yield frame, future.result()
+
+
+def export_stream(s3, bucket: str, index: FrameIndex, recording_id: str, participant_id: str, frame_type: str,
+                  *, gap_fill: str | None = None, workdir: Path | None = None,
+                  progress: Callable[[int], None] | None = None) -> StreamExport | None:
+    """Encode one stream from S3 and put its MP4 and contact sheet under exports/. None if
+    the stream has no frame that decodes."""
+    frames = list(index.iter_frames(recording_id, participant_id=participant_id, frame_type=frame_type))
+    if not frames:
+        return None
+    sampled = {id(f) for f in sample_evenly(frames, MAX_FRAMES)}
+    entries: list[SheetEntry] = []
+    with tempfile.TemporaryDirectory(dir=workdir, prefix="framesink-export-") as tmp:
+        video_path = Path(tmp) / f"{frame_type}.mp4"
+        writer = VideoWriter(video_path, gap_fill=gap_fill)
+        fetch = lambda f: s3.get_object(Bucket=bucket, Key=f["s3_key"])["Body"].read()  # noqa: E731
+        for frame, data in prefetched(fetch, frames):
+            if data is not None and writer.add(frame["relative_ms"], data) and id(frame) in sampled:
+                entries.append(SheetEntry(None, frame["relative_ms"], frame_type, data))
+            elif data is None and writer.stats is not None:
+                writer.stats.skipped += 1
+            if progress:
+                progress(1)
+        stats = writer.close()
+        if stats is None:
+            return None
+        sheet_path = Path(tmp) / "contact-sheet.png"
+        make_contact_sheet(entries, sheet_path, title=f"participant {participant_id} {frame_type} - {recording_id}")
+        key, sheet = video_key(recording_id, participant_id, frame_type), sheet_key(recording_id, participant_id, frame_type)
+        s3.upload_file(str(video_path), bucket, key, ExtraArgs={"ContentType": "video/mp4"})
+        s3.upload_file(str(sheet_path), bucket, sheet, ExtraArgs={"ContentType": "image/png"})
+        size = os.path.getsize(video_path)
+    return StreamExport(recording_id, participant_id, frame_type, key, stats.frames, stats.duration_ms, size,
+                        stats.width, stats.height, sheet, stats.skipped, stats.filled)
+
+
+class ExportJobs:
+    """Runs export messages: ``{"kind": "recording", "recording_id", "trigger"}`` plans a job
+    and sends one ``{"kind": "stream", ...}`` per stream; ``send(message, delay_seconds)``
+    puts a message on the export queue."""
+
+    def __init__(self, s3, bucket: str, store, send: Callable[[dict, int], None], *, quiet_seconds: int = 600,
+                 gap_fill: str | None = None):
+        from .reindex import retotal_recording
+
+        self._retotal = retotal_recording
+        self.s3, self.bucket, self.store = s3, bucket, store
+        self.table, self.dynamodb = store.table, store.dynamodb
+        self.index = FrameIndex(store.table, store.dynamodb)
+        self.send = send
+        self.quiet_seconds = quiet_seconds
+        self.gap_fill = gap_fill
+
+    def handle(self, message: dict) -> str:
+        if message.get("kind") == "stream":
+            return self.stream(message)
+        return self.plan(message["recording_id"])
+
+    def _job_key(self, recording_id: str) -> dict:
+        return to_item({"pk": schema.recording_pk(recording_id), "sk": schema.EXPORT_JOB_SK})
+
+    def job(self, recording_id: str) -> dict | None:
+        item = self.dynamodb.get_item(TableName=self.table, Key=self._job_key(recording_id), ConsistentRead=True).get("Item")
+        return from_item(item) if item else None
+
+    def plan(self, recording_id: str, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        job = self.job(recording_id)
+        if job is None or job.get("job_status") not in RESTARTABLE:
+            return f"skipped: job {job.get('job_status') if job else 'missing'}"
+        if job.get("job_status") == "pending":  # bot.call_ended: wait until frames stop coming
+            latest = max((p.get("last_seen") or 0 for p in self._participants(recording_id)), default=0)
+            quiet_since = max(latest, 0) / 1000
+            if now - quiet_since < self.quiet_seconds:
+                self.send({"kind": "recording", "recording_id": recording_id, "trigger": "quiet check"},
+                          min(900, int(self.quiet_seconds - (now - quiet_since)) + 1))
+                return "waiting: frames still arriving"
+        try:  # the one transition that starts it: a redelivery or a second trigger skips
+            self.dynamodb.update_item(
+                TableName=self.table, Key=self._job_key(recording_id),
+                UpdateExpression="SET job_status = :running, started_at = :now ADD attempts :one",
+                ConditionExpression="job_status IN (:queued, :pending, :failed)",
+                ExpressionAttributeValues=to_item({":running": "running", ":now": int(now * 1000), ":one": 1,
+                                                   ":queued": "queued", ":pending": "pending", ":failed": "failed"}))
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return "skipped: started elsewhere"
+            raise
+        self._retotal(self.store, recording_id)
+        streams = [(p["participant_id"], t) for p in self.index.participants(recording_id) for t in (p.get("types") or [])]
+        self.dynamodb.update_item(
+            TableName=self.table, Key=self._job_key(recording_id),
+            UpdateExpression="SET streams_total = :n" + (", job_status = :done, finished_at = :now" if not streams else ""),
+            ExpressionAttributeValues=to_item({":n": len(streams), **({":done": "done", ":now": int(now * 1000)}
+                                                                       if not streams else {})}))
+        for participant_id, frame_type in streams:
+            self.send({"kind": "stream", "recording_id": recording_id, "participant_id": participant_id,
+                       "type": frame_type}, 0)
+        return f"planned {len(streams)} streams"
+
+    def _participants(self, recording_id: str) -> list[dict]:
+        """Participants with when their newest frame was stored (the quiet-period check)."""
+        out = []
+        for p in self.index.participants(recording_id):
+            latest = self.index.latest_frame(recording_id, p["participant_id"])
+            out.append({**p, "last_seen": (latest or {}).get("stored_at")})
+        return out
+
+    def stream(self, message: dict) -> str:
+        recording_id, participant_id, frame_type = message["recording_id"], message["participant_id"], message["type"]
+        result = export_stream(self.s3, self.bucket, self.index, recording_id, participant_id, frame_type,
+                               gap_fill=self.gap_fill)
+        if result is not None:
+            latest = self.index.latest_frame(recording_id, participant_id, frame_type) or {}
+            expires = schema.index_expires_at(latest.get("stored_at"), self.store.frame_expiry_days)
+            self.dynamodb.put_item(TableName=self.table, Item=to_item(result.item(expires)))
+        # A set: a redelivered stream message counts once.
+        answer = self.dynamodb.update_item(
+            TableName=self.table, Key=self._job_key(recording_id), UpdateExpression="ADD streams_done :s",
+            ExpressionAttributeValues=to_item({":s": {f"{participant_id}#{frame_type}"}}), ReturnValues="ALL_NEW")
+        job = from_item(answer["Attributes"])
+        if len(job.get("streams_done", ())) >= int(job.get("streams_total", 0)):
+            self.dynamodb.update_item(
+                TableName=self.table, Key=self._job_key(recording_id),
+                UpdateExpression="SET job_status = :done, finished_at = :now",
+                ExpressionAttributeValues=to_item({":done": "done", ":now": int(time.time() * 1000)}))
+        return f"exported {participant_id}/{frame_type}" if result else f"nothing to export for {participant_id}/{frame_type}"
