@@ -476,8 +476,14 @@ class WebhookServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 (http.server's name)
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(min(length, 1 << 20))
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    length = -1
+                if not 0 <= length <= 10 << 20:  # API Gateway HTTP APIs take at most 10 MB
+                    self.send_error(413 if length > 0 else 400)
+                    return
+                body = self.rfile.read(length)
                 if urlsplit(self.path).path != "/recall/events":
                     self.send_error(404)
                     return

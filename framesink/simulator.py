@@ -4,16 +4,24 @@ Like a Recall bot (recall/EVENTS.md): one connection per realtime endpoint carry
 participant's frames at 2 fps each (plus an optional 1280x720 screenshare), and after a drop
 or a failed connect it retries every 3 s, at most 30 times per incident, then gives up.
 Frames that fall due while it is disconnected are lost, as they are with Recall.
+
+With a webhook URL and secret it also plays Recall's bot status webhooks (recall/EVENTS.md),
+signed as Svix signs them: ``bot.joining_call`` and ``bot.in_call_recording`` before the first
+frame, ``bot.call_ended`` and ``bot.done`` after the last.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from urllib.parse import urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -22,7 +30,7 @@ from websockets.protocol import State
 
 from framesink_core.auth import sign_headers
 
-from .synthetic import SCREENSHARE_SIZE, WEBCAM_SIZE, frame_message, make_png
+from .synthetic import SCREENSHARE_SIZE, WEBCAM_SIZE, frame_message, make_png, make_slide
 
 RECALL_RECONNECT_DELAY = 3.0
 RECALL_MAX_RETRIES = 30
@@ -51,6 +59,11 @@ class SimConfig:
     # Recall's workspace verification secret (whsec_...): every connect attempt is signed
     # afresh, with a new webhook-id, as Recall signs its requests.
     verification_secret: str | None = None
+    slides: int = 0  # the screenshare shows a deck of this many slides, in order (0: a static screen)
+    # Recall's bot status webhooks: where to POST them and the whsec_ secret that signs them
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    after_call_seconds: float = 0.0  # between bot.call_ended and bot.done (Recall: media processing)
 
 
 @dataclass
@@ -61,6 +74,7 @@ class Stream:
     frame_type: str
     offset: float  # each stream's clock is a little out of step with the others, as in Recall
     pool: list[bytes]
+    deck: list[list[bytes]] | None = None  # slides (each a few noisy variants), shown in order
     sent: int = 0
     lost: int = 0
     bytes_sent: int = 0
@@ -84,6 +98,7 @@ class SimReport:
     gave_up: bool = False
     seconds: float = 0.0
     streams: list = field(default_factory=list)
+    webhooks: list = field(default_factory=list)  # [event, HTTP status or error] in the order sent
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -104,9 +119,13 @@ def build_streams(config: SimConfig) -> list[Stream]:
                 make_png(w, h, seed=config.seed * 100_003 + pid * 101 + k * 7 + len(frame_type),
                          detailed=not config.small, label=f"{name} {frame_type} {k}")
                 for k in range(max(1, config.pool_size if frame_type == "webcam" else min(2, config.pool_size)))
-            ]
+            ] if not (frame_type == "screenshare" and config.slides) else []
+            deck = None
+            if frame_type == "screenshare" and config.slides:
+                # two noisy variants per slide: a slide held on screen is never byte-identical
+                deck = [[make_slide(n, w, h, noise_seed=v) for v in range(2)] for n in range(config.slides)]
             offset = rng.randrange(0, 200) / 1000  # under one frame interval: keys never collide
-            streams.append(Stream(pid, name, i == 0, frame_type, offset, pool))
+            streams.append(Stream(pid, name, i == 0, frame_type, offset, pool, deck))
     return streams
 
 
@@ -129,6 +148,8 @@ class Bot:
 
     async def run(self) -> SimReport:
         started = time.perf_counter()
+        await self._status("joining_call")
+        await self._status("in_call_recording")
         keeper = asyncio.create_task(self._keep_connected())
         try:
             await self._first_attempt.wait()
@@ -139,6 +160,10 @@ class Bot:
             if ws is not None:
                 await ws.close()  # 1000: the meeting ended
             await keeper
+        await self._status("call_ended")
+        if self.config.after_call_seconds:
+            await asyncio.sleep(self.config.after_call_seconds)
+        await self._status("done")
         r = self.report
         r.refused = {str(k): v for k, v in sorted(self._refused.items())}
         r.closes = {str(k): v for k, v in sorted(self._closes.items())}
@@ -149,6 +174,19 @@ class Bot:
             for s in self.streams
         ]
         return r
+
+    async def _status(self, code: str) -> None:
+        """POST one signed bot status webhook (v1.11 shape), if a webhook URL is configured."""
+        cfg = self.config
+        if not (cfg.webhook_url and cfg.webhook_secret):
+            return
+        now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        body = json.dumps({"event": f"bot.{code}", "data": {
+            "data": {"code": code, "sub_code": None, "updated_at": now},
+            "bot": {"id": self.bot_id, "metadata": {}}}}).encode()
+        headers = {"content-type": "application/json",
+                   **sign_headers(cfg.webhook_secret, f"msg_{uuid.uuid4().hex}", int(time.time()), body)}
+        self.report.webhooks.append([f"bot.{code}", await asyncio.to_thread(post_webhook, cfg.webhook_url, body, headers)])
 
     async def _keep_connected(self) -> None:
         try:
@@ -227,8 +265,13 @@ class Bot:
             r.frames_lost += 1
             return
         relative = round(k * interval + stream.offset + self._rng.random() * 0.02, 3)
+        if stream.deck:
+            ticks = max(1, round(self.config.seconds * self.config.fps))
+            png = stream.deck[min(len(stream.deck) - 1, k * len(stream.deck) // ticks)][k % 2]
+        else:
+            png = stream.pool[k % len(stream.pool)]
         message = frame_message(
-            stream.pool[k % len(stream.pool)],
+            png,
             recording_id=self.recording_id, participant_id=stream.participant_id, relative=relative,
             frame_type=stream.frame_type, name=stream.name, is_host=stream.is_host, bot_id=self.bot_id,
         )
@@ -245,6 +288,18 @@ class Bot:
         r.frames_sent += 1
         r.bytes_sent += len(message)
         r.largest_message = max(r.largest_message, len(message))
+
+
+def post_webhook(url: str, body: bytes, headers: dict) -> int | str:
+    """The HTTP status of one delivery (or why it failed), as Svix would see it."""
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:  # Svix: 15 s per delivery
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError) as exc:
+        return f"failed: {getattr(exc, 'reason', exc)}"
 
 
 async def simulate(config: SimConfig) -> SimReport:

@@ -1,8 +1,15 @@
-"""`framesink export`: download a participant's frames, byte for byte, plus a contact sheet.
+"""`framesink export`: download a participant's frames, byte for byte, plus a contact sheet;
+or, with --video, one MP4 per type.
 
 Layout: ``DIR/<participant>/<type>/<relative_ms, 10 digits>.png`` (the S3 key's last parts,
 so files sort in time order), ``DIR/<participant>/frames.jsonl`` (the index records) and
 ``DIR/<participant>/contact_sheet.png``. Re-running skips files already there at full size.
+
+With --video: ``DIR/<participant>/<type>.mp4`` instead of the PNGs: H.264, yuv420p,
++faststart, variable frame rate (each frame shown from its relative time until the next, so a
+gap holds the last frame; --gap-fill black blacks out gaps over --gap-seconds). Frames are
+streamed through the encoder (memory stays flat however long the meeting); the contact
+sheet is drawn from frames sampled on the way.
 """
 
 from __future__ import annotations
@@ -19,10 +26,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tqdm import tqdm
 
 from framesink_core import schema
+from framesink_core.contact_sheet import SheetEntry, make_contact_sheet
 
 from .. import target
 from ..cli import CliError
-from framesink_core.contact_sheet import SheetEntry, make_contact_sheet
 
 DEFAULT_WORKERS = 16
 
@@ -42,6 +49,12 @@ def register(sub) -> None:
                    help=f"parallel downloads (default {DEFAULT_WORKERS})")
     p.add_argument("--no-contact-sheet", dest="contact_sheet", action="store_false",
                    help="skip the contact sheet")
+    p.add_argument("--video", action="store_true",
+                   help="write DIR/<participant>/<type>.mp4 (H.264, variable frame rate) instead of the PNGs")
+    p.add_argument("--gap-fill", choices=["hold", "black"], default="hold",
+                   help="--video: a gap in the stream holds the last frame (default) or, past --gap-seconds, is black")
+    p.add_argument("--gap-seconds", type=float, default=5.0, metavar="S",
+                   help="--video --gap-fill black: gaps longer than this go black (default 5)")
     p.add_argument("--slides", action="store_true",
                    help="also write each distinct slide the analyzer found (DIR/<participant>/slides/<relms>.png)")
     target.add_arguments(p)
@@ -89,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
     root = args.out
     folder = root / args.participant
     s3 = t.client("s3")
+    if args.video:
+        return export_video(args, t, s3, frames, folder)
     failures: list[tuple[dict, str]] = []
     written = 0
     with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool, \
@@ -125,6 +140,49 @@ def run(args: argparse.Namespace) -> int:
     if args.slides:
         export_slides(t, args.recording, args.participant, folder / "slides")
     return 1 if failures else 0
+
+
+def export_video(args: argparse.Namespace, t: target.Target, s3, frames: list[dict], folder: Path) -> int:
+    """One MP4 per type of the participant's frames (and the contact sheet)."""
+    from framesink_core.export import encode_stream
+    from framesink_core.video import DEFAULT_GAP_MS
+
+    if not 0 < args.gap_seconds <= 86400:
+        raise CliError("--gap-seconds must be between 0 and 86400")
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "frames.jsonl", "w", encoding="utf-8") as manifest:
+        for frame in frames:
+            manifest.write(json.dumps(frame, ensure_ascii=False) + "\n")
+    fetch = lambda f: s3.get_object(Bucket=t.bucket, Key=f["s3_key"])["Body"].read()  # noqa: E731
+    gap_ms = int(args.gap_seconds * 1000) if args.gap_fill == "black" else DEFAULT_GAP_MS
+    entries, failed = [], 0
+    for frame_type in ("webcam", "screenshare"):
+        stream = [f for f in frames if f["type"] == frame_type]
+        if not stream:
+            continue
+        path = folder / f"{frame_type}.mp4"
+        with tqdm(total=len(stream), unit="frame", file=sys.stderr, disable=None, desc=f"{frame_type}.mp4") as bar:
+            stats, sampled = encode_stream(stream, fetch, path, gap_fill=None if args.gap_fill == "hold" else "black",
+                                           gap_threshold_ms=gap_ms, ahead=max(1, args.workers), progress=bar.update)
+        if stats is None:
+            print(f"framesink: warning: no {frame_type} frame of participant {args.participant} could be decoded",
+                  file=sys.stderr)
+            failed += 1
+            continue
+        entries += sampled
+        extra = "".join([f", {stats.skipped} skipped (undecodable or unreadable)" if stats.skipped else "",
+                         f", {stats.filled} black gap frames" if stats.filled else ""])
+        print(f"video: {path} ({stats.width}x{stats.height}, {stats.frames} frames, "
+              f"{stats.duration_ms / 1000:.1f} s, {path.stat().st_size / 1e6:.1f} MB{extra})")
+    if args.contact_sheet and entries:
+        entries.sort(key=lambda e: e.relative_ms)
+        name = frames[-1].get("participant_name") or args.participant
+        sheet = make_contact_sheet(entries, folder / "contact_sheet.png", title=f"{name} - recording {args.recording}")
+        print(f"contact sheet: {sheet.path} ({sheet.size[0]}x{sheet.size[1]}, "
+              f"{sheet.thumbnails} of {len(frames)} frames)")
+    if args.slides:
+        export_slides(t, args.recording, args.participant, folder / "slides")
+    return 1 if failed else 0
 
 
 def export_slides(t: target.Target, recording_id: str, participant_id: str, folder: Path) -> int:

@@ -46,7 +46,7 @@ def run_list(args: argparse.Namespace) -> int:
         json_lines(found)
         return 0
     if found:
-        table([(r["recording_id"], r["bot_id"], r.get("status") or "-", r.get("status_at") or "-",
+        table([(r["recording_id"], r["bot_id"] or "-", r.get("status") or "-", printable(r.get("status_at") or "-"),
                 _when(r.get("first_seen"))) for r in found],
               ["RECORDING", "BOT", "STATUS", "STATUS_AT", "FIRST_SEEN"])
     print(f"{len(found)} recording{'s' if len(found) != 1 else ''}")
@@ -85,8 +85,9 @@ def run_one(args: argparse.Namespace) -> int:
           f"  first seen {_when(meta.get('first_seen'))}")
     print(f"  {len(found['participants'])} participants, {found['frames']} frames, {clock(found['duration_ms'])} long")
     for event in (found["bot"] or {}).get("timeline", []):
-        print(f"  {event.get('at') or _when(event.get('received_at'))}  {event['status']}"
-              + (f" ({event['sub_code']})" if event.get("sub_code") else ""))
+        # text from the webhook body (signed by Recall, still escaped like every free text)
+        print(f"  {printable(event.get('at') or _when(event.get('received_at')))}  {event['status']}"
+              + (f" ({printable(event['sub_code'])})" if event.get("sub_code") else ""))
     if found["participants"]:
         print()
         table([(p["participant_id"], printable(p.get("participant_name") or "-"), ",".join(p.get("types") or []),

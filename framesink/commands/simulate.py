@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 from pathlib import Path
-
 from urllib.parse import urlsplit
 
 from .. import target
@@ -29,6 +28,14 @@ def register(subparsers) -> None:
     p.add_argument("--seconds", type=_positive_float, default=10.0, metavar="S", help="meeting length")
     p.add_argument("--fps", type=_positive_float, default=2.0, help="frames per second per stream (Recall: 2)")
     p.add_argument("--screenshare", action="store_true", help="the first participant also shares a 1280x720 screen")
+    p.add_argument("--slides", type=_positive_int, metavar="N",
+                   help="the shared screen shows a deck of N slides in order (implies --screenshare)")
+    p.add_argument("--webhooks", action="store_true",
+                   help="also send Recall's signed bot status webhooks (joining_call, in_call_recording, then "
+                   "call_ended, done) to webhook_url from the state file (or --webhook-url)")
+    p.add_argument("--webhook-url", metavar="URL", help="where to POST the status webhooks")
+    p.add_argument("--webhook-secret-file", type=Path, metavar="F",
+                   help="a file holding the whsec_ secret that signs them (default: the state file's)")
     p.add_argument("--recording-id", metavar="R", help="default: a fresh uuid")
     p.add_argument("--small", action="store_true",
                    help="flat ~2 KB frames that fit API Gateway (default: camera-like 130-270 KB PNGs)")
@@ -47,18 +54,34 @@ def run(args: argparse.Namespace) -> int:
     url = args.url or target.read_state(args.state_file)["ws_url"]
     if urlsplit(url).scheme not in ("ws", "wss") or not urlsplit(url).hostname:
         raise CliError(f"--url must be a ws:// or wss:// URL, got {url[:80]!r}")
+    webhook_url = webhook_secret = None
+    if args.webhooks or args.webhook_url:
+        state = {} if (args.webhook_url and args.webhook_secret_file) else target.read_state(args.state_file)
+        webhook_url = args.webhook_url or state.get("webhook_url")
+        if args.webhook_secret_file:
+            try:
+                webhook_secret = args.webhook_secret_file.read_text().strip()
+            except OSError as exc:
+                raise CliError(f"--webhook-secret-file {args.webhook_secret_file}: {exc.strerror}") from None
+        else:
+            webhook_secret = state.get("webhook_secret")
+        if not webhook_url or urlsplit(webhook_url).scheme not in ("http", "https"):
+            raise CliError("--webhooks needs an http(s) webhook URL: --webhook-url, or `framesink local`'s state file")
+        if not (webhook_secret or "").startswith("whsec_"):
+            raise CliError("--webhooks needs the whsec_ secret that signs them (--webhook-secret-file, or the state file)")
     config = SimConfig(
         url=url, participants=args.participants, seconds=args.seconds, fps=args.fps,
-        screenshare=args.screenshare, recording_id=args.recording_id, small=args.small, seed=args.seed,
-        max_frame_bytes=args.max_frame_bytes, reconnect_delay=args.reconnect_delay,
-        max_retries=args.max_retries,
+        screenshare=args.screenshare or bool(args.slides), recording_id=args.recording_id, small=args.small,
+        seed=args.seed, max_frame_bytes=args.max_frame_bytes, reconnect_delay=args.reconnect_delay,
+        max_retries=args.max_retries, slides=args.slides or 0, webhook_url=webhook_url, webhook_secret=webhook_secret,
     )
     report = asyncio.run(simulate(config))
     if args.json:
         print(json.dumps(report.as_dict()))
     else:
         print(format_report(report))
-    return 1 if report.gave_up or report.connections == 0 else 0
+    webhook_failed = any(status != 200 for _, status in report.webhooks)
+    return 1 if report.gave_up or report.connections == 0 or webhook_failed else 0
 
 
 def format_report(r: SimReport) -> str:
@@ -70,6 +93,8 @@ def format_report(r: SimReport) -> str:
         + (f", refused {_codes(r.refused)}" if r.refused else "") + ")",
         f"  closes     {_codes(r.closes) or 'none'}" + ("   GAVE UP after too many failed tries" if r.gave_up else ""),
     ]
+    if r.webhooks:
+        lines.append("  webhooks   " + ", ".join(f"{event} {status}" for event, status in r.webhooks))
     for s in r.streams:
         lines.append(f"  {s['participant_id']:>6} {s['name']:<20} {s['type']:<11} {s['sent']:>5} sent {s['lost']:>5} lost")
     return "\n".join(lines)

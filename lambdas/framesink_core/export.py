@@ -23,8 +23,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from itertools import islice
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 from botocore.exceptions import ClientError
@@ -33,7 +33,7 @@ from . import schema
 from .contact_sheet import MAX_FRAMES, SheetEntry, make_contact_sheet, sample_evenly
 from .query import FrameIndex
 from .storage import error_code, from_item, to_item
-from .video import VideoWriter
+from .video import DEFAULT_GAP_MS, VideoStats, VideoWriter
 
 PREFETCH = 8  # frames downloaded ahead of the encoder: bounds memory, hides S3 latency
 RESTARTABLE = ("queued", "pending", "failed")
@@ -94,6 +94,26 @@ def prefetched(fetch: Callable[[dict], bytes], frames: list[dict], ahead: int = 
             yield frame, future.result()
 
 
+def encode_stream(frames: list[dict], fetch: Callable[[dict], bytes], path: Path, *, gap_fill: str | None = None,
+                  gap_threshold_ms: int = DEFAULT_GAP_MS, ahead: int = PREFETCH, progress: Callable[[int], None] | None = None,
+                  ) -> tuple[VideoStats | None, list[SheetEntry]]:
+    """One stream's frames (index records, in time order) into an MP4 at ``path``, fetched
+    ``ahead`` at a time; also the contact sheet's evenly sampled frames. (None, []) if no
+    frame decodes. Shared by the export job and ``framesink export --video``."""
+    sampled = {id(f) for f in sample_evenly(frames, MAX_FRAMES)}
+    entries: list[SheetEntry] = []
+    writer = VideoWriter(path, gap_fill=gap_fill, gap_threshold_ms=gap_threshold_ms)
+    for frame, data in prefetched(fetch, frames, ahead):
+        if data is not None and writer.add(frame["relative_ms"], data) and id(frame) in sampled:
+            entries.append(SheetEntry(None, frame["relative_ms"], frame["type"], data))
+        elif data is None:
+            writer.skip()
+        if progress:
+            progress(1)
+    stats = writer.close()
+    return stats, (entries if stats else [])
+
+
 def export_stream(s3, bucket: str, index: FrameIndex, recording_id: str, participant_id: str, frame_type: str,
                   *, gap_fill: str | None = None, workdir: Path | None = None,
                   progress: Callable[[int], None] | None = None) -> StreamExport | None:
@@ -102,20 +122,10 @@ def export_stream(s3, bucket: str, index: FrameIndex, recording_id: str, partici
     frames = list(index.iter_frames(recording_id, participant_id=participant_id, frame_type=frame_type))
     if not frames:
         return None
-    sampled = {id(f) for f in sample_evenly(frames, MAX_FRAMES)}
-    entries: list[SheetEntry] = []
     with tempfile.TemporaryDirectory(dir=workdir, prefix="framesink-export-") as tmp:
         video_path = Path(tmp) / f"{frame_type}.mp4"
-        writer = VideoWriter(video_path, gap_fill=gap_fill)
         fetch = lambda f: s3.get_object(Bucket=bucket, Key=f["s3_key"])["Body"].read()  # noqa: E731
-        for frame, data in prefetched(fetch, frames):
-            if data is not None and writer.add(frame["relative_ms"], data) and id(frame) in sampled:
-                entries.append(SheetEntry(None, frame["relative_ms"], frame_type, data))
-            elif data is None and writer.stats is not None:
-                writer.stats.skipped += 1
-            if progress:
-                progress(1)
-        stats = writer.close()
+        stats, entries = encode_stream(frames, fetch, video_path, gap_fill=gap_fill, progress=progress)
         if stats is None:
             return None
         sheet_path = Path(tmp) / "contact-sheet.png"

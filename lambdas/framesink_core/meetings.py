@@ -17,6 +17,7 @@ processing: if frames keep arriving, it waits again), in case ``done`` never com
 
 from __future__ import annotations
 
+import binascii
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -129,6 +130,9 @@ class Meetings:
             try:
                 return verify_signed_headers(secret, headers, tolerance_seconds=self.tolerance_seconds, now=now,
                                              payload=body)
+            except (binascii.Error, ValueError) as exc:  # the configured secret is not base64 after whsec_
+                raise AuthError(401, "bad_secret", "the configured whsec_ secret does not decode (base64): "
+                                "copy it again from Recall's dashboard") from exc
             except AuthError as exc:
                 if exc.reason != "bad_signature":
                     raise  # missing or stale: another secret would not change that
@@ -186,19 +190,7 @@ class Meetings:
         return recordings
 
     def _set_status(self, key: dict, values: dict) -> None:
-        """SET the status unless the item already holds one of higher precedence."""
-        names = {f"#{k}": k for k in values}
-        try:
-            self.dynamodb.update_item(
-                TableName=self.table, Key=to_item(key),
-                UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in values if values[k] is not None),
-                ConditionExpression="attribute_not_exists(#status_key) OR #status_key < :status_key",
-                ExpressionAttributeNames={k: v for k, v in names.items() if values[v] is not None or v == "status_key"},
-                ExpressionAttributeValues=to_item({f":{k}": v for k, v in values.items()}),
-            )
-        except ClientError as exc:
-            if error_code(exc) != "ConditionalCheckFailedException":
-                raise  # else: a later (or terminal) status is already there
+        set_status(self.dynamodb, self.table, key, values)
 
     def _recordings_of(self, bot_id: str) -> list[str]:
         result = self.dynamodb.query(
@@ -206,6 +198,40 @@ class Meetings:
             ExpressionAttributeValues=to_item({":pk": schema.bot_pk(bot_id), ":rec": "REC#"}),
             ProjectionExpression="recording_id")
         return sorted(from_item(i)["recording_id"] for i in result.get("Items", []))
+
+
+def set_status(dynamodb, table: str, key: dict, values: dict) -> None:
+    """SET the status unless the item already holds one of higher precedence."""
+    names = {f"#{k}": k for k in values}
+    try:
+        dynamodb.update_item(
+            TableName=table, Key=to_item(key),
+            UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in values if values[k] is not None),
+            ConditionExpression="attribute_not_exists(#status_key) OR #status_key < :status_key",
+            ExpressionAttributeNames={k: v for k, v in names.items() if values[v] is not None or v == "status_key"},
+            ExpressionAttributeValues=to_item({f":{k}": v for k, v in values.items()}),
+        )
+    except ClientError as exc:
+        if error_code(exc) != "ConditionalCheckFailedException":
+            raise  # else: a later (or terminal) status is already there
+
+
+STATUS_FIELDS = ("status", "status_at", "sub_code", "status_key")
+
+
+def inherit_bot_status(dynamodb, table: str, bot_id: str, recording_id: str) -> None:
+    """A recording first seen after its bot reported a status (``in_call_recording`` comes
+    before the first frame) takes the bot's status: one GetItem when a recording is first
+    seen (totals.write_recording_items), none per frame."""
+    found = dynamodb.get_item(TableName=table, Key=to_item({"pk": schema.bot_pk(bot_id), "sk": schema.META_SK}),
+                              ProjectionExpression=", ".join(f"#{k}" for k in STATUS_FIELDS),
+                              ExpressionAttributeNames={f"#{k}": k for k in STATUS_FIELDS}).get("Item")
+    bot = from_item(found) if found else {}
+    if not bot.get("status_key"):
+        return
+    values = {k: bot.get(k) for k in STATUS_FIELDS}
+    set_status(dynamodb, table, {"pk": schema.recording_pk(recording_id), "sk": schema.META_SK}, values)
+    set_status(dynamodb, table, {"pk": schema.bot_pk(bot_id), "sk": schema.bot_recording_sk(recording_id)}, values)
 
 
 def claim_export(dynamodb, table: str, recording_id: str, trigger: str, now: float,

@@ -295,6 +295,9 @@ def write_recording_items(dynamodb, table: str, recording_id: str, bot_id: str |
             "first_seen = if_not_exists(first_seen, :now)" + ttl + remove,
             ExpressionAttributeValues=to_item(bot_values),
         )
+        from .meetings import inherit_bot_status  # statuses that came before the first frame
+
+        inherit_bot_status(dynamodb, table, bot_id, recording_id)
 
 
 def set_exact_totals(dynamodb, table: str, frames: list[StoredFrame], expiry_days: int) -> None:

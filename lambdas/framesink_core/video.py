@@ -65,7 +65,9 @@ class VideoWriter:
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.time_base = TIME_BASE
         stream.codec_context.time_base = TIME_BASE
-        stream.options = {"preset": PRESET, "crf": CRF}
+        # No B-frames: with them x264 derives decode times from the nominal rate, not from the
+        # timestamps, and a gap in the stream ends up shortening the whole file.
+        stream.options = {"preset": PRESET, "crf": CRF, "bf": "0"}
         stream.thread_count = self.threads
         self._stream = stream
         self.stats = VideoStats(self.path, width, height)
@@ -79,10 +81,7 @@ class VideoWriter:
                 img.load()
                 rgb = img.convert("RGB")
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-            if self.stats is not None:
-                self.stats.skipped += 1
-            else:
-                self._skipped_before_first += 1
+            self.skip()
             return False
         if self._stream is None:
             self._open(*rgb.size)
@@ -101,6 +100,13 @@ class VideoWriter:
         self.stats.frames += 1
         self.stats.last_ms = relative_ms
         return True
+
+    def skip(self) -> None:
+        """Count a frame left out (undecodable, or it could not be read): the previous one holds."""
+        if self.stats is not None:
+            self.stats.skipped += 1
+        else:
+            self._skipped_before_first += 1
 
     def _encode(self, image, pts_ms: int) -> None:
         frame = self._av.VideoFrame.from_image(image)

@@ -2,7 +2,7 @@
 cannot sign SigV4; every delivery must carry a valid, fresh Svix signature instead).
 
 Answers fast (Svix gives up on a delivery after 15 s): 200 for a delivery recorded, a
-duplicate (same webhook-id) or an event we do not act on; 401/403 for a missing, bad or stale
+duplicate (same webhook-id) or an event we do not act on; 401 for a missing, bad or stale
 signature (nothing stored); 400 for a signed body that is not a status event. The work is
 framesink_core.meetings'.
 """
@@ -36,7 +36,9 @@ def handler(event: dict, context):
     except AuthError as exc:
         logger.warning("webhook refused", extra={"reason": exc.reason, "detail": exc.detail})
         count_with_dimension("WebhookRefused", "reason", exc.reason)
-        return _answer(401 if exc.status == 401 else 403, {"error": exc.reason})
+        # 401 for every signature problem (missing, bad, stale): Svix retries it, as it should
+        # while the secret is being fixed; 413 for a body over the limit.
+        return _answer(413 if exc.reason == "too_large" else 401, {"error": exc.reason})
     except WebhookError as exc:
         logger.warning("webhook rejected", extra={"reason": exc.reason, "detail": exc.detail})
         count_with_dimension("WebhookRejected", "reason", exc.reason)
