@@ -714,6 +714,17 @@ class LocalStack:
             **{name.lower(): value for name, value in FAKE_CREDENTIALS.items()},
         )
 
+    def index(self):
+        """The index's queries (framesink_core.query.FrameIndex) on the local table."""
+        from framesink_core.query import FrameIndex
+
+        return FrameIndex(self.config.table, self.client("dynamodb"))
+
+    @property
+    def receiver_url(self) -> str | None:
+        """The container receiver's ws URL (with the token), once start_direct() ran."""
+        return f"{self.receiver.url}?token={self.token}" if self.receiver is not None else None
+
     def run(self, coro, timeout: float = 180):
         """Run ``coro`` on the stack's background loop (background_stack) and return its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)

@@ -112,7 +112,7 @@ def build_streams(config: SimConfig) -> list[Stream]:
         pid = 100 * (i + 1)
         name = NAMES[i % len(NAMES)] + (f" {i // len(NAMES) + 1}" if i >= len(NAMES) else "")
         kinds = [("webcam", WEBCAM_SIZE)]
-        if config.screenshare and i == 0:
+        if (config.screenshare or config.slides) and i == 0:
             kinds.append(("screenshare", SCREENSHARE_SIZE))
         for frame_type, (w, h) in kinds:
             pool = [

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from aws_cdk import Duration
+from aws_cdk import Duration, Size
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -47,6 +47,7 @@ class PythonFunction(Construct):
         statements: Sequence[iam.PolicyStatement],
         memory_size: int,
         timeout: Duration,
+        ephemeral_storage: Size | None = None,
     ):
         super().__init__(scope, id)
         self.log_group = logs.LogGroup(
@@ -72,6 +73,7 @@ class PythonFunction(Construct):
             memory_size=memory_size,
             timeout=timeout,
             environment=dict(environment),
+            ephemeral_storage_size=ephemeral_storage,
         )
         # Not AWSLambdaBasicExecutionRole (logs:CreateLogGroup/PutLogEvents on every group):
         # the group exists, so the function only needs to write streams into its own.
@@ -135,6 +137,7 @@ class FunctionFactory:
         timeout: Duration = Duration.seconds(10),
         environment: Mapping[str, str] | None = None,
         code: lambda_.Code | None = None,
+        ephemeral_storage: Size | None = None,
     ) -> PythonFunction:
         made = PythonFunction(
             scope,
@@ -147,6 +150,7 @@ class FunctionFactory:
             statements=statements,
             memory_size=memory_size,
             timeout=timeout,
+            ephemeral_storage=ephemeral_storage,
         )
         self.functions.append(made)
         return made

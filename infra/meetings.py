@@ -10,9 +10,12 @@
 - The export (``exports=true``, the default): an encrypted SQS queue (dead-letter queue after
   3 tries, alarmed) and a Lambda on the media asset (PyAV, Pillow) that writes an MP4 and a
   contact sheet per participant and type under exports/. A Lambda, not an ECS task: a stream
-  is its own invocation (measured: an hour of webcam ~1.5 min of CPU, an hour of 1280x720
-  screenshare ~7 min, README "Exports"), inside 15 minutes at 4 GB (2.3 vCPUs, which x264
-  uses); a screenshare of more than about four hours in one stream would not fit.
+  is its own invocation, and `make bench` (bench/export.py) measures an hour of 2 fps frames
+  at ~1.1 CPU-minutes for a 480x360 webcam and ~5.6 for a 1280x720 screenshare, with ~150 MB
+  of memory (frames are streamed through the encoder): inside 15 minutes at 4 GB (2.3 vCPUs,
+  which x264 uses) up to about four hours of screenshare in one stream. The MP4 is written
+  to /tmp before its upload: 4 GB of ephemeral storage holds the ~1 GB per hour the
+  (noise-heavy) synthetic screenshare makes.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from aws_cdk import ArnFormat, CfnOutput, Duration, Stack
+from aws_cdk import ArnFormat, CfnOutput, Duration, Size, Stack
 from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
@@ -42,6 +45,7 @@ THROTTLE_RATE = 20
 THROTTLE_BURST = 50
 EXPORT_TIMEOUT = Duration.minutes(15)
 EXPORT_MEMORY_MB = 4096
+EXPORT_TMP_MB = 4096
 # A message is invisible while its stream is encoded: longer than the function's timeout.
 EXPORT_VISIBILITY = Duration.minutes(20)
 WEBHOOK_SECRET_PLACEHOLDER = "REPLACE_WITH_RECALL_WHSEC_SECRET"
@@ -151,7 +155,7 @@ class Meetings(Construct):
                     iam.PolicyStatement(actions=["sqs:SendMessage"], resources=[self.export_queue.queue_arn]),
                 ],
                 memory_size=EXPORT_MEMORY_MB, timeout=EXPORT_TIMEOUT, code=functions.media_code,
-                environment=environment,
+                environment=environment, ephemeral_storage=Size.mebibytes(EXPORT_TMP_MB),
             )
             # One message per invocation: a stream's export is minutes, not milliseconds.
             self.export.function.add_event_source(sources.SqsEventSource(self.export_queue, batch_size=1))

@@ -1,15 +1,23 @@
-"""`framesink demo`: the local stack, a simulated meeting, and what was stored, read back.
+"""`framesink demo`: the local stack, a simulated meeting, and what was stored, read back;
+then what the outlet gives: the live feed (a slide deck shared on screen, the slides the
+analyzer found, `framesink watch`'s lag) and the meeting's end (Recall's status webhooks,
+the recording's status, an MP4 per participant read back with PyAV).
 
 Everything runs in this process on 127.0.0.1 (random free ports, a temporary state file) and
-is stopped before it returns. Stored frames are read back from moto's S3 (a listing) and the
-DynamoDB index (Queries), never from the simulator's own counters.
+is stopped before it returns, except `framesink watch`, which runs as its own process against
+the local stack, as a user would run it. Stored frames are read back from moto's S3 (a
+listing) and the DynamoDB index (Queries), never from the simulator's own counters.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import secrets
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +41,7 @@ def register(subparsers) -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="length of the simulated meeting")
     p.add_argument("--burst-seconds", type=float, default=4.0,
                    help="length of the real-size frame burst (0 to skip)")
+    p.add_argument("--slides", type=int, default=4, help="slides in the shared-screen part (0 to skip)")
     p.add_argument("--verbose", "-v", action="store_true", help="show the handlers' logs")
     p.set_defaults(func=run)
 
@@ -45,8 +54,10 @@ async def _demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     out = _Printer()
     with tempfile.TemporaryDirectory(prefix="framesink-demo-") as tmp:
+        # export_quiet_seconds: bot.call_ended's fallback export check comes after 2 s, not 10
+        # minutes (bot.done starts the export anyway), so the demo's queues drain at once.
         config = LocalConfig(port=0, state_file=Path(tmp) / "local.json", reset_on_stop=True,
-                             handler_log_level="INFO" if args.verbose else "ERROR")
+                             handler_log_level="INFO" if args.verbose else "ERROR", export_quiet_seconds=2)
         out.line("framesink demo: the whole pipeline on this machine, no AWS account")
         out.line("  simulated Recall bot -> API Gateway WebSocket emulator -> the real Lambda handlers")
         out.line("  -> S3 + DynamoDB (moto, created from the same table definition as the CDK stack)")
@@ -54,8 +65,11 @@ async def _demo(args: argparse.Namespace) -> int:
             out.line(f"  local stack up in {time.perf_counter() - started:.1f} s: {stack.emulator.url}")
             out.blank()
 
+            # The bot also sends Recall's signed status webhooks: part 4 shows what they started.
             meeting = SimConfig(url=stack.state["ws_url"], participants=args.participants, seconds=args.seconds,
-                                small=True, recording_id=f"demo-{secrets.token_hex(4)}", seed=1)
+                                small=True, recording_id=f"demo-{secrets.token_hex(4)}", seed=1,
+                                webhook_url=stack.state["webhook_url"], webhook_secret=stack.state["webhook_secret"],
+                                after_call_seconds=1.0)
             out.line(f"1. A {args.seconds:g} s meeting: {args.participants} participants, 2 fps each, "
                      "small 480x360 PNG frames that fit API Gateway...")
             report = await simulate(meeting)
@@ -87,6 +101,11 @@ async def _demo(args: argparse.Namespace) -> int:
             if args.burst_seconds > 0:
                 out.blank()
                 await _burst(out, stack, args.burst_seconds)
+            if args.slides > 0:
+                out.blank()
+                ok = await _live_feed(out, stack, args.slides, Path(tmp)) and ok
+            out.blank()
+            ok = await _meeting_end(out, stack, meeting.recording_id, report, Path(tmp)) and ok
         out.blank()
         out.line(f"Stack stopped, nothing left running. Demo took {time.perf_counter() - started:.0f} s.")
     return 0 if ok else 1
@@ -115,7 +134,81 @@ async def _burst(out: "_Printer", stack: LocalStack, seconds: float) -> None:
              f"{APIGW_MAX_MESSAGE_BYTES // 1024} KB per message, so each real")
     out.line("   frame closes the connection (1009) and the frames due during Recall's 3 s reconnect wait")
     out.line("   are lost. The container receiver (`framesink local --ingress direct`, ECS Fargate in AWS)")
-    out.line("   runs the same core without those limits (README: \"API Gateway limits\").")
+    out.line("   runs the same core without those limits (README: \"API Gateway limits\"): it is the URL the")
+    out.line("   default deploy hands Recall.")
+
+
+async def _live_feed(out: "_Printer", stack: LocalStack, slides: int, tmp: Path) -> bool:
+    """A deck shared on screen through the container receiver, followed by `framesink watch`
+    (its own process, on the frame queue) while the slide analyzer runs on the same events."""
+    seconds = 2.0 * slides
+    recording_id = f"demo-slides-{secrets.token_hex(4)}"
+    out.line(f"3. The live feed: a participant shares a deck of {slides} slides (1280x720, {seconds:g} s) through")
+    out.line("   the container receiver. Every stored frame is an S3 event on EventBridge -> the frame queue;")
+    out.line("   `framesink watch` follows it in another process while the example slide analyzer runs on")
+    out.line("   the same events and writes a slide item beside the frames for each change it sees...")
+    direct_url = stack.receiver_url or await stack.start_direct()
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "framesink", "watch", "--local", "--state-file", str(stack.config.state_file),
+         "--recording", recording_id, "--json", "--idle-exit", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    await asyncio.sleep(1.0)  # let it start polling: the lag is measured from when a frame is stored
+    report = await simulate(SimConfig(url=direct_url, participants=1, seconds=seconds, small=True, slides=slides,
+                                      recording_id=recording_id, seed=3))
+    await stack.wait_idle(analyzer=True)
+    lines, _ = await asyncio.get_running_loop().run_in_executor(None, watch.communicate)
+    seen = [json.loads(line) for line in lines.splitlines() if line.startswith("{")]
+    lags = sorted(f["lag_ms"] for f in seen if f.get("lag_ms") is not None)
+    found = stack.index().slides(recording_id)
+    out.blank()
+    shared = sum(s["sent"] for s in report.streams if s["type"] == "screenshare")
+    out.line(f"   {report.frames_sent} frames sent ({shared} of the shared screen, the rest the presenter's webcam);")
+    out.line(f"   `framesink watch` saw {len(seen)}, lag stored -> seen "
+             + (f"p50 {statistics.median(lags) / 1000:.2f} s, max {lags[-1] / 1000:.2f} s" if lags else "n/a"))
+    out.line(f"   slides shown: {slides}; slide changes the analyzer found: {len(found)}"
+             + (" at " + ", ".join(f"{s['relative_ms'] / 1000:.1f} s" for s in found) if found else ""))
+    out.line(f"   (framesink slides --local --recording {recording_id}; export --slides writes them as PNGs)")
+    return len(found) == slides and len(seen) == report.frames_sent
+
+
+async def _meeting_end(out: "_Printer", stack: LocalStack, recording_id: str, report, tmp: Path) -> bool:
+    """Part 1's bot also sent Recall's signed status webhooks: the status, the timeline, and the
+    MP4s the export job wrote when ``bot.done`` came, read back with PyAV."""
+    from framesink_core.video import probe
+
+    from ..simulator import post_webhook
+
+    out.line("4. The meeting's end. Part 1's bot also sent Recall's signed bot status webhooks to the local")
+    out.line("   POST /recall/events route; bot.done started the export job (one MP4 per participant)...")
+    await stack.wait_idle(exports=True)
+    found = stack.index().recording(recording_id) or {}
+    meta = found.get("meta") or {}
+    bot = stack.index().bot_status(meta["bot_id"]) if meta.get("bot_id") else None
+    out.blank()
+    out.line(f"   webhooks sent: {', '.join(f'{e} -> {status}' for e, status in report.webhooks)}")
+    out.line(f"   recording status: {meta.get('status') or '-'}; timeline: "
+             + " -> ".join(e["status"] for e in (bot or {}).get("timeline", [])))
+    forged = await asyncio.to_thread(post_webhook, stack.state["webhook_url"], b'{"event": "bot.done"}',
+                                     {"webhook-id": "msg_forged", "webhook-timestamp": str(int(time.time())),
+                                      "webhook-signature": "v1,Zm9yZ2Vk"})
+    out.line(f"   (a delivery with a forged signature is answered {forged} and changes nothing)")
+    rows, ok = [], bool(found.get("exports"))
+    s3 = stack.client("s3")
+    for export in sorted(found.get("exports", []), key=lambda e: (len(e["participant_id"]), e["participant_id"])):
+        local = tmp / f"{export['participant_id']}-{export['type']}.mp4"
+        s3.download_file(stack.config.bucket, export["s3_key"], str(local))
+        info = probe(local)  # read back: what a player will see
+        ok = ok and info.frames == export["frames"]
+        rows.append([export["s3_key"], f"{info.width}x{info.height}", info.codec, info.frames,
+                     f"{info.duration_ms / 1000:.1f} s", _kb(local.stat().st_size)])
+    out.blank()
+    if rows:
+        out.table(["MP4 (read back with PyAV)", "size", "codec", "frames", "duration", "bytes"], rows, align="<<<>>>")
+    else:
+        out.line("   no export was written: MISMATCH")
+    out.blank()
+    out.line(f"   (framesink recording --local {recording_id}; framesink export --video writes the same locally)")
+    return ok and meta.get("status") == "done" and forged == 401
 
 
 def read_back(s3, dynamodb, bucket: str, table: str, recording_id: str) -> list[dict]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -89,8 +90,8 @@ def test_local_refuses_a_busy_port_with_a_clear_error(capsys):
 
 
 @pytest.mark.slow
-def test_demo_stores_every_small_frame_and_shows_the_limits_refusing_real_frames():
-    proc = framesink("demo", "--seconds", "2", "--burst-seconds", "1.5")
+def test_demo_stores_every_frame_shows_the_limits_the_live_feed_and_the_meetings_end():
+    proc = framesink("demo", "--seconds", "2", "--burst-seconds", "1.5", "--slides", "2")
     out, err = proc.communicate(timeout=GUARD * 2)
     assert proc.returncode == 0, out + err
     assert "every frame sent was stored exactly once" in out
@@ -101,3 +102,12 @@ def test_demo_stores_every_small_frame_and_shows_the_limits_refusing_real_frames
     direct = table[3].split("receiver")[1].split()
     due, sent, refused, lost, stored = map(int, direct[:5])
     assert refused == lost == 0 and stored == sent == due
+    # part 3: every frame of the shared deck reached `framesink watch`; both slides were found
+    assert "slides shown: 2; slide changes the analyzer found: 2 at" in out
+    watched = re.search(r"(\d+) frames sent \(.*\n.*`framesink watch` saw (\d+)", out)
+    assert watched and watched[1] == watched[2]
+    # part 4: the webhooks made the recording done and the export wrote one MP4 per participant
+    assert "recording status: done; timeline: joining_call -> in_call_recording -> call_ended -> done" in out
+    assert "forged signature is answered 401" in out
+    mp4s = re.findall(r"exports/demo-[0-9a-f]+/(\d+)/webcam\.mp4\s+480x360\s+h264\s+(\d+)", out)
+    assert len(mp4s) == 3 and all(int(frames) == 4 for _, frames in mp4s)  # 2 s at 2 fps each
