@@ -43,6 +43,7 @@ PRICES = {
     "lambda_gb_second_x86_64": 0.0000166667,
     # S3 Standard.
     "s3_put_per_thousand": 0.005,
+    "s3_get_per_thousand": 0.0004,
     "s3_gb_month": 0.023,
     # DynamoDB on-demand (after the Nov 2024 price cut), Standard table class.
     "dynamodb_wru_per_million": 0.625,
@@ -441,6 +442,31 @@ def monthly_fixed(workload: Workload | None = None, prices: dict | None = None, 
     return {"ingress": ingress, "lines": lines, "per_month": sum(lines.values())}
 
 
+# The end-of-meeting export, per participant-hour of one stream (bench/export.py measured
+# these on this machine's cores: encode CPU per hour of 2 fps frames, MP4 size per hour).
+EXPORT_MEASURED = {"webcam 480x360": {"cpu_minutes": 1.1, "mp4_mb": 330},
+                   "screenshare 1280x720": {"cpu_minutes": 5.6, "mp4_mb": 1050}}
+EXPORT_MEMORY_GB = 4.0  # infra/meetings.py: 4 GB is ~2.3 vCPUs, which x264 uses (wall ~ CPU / 2)
+EXPORT_VCPUS = 2.3
+
+
+def export_per_participant_hour(prices: dict | None = None, fps: float = 2.0) -> dict:
+    """USD to export one hour of one stream: Lambda GB-seconds (the encode, wall time taken as
+    CPU time over the vCPUs x264 keeps busy), the S3 GETs of its frames, the PUT and a month
+    of the MP4. The synthetic frames are noise-heavy: real MP4s are smaller."""
+    p = {**PRICES, **(prices or {})}
+    out = {}
+    for name, m in EXPORT_MEASURED.items():
+        seconds = m["cpu_minutes"] * 60 / min(EXPORT_VCPUS, 2.0)
+        lines = {
+            "Lambda GB-seconds": seconds * EXPORT_MEMORY_GB * p["lambda_gb_second_arm64"],
+            "S3 GET of the frames": fps * 3600 / 1000 * p["s3_get_per_thousand"],
+            "MP4 stored (1 month)": m["mp4_mb"] / 1024 * p["s3_gb_month"],
+        }
+        out[name] = {"lines": lines, "total": sum(lines.values()), "lambda_seconds": seconds}
+    return out
+
+
 def table(estimates: list[dict]) -> str:
     """A Markdown table: one column per (ingress, profile), one row per line item."""
     columns = [e for e in estimates if e["fits"]]
@@ -487,7 +513,7 @@ def run(quick: bool = False, receiver_cpu_ms: dict[str, float] | None = None,
     monthly = {ingress: monthly_fixed(w, ingress=ingress) for ingress in INGRESSES}
     details = {"prices": PRICES, "prices_as_of": PRICES_AS_OF, "region": REGION, "assumptions": ASSUMPTIONS,
                "workload": asdict(w), "profiles": [asdict(prof) for prof in profiles], "estimates": estimates,
-               "monthly_fixed": monthly, "markdown": table(estimates)}
+               "monthly_fixed": monthly, "export": export_per_participant_hour(), "markdown": table(estimates)}
     return rows, details
 
 
@@ -518,6 +544,10 @@ def main(argv: list[str] | None = None) -> int:
     for ingress, month in details["monthly_fixed"].items():
         print(f"\nstanding cost per month, {ingress}: ${month['per_month']:.2f} ("
               + ", ".join(f"{k} ${v:.2f}" for k, v in month["lines"].items()) + ")")
+    for name, export in export_per_participant_hour().items():
+        print(f"\nexport of one {name} stream per hour: ${export['total']:.4f} ("
+              + ", ".join(f"{k} ${v:.4f}" for k, v in export["lines"].items())
+              + f"; ~{export['lambda_seconds']:.0f} s of the export Lambda)")
     for prof in details["profiles"]:
         print(f"\n{prof['name']}: PNG {prof['png_bytes'] / 1024:.0f} KB, message {prof['message_bytes'] / 1024:.0f} KB, "
               f"index item {prof['index_item_bytes']} B, Lambda handler CPU {prof['lambda_handler_cpu_ms']:.2f} ms, "

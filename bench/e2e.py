@@ -36,31 +36,52 @@ from contextlib import contextmanager, redirect_stdout
 from . import Row, percentile, proc_stats
 from .loadgen import call_times_at
 
-TARGET = 0.8
+TARGET = 0.9  # end to end vs the 2-call moto ceiling (issue 15)
 MEETING_SIZE = 5
 PARTICIPANTS = (10, 50, 100)
 GUARD = 180  # seconds: hang guard only
 
 
+def _frame_key(item: dict) -> str | None:
+    """The S3 key of a frame's index item (low-level DynamoDB JSON), or None for other items."""
+    if item.get("kind", {}).get("S") != "frame":
+        return None
+    from framesink_core.schema import frame_key
+
+    return frame_key(item["recording_id"]["S"], item["participant_id"]["S"], item["type"]["S"],
+                     int(item["relative_ms"]["N"]))
+
+
 class StoredClock:
-    """Epoch ms at which each frame's index item write returned, keyed by S3 key."""
+    """Epoch ms at which each frame's index item write returned, keyed by S3 key: a PutItem
+    (the Lambda path) or the BatchWriteItem that carried it (the receiver), minus the items
+    DynamoDB handed back unprocessed."""
 
     def __init__(self, dynamodb):
         self.at: dict[str, float] = {}
         events = dynamodb.meta.events
-        events.register("before-parameter-build.dynamodb.PutItem", self._before)
-        events.register("after-call.dynamodb.PutItem", self._after)
+        for op in ("PutItem", "BatchWriteItem"):
+            events.register(f"before-parameter-build.dynamodb.{op}", self._before)
+            events.register(f"after-call.dynamodb.{op}", self._after)
 
     @staticmethod
     def _before(params, context, **_):
-        key = params.get("Item", {}).get("s3_key", {}).get("S")
-        if key:
-            context["bench_key"] = key
+        items = [params["Item"]] if "Item" in params else [
+            r["PutRequest"]["Item"] for rs in params.get("RequestItems", {}).values() for r in rs if "PutRequest" in r]
+        keys = [k for k in map(_frame_key, items) if k]
+        if keys:
+            context["bench_keys"] = keys
 
-    def _after(self, http_response, context, **_):
-        key = context.get("bench_key")
-        if key and http_response.status_code == 200:
-            self.at.setdefault(key, time.time() * 1000)
+    def _after(self, http_response, parsed, context, **_):
+        keys = context.get("bench_keys")
+        if not keys or http_response.status_code != 200:
+            return
+        left = {_frame_key(r["PutRequest"]["Item"]) for rs in (parsed.get("UnprocessedItems") or {}).values()
+                for r in rs}
+        now = time.time() * 1000
+        for key in keys:
+            if key not in left:
+                self.at.setdefault(key, now)
 
 
 @contextmanager
@@ -92,7 +113,7 @@ def loadgen(*args: str) -> dict:
     return json.loads(out.stdout)
 
 
-def _wait_stored(clock: StoredClock, keys: list[str], stack, run, timeout: float = 120) -> None:
+def _wait_stored(clock: StoredClock, keys: list[str], stack, run, timeout: float = 20) -> None:
     run(stack.wait_idle(), timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(k not in clock.at for k in keys):
@@ -213,13 +234,16 @@ def _run(quick: bool) -> tuple[list[Row], dict]:
             ceilings: dict[int, list[dict]] = {}
             for threads in sorted(set(concurrency.values())):
                 ceilings[threads] = [ceiling(stack, size, threads, sat_frames * 2 // 3)]
-            same_calls = ceiling(stack, size, 8, sat_frames // 2, calls=3)
+            core_ceiling = ceiling(stack, size, 8, sat_frames // 2, calls=3)
             calls = call_times_at(stack.endpoint_url, stack.config.region, stack.config.bucket, stack.config.table,
                                   size=size, frames=15 if quick else 40)
             results = []
             for n in counts:
                 paced = measure(clock, stack, run_, url, n, size, 2.0, paced_ticks, f"{ingress}-{n}-paced")
-                saturated = measure(clock, stack, run_, url, n, size, 0.0, max(2, sat_frames // n),
+                # At least 8 frames per participant: a participant's first frame also writes
+                # its totals, its recording and its bot link at once (totals.py), which a real
+                # stream (7,200 frames an hour) amortizes and a 2-frame burst would not.
+                saturated = measure(clock, stack, run_, url, n, size, 0.0, max(8, sat_frames // n),
                                     f"{ingress}-{n}-sat")
                 results.append({"paced": paced, "saturated": saturated, "ceiling_threads": concurrency[n]})
             for threads in ceilings:  # again after the runs: the ceiling is the better of the two
@@ -227,7 +251,7 @@ def _run(quick: bool) -> tuple[list[Row], dict]:
             memory = receiver_memory(stack, run_, 100 if not quick else 50, 2) \
                 if ingress == "direct" else None
         best = {t: max(c["fps"] for c in cs) for t, cs in ceilings.items()}
-        core = same_calls["fps"]
+        core = core_ceiling["fps"]
         label = "API Gateway emulator + Lambda handlers, ~2 KB frames" if ingress == "apigw" \
             else "container receiver, ~250 KB frames"
         for r in results:
@@ -247,13 +271,13 @@ def _run(quick: bool) -> tuple[list[Row], dict]:
             ))
         # Why the ceiling is out of reach: put_frame's calls, one at a time, against the plain two.
         rows.append(Row(
-            "e2e", f"{ingress}: moto ms per frame, FrameStore.put_frame (3 calls)", calls["put_frame total"], "ms",
+            "e2e", f"{ingress}: moto ms per frame, FrameStore.put_frame", calls["put_frame total"], "ms",
             baseline=calls["plain total"], baseline_name="plain put_object + put_item",
             note=", ".join(f"{k.split()[1]} {calls[k]:.1f}" for k in calls if k.startswith("put_frame ")
                            and k != "put_frame total") + " ms; one thread, median",
         ))
         details["runs"][ingress] = {"label": label, "frame_size": size, "results": results,
-                                    "ceilings": ceilings, "same_calls_ceiling": same_calls, "call_ms": calls}
+                                    "ceilings": ceilings, "put_frame_ceiling": core_ceiling, "call_ms": calls}
         if memory:
             details["receiver_memory"] = memory
             rows.append(Row(

@@ -7,8 +7,9 @@ server takes them (``--fps 0``: websockets' send() waits when the server stops r
 Prints JSON: every frame's S3 key and send time (epoch ms).
 
 ``ceiling``: the raw moto put rate with plain boto3 from threads, no ingress: S3 put_object +
-DynamoDB put_item of the same frame and index item (``--calls 2``), or the core's own
-FrameStore.put_frame, which adds the condition and the participant update (``--calls 3``).
+DynamoDB put_item of the same frame and index item (``--calls 2``: the 2-call ceiling), or
+the core's own FrameStore.put_frame (``--calls 3``, the name kept from when it made three
+calls: now a conditional S3 put and the index put, participant totals accumulated).
 bench/e2e.py runs ``put_loop`` inside the process that hosts moto, where the ingress's own
 boto3 clients run too; this command runs it from outside, for comparison.
 """

@@ -1,0 +1,184 @@
+"""Receiver CPU per frame, side by side: framesink's container receiver against (a) a Node
+receiver equivalent to Recall's sample (JSON.parse, base64 decode, append to a file: no
+storage at all) and (b) the bare Python 2-call floor (json.loads, b64decode, one S3 put and
+one DynamoDB put per frame: bench/floor_receiver.py).
+
+Same frames (camera-like 480x360 PNGs, ~250 KB), same run, each subject its own process, moto
+in this (orchestrating) process, the load from another (bench/loadgen.py: one websocket, a
+meeting of 5 participants, sent as fast as the subject reads). Rounds alternate the order of
+the subjects; CPU per frame is the subject's user + system time from /proc over the round,
+read once it has gone idle (every frame it read is stored), divided by the frames. Each
+round's stored frames are counted in S3 (framesink, floor) or by the Node process itself.
+
+The Node receiver is built by the bench itself (`npm install` of its one dependency, ws,
+into bench/node_receiver/node_modules); without Node or npm that subject is skipped.
+
+    python -m bench.sidebyside [--quick]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from . import ROOT, Row, proc_stats
+from .e2e import _wait_cpu_idle, loadgen
+
+TARGET = 0.7  # framesink's receiver CPU per frame vs the 2-call floor (issue 15)
+NODE_DIR = Path(__file__).resolve().parent / "node_receiver"
+MEETING = 5
+
+
+def _node_ready() -> bool:
+    if not (shutil.which("node") and shutil.which("npm")):
+        return False
+    if not (NODE_DIR / "node_modules" / "ws").is_dir():
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent"], cwd=NODE_DIR, check=True,
+                       timeout=300, stdout=subprocess.DEVNULL)
+    return True
+
+
+class Subject:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], url_of):
+        self.name = name
+        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.port = None
+        deadline = time.monotonic() + 60
+        while self.port is None and time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{name} exited: {self.proc.stderr.read()[-2000:]}")
+            try:
+                ready = json.loads(line)
+            except ValueError:
+                continue
+            self.port = ready.get("port")
+        if self.port is None:
+            raise RuntimeError(f"{name} did not start")
+        import threading
+
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # keep draining
+        self.url = url_of(self.port)
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        try:
+            _, err = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return err or ""
+
+
+def run(quick: bool = False) -> tuple[list[Row], dict]:
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from framesink.local_aws import provision
+
+    frames_per_round = 200 if quick else 400
+    rounds = 2 if quick else 4
+    ticks = frames_per_round // MEETING
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    fake = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+            "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}
+    client = lambda name: boto3.client(name, endpoint_url=endpoint, region_name="us-east-1",  # noqa: E731
+                                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    suffix = uuid.uuid4().hex[:8]
+    bucket, table, token = f"side-{suffix}", f"side-{suffix}", f"tok-{suffix}"
+    secret_env = provision(s3=client("s3"), dynamodb=client("dynamodb"), secretsmanager=client("secretsmanager"),
+                           bucket=bucket, table=table, token=token, token_secret_name=f"side/{suffix}")
+    base_env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), **fake,
+                "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "lambdas")]), "PYTHONUNBUFFERED": "1"}
+    tmp = tempfile.mkdtemp(prefix="framesink-side-")
+    subjects: dict[str, Subject] = {}
+    per_frame: dict[str, list[float]] = {}
+    stored: dict[str, list[int]] = {}
+    details: dict = {"frames_per_round": frames_per_round, "rounds": rounds, "png": "480x360 camera-like"}
+    try:
+        receiver_env = {**base_env, "FRAMESINK_BUCKET": bucket, "FRAMESINK_TABLE": table, **secret_env,
+                        "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_TRACE_DISABLED": "true",
+                        "POWERTOOLS_METRICS_DISABLED": "true"}
+        subjects["framesink receiver"] = Subject(
+            "framesink receiver", [sys.executable, "-m", "framesink_receiver", "--port", "0"], receiver_env,
+            lambda p: f"ws://127.0.0.1:{p}/?token={token}")
+        subjects["python 2-call floor"] = Subject(
+            "python 2-call floor", [sys.executable, "-m", "bench.floor_receiver", bucket, table], base_env,
+            lambda p: f"ws://127.0.0.1:{p}/")
+        if _node_ready():
+            subjects["node sample receiver"] = Subject(
+                "node sample receiver", ["node", str(NODE_DIR / "receiver.js"), str(Path(tmp) / "frames.bin")],
+                {"PATH": os.environ.get("PATH", "")}, lambda p: f"ws://127.0.0.1:{p}/")
+        names = list(subjects)
+        s3 = client("s3")
+        for r in range(rounds):
+            order = names[r % len(names):] + names[: r % len(names)]
+            for name in order:
+                subject = subjects[name]
+                prefix = f"side-{r}-{name.split()[0]}-{uuid.uuid4().hex[:6]}"
+                _wait_cpu_idle(subject.proc.pid)
+                before = proc_stats(subject.proc.pid)
+                result = loadgen("bots", "--url", subject.url, "--participants", str(MEETING), "--meeting-size",
+                                 str(MEETING), "--ticks", str(ticks), "--fps", "0", "--size", "webcam",
+                                 "--recording-prefix", prefix)
+                after = _wait_cpu_idle(subject.proc.pid)
+                sent = len(result["sent"])
+                per_frame.setdefault(name, []).append((after["cpu_seconds"] - before["cpu_seconds"]) * 1000 / sent)
+                if name != "node sample receiver":
+                    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"recordings/{prefix}")
+                    stored.setdefault(name, []).append(sum(len(p.get("Contents", [])) for p in pages))
+                if result["errors"]:
+                    details.setdefault("errors", []).extend(result["errors"])
+        for name, subject in subjects.items():
+            err = subject.stop()
+            if name == "node sample receiver":
+                counted = [json.loads(line)["frames"] for line in err.splitlines() if line.startswith("{")]
+                stored[name] = counted
+    finally:
+        for subject in subjects.values():
+            if subject.proc.poll() is None:
+                subject.proc.kill()
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    med = {name: statistics.median(v) for name, v in per_frame.items()}
+    details["cpu_ms_per_frame"] = {name: [round(x, 2) for x in v] for name, v in per_frame.items()}
+    details["stored"] = stored
+    floor_name, node_name, ours = "python 2-call floor", "node sample receiver", "framesink receiver"
+    # per-round ratios (same round, adjacent in time): their median, and their spread
+    paired = [a / b for a, b in zip(per_frame[ours], per_frame[floor_name])]
+    details["ratio_to_floor_per_round"] = [round(x, 2) for x in paired]
+    rows = [Row("sidebyside", "receiver CPU per frame vs the Python 2-call floor", med[ours], "ms",
+                baseline=med[floor_name], baseline_name="json.loads + b64decode + put_object + put_item",
+                target=TARGET, paired_ratio=statistics.median(paired),
+                note=f"rounds {min(paired):.2f}-{max(paired):.2f}x; stored {stored.get(ours)} of "
+                     f"{frames_per_round} per round")]
+    if node_name in per_frame:
+        node_paired = [a / b for a, b in zip(per_frame[ours], per_frame[node_name])]
+        details["ratio_to_node_per_round"] = [round(x, 2) for x in node_paired]
+        rows.append(Row("sidebyside", "receiver CPU per frame vs Recall's Node sample (stores nothing)", med[ours],
+                        "ms", baseline=med[node_name], baseline_name="JSON.parse + base64 + append to a file",
+                        paired_ratio=statistics.median(node_paired),
+                        note=f"rounds {min(node_paired):.2f}-{max(node_paired):.2f}x"))
+    else:
+        details["node"] = "skipped: node/npm not found"
+    return rows, details
+
+
+if __name__ == "__main__":
+    from .__main__ import print_table
+
+    result_rows, result = run(quick="--quick" in sys.argv)
+    print_table(result_rows)
+    print(json.dumps(result, indent=2))
