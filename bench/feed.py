@@ -56,7 +56,8 @@ def run(quick: bool = False) -> tuple[list[Row], dict]:
     queue, index = lags["queue"], lags["index"]
     details = {"frames_sent": sent, "participants": participants, "seconds": seconds,
                "queue": {"seen": len(queue), "p50_ms": percentile(queue, 50), "p99_ms": percentile(queue, 99),
-                         "max_ms": queue[-1] if queue else None},
+                         "max_ms": queue[-1] if queue else None, "over_1s": sum(1 for x in queue if x > 1000),
+                         "slowest": queue[-12:]},
                "index": {"seen": len(index), "p50_ms": percentile(index, 50), "p99_ms": percentile(index, 99),
                          "max_ms": index[-1] if index else None}}
     note = f"{len(queue)}/{sent} frames seen"

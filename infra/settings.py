@@ -85,8 +85,8 @@ DEFAULTS: dict[str, Any] = {
     # After bot.call_ended (no bot.done yet), minutes without a new frame before exporting.
     "exportQuietMinutes": 10,
     # Container ingress task count: CPU autoscaling between these (1 <= min <= max <= 100).
-    # One 0.5-vCPU task holds ~14-17 webcams at the 60 % CPU target (README "choose your
-    # ingress"), so max = concurrent participants / 14, rounded up, with headroom.
+    # One 0.5-vCPU task holds ~30 webcams at the 60 % CPU target (receiver CPU per frame in
+    # README "Performance"), so max = concurrent participants / 30, rounded up, with headroom.
     "containerMinTasks": 1,
     "containerMaxTasks": 4,
     # create-bot (infra/bot_api.py). The Recall region whose API (and API key) the bots use.
