@@ -86,7 +86,7 @@ def test_the_order_events_arrive_in_does_not_matter(svc, deck):
 def test_the_handler_skips_what_it_cannot_use(svc, deck, lambda_context, caplog_json, aws, stack):
     from framesink_handlers import slides
 
-    slides.analyzer.cache_clear()
+    slides._analyzer.cache_clear()
     event = {"detail-type": "Object Created", "time": "2026-11-23T19:00:00Z",
              "detail": {"bucket": {"name": stack.bucket}, "object": {"key": "notes/readme.txt", "size": 3}}}
     assert slides.handler(event, lambda_context) == {"slide": False}
@@ -102,7 +102,7 @@ def test_the_handler_skips_what_it_cannot_use(svc, deck, lambda_context, caplog_
     ref = store_show(svc, deck, "rec-handler", [2])[0]
     event["detail"]["object"]["key"] = ref.key
     assert slides.handler(event, lambda_context) == {"slide": True}
-    slides.analyzer.cache_clear()
+    slides._analyzer.cache_clear()
 
 
 def test_frame_refs_from_events_follow_the_storage_contract():
