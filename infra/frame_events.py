@@ -76,6 +76,7 @@ class FrameEvents(Construct):
             table_arn = table.table_arn
             # framesink_core.slides.SlideAnalyzer: GetObject (the frame, the previous one),
             # Query (the previous screenshare frame on gsi1, earlier slides on the table),
+            # ListBucket under recordings/ (the previous frame before it is indexed),
             # PutItem (the slide item).
             self.analyzer = functions.create(
                 self, "SlideAnalyzer",
@@ -83,6 +84,8 @@ class FrameEvents(Construct):
                 description="Example analyzer: screenshare frames -> slide changes in the index",
                 statements=[
                     iam.PolicyStatement(actions=["s3:GetObject"], resources=[bucket.arn_for_objects("recordings/*")]),
+                    iam.PolicyStatement(actions=["s3:ListBucket"], resources=[bucket.bucket_arn],
+                                        conditions={"StringLike": {"s3:prefix": ["recordings/*"]}}),
                     iam.PolicyStatement(actions=["dynamodb:Query"], resources=[
                         table_arn, *(f"{table_arn}/index/{g['name']}" for g in schema.TABLE_SCHEMA["global_secondary_indexes"])]),
                     iam.PolicyStatement(actions=["dynamodb:PutItem"], resources=[table_arn]),

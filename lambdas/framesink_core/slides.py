@@ -32,6 +32,7 @@ from .storage import MetadataError, StoredFrame, to_item
 
 THUMB = (32, 18)
 DEFAULT_THRESHOLD = 4.0
+LOOKBACK_MS = 10_000  # how far back S3 is listed for the previous frame (the index's fallback)
 
 
 def signature(png: bytes) -> bytes:
@@ -111,12 +112,31 @@ class SlideAnalyzer:
         return slide
 
     def _previous_frame(self, ref: FrameRef) -> dict | None:
-        """The participant's screenshare frame just before this one in meeting time."""
+        """The participant's screenshare frame just before this one in meeting time. S3 first
+        (one LIST of the last LOOKBACK_MS): the event is sent when an object is written, a
+        moment before its index item (the receiver batches those for up to 50 ms), so the
+        index can still miss the frame just before this one and answer with an older one.
+        Past the window (a paused share), the index, where older frames are surely written."""
         if ref.relative_ms == 0:
             return None
+        folder = ref.key.rsplit("/", 1)[0] + "/"
+        start = max(0, ref.relative_ms - LOOKBACK_MS)
+        kwargs = {"Bucket": self.bucket, "Prefix": folder}
+        if start:
+            kwargs["StartAfter"] = folder + schema.relative_ms_text(start - 1) + ".png"
+        previous = None
+        for page in self.s3.get_paginator("list_objects_v2").paginate(**kwargs):
+            for obj in page.get("Contents", []):
+                if obj["Key"] >= ref.key:
+                    return {"s3_key": previous} if previous else self._previous_indexed(ref, start)
+                previous = obj["Key"]
+        return {"s3_key": previous} if previous else self._previous_indexed(ref, start)
+
+    def _previous_indexed(self, ref: FrameRef, before_ms: int) -> dict | None:
+        if before_ms <= 0:
+            return None
         for frame in self.index.iter_frames(ref.recording_id, participant_id=ref.participant_id,
-                                            frame_type="screenshare", until=ref.relative_ms, newest_first=True,
-                                            limit=50):
+                                            frame_type="screenshare", until=before_ms, newest_first=True, limit=1):
             return frame
         return None
 

@@ -94,8 +94,12 @@ def test_the_analyzer_gets_screenshares_and_holds_only_what_it_uses(synth):
     (target,) = rule["Targets"]
     assert target["RetryPolicy"]["MaximumRetryAttempts"] == 2 and "DeadLetterConfig" in target
     granted = {a for a, _ in statements(template, fn["Properties"]["Role"]["Fn::GetAtt"][0])}
-    assert granted == {"s3:GetObject", "dynamodb:Query", "dynamodb:PutItem", "logs:CreateLogStream",
+    assert granted == {"s3:GetObject", "s3:ListBucket", "dynamodb:Query", "dynamodb:PutItem", "logs:CreateLogStream",
                        "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+    role = fn["Properties"]["Role"]["Fn::GetAtt"][0]
+    listing = [st for p in of_type(template, "AWS::IAM::Policy").values() if {"Ref": role} in p["Properties"]["Roles"]
+               for st in p["Properties"]["PolicyDocument"]["Statement"] if st["Action"] == "s3:ListBucket"]
+    assert [st["Condition"] for st in listing] == [{"StringLike": {"s3:prefix": ["recordings/*"]}}]
     # the media asset: Pillow is there (and the ingest path's asset does not carry it)
     asset = out / f"asset.{fn['Properties']['Code']['S3Key'].removesuffix('.zip')}"
     assert (asset / "PIL").is_dir() and (asset / "framesink_core" / "slides.py").is_file()

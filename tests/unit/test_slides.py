@@ -116,3 +116,28 @@ def test_frame_refs_from_events_follow_the_storage_contract():
     for bad in ({}, {"detail-type": "Object Deleted"}, {**event, "detail": {"bucket": {"name": "b"}, "object": {
             "key": "exports/r-1/100/webcam.mp4"}}}, "not a dict"):
         assert FrameRef.from_event(bad) is None
+
+
+def test_a_frame_whose_predecessor_is_not_indexed_yet_finds_it_in_s3(svc, deck, aws):
+    """The event comes when the object is written, a moment before its index item (the
+    receiver batches those): the previous frame is then listed from S3, and a held slide is
+    not taken for a new one."""
+    refs = store_show(svc, deck, "rec-race", [2, 2, 2, 3])
+    # the index items of the last three frames are "not written yet"
+    for ref in refs[1:]:
+        aws["dynamodb"].delete_item(TableName=svc.settings.table, Key={
+            "pk": {"S": "REC#rec-race"}, "sk": {"S": f"{ref.relative_ms:010d}#1#screenshare"}})
+    found = [analyzer(svc).analyze(ref) for ref in refs]
+    assert [ref.relative_ms for ref, slide in zip(refs, found) if slide is not None] == [0, 1500]
+    # the frame just before, though the index holds only an older one
+    assert analyzer(svc)._previous_frame(refs[3])["s3_key"] == refs[2].key
+
+
+def test_after_a_pause_longer_than_the_listing_the_index_gives_the_previous_frame(svc, deck):
+    message = lambda slide, seconds: frame_message(deck[slide][0], recording_id="rec-pause", participant_id=1,  # noqa: E731
+                                                   relative=seconds, frame_type="screenshare")
+    first = svc.ingestor.handle(message(4, 1.0), connection_id="c")
+    later = svc.ingestor.handle(message(4, 61.0), connection_id="c")  # a minute later, same slide
+    ref = FrameRef.from_key(svc.settings.bucket, later.key)
+    assert analyzer(svc)._previous_frame(ref)["s3_key"] == first.key
+    assert analyzer(svc).analyze(ref) is None  # not a change
