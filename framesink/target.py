@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from framesink_core.settings import Settings
@@ -85,9 +86,11 @@ class Target:
     state: dict = field(default_factory=dict)  # the local state file, with --local
     outputs: dict = field(default_factory=dict)  # stack outputs, when they were read
 
-    def client(self, service: str):
-        """A boto3 client for this target, with framesink's retry/timeout settings."""
-        kwargs: dict = {"region_name": self.region, "config": BOTO_CONFIG}
+    def client(self, service: str, *, signature_version: str | None = None):
+        """A boto3 client for this target, with framesink's retry/timeout settings
+        (``signature_version="s3v4"`` for an S3 client that presigns URLs)."""
+        config = BOTO_CONFIG.merge(Config(signature_version=signature_version)) if signature_version else BOTO_CONFIG
+        kwargs: dict = {"region_name": self.region, "config": config}
         if self.endpoint_url:
             kwargs["endpoint_url"] = self.endpoint_url
         if self.local:

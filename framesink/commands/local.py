@@ -84,9 +84,13 @@ async def _serve(config: LocalConfig) -> int:
         f"  websocket   {state['ws_url']}\n"
         f"  AWS (moto)  {state['endpoint_url']}  bucket {state['bucket']}, table {state['table']}\n"
         f"  limits      {limits}\n"
+        f"  webhooks    POST {state['webhook_url']} (Recall's bot status events, signed; secret in the state file)\n"
+        f"  frame queue {state['frame_queue_url']}\n"
         f"  state file  {config.state_file}\n"
-        f"Try:  framesink simulate --url '{state['ws_url']}' --small\n"
-        f"      framesink frames --local --recording <recording id>\n"
+        f"Try:  framesink simulate --small --webhooks    (a bot and its signed status webhooks; a shared deck of\n"
+        f"      real-size slides, --slides 3, needs `framesink local --ingress direct`)\n"
+        f"      framesink watch --local --recording <recording id>\n"
+        f"      framesink recording --local <recording id>\n"
         f"Ctrl+C stops it (in-flight frames are finished first).",
         flush=True,
     )

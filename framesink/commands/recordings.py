@@ -7,7 +7,7 @@ import argparse
 import json
 from datetime import datetime, timezone
 
-from framesink_core.query import check_id, presigned_get_url, presign_client
+from framesink_core.query import check_id, presigned_get_url
 
 from .. import target
 from ..cli import CliError
@@ -67,7 +67,7 @@ def describe(where: target.Target, recording_id: str, url_expires: int = 900) ->
     lasts = [p["last_ms"] for p in parts if p.get("last_ms") is not None]
     found["duration_ms"] = max(lasts) - min(firsts) if firsts and lasts else 0
     if found["exports"]:
-        presigner = presign_client(where.region, where.endpoint_url)
+        presigner = where.client("s3", signature_version="s3v4")  # SigV4: see query.presign_client
         for export in found["exports"]:
             export["url"] = presigned_get_url(presigner, where.bucket, export["s3_key"], url_expires)
             export["contact_sheet_url"] = presigned_get_url(presigner, where.bucket, export["contact_sheet_key"],

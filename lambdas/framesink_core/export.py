@@ -36,6 +36,9 @@ from .storage import error_code, from_item, to_item
 from .video import DEFAULT_GAP_MS, VideoStats, VideoWriter
 
 PREFETCH = 8  # frames downloaded ahead of the encoder: bounds memory, hides S3 latency
+# The export starts once the newest frame is this old: every index item written (the receiver
+# batches them for 50 ms), so the totals' recount is final (totals.py, counted_through).
+SETTLE_SECONDS = 5
 RESTARTABLE = ("queued", "pending", "failed")
 
 
@@ -172,13 +175,15 @@ class ExportJobs:
         job = self.job(recording_id)
         if job is None or job.get("job_status") not in RESTARTABLE:
             return f"skipped: job {job.get('job_status') if job else 'missing'}"
-        if job.get("job_status") == "pending":  # bot.call_ended: wait until frames stop coming
-            latest = max((p.get("last_seen") or 0 for p in self._participants(recording_id)), default=0)
-            quiet_since = max(latest, 0) / 1000
-            if now - quiet_since < self.quiet_seconds:
-                self.send({"kind": "recording", "recording_id": recording_id, "trigger": "quiet check"},
-                          min(900, int(self.quiet_seconds - (now - quiet_since)) + 1))
-                return "waiting: frames still arriving"
+        # bot.call_ended: wait until frames have stopped for the quiet period. Always: wait
+        # until the last frame is SETTLE_SECONDS old, so every frame's index item is written
+        # before the totals are recounted (a recount is final for the frames stored before it).
+        quiet = self.quiet_seconds if job.get("job_status") == "pending" else SETTLE_SECONDS
+        latest = max((p.get("last_seen") or 0 for p in self._participants(recording_id)), default=0) / 1000
+        if now - latest < quiet:
+            self.send({"kind": "recording", "recording_id": recording_id, "trigger": "quiet check"},
+                      min(900, int(quiet - (now - latest)) + 1))
+            return "waiting: frames still arriving"
         try:  # the one transition that starts it: a redelivery or a second trigger skips
             self.dynamodb.update_item(
                 TableName=self.table, Key=self._job_key(recording_id),

@@ -16,7 +16,9 @@ How far totals may lag: ``interval`` seconds (5) plus the time to the next frame
 What a crash loses: the unflushed deltas of that process (at most ``interval`` seconds of its
 frames); a retried UpdateItem whose first attempt landed counts twice. The frames themselves
 are never at risk. ``reindex`` (from S3) and ``retotal`` (from the index) recompute totals
-exactly; the end-of-meeting export job runs ``retotal``.
+exactly and mark the item ``counted_through`` (the newest stored_at they counted): a delta
+whose frames were all stored by then is dropped rather than counted twice. The end-of-meeting
+export job runs ``retotal`` once frames have stopped for a while (export.py).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class _Delta:
     bot_id: str | None = None
     types: set = field(default_factory=set)  # webcam / screenshare: the streams an export makes
     first_stored: int | None = None  # earliest stored_at: when the recording was first seen
+    last_stored: int | None = None  # newest stored_at (a recount covering it makes this delta stale)
     expires_at: int | None = None
     expiry_known: bool = False  # expires_at None means "no TTL" only once a frame said so
 
@@ -64,6 +67,7 @@ class _Delta:
         self.types.add(frame.frame_type)
         if frame.stored_at is not None:
             self.first_stored = frame.stored_at if self.first_stored is None else min(self.first_stored, frame.stored_at)
+            self.last_stored = frame.stored_at if self.last_stored is None else max(self.last_stored, frame.stored_at)
         # Items expire with their newest stored frame (frames arrive in store-time order).
         self.expires_at = expires_at if expires_at is None or self.expires_at is None else max(self.expires_at, expires_at)
         self.expiry_known = True
@@ -83,6 +87,8 @@ class _Delta:
         self.types |= other.types
         if other.first_stored is not None:
             self.first_stored = min(self.first_stored or other.first_stored, other.first_stored)
+        if other.last_stored is not None:
+            self.last_stored = max(self.last_stored or other.last_stored, other.last_stored)
         if not self.expiry_known:
             self.expires_at, self.expiry_known = other.expires_at, other.expiry_known
 
@@ -203,12 +209,18 @@ class ParticipantTotals:
             del names["#exp"]
         attr_sets, attr_values = self._attribute_clauses(d)
         adds = " ADD frame_count :n, #b :bytes, #types :types"
+        # A recount (set_exact_totals: the export job's retotal, reindex) marks the item with
+        # the newest stored_at it counted; a delta of frames stored no later than that was
+        # counted already (a Lambda instance's leftover, flushed by its next invocation) and
+        # is dropped instead of counted twice.
+        fresh = "(attribute_not_exists(counted_through) OR counted_through < :fs)"
+        values[":fs"] = d.first_stored if d.first_stored is not None else 0
         try:
             # The common case: this delta is the newest in meeting time. One write.
             result = self.dynamodb.update_item(
                 TableName=self.table, Key=key, ReturnValues="ALL_NEW",
                 UpdateExpression="SET " + ", ".join([*sets, "last_ms = :last", *attr_sets]) + adds + expiry,
-                ConditionExpression="(attribute_not_exists(last_ms) OR last_ms <= :last)"
+                ConditionExpression=f"{fresh} AND (attribute_not_exists(last_ms) OR last_ms <= :last)"
                 + (" AND (attribute_not_exists(attrs_ms) OR attrs_ms <= :am)" if attr_sets else ""),
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=to_item({**values, ":last": d.last_ms, **attr_values}),
@@ -217,11 +229,17 @@ class ParticipantTotals:
             if error_code(exc) != "ConditionalCheckFailedException":
                 raise
             # Late frames, or another writer is ahead: count, then widen what this delta widens.
-            result = self.dynamodb.update_item(
-                TableName=self.table, Key=key, ReturnValues="ALL_NEW",
-                UpdateExpression="SET " + ", ".join(sets) + adds + expiry,
-                ExpressionAttributeNames=names, ExpressionAttributeValues=to_item(values),
-            )
+            try:
+                result = self.dynamodb.update_item(
+                    TableName=self.table, Key=key, ReturnValues="ALL_NEW",
+                    UpdateExpression="SET " + ", ".join(sets) + adds + expiry, ConditionExpression=fresh,
+                    ExpressionAttributeNames=names, ExpressionAttributeValues=to_item(values),
+                )
+            except ClientError as again:
+                if error_code(again) != "ConditionalCheckFailedException":
+                    raise
+                count("TotalsRecounted")  # counted by the recount already
+                return
             current = from_item(result.get("Attributes", {}))
             if current.get("last_ms") is None or current["last_ms"] < d.last_ms:
                 self._set_if(key, "last_ms = :v", "attribute_not_exists(last_ms) OR last_ms < :v", {":v": d.last_ms})
@@ -315,6 +333,7 @@ def set_exact_totals(dynamodb, table: str, frames: list[StoredFrame], expiry_day
               "participant_id": frames[0].participant_id, "frame_count": d.frames, "bytes": d.bytes,
               "first_ms": d.first_ms, "last_ms": d.last_ms, "bot_id": d.bot_id, "types": set(d.types),
               **{attr: value for attr, (_ms, value) in d.attrs.items()}, "attrs_ms": d.attrs_ms,
+              "counted_through": max((f.stored_at for f in frames if f.stored_at is not None), default=None),
               schema.TTL_ATTRIBUTE: exp}
     names, vals, sets = {}, {}, []
     for attr, value in values.items():

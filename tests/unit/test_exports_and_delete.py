@@ -16,6 +16,7 @@ from conftest import REGION, api_event
 from framesink.cli import main
 from framesink.synthetic import frame_message, make_png
 from framesink_core.meetings import claim_export
+from framesink_core import export as export_module
 from framesink_core.service import Service
 from framesink_core.storage import BOTO_CONFIG, from_item
 from framesink_core.video import probe
@@ -29,6 +30,13 @@ REC, BOT = "rec-meeting", "bot-77"
 WEBCAM_5 = [0, 500, 1000, 1500, 21500, 22000]
 SCREEN_5 = [250, 750, 1250]
 WEBCAM_6 = [100, 600, 1100, 1600]
+
+
+@pytest.fixture(autouse=True)
+def no_settling(monkeypatch):
+    """Frames here are stored just before the export runs: skip the wait for them to settle
+    (export.SETTLE_SECONDS; tests/integration/test_meetings_local.py runs with it)."""
+    monkeypatch.setattr(export_module, "SETTLE_SECONDS", 0)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import pytest
 from conftest import REGION, api_event
 from framesink.synthetic import frame_message, make_png
 from framesink_core.auth import sign_headers
+from framesink_core import export as export_module
 from framesink_core.service import Service
 from framesink_core.storage import BOTO_CONFIG, from_item
 from framesink_handlers import _runtime, webhooks
@@ -22,6 +23,13 @@ from framesink_handlers import _runtime, webhooks
 SECRET = "whsec_" + base64.b64encode(b"webhook-signing-key-for-tests-32").decode()
 OTHER = "whsec_" + base64.b64encode(b"a-different-key-nobody-configured").decode()
 BOT = "bot-7f3a"
+
+
+@pytest.fixture(autouse=True)
+def no_settling(monkeypatch):
+    """Frames here are stored just before the export runs: skip the wait for them to settle
+    (export.SETTLE_SECONDS; tests/integration/test_meetings_local.py runs with it)."""
+    monkeypatch.setattr(export_module, "SETTLE_SECONDS", 0)
 
 
 @pytest.fixture

@@ -135,6 +135,28 @@ def test_totals_lag_at_most_the_interval_and_retotal_makes_them_exact(stack, aws
     assert (item["frame_count"], item["first_ms"], item["last_ms"]) == (6, 0, 2500)
 
 
+def test_a_delta_left_over_from_before_a_recount_is_not_counted_twice(stack, aws):
+    """A Lambda instance flushes its leftover delta at its next invocation, which can come
+    after the export job recounted the participant: those frames were counted already."""
+    from framesink_core.totals import set_exact_totals
+
+    leftover = ParticipantTotals(stack.table, aws["dynamodb"], interval=3600)
+    frames = [frame(ms) for ms in (0, 500, 1000, 1500)]
+    leftover.add(frames[0], None)
+    leftover.flush_all()  # its first frame, written at once
+    for f in frames[1:]:
+        leftover.add(f, None)  # ...the rest still in memory when the meeting ends
+    set_exact_totals(aws["dynamodb"], stack.table, frames, 30)  # the export job's recount
+    assert participant(stack, aws)["frame_count"] == 4
+    leftover.flush_all()
+    assert participant(stack, aws)["frame_count"] == 4  # dropped, not added
+    later = ParticipantTotals(stack.table, aws["dynamodb"], interval=0)
+    later.add(frame(2000), None)  # stored after the recount: counted
+    later.flush_all()
+    item = participant(stack, aws)
+    assert (item["frame_count"], item["last_ms"]) == (5, 2000)
+
+
 # --- the batching index writer -------------------------------------------------------------------
 
 
