@@ -24,6 +24,7 @@ app.exception_handler(QueryError)(bad_parameter)
 @app.delete("/recordings/<recording_id>")
 @tracer.capture_method(capture_response=False)
 def delete(recording_id: str):
+    count("DeleteRequest")  # every request, refused ones too
     params = app.current_event.query_string_parameters or {}
     confirm = params.get("confirm", "false")
     if confirm not in ("true", "false"):
