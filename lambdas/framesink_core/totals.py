@@ -48,8 +48,8 @@ class _Delta:
     attrs: dict = field(default_factory=dict)  # attribute -> (ms, value): latest non-null by time
     bot_id: str | None = None
     types: set = field(default_factory=set)  # webcam / screenshare: the streams an export makes
-    first_stored: int | None = None  # earliest stored_at: when the recording was first seen
-    last_stored: int | None = None  # newest stored_at (a recount covering it makes this delta stale)
+    first_stored: int | None = None  # earliest stored_at: when the recording was first seen; a
+    # recount that counted frames stored up to or after it makes this delta stale (_write)
     expires_at: int | None = None
     expiry_known: bool = False  # expires_at None means "no TTL" only once a frame said so
 
@@ -67,7 +67,6 @@ class _Delta:
         self.types.add(frame.frame_type)
         if frame.stored_at is not None:
             self.first_stored = frame.stored_at if self.first_stored is None else min(self.first_stored, frame.stored_at)
-            self.last_stored = frame.stored_at if self.last_stored is None else max(self.last_stored, frame.stored_at)
         # Items expire with their newest stored frame (frames arrive in store-time order).
         self.expires_at = expires_at if expires_at is None or self.expires_at is None else max(self.expires_at, expires_at)
         self.expiry_known = True
@@ -87,8 +86,6 @@ class _Delta:
         self.types |= other.types
         if other.first_stored is not None:
             self.first_stored = min(self.first_stored or other.first_stored, other.first_stored)
-        if other.last_stored is not None:
-            self.last_stored = max(self.last_stored or other.last_stored, other.last_stored)
         if not self.expiry_known:
             self.expires_at, self.expiry_known = other.expires_at, other.expiry_known
 
