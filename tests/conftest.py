@@ -71,6 +71,29 @@ def signed_stack(aws, monkeypatch):
     return _stack(aws, monkeypatch, verification_secret=WHSEC)
 
 
+@pytest.fixture
+def export_queue(aws, monkeypatch):
+    """An SQS export queue named in the functions' environment (FRAMESINK_EXPORT_QUEUE_URL);
+    the handlers' Service is rebuilt around it. Yields (sqs client, queue URL)."""
+    from framesink_handlers import _runtime
+
+    sqs = boto3.client("sqs", region_name=REGION, config=BOTO_CONFIG)
+    queue = sqs.create_queue(QueueName=f"exports-{uuid.uuid4().hex[:6]}")["QueueUrl"]
+    monkeypatch.setenv("FRAMESINK_EXPORT_QUEUE_URL", queue)
+    _runtime.service.cache_clear()
+    yield sqs, queue
+    _runtime.service.cache_clear()
+
+
+@pytest.fixture
+def no_export_settling(monkeypatch):
+    """For tests that store frames just before the export runs: no wait for them to settle
+    (export.SETTLE_SECONDS; tests/integration/test_meetings_local.py runs with it)."""
+    from framesink_core import export
+
+    monkeypatch.setattr(export, "SETTLE_SECONDS", 0)
+
+
 @pytest.fixture(scope="session")
 def small_png():
     return make_png(64, 48, seed=1, detailed=False)

@@ -78,6 +78,13 @@ def download(s3, bucket: str, frame: dict, path: Path) -> int:
     return len(body)
 
 
+def write_manifest(folder: Path, frames: list[dict]) -> None:
+    """``frames.jsonl``: the index records of what was exported, one per line."""
+    with open(folder / "frames.jsonl", "w", encoding="utf-8") as manifest:
+        for frame in frames:
+            manifest.write(json.dumps(frame, ensure_ascii=False) + "\n")
+
+
 def writable_dir(path: Path) -> None:
     """Make ``path`` (and its parents) or say in one line why it cannot be written."""
     if path.exists() and not path.is_dir():
@@ -116,9 +123,7 @@ def run(args: argparse.Namespace) -> int:
                 failures.append((futures[future], str(exc)))
             bar.update(1)
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "frames.jsonl", "w", encoding="utf-8") as manifest:
-        for frame in frames:
-            manifest.write(json.dumps(frame, ensure_ascii=False) + "\n")
+    write_manifest(folder, frames)
     for frame, error in failures:
         print(f"framesink: could not download {frame['s3_key']}: {error}", file=sys.stderr)
     failed = {f["s3_key"] for f, _ in failures}
@@ -150,9 +155,7 @@ def export_video(args: argparse.Namespace, t: target.Target, s3, frames: list[di
     if not 0 < args.gap_seconds <= 86400:
         raise CliError("--gap-seconds must be between 0 and 86400")
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "frames.jsonl", "w", encoding="utf-8") as manifest:
-        for frame in frames:
-            manifest.write(json.dumps(frame, ensure_ascii=False) + "\n")
+    write_manifest(folder, frames)
     fetch = lambda f: s3.get_object(Bucket=t.bucket, Key=f["s3_key"])["Body"].read()  # noqa: E731
     gap_ms = int(args.gap_seconds * 1000) if args.gap_fill == "black" else DEFAULT_GAP_MS
     entries, failed = [], 0

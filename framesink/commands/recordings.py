@@ -7,7 +7,7 @@ import argparse
 import json
 from datetime import datetime, timezone
 
-from framesink_core.query import check_id, presigned_get_url
+from framesink_core.query import check_id, recording_view
 
 from .. import target
 from ..cli import CliError
@@ -55,23 +55,15 @@ def run_list(args: argparse.Namespace) -> int:
 
 def describe(where: target.Target, recording_id: str, url_expires: int = 900) -> dict:
     """Everything `framesink recording` shows, as one dict."""
-    index = where.index()
-    found = index.recording(check_id(recording_id, "recording"))
+    presigner = where.client("s3", signature_version="s3v4")  # SigV4: see query.presign_client
+    found = recording_view(where.index(), check_id(recording_id, "recording"), presigner, where.bucket, url_expires)
     if found is None:
         raise CliError(f"recording {recording_id} is not in the index")
-    meta = found["meta"] or {}
-    found["bot"] = index.bot_status(meta["bot_id"]) if meta.get("bot_id") else None
     parts = found["participants"]
     found["frames"] = sum(p.get("frame_count") or 0 for p in parts)
     firsts = [p["first_ms"] for p in parts if p.get("first_ms") is not None]
     lasts = [p["last_ms"] for p in parts if p.get("last_ms") is not None]
     found["duration_ms"] = max(lasts) - min(firsts) if firsts and lasts else 0
-    if found["exports"]:
-        presigner = where.client("s3", signature_version="s3v4")  # SigV4: see query.presign_client
-        for export in found["exports"]:
-            export["url"] = presigned_get_url(presigner, where.bucket, export["s3_key"], url_expires)
-            export["contact_sheet_url"] = presigned_get_url(presigner, where.bucket, export["contact_sheet_key"],
-                                                            url_expires)
     return found
 
 

@@ -426,6 +426,21 @@ def presigned_get_url(s3, bucket: str, key: str, expires_in: int) -> str:
     )
 
 
+def recording_view(index: FrameIndex, recording_id: str, presigner, bucket: str, expires_in: int) -> dict | None:
+    """A recording as `framesink recording` and ``GET /recordings/{id}`` give it: its items
+    (FrameIndex.recording), its bot's status and timeline, each export with presigned URLs
+    (``presigner``: an S3 client signing with SigV4). None for an unknown recording."""
+    found = index.recording(recording_id)
+    if found is None:
+        return None
+    bot_id = (found["meta"] or {}).get("bot_id")
+    found["bot"] = index.bot_status(bot_id) if bot_id else None
+    for export in found["exports"]:
+        export["url"] = presigned_get_url(presigner, bucket, export["s3_key"], expires_in)
+        export["contact_sheet_url"] = presigned_get_url(presigner, bucket, export["contact_sheet_key"], expires_in)
+    return found
+
+
 def presign_client(region: str | None = None, endpoint_url: str | None = None):
     """An S3 client that presigns with SigV4: botocore's default for presigning in us-east-1
     is still the deprecated SigV2, which newer regions and KMS-encrypted objects refuse."""

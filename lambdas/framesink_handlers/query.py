@@ -17,7 +17,7 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.logging import correlation_paths
 
 from framesink_core.observability import count, count_with_dimension
-from framesink_core.query import QueryError, check_id, presigned_get_url
+from framesink_core.query import QueryError, check_id, presigned_get_url, recording_view
 
 from ._runtime import logger, metrics, service, tracer
 
@@ -59,15 +59,10 @@ def recordings():
 def recording(recording_id: str):
     recording_id = check_id(recording_id, "recording")
     svc = service()
-    found = svc.index.recording(recording_id)
+    expiry = svc.settings.presign_expiry_seconds
+    found = recording_view(svc.index, recording_id, svc.presigner, svc.settings.bucket, expiry)
     if found is None:
         _not_found(recording_id)
-    found["bot"] = svc.index.bot_status(found["meta"]["bot_id"]) if (found["meta"] or {}).get("bot_id") else None
-    expiry = svc.settings.presign_expiry_seconds
-    for export in found["exports"]:
-        export["url"] = presigned_get_url(svc.presigner, svc.settings.bucket, export["s3_key"], expiry)
-        export["contact_sheet_url"] = presigned_get_url(svc.presigner, svc.settings.bucket,
-                                                        export["contact_sheet_key"], expiry)
     count("QueryServed")
     return {**found, "url_expires_in": expiry}
 

@@ -13,7 +13,7 @@ import json
 from base64 import b64decode
 
 from framesink_core.auth import AuthError
-from framesink_core.meetings import WebhookError
+from framesink_core.meetings import KNOWN, WebhookError
 from framesink_core.observability import count, count_with_dimension
 
 from ._runtime import logger, metrics, service, tracer
@@ -44,7 +44,7 @@ def handler(event: dict, context):
         count_with_dimension("WebhookRejected", "reason", exc.reason)
         return _answer(exc.status, {"error": exc.reason, "detail": exc.detail})
     if result["result"] == "recorded":
-        count_with_dimension("BotStatus", "status", result["status"] if result["status"] in _STATUSES else "other")
+        count_with_dimension("BotStatus", "status", result["status"] if result["status"] in KNOWN else "other")
         logger.info("bot status", extra={k: result[k] for k in ("bot_id", "status", "recordings")})
     elif result["result"] == "ignored":
         count_with_dimension("WebhookIgnored", "event", "other")
@@ -52,12 +52,3 @@ def handler(event: dict, context):
     else:
         count("WebhookDuplicate")
     return _answer(200, {"result": result["result"]})
-
-
-def _statuses():
-    from framesink_core.meetings import STATUS_ORDER
-
-    return frozenset(STATUS_ORDER)
-
-
-_STATUSES = _statuses()

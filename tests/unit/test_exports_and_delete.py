@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import io
 import json
-import uuid
 
-import boto3
 import pytest
 from PIL import Image
 
-from conftest import REGION, api_event
+from conftest import api_event
 from framesink.cli import main
 from framesink.synthetic import frame_message, make_png
 from framesink_core.meetings import claim_export
-from framesink_core import export as export_module
 from framesink_core.service import Service
-from framesink_core.storage import BOTO_CONFIG, from_item
+from framesink_core.storage import from_item
 from framesink_core.video import probe
 from framesink_handlers import _runtime
 from framesink_handlers import delete as delete_handler
@@ -32,19 +29,12 @@ SCREEN_5 = [250, 750, 1250]
 WEBCAM_6 = [100, 600, 1100, 1600]
 
 
-@pytest.fixture(autouse=True)
-def no_settling(monkeypatch):
-    """Frames here are stored just before the export runs: skip the wait for them to settle
-    (export.SETTLE_SECONDS; tests/integration/test_meetings_local.py runs with it)."""
-    monkeypatch.setattr(export_module, "SETTLE_SECONDS", 0)
+pytestmark = pytest.mark.usefixtures("no_export_settling")
 
 
 @pytest.fixture
-def meeting(stack, aws, monkeypatch):
-    sqs = boto3.client("sqs", region_name=REGION, config=BOTO_CONFIG)
-    queue = sqs.create_queue(QueueName=f"exports-{uuid.uuid4().hex[:6]}")["QueueUrl"]
-    monkeypatch.setenv("FRAMESINK_EXPORT_QUEUE_URL", queue)
-    _runtime.service.cache_clear()
+def meeting(stack, aws, export_queue):
+    sqs, queue = export_queue
     svc = Service(stack, s3=aws["s3"], dynamodb=aws["dynamodb"])
     for pid, frame_type, times, size in ((5, "webcam", WEBCAM_5, (320, 240)), (5, "screenshare", SCREEN_5, (640, 360)),
                                          (6, "webcam", WEBCAM_6, (160, 120))):
@@ -53,8 +43,7 @@ def meeting(stack, aws, monkeypatch):
             assert svc.ingestor.handle(frame_message(png, recording_id=REC, participant_id=pid, relative=ms / 1000,
                                                      frame_type=frame_type, bot_id=BOT, name=f"P{pid}")).stored
     svc.store.totals.flush_all()
-    yield {"settings": stack, "sqs": sqs, "queue": queue, "svc": svc}
-    _runtime.service.cache_clear()
+    return {"settings": stack, "sqs": sqs, "queue": queue, "svc": svc}
 
 
 def drain(meeting, lambda_context) -> list[str]:

@@ -9,15 +9,13 @@ import json
 import time
 import uuid
 
-import boto3
 import pytest
 
-from conftest import REGION, api_event
+from conftest import api_event
 from framesink.synthetic import frame_message, make_png
 from framesink_core.auth import sign_headers
-from framesink_core import export as export_module
 from framesink_core.service import Service
-from framesink_core.storage import BOTO_CONFIG, from_item
+from framesink_core.storage import from_item
 from framesink_handlers import _runtime, webhooks
 
 SECRET = "whsec_" + base64.b64encode(b"webhook-signing-key-for-tests-32").decode()
@@ -25,24 +23,17 @@ OTHER = "whsec_" + base64.b64encode(b"a-different-key-nobody-configured").decode
 BOT = "bot-7f3a"
 
 
-@pytest.fixture(autouse=True)
-def no_settling(monkeypatch):
-    """Frames here are stored just before the export runs: skip the wait for them to settle
-    (export.SETTLE_SECONDS; tests/integration/test_meetings_local.py runs with it)."""
-    monkeypatch.setattr(export_module, "SETTLE_SECONDS", 0)
+pytestmark = pytest.mark.usefixtures("no_export_settling")
 
 
 @pytest.fixture
-def meeting(stack, aws, monkeypatch):
+def meeting(stack, aws, monkeypatch, export_queue):
     """The stack plus the webhook secret and the export queue, as the Lambda sees them."""
     arn = aws["secretsmanager"].create_secret(Name="recall-webhook", SecretString=SECRET)["ARN"]
-    sqs = boto3.client("sqs", region_name=REGION, config=BOTO_CONFIG)
-    queue = sqs.create_queue(QueueName=f"exports-{uuid.uuid4().hex[:6]}")["QueueUrl"]
     monkeypatch.setenv("FRAMESINK_WEBHOOK_SECRET_ID", arn)
-    monkeypatch.setenv("FRAMESINK_EXPORT_QUEUE_URL", queue)
     _runtime.service.cache_clear()
-    yield {"settings": stack, "sqs": sqs, "queue": queue, "secret_arn": arn}
-    _runtime.service.cache_clear()
+    sqs, queue = export_queue
+    return {"settings": stack, "sqs": sqs, "queue": queue, "secret_arn": arn}
 
 
 def status_body(code: str, bot: str = BOT, updated_at: str | None = None, legacy: bool = False) -> bytes:
