@@ -24,6 +24,7 @@ import io
 from collections import OrderedDict
 from dataclasses import dataclass
 from decimal import Decimal
+from itertools import chain
 
 from . import schema
 from .feed import FrameRef
@@ -125,11 +126,11 @@ class SlideAnalyzer:
         if start:
             kwargs["StartAfter"] = folder + schema.relative_ms_text(start - 1) + ".png"
         previous = None
-        for page in self.s3.get_paginator("list_objects_v2").paginate(**kwargs):
-            for obj in page.get("Contents", []):
-                if obj["Key"] >= ref.key:
-                    return {"s3_key": previous} if previous else self._previous_indexed(ref, start)
-                previous = obj["Key"]
+        pages = self.s3.get_paginator("list_objects_v2").paginate(**kwargs)
+        for obj in chain.from_iterable(page.get("Contents", []) for page in pages):
+            if obj["Key"] >= ref.key:
+                break
+            previous = obj["Key"]
         return {"s3_key": previous} if previous else self._previous_indexed(ref, start)
 
     def _previous_indexed(self, ref: FrameRef, before_ms: int) -> dict | None:
