@@ -40,7 +40,7 @@ def run(quick: bool = False) -> tuple[list[Row], dict]:
     recording_id = f"bench-feed-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="framesink-bench-feed-") as tmp:
         config = LocalConfig(port=0, ingress="direct", state_file=Path(tmp) / "local.json", reset_on_stop=True,
-                             handler_log_level="ERROR")
+                             handler_log_level="ERROR", frame_queue=True)
         with background_stack(config) as stack:
             watchers = {source: _watch(config.state_file, recording_id, source) for source in ("queue", "index")}
             time.sleep(2.0)  # both are polling before the first frame is stored

@@ -95,6 +95,9 @@ class LocalConfig:
     webhook_secret: str | None = None
     webhook_port: int = 0  # the webhook route's port (0 = any free port)
     export_quiet_seconds: int = 600  # bot.call_ended -> export, when no bot.done comes
+    # The frame queue `framesink watch` reads (the deploy's -c frameQueue=true); off as there:
+    # without a reader, moto's queue slows every store as it fills (framesink/local_aws.py).
+    frame_queue: bool = False
 
 
 @dataclass
@@ -572,6 +575,7 @@ class LocalStack:
                 token_secret_name=cfg.token_secret_name,
                 verification_secret=cfg.verification_secret,
                 verification_secret_name=cfg.token_secret_name + "-verification",
+                frame_queue=cfg.frame_queue,
             )
             frame_queue_url = secret_env.pop("frame_queue_url")
             analyzer_queue_url = secret_env.pop("analyzer_queue_url")

@@ -19,9 +19,11 @@ def provision(*, s3, dynamodb, secretsmanager, bucket: str, table: str, token: s
               token_secret_name: str = "framesink/connection-token",
               verification_secret: str | None = None,
               verification_secret_name: str = "framesink/recall-verification-secret",
-              events=None, sqs=None) -> dict:
+              events=None, sqs=None, frame_queue: bool = False) -> dict:
     """Create the resources; returns the settings env entries that name the secrets, and with
-    ``events`` and ``sqs`` clients the feed's queue URLs (``frame_queue_url``, ``analyzer_queue_url``)."""
+    ``events`` and ``sqs`` clients the analyzer's queue URL (``analyzer_queue_url``) and, with
+    ``frame_queue`` (the deploy's ``-c frameQueue=true``), the frame queue's (``frame_queue_url``,
+    else None)."""
     s3.create_bucket(Bucket=bucket)
     dynamodb.create_table(**schema.create_table_kwargs(table))
     dynamodb.get_waiter("table_exists").wait(TableName=table)
@@ -39,7 +41,11 @@ def provision(*, s3, dynamodb, secretsmanager, bucket: str, table: str, token: s
     if events is not None and sqs is not None:
         s3.put_bucket_notification_configuration(Bucket=bucket,
                                                  NotificationConfiguration={"EventBridgeConfiguration": {}})
-        env["frame_queue_url"] = _queue_rule(events, sqs, f"{bucket}-frames", frames_pattern(bucket))
+        # moto scans a queue's every message on each send, so a frame queue nobody reads makes
+        # every store slower as it fills (linearly: ~3 ms per S3 put per 1,000 messages held).
+        # Like the deploy, it exists only when asked for.
+        env["frame_queue_url"] = _queue_rule(events, sqs, f"{bucket}-frames", frames_pattern(bucket)) \
+            if frame_queue else None
         env["analyzer_queue_url"] = _queue_rule(events, sqs, f"{bucket}-screenshares",
                                                 frames_pattern(bucket, wildcard=SCREENSHARE_WILDCARD))
     return env

@@ -57,7 +57,8 @@ async def _demo(args: argparse.Namespace) -> int:
         # export_quiet_seconds: bot.call_ended's fallback export check comes after 2 s, not 10
         # minutes (bot.done starts the export anyway), so the demo's queues drain at once.
         config = LocalConfig(port=0, state_file=Path(tmp) / "local.json", reset_on_stop=True,
-                             handler_log_level="INFO" if args.verbose else "ERROR", export_quiet_seconds=2)
+                             handler_log_level="INFO" if args.verbose else "ERROR", export_quiet_seconds=2,
+                             frame_queue=True)  # part 3 watches through it
         out.line("framesink demo: the whole pipeline on this machine, no AWS account")
         out.line("  simulated Recall bot -> API Gateway WebSocket emulator -> the real Lambda handlers")
         out.line("  -> S3 + DynamoDB (moto, created from the same table definition as the CDK stack)")

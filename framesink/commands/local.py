@@ -34,6 +34,9 @@ def register(subparsers) -> None:
                    help="close a connection after this long without a message (API Gateway: 600)")
     p.add_argument("--max-age", type=float, default=APIGW_MAX_AGE, metavar="SECONDS",
                    help="close a connection this long after it opened (API Gateway: 7200)")
+    p.add_argument("--frame-queue", action="store_true",
+                   help="also feed stored frames to a queue for `framesink watch` (the deploy's -c frameQueue=true); "
+                   "without it, watch polls the index. Locally, a queue nobody reads slows every store as it fills")
     p.add_argument("--verbose", "-v", action="store_true", help="show the handlers' INFO logs too")
     p.set_defaults(func=run)
 
@@ -56,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("local_stack.websockets").setLevel(logging.WARNING)
     config = LocalConfig(
         port=args.port, ingress=args.ingress, token=args.token, state_file=args.state_file, idle_timeout=args.idle_timeout,
-        max_age=args.max_age, handler_log_level="INFO" if args.verbose else "WARNING",
+        max_age=args.max_age, handler_log_level="INFO" if args.verbose else "WARNING", frame_queue=args.frame_queue,
     )
     return asyncio.run(_serve(config))
 
@@ -85,7 +88,7 @@ async def _serve(config: LocalConfig) -> int:
         f"  AWS (moto)  {state['endpoint_url']}  bucket {state['bucket']}, table {state['table']}\n"
         f"  limits      {limits}\n"
         f"  webhooks    POST {state['webhook_url']} (Recall's bot status events, signed; secret in the state file)\n"
-        f"  frame queue {state['frame_queue_url']}\n"
+        f"  frame queue {state['frame_queue_url'] or 'off (--frame-queue turns it on; watch polls the index)'}\n"
         f"  state file  {config.state_file}\n"
         f"Try:  framesink simulate --small --webhooks    (a bot and its signed status webhooks; a shared deck of\n"
         f"      real-size slides, --slides 3, needs `framesink local --ingress direct`)\n"
