@@ -47,6 +47,13 @@ class BatchingIndexWriter:
             thread.start()
 
     def put(self, item: dict) -> None:
+        """Queue one item and wait until it is durable; raises StoreError."""
+        self.submit(item).result()
+
+    def submit(self, item: dict) -> Future:
+        """Queue one item without waiting: the future resolves once the item is durable, or
+        fails with StoreError. The receiver's store threads use this, so a thread is not held
+        while an item waits for its batch."""
         future: Future = Future()
         with self._cond:
             if self._closing:
@@ -56,7 +63,7 @@ class BatchingIndexWriter:
                 self._cond.notify()
             elif len(self._queue) == 1:
                 self._cond.notify()
-        future.result()  # raises StoreError
+        return future
 
     def close(self) -> None:
         """Write what is queued, then stop the threads."""

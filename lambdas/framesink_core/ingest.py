@@ -7,6 +7,7 @@ Each rejection or failure is one structured log line (with ``reason``) and one m
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from .events import Frame, OtherEvent, Rejected, parse_message
@@ -51,32 +52,69 @@ class Ingestor:
         return Outcome(REJECTED, reason)
 
     def handle(self, body: str | bytes, *, connection_id: str | None = None, bot_id: str | None = None) -> Outcome:
+        return self.begin(body, connection_id=connection_id, bot_id=bot_id).result()
+
+    def begin(self, body: str | bytes, *, connection_id: str | None = None, bot_id: str | None = None) -> Future:
+        """handle() in two stages (FrameStore.begin_put): parse and the S3 write now, then a
+        future of the Outcome, resolved once the index item is durable. The future fails
+        only with an unexpected error (a bug), never for bad input or a failed store."""
+        accepted = self.accept(body)
+        if isinstance(accepted, Outcome):
+            return _resolved(accepted)
+        return self.begin_store(accepted, connection_id=connection_id, bot_id=bot_id)
+
+    def accept(self, body: str | bytes) -> Frame | Outcome:
+        """A message up to the store: the Frame to store, or its final Outcome (rejected or
+        ignored, already logged and counted). The receiver calls it in message order."""
         count("MessageReceived")
         parsed = self.parse(body)
-        if isinstance(parsed, Outcome):
-            return parsed
         if isinstance(parsed, OtherEvent):
             count_with_dimension("EventIgnored", "event", parsed.metric_label)
             return Outcome(IGNORED, parsed.metric_label)
-        return self.store_frame(parsed, connection_id=connection_id, bot_id=bot_id)
+        return parsed
 
     def store_frame(self, frame: Frame, *, connection_id: str | None = None, bot_id: str | None = None) -> Outcome:
+        return self.begin_store(frame, connection_id=connection_id, bot_id=bot_id).result()
+
+    def begin_store(self, frame: Frame, *, connection_id: str | None = None, bot_id: str | None = None) -> Future:
         ids = {
             "recording_id": frame.recording_id,
             "participant_id": frame.participant_id,
             "frame_type": frame.frame_type,
             "relative_ms": frame.relative_ms,
         }
+        if connection_id:
+            ids["connection_id"] = connection_id  # the outcome may be logged from another thread
         started = time.perf_counter()
         try:
-            result = self.store.put_frame(frame, bot_id=bot_id, connection_id=connection_id)
-        except StoreError as exc:
+            pending = self.store.begin_put(frame, bot_id=bot_id, connection_id=connection_id)
+        except (StoreError, FrameConflict) as exc:
+            return _resolved(self._refused(exc, frame, ids))
+        outcome: Future = Future()
+
+        def finish(stored: Future) -> None:
+            try:
+                exc = stored.exception()
+                outcome.set_result(self._refused(exc, frame, ids) if exc is not None
+                                   else self._stored(stored.result(), frame, ids, started))
+            except BaseException as error:  # noqa: BLE001 - handed to whoever waits on it
+                outcome.set_exception(error)
+
+        pending.add_done_callback(finish)
+        return outcome
+
+    def _refused(self, exc: BaseException, frame: Frame, ids: dict) -> Outcome:
+        if isinstance(exc, StoreError):
             logger.error("frame not stored", extra={"reason": exc.reason, "detail": exc.detail, **ids})
             count_with_dimension("FrameStoreFailed", "reason", exc.reason)
             return Outcome(FAILED, exc.reason, frame.s3_key, frame)
-        except FrameConflict as exc:
+        if isinstance(exc, FrameConflict):
             self.reject(exc.reason, exc.detail, **ids)
             return Outcome(REJECTED, exc.reason, exc.key, frame)
+        raise exc  # not a store outcome: a bug, for the caller's internal_error
+
+    @staticmethod
+    def _stored(result, frame: Frame, ids: dict, started: float) -> Outcome:
         if result.duplicate:
             count("FrameDuplicate")
             if result.repaired:
@@ -88,3 +126,9 @@ class Ingestor:
         count("FrameBytes", len(frame.png), "Bytes")
         count("StoreLatency", round((time.perf_counter() - started) * 1000, 1), "Milliseconds")
         return Outcome(STORED, None, result.key, frame)
+
+
+def _resolved(outcome: Outcome) -> Future:
+    future: Future = Future()
+    future.set_result(outcome)
+    return future

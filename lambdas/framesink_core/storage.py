@@ -25,6 +25,7 @@ import base64
 import time
 import uuid
 import zlib
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote, unquote
@@ -281,6 +282,19 @@ class StoredFrame:
         }
 
 
+def resolved(fn, *args) -> Future:
+    """A finished future holding ``fn(*args)``'s result, or the StoreError it raised (a
+    botocore error becomes StoreError("index"), as only index writes come through here)."""
+    future: Future = Future()
+    try:
+        future.set_result(fn(*args))
+    except StoreError as exc:
+        future.set_exception(exc)
+    except (ClientError, BotoCoreError) as exc:
+        future.set_exception(StoreError("index", _describe(exc)))
+    return future
+
+
 def crc32_base64(data: bytes) -> str:
     """S3's ChecksumCRC32 form: the big-endian CRC32, base64."""
     return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode("ascii")
@@ -295,6 +309,10 @@ class DirectIndexWriter:
 
     def put(self, item: dict) -> None:
         self.dynamodb.put_item(TableName=self.table, Item=to_item(item))
+
+    def submit(self, item: dict) -> Future:
+        """put() now; its outcome as a resolved future (the batching writer's interface)."""
+        return resolved(self.put, item)
 
     def close(self) -> None:
         pass
@@ -325,18 +343,37 @@ class FrameStore:
     ) -> StoreResult:
         """Store one frame, first write wins. Raises StoreError when S3 or the index fails
         after retries, FrameConflict when the key holds other bytes."""
+        return self.begin_put(frame, bot_id=bot_id, connection_id=connection_id).result()
+
+    def begin_put(
+        self, frame: Frame, *, bot_id: str | None = None, connection_id: str | None = None
+    ) -> Future:
+        """put_frame in two stages: the S3 write now, in this thread (StoreError and
+        FrameConflict are raised here), then a future that resolves with the StoreResult once
+        the frame's index item is durable, or fails with StoreError("index"). With the
+        batching writer the item waits for its batch (<= 50 ms) without holding this thread."""
         record = StoredFrame.from_frame(
             frame, bot_id=bot_id or frame.bot_id, connection_id=connection_id,
             stored_at=int(time.time() * 1000),
         )
         write_id = uuid.uuid4().hex
         result = self._put_object(record, frame.png, write_id)
-        if result is None:  # written now (or by a retry of this very call)
-            self._write_index(record)
-            self.totals.add(record, self.expires_at(record))
-            result = StoreResult(record.key, duplicate=False)
+        if result is not None:  # a duplicate: decided (and its index repaired) already
+            done = resolved(lambda: result)
+        else:  # written now (or by a retry of this very call)
+            done = Future()
+            expires_at = self.expires_at(record)
+
+            def indexed(item: Future) -> None:
+                if item.exception() is not None:
+                    done.set_exception(item.exception())
+                    return
+                self.totals.add(record, expires_at)  # counted once its item is durable
+                done.set_result(StoreResult(record.key, duplicate=False))
+
+            self.index_writer.submit(record.index_item(self.frame_expiry_days)).add_done_callback(indexed)
         self.totals.flush_due()
-        return result
+        return done
 
     def expires_at(self, frame: StoredFrame) -> int | None:
         return frame.expires_at(self.frame_expiry_days)

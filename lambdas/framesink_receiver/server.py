@@ -6,7 +6,11 @@ what it exists to avoid). Per connection it does what the three Lambda handlers 
   the load balancer; otherwise ``service.authenticator`` checks the token (and Recall's
   signature if configured) and a refusal is the AuthError's HTTP status (401/403); once the
   upgrade is valid, ``service.connections.opened`` records the connection ($connect);
-- each message: ``service.ingestor.handle`` in a thread pool (boto3 blocks) ($default);
+- each message ($default): ``service.ingestor.accept`` on the event loop, in message order
+  (parse and checks; a rejection is final there), then ``ingestor.begin_store`` in a thread
+  pool for the S3 write (boto3 blocks); the thread is free once S3 answers, and the frame's
+  outcome arrives when its batched index item is durable. A second message for a key still in
+  flight on the connection waits for the first, so the first sent is the first written;
 - close: ``service.connections.closed`` with the close code ($disconnect).
 
 Stores: the S3 object per frame, index items batched (index_batch.py: up to 25 per
@@ -70,7 +74,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from framesink_core.auth import AuthError, Principal
-from framesink_core.ingest import FAILED
+from framesink_core.events import Frame
+from framesink_core.ingest import FAILED, Outcome
 from framesink_core.observability import count, count_with_dimension, flush_metrics, logger
 from framesink_core.service import Service
 from framesink_core.settings import Settings
@@ -183,6 +188,9 @@ class _Conn:
     connection_id: str
     waiting_for_slot: bool = False
     in_flight: int = 0
+    # S3 key -> the outcome of the frame in flight for it: a second message for the same key
+    # waits for the first, so within a connection the first *sent* is the first written.
+    keys: dict = field(default_factory=dict)
 
 
 class Receiver:
@@ -390,6 +398,24 @@ class Receiver:
                 stats.held_bytes += size
                 stats.peak_held = max(stats.peak_held, stats.held)
                 stats.peak_held_bytes = max(stats.peak_held_bytes, stats.held_bytes)
+                # Parsed here, in message order (the S3 write is the store thread's): a
+                # rejection or an ignored event is final now and takes no slot.
+                logger.thread_safe_append_keys(connection_id=cid)
+                try:
+                    frame = self.service.ingestor.accept(message)
+                except Exception:
+                    frame = Outcome(_internal_error(), "internal_error")
+                finally:
+                    logger.thread_safe_clear_keys()
+                if isinstance(frame, Outcome):
+                    stats.outcomes[frame.status] += 1
+                    stats.held -= 1
+                    stats.held_bytes -= size
+                    continue
+                del message  # the frame holds the PNG; the text can go
+                earlier = conn.keys.get(frame.s3_key)
+                if earlier is not None:  # the same key in flight (a redelivery, or hostile)
+                    await asyncio.wait({earlier})
                 slotted = not self.stopping
                 if slotted:
                     # Backpressure: no next recv() until the store has room for this message.
@@ -406,11 +432,18 @@ class Receiver:
                 stats.in_flight += 1
                 conn.in_flight += 1
                 stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
-                future = loop.run_in_executor(self._store_pool, self._ingest, message, cid, bot_id)
+                # Resolved (from another thread) once the frame's index item is durable; the
+                # store thread itself is free once the S3 write returns.
+                future = loop.create_future()
                 pending.add(future)
+                conn.keys[frame.s3_key] = future
                 future.add_done_callback(
-                    lambda f, size=size, slotted=slotted: self._done(f, size, pending, conn, mine if slotted else None))
-                del message  # the store thread holds the only reference now
+                    lambda f, size=size, slotted=slotted, key=frame.s3_key:
+                    self._done(f, size, pending, conn, mine if slotted else None, key))
+                work = self._store_pool.submit(self._ingest, frame, cid, bot_id, future)
+                # Dropped unstarted by a shutdown whose grace ran out: not stored.
+                work.add_done_callback(lambda w, f=future: w.cancelled() and self._resolve(f, FAILED))
+                del frame  # the store thread holds the only reference now
         finally:
             conn.waiting_for_slot = False
             if keepalive is not None:
@@ -433,23 +466,37 @@ class Receiver:
             logger.info("connection closed", extra={"connection_id": cid, "close_code": code,
                                                     "close_reason": reason, "messages": messages})
 
-    def _ingest(self, message: str | bytes, connection_id: str, bot_id: str | None) -> str:
-        """One message, in a store thread. Returns the outcome status; never raises."""
+    def _ingest(self, frame: Frame, connection_id: str, bot_id: str | None, outcome: asyncio.Future) -> None:
+        """One frame, in a store thread: the S3 write here; ``outcome`` gets the status once
+        the index item is durable. Never raises."""
         logger.thread_safe_append_keys(connection_id=connection_id)
         try:
-            return self.service.ingestor.handle(message, connection_id=connection_id, bot_id=bot_id).status
+            stored = self.service.ingestor.begin_store(frame, connection_id=connection_id, bot_id=bot_id)
         except Exception:
-            # The core turns bad input and store failures into outcomes; this is a bug or an
-            # unexpected library error, and the frame is counted as not stored.
-            logger.exception("frame not stored", extra={"reason": "internal_error"})
-            count_with_dimension("FrameStoreFailed", "reason", "internal_error")
-            return FAILED
+            stored = None
+            self._resolve(outcome, _internal_error())
         finally:
             logger.thread_safe_clear_keys()
+        if stored is not None:
+            stored.add_done_callback(lambda f: self._resolve(outcome, f.result().status if f.exception() is None
+                                                             else _internal_error(f.exception())))
+
+    @staticmethod
+    def _resolve(outcome: asyncio.Future, status: str) -> None:
+        def settle() -> None:
+            if not outcome.done():
+                outcome.set_result(status)
+
+        try:
+            outcome.get_loop().call_soon_threadsafe(settle)
+        except RuntimeError:  # the loop is closed: nobody waits for it any more
+            pass
 
     def _done(self, future: asyncio.Future, size: int, pending: set, conn: _Conn,
-              mine: asyncio.Semaphore | None) -> None:
+              mine: asyncio.Semaphore | None, key: str) -> None:
         pending.discard(future)
+        if conn.keys.get(key) is future:
+            del conn.keys[key]
         stats = self.stats
         failed = future.cancelled() or future.exception() is not None
         stats.outcomes[FAILED if failed else future.result()] += 1
@@ -530,6 +577,17 @@ class Receiver:
 
 async def _never_called(ws: ServerConnection) -> None:  # the health listener never upgrades
     await ws.close()
+
+
+def _internal_error(exc: BaseException | None = None) -> str:
+    """The core turns bad input and store failures into outcomes; this is a bug or an
+    unexpected library error, and the frame is counted as not stored."""
+    if exc is None:
+        logger.exception("frame not stored", extra={"reason": "internal_error"})
+    else:
+        logger.error("frame not stored", extra={"reason": "internal_error"}, exc_info=exc)
+    count_with_dimension("FrameStoreFailed", "reason", "internal_error")
+    return FAILED
 
 
 def _close_of(ws: ServerConnection) -> tuple[int, str]:

@@ -163,14 +163,14 @@ def test_slow_store_stops_reading_instead_of_buffering(aws, stack):
     service = service_for(aws, stack)
     gate = threading.Event()
     entered = []
-    real_put = service.store.put_frame
+    real_put = service.store.begin_put
 
     def slow_put(frame, **kwargs):  # a store that hangs until the test lets it go
         entered.append(frame.s3_key)
         gate.wait(GUARD)
         return real_put(frame, **kwargs)
 
-    service.store.put_frame = slow_put
+    service.store.begin_put = slow_put
     rec = rec_id()
     png = make_png(160, 120, seed=3, detailed=True)  # ~30 KB: 36 of them are 5x the bound below
 
@@ -421,7 +421,7 @@ def test_one_flooding_connection_cannot_take_every_store_slot(aws, stack):
     max_in_flight_per_connection slots: an honest connection's frame is stored meanwhile."""
     service = service_for(aws, stack)
     gate = threading.Event()
-    real_put = service.store.put_frame
+    real_put = service.store.begin_put
     flood_rec, honest_rec = rec_id(), rec_id()
 
     def put(frame, **kwargs):
@@ -429,7 +429,7 @@ def test_one_flooding_connection_cannot_take_every_store_slot(aws, stack):
             gate.wait(GUARD)  # the flood's stores hang until the honest frame is in
         return real_put(frame, **kwargs)
 
-    service.store.put_frame = put
+    service.store.begin_put = put
     png = make_png(32, 24, seed=5, detailed=False)
 
     async def scenario():
@@ -461,13 +461,13 @@ def test_a_silent_peer_is_closed_with_1011_but_a_backlogged_one_is_not(aws, stac
     frames (the receiver is behind) is not, however long the backlog lasts."""
     service = service_for(aws, stack)
     gate = threading.Event()
-    real_put = service.store.put_frame
+    real_put = service.store.begin_put
 
     def slow_put(frame, **kwargs):
         gate.wait(GUARD)
         return real_put(frame, **kwargs)
 
-    service.store.put_frame = slow_put
+    service.store.begin_put = slow_put
     png = make_png(64, 48, seed=2, detailed=True)
     rec = rec_id()
 

@@ -262,3 +262,58 @@ def test_a_closed_writer_refuses_new_items(stack, aws):
     writer.close()
     with pytest.raises(StoreError):
         writer.put(index_item(1))
+
+
+# --- the two-stage store the receiver uses (FrameStore.begin_put, Ingestor.begin_store) ---------
+
+
+def _gated_ingestor(stack, aws, monkeypatch, *, fail: bool = False):
+    """An Ingestor whose batched index writes wait for ``gate`` (and then fail, with ``fail``)."""
+    from framesink_core.ingest import Ingestor
+    from framesink_core.storage import FrameStore
+
+    gate = threading.Event()
+    real = aws["dynamodb"].batch_write_item
+
+    def gated(**kwargs):
+        gate.wait(30)
+        if fail:
+            raise ClientError({"Error": {"Code": "InternalServerError", "Message": "boom"}}, "BatchWriteItem")
+        return real(**kwargs)
+
+    monkeypatch.setattr(aws["dynamodb"], "batch_write_item", gated)
+    writer = BatchingIndexWriter(stack.table, aws["dynamodb"], max_wait=0.01, workers=1)
+    store = FrameStore(stack.bucket, stack.table, aws["s3"], aws["dynamodb"], index_writer=writer, totals_interval=0)
+    return Ingestor(store, 512 * 1024), gate
+
+
+def test_a_frame_is_stored_only_once_its_index_item_is_durable_and_holds_no_thread_meanwhile(stack, aws, monkeypatch):
+    from framesink.synthetic import frame_message, make_png
+    from framesink_core.ingest import STORED
+
+    ingestor, gate = _gated_ingestor(stack, aws, monkeypatch)
+    frame = ingestor.accept(frame_message(make_png(32, 24, seed=1, detailed=False), recording_id="rec-two",
+                                           participant_id=1, relative=1.0))
+    pending = ingestor.begin_store(frame, connection_id="c1")  # returns once S3 has the object
+    assert aws["s3"].head_object(Bucket=stack.bucket, Key=frame.s3_key)["ContentLength"] == len(frame.png)
+    assert not pending.done() and participant(stack, aws, rec="rec-two") is None  # not counted yet
+    gate.set()
+    outcome = pending.result(30)
+    assert outcome.status == STORED and outcome.key == frame.s3_key
+    ingestor.store.close()  # writes the totals the durable frame added
+    assert participant(stack, aws, rec="rec-two")["frame_count"] == 1
+
+
+def test_a_frame_whose_index_write_fails_is_reported_failed_and_not_counted(stack, aws, monkeypatch):
+    from framesink.synthetic import frame_message, make_png
+    from framesink_core.ingest import FAILED
+
+    ingestor, gate = _gated_ingestor(stack, aws, monkeypatch, fail=True)
+    frame = ingestor.accept(frame_message(make_png(32, 24, seed=2, detailed=False), recording_id="rec-two-f",
+                                           participant_id=1, relative=1.0))
+    pending = ingestor.begin_store(frame)
+    gate.set()
+    outcome = pending.result(30)
+    assert (outcome.status, outcome.reason) == (FAILED, "index_write_failed")
+    ingestor.store.close()
+    assert participant(stack, aws, rec="rec-two-f") is None
