@@ -14,17 +14,24 @@ import base64
 import json
 import time
 import zlib
+from concurrent.futures import Future
 
 import orjson
 import pybase64
-
-from framesink.synthetic import SCREENSHARE_SIZE, WEBCAM_SIZE, frame_message, make_png
 from framesink_core.events import parse_message
 from framesink_core.ingest import Ingestor
 from framesink_core.observability import metrics
 from framesink_core.png import inspect_png
-from framesink_core.storage import StoredFrame, StoreResult, to_item
+from framesink_core.storage import (
+    StoredFrame,
+    StoreResult,
+    crc32_base64,
+    resolved,
+    to_item,
+)
 from framesink_core.totals import ParticipantTotals
+
+from framesink.synthetic import SCREENSHARE_SIZE, WEBCAM_SIZE, frame_message, make_png
 
 from . import Row, summarize
 
@@ -34,21 +41,22 @@ POOL = 4  # distinct frames per size, as a camera's consecutive frames differ
 
 
 class NoopStore:
-    """FrameStore minus the network: builds exactly what put_frame would send, and adds the
+    """FrameStore minus the network: builds exactly what begin_put would send, and adds the
     frame to participant totals that are never flushed (a flush is a network call)."""
 
     def __init__(self):
         self.items = 0
         self.totals = ParticipantTotals("bench", None, interval=1e9)
 
-    def put_frame(self, frame, *, bot_id=None, connection_id=None) -> StoreResult:
+    def begin_put(self, frame, *, bot_id=None, connection_id=None) -> Future:
         record = StoredFrame.from_frame(frame, bot_id=bot_id or frame.bot_id, connection_id=connection_id,
                                         stored_at=int(time.time() * 1000))
         record.metadata()
+        crc32_base64(frame.png)  # the checksum put_object sends
         to_item(record.index_item())
         self.totals.add(record, None)
         self.items += 1
-        return StoreResult(record.key, duplicate=False)
+        return resolved(lambda: StoreResult(record.key, duplicate=False))
 
 
 def messages(size: tuple[int, int]) -> tuple[list[str], list[bytes]]:
@@ -95,7 +103,7 @@ def breakdown(msgs: list[str], repeats: int) -> dict[str, float]:
         "pybase64.b64decode(validate=True)": (lambda b: pybase64.b64decode(b, validate=True), buffers),
         "inspect_png (chunk walk + CRCs)": (inspect_png, pngs),
         "  of which zlib.crc32 over the file": (zlib.crc32, pngs),
-        "items (S3 metadata + index item)": (NoopStore().put_frame, frames),
+        "items (S3 metadata, checksum, index item)": (NoopStore().begin_put, frames),
     }
     return {
         name: min(_time_batch(fn, batch) for _ in range(repeats)) / len(batch) / 1000
