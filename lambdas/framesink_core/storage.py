@@ -365,10 +365,12 @@ class FrameStore:
             expires_at = self.expires_at(record)
 
             def indexed(item: Future) -> None:
-                if item.exception() is not None:
-                    done.set_exception(item.exception())
+                try:
+                    item.result()  # StoreError("index")
+                    self.totals.add(record, expires_at)  # counted once its item is durable
+                except BaseException as exc:  # noqa: BLE001 - whoever waits on `done` gets it
+                    done.set_exception(exc)
                     return
-                self.totals.add(record, expires_at)  # counted once its item is durable
                 done.set_result(StoreResult(record.key, duplicate=False))
 
             self.index_writer.submit(record.index_item(self.frame_expiry_days)).add_done_callback(indexed)
