@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from contextlib import contextmanager, redirect_stdout
 
 from . import Row, percentile, proc_stats
@@ -84,6 +85,21 @@ class StoredClock:
                 self.at.setdefault(key, now)
 
 
+class CallCounter:
+    """AWS calls the ingress's own clients make, by operation (what a frame costs in calls)."""
+
+    def __init__(self, *clients):
+        self.calls: Counter = Counter()
+        for client in clients:
+            client.meta.events.register("before-call.*.*", self._count)
+
+    def _count(self, model, **_):
+        self.calls[model.name] += 1
+
+    def snapshot(self) -> Counter:
+        return Counter(self.calls)
+
+
 @contextmanager
 def local_stack(ingress: str):
     """`framesink local --ingress <ingress>` in a background event loop; yields (stack, run)."""
@@ -120,7 +136,9 @@ def _wait_stored(clock: StoredClock, keys: list[str], stack, run, timeout: float
         time.sleep(0.05)
 
 
-def measure(clock, stack, run, url: str, participants: int, size: str, fps: float, ticks: int, tag: str) -> dict:
+def measure(clock, stack, run, url: str, participants: int, size: str, fps: float, ticks: int, tag: str,
+            counter: CallCounter | None = None) -> dict:
+    before = counter.snapshot() if counter else Counter()
     result = loadgen("bots", "--url", url, "--participants", str(participants), "--meeting-size",
                      str(MEETING_SIZE), "--ticks", str(ticks), "--fps", str(fps), "--size", size,
                      "--recording-prefix", f"bench-{tag}-{uuid.uuid4().hex[:6]}")
@@ -129,7 +147,9 @@ def measure(clock, stack, run, url: str, participants: int, size: str, fps: floa
     latencies = [clock.at[k] - t for k, t in sent.items() if k in clock.at]
     stored = len(latencies)
     span = (max(clock.at[k] for k in sent if k in clock.at) - min(sent.values())) / 1000 if stored else 0
+    calls = counter.snapshot() - before if counter else Counter()
     return {
+        "calls_per_frame": {op: round(n / len(sent), 3) for op, n in sorted(calls.items())} if sent else {},
         "participants": participants, "connections": result["connections"], "sent": len(sent),
         "expected": participants * ticks, "stored": stored, "lost": participants * ticks - stored,
         "errors": result["errors"], "fps": stored / span if span else 0.0,
@@ -226,7 +246,9 @@ def _run(quick: bool) -> tuple[list[Row], dict]:
         if quick:
             sat_frames //= 2
         with local_stack(ingress) as (stack, run_):
-            clock = StoredClock(_ingress_service(stack).dynamodb)
+            service = _ingress_service(stack)
+            clock = StoredClock(service.dynamodb)
+            counter = CallCounter(service.s3, service.dynamodb)
             url = stack.state["ws_url"]
             # Concurrency the ingress has: the emulator handles a connection's messages in
             # order (8 handler threads in all); the receiver stores up to 32 at once.
@@ -244,7 +266,7 @@ def _run(quick: bool) -> tuple[list[Row], dict]:
                 # its totals, its recording and its bot link at once (totals.py), which a real
                 # stream (7,200 frames an hour) amortizes and a 2-frame burst would not.
                 saturated = measure(clock, stack, run_, url, n, size, 0.0, max(8, sat_frames // n),
-                                    f"{ingress}-{n}-sat")
+                                    f"{ingress}-{n}-sat", counter)
                 results.append({"paced": paced, "saturated": saturated, "ceiling_threads": concurrency[n]})
             for threads in ceilings:  # again after the runs: the ceiling is the better of the two
                 ceilings[threads].append(ceiling(stack, size, threads, sat_frames * 2 // 3))
@@ -262,7 +284,8 @@ def _run(quick: bool) -> tuple[list[Row], dict]:
                 baseline=best[r["ceiling_threads"]], baseline_name=f"moto put ceiling ({r['ceiling_threads']} threads)",
                 target=TARGET, higher_is_better=True,
                 note=f"loss {p['lost'] + s['lost']}" + ("" if ok_loss else " (LOST FRAMES)")
-                + f"; {s['fps'] / core:.2f}x of FrameStore.put_frame's own ceiling, {core:.0f}/s",
+                + f"; {s['fps'] / core:.2f}x of FrameStore.put_frame's own ceiling, {core:.0f}/s; calls per frame "
+                + ", ".join(f"{op} {v:.2f}" for op, v in s["calls_per_frame"].items()),
             ))
             rows.append(Row(
                 "e2e", f"{ingress} {n} participants at 2 fps: p50 / p99 send-to-stored", p["p50_ms"] or 0, "ms",
