@@ -172,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
     if args.source in ("auto", "queue"):
         queue_url = where.state.get("frame_queue_url") if where.local else _stack_queue(where)
         if args.source == "queue" and not queue_url:
-            raise CliError("no frame queue: deploy with -c frameQueue=true, or use --source index")
+            raise CliError("no frame queue: " + ("start `framesink local --frame-queue`" if where.local
+                                                 else "deploy with -c frameQueue=true") + ", or use --source index")
     watch = Watch(args, where)
     # Ctrl-C (and SIGTERM) end it cleanly, after the frame being shown.
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -133,3 +133,13 @@ def test_query_lambda_urls_download_over_http(local, lambda_context):
         assert frame["url"].startswith(local.state["endpoint_url"])
         with urllib.request.urlopen(frame["url"], timeout=GUARD) as got:
             assert got.read() == local.sent[("2", "webcam", frame["relative_ms"])]
+
+
+def test_watch_without_a_frame_queue_polls_the_index_and_says_how_to_get_one(local, capsys):
+    # `framesink local` has no frame queue unless started with --frame-queue (as a deploy
+    # without -c frameQueue=true): watch follows the index, and asking for the queue is a clear error.
+    assert local.state["frame_queue_url"] is None
+    code, _, err = cli(local, capsys, "watch", "--recording", REC, "--source", "queue")
+    assert code == 1 and "no frame queue: start `framesink local --frame-queue`, or use --source index" in err
+    code, _, err = cli(local, capsys, "watch", "--recording", REC, "--json", "--idle-exit", "1")
+    assert code == 0 and "through the index (one Query a second)" in err
