@@ -531,3 +531,47 @@ def test_a_deregistered_task_closes_its_connections_with_1001_and_keeps_serving(
     closed, summary = run(scenario())
     assert closed.rcvd.code == 1001 and closed.rcvd.reason == "target deregistered"
     assert summary["outcomes"] == {"stored": 2}
+
+
+def test_on_one_connection_the_first_frame_sent_for_a_key_is_the_one_kept(aws, stack):
+    """Two different frames for one key, back to back on one connection, while the first's S3
+    write is slow: the second waits for the first instead of racing it to S3, so the first
+    sent is stored and the second is the conflict (and the connection goes on)."""
+    service = service_for(aws, stack)
+    gate = threading.Event()
+    real_put = service.store.begin_put
+    started_puts = []
+
+    def slow_first(frame, **kwargs):
+        started_puts.append(frame.png)
+        if len(started_puts) == 1:
+            gate.wait(GUARD)  # the first frame's S3 write hangs until the second has arrived
+        return real_put(frame, **kwargs)
+
+    service.store.begin_put = slow_first
+    rec = rec_id()
+    first, second, later = (make_png(32, 24, seed=s, detailed=False) for s in (1, 2, 3))
+
+    async def scenario():
+        receiver = await started(service)
+        async with connect(url(receiver), compression=None) as ws:
+            await ws.send(frame_message(first, recording_id=rec, participant_id=1, relative=1.0))
+            await ws.send(frame_message(second, recording_id=rec, participant_id=1, relative=1.0))
+            await ws.send(frame_message(later, recording_id=rec, participant_id=1, relative=1.5))
+            # The second is read and waits behind the first (the connection reads no further
+            # meanwhile: a same-key redelivery is rare, and the wait is bounded by one store).
+            await wait_until(lambda: receiver.stats.received == 2, "the second read")
+            await asyncio.sleep(0.2)
+            held_back = (len(started_puts), receiver.stats.received)
+            gate.set()
+            await wait_until(lambda: sum(receiver.stats.outcomes.values()) == 3, "all three finished")
+        return held_back, await receiver.stop()
+
+    try:
+        held_back, summary = run(scenario())
+    finally:
+        gate.set()
+    assert held_back == (1, 2)  # one S3 write started, the second message held
+    assert summary["outcomes"] == {"stored": 2, "rejected": 1}
+    key = f"recordings/{rec}/participants/1/webcam/{schema.relative_ms_text(1000)}.png"
+    assert aws["s3"].get_object(Bucket=stack.bucket, Key=key)["Body"].read() == first
