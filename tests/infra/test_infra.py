@@ -169,6 +169,12 @@ def test_cdk_json_lists_every_default_and_runs_the_venv_offline():
         ("staticToken", "yes", "true or false"),
         ("verificationSecretName", "whsec_c2VjcmV0", "never the value"),
         ("verificationSecretName", "bad name", "secret name"),
+        ("recallRegion", "us-east-2", "recallRegion"),
+        ("recallApiKeySecretName", "not a name!", "never the key itself"),
+        ("recallEndpointForm", "deep", "['flat', 'nested']"),
+        ("botTokenTtlSeconds", "10", ">= 60"),
+        ("botTokenTtlSeconds", True, ">= 60"),
+        ("botTokenTtlSeconds", "a day", ">= 60"),
     ],
 )
 def test_bad_settings_fail_with_the_key_named(key, value, fragment):
