@@ -109,9 +109,7 @@ def local_stack(ingress: str):
     from framesink.emulator import LocalConfig, background_stack
 
     logging.getLogger("framesink").setLevel(logging.WARNING)
-    suffix = uuid.uuid4().hex[:8]
-    config = LocalConfig(port=0, ingress=ingress, state_file=None, bucket=f"bench-{suffix}", table=f"bench-{suffix}",
-                         token_secret_name=f"bench/{suffix}", reset_on_stop=True)
+    config = LocalConfig.isolated("bench", ingress=ingress)
     with background_stack(config, timeout=GUARD) as stack:
         yield stack, stack.run
 

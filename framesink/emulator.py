@@ -99,6 +99,15 @@ class LocalConfig:
     # without a reader, moto's queue slows every store as it fills (framesink/local_aws.py).
     frame_queue: bool = False
 
+    @classmethod
+    def isolated(cls, name: str, **changes) -> "LocalConfig":
+        """An in-process stack (tests, benchmarks) beside others in one process: any free port,
+        bucket, table and secrets of its own (moto's state is process-wide), no state file, and
+        moto wiped when it stops."""
+        unique = f"{name}-{uuid.uuid4().hex[:8]}"
+        return cls(**{"port": 0, "state_file": None, "bucket": unique, "table": unique,
+                      "token_secret_name": unique.replace("-", "/", 1), "reset_on_stop": True, **changes})
+
 
 @dataclass
 class Stats:

@@ -25,10 +25,7 @@ GUARD = 30  # seconds: only a hang guard, never an assertion about speed
 @pytest.fixture(scope="module")
 def local():
     """A LocalStack running in an event loop on a background thread; ``local.run(coro)``."""
-    suffix = uuid.uuid4().hex[:8]
-    with background_stack(LocalConfig(port=0, state_file=None, bucket=f"e2e-{suffix}", table=f"e2e-{suffix}",
-                                      token_secret_name=f"e2e/{suffix}", max_frame_bytes=512 * 1024,
-                                      reset_on_stop=True), timeout=GUARD) as stack:
+    with background_stack(LocalConfig.isolated("e2e", max_frame_bytes=512 * 1024), timeout=GUARD) as stack:
         stack.s3, stack.ddb = stack.client("s3"), stack.client("dynamodb")
         yield stack
 

@@ -286,10 +286,8 @@ def local_stack(ingress: str):
     """`framesink local` with ``ingress`` on a background loop (``local.run(coro)``)."""
     from framesink.emulator import LocalConfig, background_stack
 
-    suffix = uuid.uuid4().hex[:8]
-    return background_stack(LocalConfig(port=0, ingress=ingress, state_file=None, bucket=f"faults-{suffix}",
-                                        table=f"faults-{suffix}", token_secret_name=f"faults/{suffix}",
-                                        max_frame_bytes=512 * 1024, reset_on_stop=True), timeout=GUARD)
+    return background_stack(LocalConfig.isolated("faults", ingress=ingress, max_frame_bytes=512 * 1024),
+                            timeout=GUARD)
 
 
 def ingress_service(local):

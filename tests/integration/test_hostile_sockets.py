@@ -44,9 +44,7 @@ def test_hostile_messages_leave_the_connection_open_and_honest_frames_stored(ing
                 await ws.send(message)
         return ws.close_code
 
-    suffix = uuid.uuid4().hex[:8]
-    config = LocalConfig(port=0, ingress=ingress, state_file=None, bucket=f"hostile-{suffix}",
-                         table=f"hostile-{suffix}", token_secret_name=f"hostile/{suffix}", reset_on_stop=True)
+    config = LocalConfig.isolated("hostile", ingress=ingress)
     with background_stack(config, timeout=GUARD) as local:
         close_code = local.run(send_all(local.state["ws_url"]), GUARD)
         local.run(local.wait_idle(), GUARD)

@@ -32,10 +32,7 @@ FRAMESINK = [sys.executable, "-m", "framesink"]
 
 @pytest.fixture
 def local(tmp_path):
-    suffix = uuid.uuid4().hex[:8]
-    config = LocalConfig(port=0, ingress="direct", state_file=tmp_path / "local.json", bucket=f"feed-{suffix}",
-                         table=f"feed-{suffix}", token_secret_name=f"feed/{suffix}", reset_on_stop=True,
-                         frame_queue=True)
+    config = LocalConfig.isolated("feed", ingress="direct", state_file=tmp_path / "local.json", frame_queue=True)
     with background_stack(config, timeout=GUARD) as stack:
         yield stack
 

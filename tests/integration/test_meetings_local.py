@@ -26,9 +26,7 @@ FRAMESINK = [sys.executable, "-m", "framesink"]
 
 @pytest.fixture
 def local(tmp_path):
-    suffix = uuid.uuid4().hex[:8]
-    config = LocalConfig(port=0, state_file=tmp_path / "local.json", bucket=f"meet-{suffix}", table=f"meet-{suffix}",
-                         token_secret_name=f"meet/{suffix}", reset_on_stop=True, export_quiet_seconds=2)
+    config = LocalConfig.isolated("meet", state_file=tmp_path / "local.json", export_quiet_seconds=2)
     with background_stack(config, timeout=GUARD) as stack:
         yield stack
 
