@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from .events import Frame, OtherEvent, Rejected, parse_message
 from .observability import count, count_with_dimension, logger
 from .png import DEFAULT_MAX_PIXELS
-from .storage import FrameConflict, FrameStore, StoreError
+from .storage import FrameConflict, FrameStore, StoreError, resolved
 
 STORED, DUPLICATE, IGNORED, REJECTED, FAILED = "stored", "duplicate", "ignored", "rejected", "failed"
 
@@ -60,7 +60,7 @@ class Ingestor:
         only with an unexpected error (a bug), never for bad input or a failed store."""
         accepted = self.accept(body)
         if isinstance(accepted, Outcome):
-            return _resolved(accepted)
+            return resolved(lambda: accepted)
         return self.begin_store(accepted, connection_id=connection_id, bot_id=bot_id)
 
     def accept(self, body: str | bytes) -> Frame | Outcome:
@@ -89,7 +89,7 @@ class Ingestor:
         try:
             pending = self.store.begin_put(frame, bot_id=bot_id, connection_id=connection_id)
         except (StoreError, FrameConflict) as exc:
-            return _resolved(self._refused(exc, frame, ids))
+            return resolved(self._refused, exc, frame, ids)
         outcome: Future = Future()
 
         def finish(stored: Future) -> None:
@@ -127,8 +127,3 @@ class Ingestor:
         count("StoreLatency", round((time.perf_counter() - started) * 1000, 1), "Milliseconds")
         return Outcome(STORED, None, result.key, frame)
 
-
-def _resolved(outcome: Outcome) -> Future:
-    future: Future = Future()
-    future.set_result(outcome)
-    return future

@@ -394,7 +394,7 @@ class FrameStore:
             except ClientError as exc:
                 code = error_code(exc)
                 if code == "PreconditionFailed":
-                    return self._existing(record, png, write_id)
+                    return self._existing(record, png, write_id, checksum)
                 if code == "ConditionalRequestConflict" and attempt < CONFLICT_RETRIES:
                     time.sleep(0.05 * 2**attempt)
                     continue
@@ -403,15 +403,15 @@ class FrameStore:
                 raise StoreError("s3", _describe(exc)) from exc
         raise AssertionError("unreachable")
 
-    def _existing(self, record: StoredFrame, png: bytes, write_id: str) -> StoreResult | None:
+    def _existing(self, record: StoredFrame, png: bytes, write_id: str, checksum: str) -> StoreResult | None:
         key = record.key
         try:
             head = self.s3.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
             same = head["ContentLength"] == len(png)
             if same:
-                checksum = head.get("ChecksumCRC32")
-                if checksum:
-                    same = checksum == crc32_base64(png)
+                stored_checksum = head.get("ChecksumCRC32")
+                if stored_checksum:
+                    same = stored_checksum == checksum
                 else:  # written without a checksum: compare the bytes themselves
                     same = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read() == png
         except (ClientError, BotoCoreError) as exc:
