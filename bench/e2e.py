@@ -87,12 +87,21 @@ class StoredClock:
 
 
 class CallCounter:
-    """AWS calls the ingress's own clients make, by operation (what a frame costs in calls)."""
+    """AWS calls the ingress's own clients make, by operation (what a frame costs in calls):
+    botocore's, and the frame puts of the receiver's obstore client (objects.py)."""
 
-    def __init__(self, *clients):
+    def __init__(self, store):
         self.calls: Counter = Counter()
-        for client in clients:
+        for client in (store.s3, store.dynamodb):
             client.meta.events.register("before-call.*.*", self._count)
+        if not hasattr(store.objects, "s3"):  # not botocore's: count its puts by hand
+            put_new = store.objects.put_new
+
+            def counted(*args, **kwargs):
+                self.calls["PutObject"] += 1
+                return put_new(*args, **kwargs)
+
+            store.objects.put_new = counted
 
     def _count(self, model, **_):
         self.calls[model.name] += 1
@@ -128,7 +137,7 @@ def loadgen(*args: str) -> dict:
     return json.loads(out.stdout)
 
 
-def _wait_stored(clock: StoredClock, keys: list[str], stack, run, timeout: float = 20) -> None:
+def _wait_stored(clock: StoredClock, keys: list[str], stack, run, timeout: float = GUARD) -> None:
     run(stack.wait_idle(), timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(k not in clock.at for k in keys):
@@ -247,7 +256,7 @@ def _run(quick: bool) -> tuple[list[Row], dict]:
         with local_stack(ingress) as (stack, run_):
             service = _ingress_service(stack)
             clock = StoredClock(service.dynamodb)
-            counter = CallCounter(service.s3, service.dynamodb)
+            counter = CallCounter(service.store)
             url = stack.state["ws_url"]
             # Concurrency the ingress has: the emulator handles a connection's messages in
             # order (8 handler threads in all); the receiver stores up to 32 at once.

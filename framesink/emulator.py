@@ -649,7 +649,7 @@ class LocalStack:
         from framesink_receiver import Receiver, ReceiverConfig
 
         # As in the container: index items batched (framesink receive does the same).
-        self.receiver = Receiver(Service(batch_index_writes=True), ReceiverConfig(port=port))
+        self.receiver = Receiver(Service(batch_index_writes=True, native_s3=True), ReceiverConfig(port=port))
         await self.receiver.start()
         return f"{self.receiver.url}?token={self.token}"
 

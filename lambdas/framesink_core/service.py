@@ -20,10 +20,13 @@ if TYPE_CHECKING:  # imported where used: $default never authenticates (cold sta
 
 class Service:
     def __init__(self, settings: Settings | None = None, *, s3=None, dynamodb=None, secrets=None,
-                 batch_index_writes: bool = False):
+                 batch_index_writes: bool = False, native_s3: bool = False):
         self.settings = settings or Settings.from_env()
         # The container receiver batches index items (index_batch.py); a Lambda puts one.
         self.batch_index_writes = batch_index_writes
+        # The container receiver writes frames with obstore, off the GIL (objects.py); a
+        # Lambda with botocore (no extra import at a cold start), as in-process moto needs.
+        self.native_s3 = native_s3
         if s3 is None or dynamodb is None:
             s3_default, ddb_default = clients()
             s3, dynamodb = s3 or s3_default, dynamodb or ddb_default
@@ -38,9 +41,14 @@ class Service:
             from .index_batch import BatchingIndexWriter
 
             writer = BatchingIndexWriter(self.settings.table, self.dynamodb)
+        objects = None
+        if self.native_s3:
+            from .objects import NativeObjects
+
+            objects = NativeObjects(self.s3, self.settings.bucket)
         return FrameStore(self.settings.bucket, self.settings.table, self.s3, self.dynamodb,
                           frame_expiry_days=self.settings.frame_expiry_days, index_writer=writer,
-                          totals_interval=self.settings.totals_flush_seconds)
+                          totals_interval=self.settings.totals_flush_seconds, objects=objects)
 
     @cached_property
     def index(self):

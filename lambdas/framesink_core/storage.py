@@ -1,8 +1,9 @@
 """Where frames go: the S3 object first, then its DynamoDB index item (schema.py has the design).
 
 First write wins, decided by S3: the object is written with a conditional put
-(``If-None-Match: *``). A 412 means the key exists; the stored object is then compared with
-this frame (size, then S3's CRC32 checksum, or the bytes when the object has none):
+(``If-None-Match: *``; objects.py: botocore, or obstore in the receiver). A 412 means the key
+exists; the stored object is then compared with this frame (size, then its CRC32: S3's
+checksum or the ``crc32`` metadata; the bytes when the object has neither):
 - the same bytes written by this very call (its ``write-id``): a retry of our own whose first
   attempt landed, so it is a new frame;
 - the same bytes written earlier: a duplicate. Nothing is rewritten, but if the first writer
@@ -37,6 +38,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from . import schema
 from .events import Frame
+from .objects import (
+    CHECKSUM_METADATA,
+    BotoObjects,
+    ObjectExists,
+    ObjectWriteError,
+    WriteRace,
+)
+from .objects import describe_client_error as _describe
 from .settings import DEFAULT_FRAME_EXPIRY_DAYS
 
 # Standard retry mode: exponential backoff with jitter on throttling, 5xx and timeouts.
@@ -49,6 +58,7 @@ BOTO_CONFIG = Config(
 )
 # S3 answers 409 ConditionalRequestConflict while another conditional write to the same key
 # is in flight; botocore does not retry it. A redelivery racing its original is that case.
+# (objects.WriteRace: also the native client's timeouts, which it does not retry for a PUT.)
 CONFLICT_RETRIES = 3
 
 _serialize = TypeSerializer().serialize
@@ -321,7 +331,7 @@ class DirectIndexWriter:
 class FrameStore:
     def __init__(self, bucket: str, table: str, s3=None, dynamodb=None, *,
                  frame_expiry_days: int = DEFAULT_FRAME_EXPIRY_DAYS, index_writer=None,
-                 totals_interval: float | None = None):
+                 totals_interval: float | None = None, objects=None):
         from .totals import DEFAULT_FLUSH_SECONDS, ParticipantTotals
 
         if s3 is None or dynamodb is None:
@@ -335,6 +345,8 @@ class FrameStore:
         # Matches the bucket's lifecycle rule (settings.frame_expiry_days); 0 = no TTL.
         self.frame_expiry_days = frame_expiry_days
         self.index_writer = index_writer or DirectIndexWriter(table, dynamodb)
+        # The frame's PutObject (objects.py); reads, heads and repairs stay on ``s3``.
+        self.objects = objects or BotoObjects(s3, bucket)
         self.totals = ParticipantTotals(
             table, dynamodb, interval=DEFAULT_FLUSH_SECONDS if totals_interval is None else totals_interval)
 
@@ -383,24 +395,22 @@ class FrameStore:
     def _put_object(self, record: StoredFrame, png: bytes, write_id: str) -> StoreResult | None:
         """None if this call wrote the object; a StoreResult for a duplicate."""
         metadata = {**record.metadata(), "write-id": write_id}
-        # Given, botocore sends it as is (no checksum pass of its own) and S3 checks the body
-        # against it; a duplicate is later compared by it (_existing).
+        # Sent with the object (S3's checksum header, or metadata: objects.py); a duplicate is
+        # later compared by it (_existing).
         checksum = crc32_base64(png)
         for attempt in range(CONFLICT_RETRIES + 1):
             try:
-                self.s3.put_object(Bucket=self.bucket, Key=record.key, Body=png, ContentType="image/png",
-                                   Metadata=metadata, IfNoneMatch="*", ChecksumCRC32=checksum)
+                self.objects.put_new(record.key, png, metadata, checksum)
                 return None
-            except ClientError as exc:
-                code = error_code(exc)
-                if code == "PreconditionFailed":
-                    return self._existing(record, png, write_id, checksum)
-                if code == "ConditionalRequestConflict" and attempt < CONFLICT_RETRIES:
+            except ObjectExists:
+                return self._existing(record, png, write_id, checksum)
+            except WriteRace as exc:
+                if attempt < CONFLICT_RETRIES:
                     time.sleep(0.05 * 2**attempt)
                     continue
-                raise StoreError("s3", _describe(exc)) from exc
-            except BotoCoreError as exc:
-                raise StoreError("s3", _describe(exc)) from exc
+                raise StoreError("s3", str(exc)) from exc
+            except ObjectWriteError as exc:
+                raise StoreError("s3", str(exc)) from exc
         raise AssertionError("unreachable")
 
     def _existing(self, record: StoredFrame, png: bytes, write_id: str, checksum: str) -> StoreResult | None:
@@ -409,10 +419,10 @@ class FrameStore:
             head = self.s3.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
             same = head["ContentLength"] == len(png)
             if same:
-                stored_checksum = head.get("ChecksumCRC32")
+                stored_checksum = head.get("ChecksumCRC32") or (head.get("Metadata") or {}).get(CHECKSUM_METADATA)
                 if stored_checksum:
                     same = stored_checksum == checksum
-                else:  # written without a checksum: compare the bytes themselves
+                else:  # written with neither: compare the bytes themselves
                     same = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read() == png
         except (ClientError, BotoCoreError) as exc:
             raise StoreError("s3", _describe(exc)) from exc
@@ -465,10 +475,3 @@ class FrameStore:
         with BatchWriter(self.table, self.dynamodb, overwrite_by_pkeys=["pk", "sk"]) as writer:
             for frame in frames:
                 writer.put_item(Item=to_item(frame.index_item(self.frame_expiry_days)))
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        return f"{err.get('Code', 'Error')}: {err.get('Message', '')}"[:300]
-    return f"{exc.__class__.__name__}: {exc}"[:300]

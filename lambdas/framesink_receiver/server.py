@@ -690,7 +690,7 @@ def run(args: argparse.Namespace) -> int:
         print("framesink receive: FRAMESINK_BUCKET and FRAMESINK_TABLE must be set "
               "(the task definition sets them; locally, use `framesink local --ingress direct`)", file=sys.stderr)
         return 2
-    asyncio.run(serve_until_signalled(Service(settings, batch_index_writes=True), config))
+    asyncio.run(serve_until_signalled(Service(settings, batch_index_writes=True, native_s3=True), config))
     return 0
 
 

@@ -16,13 +16,16 @@ The promise under test (DESIGN.md "Ingest rules"): a frame is either stored (aft
 exactly once in S3 and in the index, or reported failed (log + metric) and never reported
 stored; an index write lost after the S3 write is repaired by reindex; and the connection
 stays open through all of it. First through the Lambda handlers with API Gateway events,
-then over real websockets through ``framesink local`` (both ingresses).
+then over real websockets through ``framesink local`` (both ingresses). The container
+receiver's S3 puts go through obstore, not botocore (framesink_core/objects.py): their faults
+are real ones on the wire, from a proxy in front of moto (tests/faultproxy.py).
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from contextlib import ExitStack, contextmanager
 
 import pytest
 from botocore.awsrequest import AWSResponse
@@ -36,6 +39,7 @@ from framesink_core.query import FrameIndex
 from framesink_core.reindex import reindex_recording
 from framesink_core.storage import from_item
 from framesink_handlers import _runtime, connect, disconnect, ingest
+from tests.faultproxy import FaultProxy, route_native_puts
 
 GUARD = 60  # seconds: a hang guard for the end-to-end runs, never an assertion about speed
 
@@ -295,6 +299,19 @@ def ingress_service(local):
     return local.receiver.service if local.receiver is not None else _runtime.service()
 
 
+@contextmanager
+def native_put_faults(local, plan):
+    """The receiver's S3 puts (obstore) through a proxy in front of moto that fails them on
+    the wire as ``plan(n, path)`` says: slowdown (503, refused), lost (landed, answer
+    dropped), drop (connection dropped, nothing sent). Yields the proxy."""
+    proxy = FaultProxy(local.endpoint_url, plan)
+    route_native_puts(local.receiver.service.store, proxy)
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
 def remote_stored(local, rec: str) -> tuple[dict[str, int], dict[str, dict]]:
     s3, ddb = local.client("s3"), local.client("dynamodb")
     objects = {}
@@ -321,9 +338,14 @@ def test_flaky_storage_over_a_real_websocket_loses_nothing(ingress):
         # The receiver writes index items with BatchWriteItem (index_batch.py), a Lambda with
         # PutItem; participant totals are UpdateItems, written every few seconds.
         index_op = "BatchWriteItem" if ingress == "direct" else "PutItem"
-        faults = [
-            inject(svc.s3, "PutObject", "refused", code="SlowDown", fail=lambda n: n % 3 == 1),
-            inject(svc.s3, "PutObject", "read_timeout", fail=lambda n: n % 7 == 3),
+        if ingress == "apigw":
+            faults = [inject(svc.s3, "PutObject", "refused", code="SlowDown", fail=lambda n: n % 3 == 1),
+                      inject(svc.s3, "PutObject", "read_timeout", fail=lambda n: n % 7 == 3)]
+        else:  # the same two, on the wire: refused (503 SlowDown), landed with its answer lost
+            wire = stack.enter_context(native_put_faults(
+                local, lambda n, _path: "slowdown" if n % 3 == 1 else "lost" if n % 7 == 3 else None))
+            faults = [wire.counts]
+        faults += [
             inject(svc.dynamodb, index_op, "read_timeout", fail=lambda n: n % 4 == 2),
             inject(svc.dynamodb, index_op, "refused", code="ThrottlingException", fail=lambda n: n % 5 == 4),
             inject(svc.dynamodb, "UpdateItem", "refused", code="ProvisionedThroughputExceededException",
@@ -337,12 +359,13 @@ def test_flaky_storage_over_a_real_websocket_loses_nothing(ingress):
         run(local.wait_idle())
         return report, faults, remote_stored(local, rec)
 
-    with local_stack(ingress) as local:
+    with local_stack(ingress) as local, ExitStack() as stack:
         report, faults, (objects, index) = scenario(local)
     stats = local.final_stats
     assert report.frames_sent == report.frames_generated and report.frames_lost == 0
     assert report.connections == 1 and report.reconnects == 0 and report.closes == {"1000": 1}
     assert all(f["failed"] > 0 for f in faults)  # every kind of fault fired
+    assert ingress == "apigw" or (faults[0].get("slowdown") and faults[0].get("lost"))
     assert stats["outcomes"] == {"stored": report.frames_sent}
     assert len(objects) == report.frames_sent and set(index) == set(objects)
     assert all(index[key]["bytes"] == size for key, size in objects.items())
@@ -358,19 +381,33 @@ def test_an_s3_outage_fails_frames_visibly_and_the_stream_goes_on(ingress):
     def scenario(local):
         run = local.run
         svc = ingress_service(local)
-        # Attempts 7-30 fail: with 6 attempts per frame, that is ~4 frames failed for good.
-        outage = inject(svc.s3, "PutObject", "connect_timeout", fail=lambda n: 7 <= n <= 30)
+        if ingress == "apigw":
+            # Attempts 7-30 fail: with 6 attempts per frame, that is ~4 frames failed for good.
+            outage = inject(svc.s3, "PutObject", "connect_timeout", fail=lambda n: 7 <= n <= 30)
+        else:
+            # The receiver stores several frames at once, so an outage counted in attempts
+            # would spread over them: here it is the frames captured from 1 s to 2 s, every
+            # attempt of theirs dropped on the wire (obstore's retries, then framesink's).
+            seen["proxy"] = stack.enter_context(native_put_faults(
+                local, lambda _n, path: "drop" if 1000 <= int(path.rsplit("/", 1)[1][:10]) < 2000 else None))
+            outage = seen["proxy"].counts
         rec = f"rec-{uuid.uuid4().hex[:8]}"
         report = run(simulate(SimConfig(url=local.state["ws_url"], participants=2, seconds=4, small=True,
                                         recording_id=rec, reconnect_delay=0.2)))
         run(local.wait_idle())
         return report, outage, remote_stored(local, rec)
 
-    with local_stack(ingress) as local:
+    seen: dict = {}
+    with local_stack(ingress) as local, ExitStack() as stack:
         report, outage, (objects, index) = scenario(local)
+    failed_keys = {p.split("/", 2)[2] for p in seen["proxy"].failed_paths} if ingress == "direct" else None
     stats = local.final_stats
     outcomes = stats["outcomes"]
     assert report.frames_lost == 0 and report.connections == 1 and report.closes == {"1000": 1}
-    assert outage["failed"] == 24
     assert outcomes.get("failed", 0) >= 1 and outcomes["stored"] + outcomes["failed"] == report.frames_sent
     assert len(objects) == outcomes["stored"] and set(index) == set(objects)
+    if ingress == "apigw":
+        assert outage["failed"] == 24
+    else:  # exactly the frames of the outage failed, each after all its attempts
+        assert outcomes["failed"] == len(failed_keys) and not failed_keys & set(objects)
+        assert outage["failed"] >= 2 * len(failed_keys)
