@@ -43,7 +43,7 @@ class Service:
             writer = BatchingIndexWriter(self.settings.table, self.dynamodb)
         objects = None
         if self.native_s3:
-            from .objects import NativeObjects
+            from .native_objects import NativeObjects
 
             objects = NativeObjects(self.s3, self.settings.bucket)
         return FrameStore(self.settings.bucket, self.settings.table, self.s3, self.dynamodb,
