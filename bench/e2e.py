@@ -94,7 +94,9 @@ class CallCounter:
         self.calls: Counter = Counter()
         for client in (store.s3, store.dynamodb):
             client.meta.events.register("before-call.*.*", self._count)
-        if not hasattr(store.objects, "s3"):  # not botocore's: count its puts by hand
+        from framesink_core.objects import BotoObjects
+
+        if not isinstance(store.objects, BotoObjects):  # obstore's puts: counted by hand
             put_new = store.objects.put_new
 
             def counted(*args, **kwargs):

@@ -77,7 +77,8 @@ def inspect_png(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> PngInfo:
 
     Raises PngError with reason ``not_png`` (no PNG signature / no IHDR first),
     ``truncated_png`` (ends before IEND), ``image_too_large`` (over ``max_pixels`` or
-    MAX_DIMENSION) or ``bad_png`` (CRC mismatch, invalid header, IDAT not zlib, no IDAT).
+    MAX_DIMENSION) or ``bad_png`` (CRC mismatch, invalid header, IDAT not zlib, no IDAT, bytes
+    after IEND).
     """
     if not data.startswith(PNG_SIGNATURE):
         raise PngError("not_png", "data does not start with the PNG signature")
@@ -109,5 +110,9 @@ def inspect_png(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> PngInfo:
         elif ctype == b"IEND":
             if not seen_idat:
                 raise PngError("bad_png", "PNG has no IDAT chunk")
+            # Decoders ignore what follows IEND, but a frame is stored byte for byte: bytes
+            # after it are damage (or smuggled data), not part of the image.
+            if data_end + 4 != end:
+                raise PngError("bad_png", f"{end - data_end - 4} bytes after the IEND chunk")
             return info
         pos = data_end + 4

@@ -80,9 +80,15 @@ def test_crc_mismatch_is_bad_png():
     assert err.value.reason == "bad_png"
 
 
-def test_trailing_bytes_after_iend_are_tolerated():
+def test_bytes_after_iend_are_bad_png():
+    """Decoders ignore them, but a frame is stored byte for byte: trailing bytes are damage (a
+    cut-down oversized buffer, found by tests/unit/test_fuzz.py) or a polyglot's payload."""
     png = pillow_png()
-    assert inspect_png(png + b"\0\0\0").width == 32
+    assert inspect_png(png).width == 32
+    for tail in (b"\0", b"\0\0\0", b"PK\x03\x04" + bytes(40)):
+        with pytest.raises(PngError) as err:
+            inspect_png(png + tail)
+        assert err.value.reason == "bad_png" and f"{len(tail)} bytes after the IEND chunk" in err.value.detail
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
