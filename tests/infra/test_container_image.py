@@ -168,6 +168,22 @@ def test_requirements_are_pinned_and_have_no_pillow():
         assert metadata.version(name.split("[")[0]) == version
 
 
+@pytest.mark.parametrize("arch", ["aarch64", "x86_64"])
+def test_the_image_requirements_install_from_wheels_on_both_task_platforms(arch):
+    """container/requirements.txt resolves to binary wheels for the image's Python (3.13, glibc
+    2.36 on Debian slim) on arm64 and x86_64: the image build in CodeBuild never compiles
+    anything (obstore, orjson and pybase64 are native; obstore's aarch64 wheel is
+    manylinux_2_24, which a manylinux2014-only resolve would miss)."""
+    python = re.search(r"python:(\d+\.\d+)", DOCKERFILE.read_text())[1]
+    platforms = [f"--platform=manylinux{tag}_{arch}" for tag in ("2014", "_2_24", "_2_28", "_2_34")]
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--dry-run", "--ignore-installed",
+         "--target", "/nonexistent-dry-run", "--implementation", "cp", "--python-version", python,
+         "--only-binary=:all:", *platforms, "-r", str(REQUIREMENTS)],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
 def test_the_receiver_imports_nothing_the_image_lacks():
     probe = "import framesink_receiver; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     result = subprocess.run(image_argv(["python", "-c", probe]), capture_output=True, text=True, timeout=GUARD,
