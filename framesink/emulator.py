@@ -644,12 +644,9 @@ class LocalStack:
 
     async def start_direct(self, port: int = 0) -> str:
         """Start the container receiver (no API Gateway limits) on the same moto; its ws URL."""
-        from framesink_core.service import Service
+        from framesink_receiver import Receiver, ReceiverConfig, receiver_service
 
-        from framesink_receiver import Receiver, ReceiverConfig
-
-        # As in the container: index items batched (framesink receive does the same).
-        self.receiver = Receiver(Service(batch_index_writes=True, native_s3=True), ReceiverConfig(port=port))
+        self.receiver = Receiver(receiver_service(), ReceiverConfig(port=port))  # as in the container
         await self.receiver.start()
         return f"{self.receiver.url}?token={self.token}"
 

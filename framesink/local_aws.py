@@ -3,8 +3,8 @@
 The table comes from framesink_core.schema, the same definition the CDK stack deploys; the
 feed is what infra/frame_events.py deploys: the bucket's Object Created events on the
 default EventBridge bus, when asked a rule on recordings/ into a frame queue (`framesink
-watch`; the deploy's -c frameQueue=true), and a rule on screenshare frames into the queue the local slide analyzer reads (in AWS that rule
-invokes the Lambda directly).
+watch`; the deploy's -c frameQueue=true), and a rule on screenshare frames into the queue the
+local slide analyzer reads (in AWS that rule invokes the Lambda directly).
 """
 
 from __future__ import annotations

@@ -31,8 +31,9 @@ from botocore.exceptions import ClientError
 
 from . import schema
 from .contact_sheet import MAX_FRAMES, SheetEntry, make_contact_sheet, sample_evenly
+from .objects import error_code
 from .query import FrameIndex
-from .storage import error_code, from_item, to_item
+from .storage import from_item, to_item
 from .video import DEFAULT_GAP_MS, VideoStats, VideoWriter
 
 PREFETCH = 8  # frames downloaded ahead of the encoder: bounds memory, hides S3 latency

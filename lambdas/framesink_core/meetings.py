@@ -28,7 +28,8 @@ from botocore.exceptions import ClientError
 
 from . import schema
 from .auth import AuthError, OnceStore, verify_signed_headers
-from .storage import error_code, from_item, to_item
+from .objects import error_code
+from .storage import from_item, to_item
 
 # Recall's bot statuses in the order a call goes through them (v1.11 event names are
 # "bot.<code>"; the legacy "bot.status_change" carries data.status.code).

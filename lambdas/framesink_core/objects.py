@@ -40,6 +40,10 @@ class ObjectWriteError(Exception):
     """Not written: S3 refused or could not be reached after the client's own retries."""
 
 
+def error_code(exc: Exception) -> str:
+    return exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+
+
 def describe_client_error(exc: Exception) -> str:
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
@@ -58,7 +62,7 @@ class BotoObjects:
             self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="image/png",
                                Metadata=metadata, IfNoneMatch="*", ChecksumCRC32=crc32)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
+            code = error_code(exc)
             if code == "PreconditionFailed":
                 raise ObjectExists(key) from exc
             if code == "ConditionalRequestConflict":  # another conditional write in flight

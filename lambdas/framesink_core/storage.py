@@ -90,10 +90,6 @@ def clients(region: str | None = None, endpoint_url: str | None = None):
     return boto3.client("s3", **kwargs), boto3.client("dynamodb", **kwargs)
 
 
-def error_code(exc: Exception) -> str:
-    return exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
-
-
 class StoreError(RuntimeError):
     """A frame that could not be stored after retries. ``stage`` is ``s3`` or ``index``."""
 

@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from botocore.exceptions import BotoCoreError, ClientError
 
 from . import schema
+from .objects import error_code
 from .observability import count, logger
-from .storage import StoredFrame, error_code, from_item, to_item
+from .storage import StoredFrame, from_item, to_item
 
 DEFAULT_FLUSH_SECONDS = 5.0
 ATTRIBUTES = ("participant_name", "is_host", "platform")

@@ -14,8 +14,9 @@ from .server import (
     add_arguments,
     main,
     max_message_bytes,
+    receiver_service,
     run,
 )
 
 __all__ = ["DEFAULT_MAX_IN_FLIGHT", "HEALTH_PATH", "MAX_IN_FLIGHT_ENV", "PORT_ENV", "Receiver", "ReceiverConfig",
-           "add_arguments", "main", "max_message_bytes", "run"]
+           "add_arguments", "main", "max_message_bytes", "receiver_service", "run"]

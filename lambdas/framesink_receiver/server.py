@@ -683,6 +683,13 @@ async def serve_until_signalled(service: Service, config: ReceiverConfig) -> dic
     return summary
 
 
+def receiver_service(settings: Settings | None = None) -> Service:
+    """The core as the container runs it: index items batched (index_batch.py) and frames
+    written with obstore (native_objects.py). `framesink receive` and `framesink local
+    --ingress direct` both start from here."""
+    return Service(settings, batch_index_writes=True, native_s3=True)
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     settings = Settings.from_env()
@@ -690,7 +697,7 @@ def run(args: argparse.Namespace) -> int:
         print("framesink receive: FRAMESINK_BUCKET and FRAMESINK_TABLE must be set "
               "(the task definition sets them; locally, use `framesink local --ingress direct`)", file=sys.stderr)
         return 2
-    asyncio.run(serve_until_signalled(Service(settings, batch_index_writes=True, native_s3=True), config))
+    asyncio.run(serve_until_signalled(receiver_service(settings), config))
     return 0
 
 
