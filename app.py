@@ -4,10 +4,15 @@
 import sys
 
 from infra import build, error_annotations
+from infra.settings import SettingsError
 
 
 def main() -> int:
-    app, _stack = build()
+    try:
+        app, _stack = build()
+    except SettingsError as exc:  # a setting or region the deploy cannot use: one line, no traceback
+        print(f"synth refused: {exc}", file=sys.stderr)
+        return 1
     try:
         assembly = app.synth()
     except RuntimeError as exc:

@@ -7,6 +7,7 @@ context (feature flags and setting defaults) plus any overrides, with cdk-nag at
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from aws_cdk import App, Aspects, cx_api
 from cdk_nag import AwsSolutionsChecks
 
-from .settings import InfraSettings
+from .settings import InfraSettings, check_region
 from .stack import FramesinkStack
 
 CDK_JSON = Path(__file__).resolve().parents[1] / "cdk.json"
@@ -40,6 +41,8 @@ def build(context: Mapping[str, Any] | None = None, outdir: str | None = None) -
         analytics_reporting=config.get("versionReporting"),
     )
     settings = InfraSettings.from_context(app.node.try_get_context)
+    # The CDK CLI names the profile's region here; the stack itself stays region-agnostic.
+    check_region(settings, os.environ.get("CDK_DEFAULT_REGION") or os.environ.get("AWS_REGION"))
     stack = FramesinkStack(app, "Framesink", stack_name=settings.stack_name, settings=settings)
     Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
     return app, stack

@@ -40,10 +40,11 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from aws_cdk import Annotations, Duration, Stack
+from aws_cdk import Annotations, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_cloudfront as cloudfront
 from aws_cdk import aws_cloudfront_origins as origins
+from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr as ecr
@@ -53,6 +54,7 @@ from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
+from aws_cdk import custom_resources as cr
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
@@ -71,7 +73,10 @@ from .settings import InfraSettings
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = "container/Dockerfile"  # relative to REPO_ROOT, the build context
 CONTAINER_PORT = 8080
-VPC_CIDR = "10.0.0.0/16"  # a literal, so the ALB's ingress rule names it (and cdk-nag can check it)
+VPC_CIDR = "10.0.0.0/16"
+# The AWS-managed prefix list of CloudFront's origin-facing servers: the same name in every
+# commercial region, a different id in each (VPC User Guide, "AWS-managed prefix lists").
+CLOUDFRONT_ORIGIN_FACING = "com.amazonaws.global.cloudfront.origin-facing"
 # 0.5 vCPU / 1 GB: base64 + PNG checks of ~20 frames/s (10 participants) use a fraction of a
 # vCPU; memory holds at most (max in flight + connections) messages (see the receiver).
 TASK_CPU = 512
@@ -92,6 +97,10 @@ DEREGISTRATION_DELAY = Duration.seconds(60)
 # SIGTERM to SIGKILL (Fargate's maximum): the receiver's shutdown grace (90 s: close
 # handshakes, storing what it read, queued index items, totals) fits inside it.
 STOP_TIMEOUT = Duration.seconds(120)
+# The receiver image build: a cold `docker buildx` of the slim image takes 3-6 minutes in
+# CodeBuild; a build that has not answered in 20 fails the deploy instead of hanging it.
+IMAGE_BUILD_TIMEOUT = Duration.minutes(20)
+IMAGES_KEPT = 5
 
 ARCHITECTURES = {
     "arm64": (ecs.CpuArchitecture.ARM64, ecr_assets.Platform.LINUX_ARM64),
@@ -164,16 +173,12 @@ class ContainerIngress(Construct):
         )
         self.alb_security_group = ec2.SecurityGroup(
             self, "AlbSecurityGroup", vpc=self.vpc, allow_all_outbound=False,
-            description=(f"framesink receiver ALB: {listener_port} from the CloudFront VPC origin (inside the VPC), "
-                         "out to the tasks only") if behind_cloudfront else
+            description=(f"framesink receiver ALB: {listener_port} from the CloudFront origin-facing prefix list "
+                         "(its VPC origin), out to the tasks only") if behind_cloudfront else
             f"framesink receiver ALB: {listener_port} from anywhere (Recall bots), out to the tasks only",
         )
         if behind_cloudfront:
-            # The VPC origin's network interfaces live in this VPC (CloudFront creates them with
-            # its own security group, whose id CloudFormation does not expose): admit the VPC's
-            # own range. The ALB has no public address, so nothing outside the VPC reaches it.
-            self.alb_security_group.add_ingress_rule(ec2.Peer.ipv4(VPC_CIDR), ec2.Port.tcp(80),
-                                                     "CloudFront VPC origin (its interfaces are in this VPC)")
+            self._admit_cloudfront_origin_facing(listener_port)
         else:
             self.alb_security_group.add_ingress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(listener_port),
                                                      "Recall bots connect from the internet")
@@ -330,6 +335,45 @@ class ContainerIngress(Construct):
                                          scale_out_cooldown=Duration.minutes(1),
                                          scale_in_cooldown=Duration.minutes(15))
 
+    def _admit_cloudfront_origin_facing(self, port: int) -> None:
+        """The ALB admits CloudFront's origin-facing managed prefix list, the source AWS documents
+        for VPC-origin traffic ("Restrict access with VPC origins", CloudFront Developer Guide;
+        CDK's aws-cloudfront-origins README, "Restrict traffic coming to the VPC origin"). A rule
+        for the VPC's own CIDR does not admit it: teams report 504s at every request while the
+        ALB's own health checks stay green.
+
+        The list's id differs per region, so it is resolved at deploy time (a DescribeManagedPrefixLists
+        call by the name AWS gives it in every commercial region); synth stays offline. Chosen over
+        the ``CloudFront-VPCOrigins-Service-SG`` group, which CloudFront creates only once the VPC
+        origin is deployed (a lookup that races its creation), the prefix list exists before the
+        stack does. Its cost: a prefix list counts as its maximum entries (55) against the group's
+        60-rule quota ("Weight of AWS-managed prefix lists", VPC User Guide); this group has no
+        other ingress rule. Only interfaces inside this VPC route to the internal ALB, so the
+        list admits this account's VPC origin and nothing from the internet."""
+        lookup = cr.AwsCustomResource(
+            self, "OriginFacingPrefixList",
+            on_update=cr.AwsSdkCall(  # on_create defaults to on_update: resolved on every deploy
+                service="EC2", action="describeManagedPrefixLists",
+                parameters={"Filters": [{"Name": "prefix-list-name", "Values": [CLOUDFRONT_ORIGIN_FACING]}]},
+                physical_resource_id=cr.PhysicalResourceId.of(CLOUDFRONT_ORIGIN_FACING),
+                output_paths=["PrefixLists.0.PrefixListId"],
+            ),
+            # DescribeManagedPrefixLists has no resource-level permissions (Service Authorization
+            # Reference, Amazon EC2): its resource must be '*'.
+            policy=cr.AwsCustomResourcePolicy.from_sdk_calls(resources=cr.AwsCustomResourcePolicy.ANY_RESOURCE),
+            install_latest_aws_sdk=False,
+        )
+        self.origin_prefix_list_id = lookup.get_response_field("PrefixLists.0.PrefixListId")
+        self.alb_security_group.add_ingress_rule(
+            ec2.Peer.prefix_list(self.origin_prefix_list_id), ec2.Port.tcp(port),
+            "CloudFront origin-facing servers (the distribution's VPC origin)")
+        NagSuppressions.add_resource_suppressions(lookup, [NagPackSuppression(
+            id="AwsSolutions-IAM5",
+            reason="ec2:DescribeManagedPrefixLists (read-only, resolving CloudFront's origin-facing prefix list by "
+            "name at deploy time) supports no resource-level permissions, so its resource is '*'.",
+            applies_to=["Resource::*"])], apply_to_children=True)
+        _suppress_sdk_call_singleton(Stack.of(self))
+
     def _image(self, settings: InfraSettings, platform: ecr_assets.Platform) -> ecs.ContainerImage:
         if settings.container_image == "local":
             # cdk deploy runs `docker build` (or $CDK_DOCKER: podman, finch); synth only stages.
@@ -349,12 +393,27 @@ class ContainerIngress(Construct):
             return ecs.ContainerImage.from_ecr_repository(repository, tag)  # a tag, or sha256:<digest>
         from cdklabs.deploy_time_build import ContainerImageBuild
 
+        # Every deploy pushes a new image: keep the last few (a rollback needs the previous one),
+        # not every image forever. Emptied and deleted with the stack: it holds only builds.
+        self.image_repository = ecr.Repository(
+            self, "ImageRepository", image_scan_on_push=True, empty_on_delete=True,
+            removal_policy=RemovalPolicy.DESTROY,
+            lifecycle_rules=[ecr.LifecycleRule(max_image_count=IMAGES_KEPT,
+                                               description=f"keep the {IMAGES_KEPT} newest receiver images")],
+        )
         build = ContainerImageBuild(
             self, "Image", directory=str(REPO_ROOT), file=DOCKERFILE, platform=platform,
+            repository=self.image_repository,
             # The source is zipped as an S3 asset under the same allow-list the Dockerfile
             # assumes (the construct reads .dockerignore; Docker's matching rules apply).
             ignore_mode=_docker_ignore_mode(),
         )
+        # The build answers CloudFormation from its buildspec's last step. If CodeBuild fails
+        # before that (a concurrent-build quota of 0 on a new account, an image pull refused),
+        # nothing answers: without a service timeout CloudFormation waits an hour
+        # (AWS::CloudFormation::CustomResource ServiceTimeout, in seconds, at most 3600).
+        build.node.find_child("Resource").node.default_child.add_property_override(
+            "ServiceTimeout", str(int(IMAGE_BUILD_TIMEOUT.to_seconds())))
         self.image_build = build
         _tidy_image_build(Stack.of(self), settings)
         return build.to_ecs_docker_image_code()
@@ -414,6 +473,19 @@ class ContainerIngress(Construct):
         return distribution
 
 
+def _suppress_sdk_call_singleton(stack: Stack) -> None:
+    """CDK's AwsCustomResource runs every SDK call of a stack through one Lambda (a singleton
+    at the stack's root, named AWS679f53fac002430cb0da5b7982bd2287)."""
+    for child in stack.node.children:
+        if child.node.id.startswith("AWS679f53fac002430cb0da5b7982bd2287"):
+            NagSuppressions.add_resource_suppressions(child, [
+                NagPackSuppression(id="AwsSolutions-IAM4", reason="CDK's AwsCustomResource Lambda uses the "
+                                   "AWSLambdaBasicExecutionRole managed policy for its own logs."),
+                NagPackSuppression(id="AwsSolutions-L1", reason="CDK's AwsCustomResource pins its Node.js runtime "
+                                   "to the one its bundled SDK is built and tested with."),
+            ], apply_to_children=True)
+
+
 def _docker_ignore_mode():
     from aws_cdk import IgnoreMode
 
@@ -429,13 +501,21 @@ def _tidy_image_build(stack: Stack, settings: InfraSettings) -> None:
     """deploy-time-build's parts (a CodeBuild project that runs `docker build` once per deploy,
     and the Lambda that starts it) follow the stack's settings: their log group gets the
     stack's retention and removal policy, and each cdk-nag finding is suppressed with a reason."""
-    for child in stack.node.children:
+    for child in list(stack.node.children):
         if child.node.id.startswith(IMAGE_BUILD_SINGLETONS):
             _suppress_image_build_parts(child)
             for node in child.node.find_all():
                 if isinstance(node, logs.CfnLogGroup):
                     node.retention_in_days = settings.log_retention_days
                     node.apply_removal_policy(settings.removal_policy)
+                if isinstance(node, codebuild.Project) and stack.node.try_find_child("ImageBuildLogs") is None:
+                    # CodeBuild otherwise creates /aws/codebuild/<project> itself, kept forever.
+                    group = logs.LogGroup(stack, "ImageBuildLogs", retention=settings.log_retention,
+                                          removal_policy=settings.removal_policy)
+                    node.node.default_child.logs_config = codebuild.CfnProject.LogsConfigProperty(
+                        cloud_watch_logs=codebuild.CfnProject.CloudWatchLogsConfigProperty(
+                            status="ENABLED", group_name=group.log_group_name))
+                    group.grant_write(node.role)
 
 
 def _suppress_image_build_parts(build: Construct) -> None:

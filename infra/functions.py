@@ -48,6 +48,7 @@ class PythonFunction(Construct):
         memory_size: int,
         timeout: Duration,
         ephemeral_storage: Size | None = None,
+        reserved_concurrency: int | None = None,
     ):
         super().__init__(scope, id)
         self.log_group = logs.LogGroup(
@@ -74,6 +75,7 @@ class PythonFunction(Construct):
             timeout=timeout,
             environment=dict(environment),
             ephemeral_storage_size=ephemeral_storage,
+            reserved_concurrent_executions=reserved_concurrency,
         )
         # Not AWSLambdaBasicExecutionRole (logs:CreateLogGroup/PutLogEvents on every group):
         # the group exists, so the function only needs to write streams into its own.
@@ -138,6 +140,7 @@ class FunctionFactory:
         environment: Mapping[str, str] | None = None,
         code: lambda_.Code | None = None,
         ephemeral_storage: Size | None = None,
+        reserved_concurrency: int | None = None,
     ) -> PythonFunction:
         made = PythonFunction(
             scope,
@@ -151,6 +154,7 @@ class FunctionFactory:
             memory_size=memory_size,
             timeout=timeout,
             ephemeral_storage=ephemeral_storage,
+            reserved_concurrency=reserved_concurrency,
         )
         self.functions.append(made)
         return made

@@ -44,8 +44,12 @@ WEBHOOK_PATH = "/recall/events"
 THROTTLE_RATE = 20
 THROTTLE_BURST = 50
 EXPORT_TIMEOUT = Duration.minutes(15)
-EXPORT_MEMORY_MB = 4096
 EXPORT_TMP_MB = 4096
+# Reserved concurrency (reservedConcurrency=true): a flood elsewhere in the account (handshakes,
+# frames) cannot take the last Lambda slots from these two. Svix delivers a few webhooks per
+# bot and status; an export is one stream per invocation, the rest wait in the queue.
+WEBHOOK_CONCURRENCY = 5
+EXPORT_CONCURRENCY = 10
 # A message is invisible while its stream is encoded: longer than the function's timeout.
 EXPORT_VISIBILITY = Duration.minutes(20)
 WEBHOOK_SECRET_PLACEHOLDER = "REPLACE_WITH_RECALL_WHSEC_SECRET"
@@ -115,6 +119,7 @@ class Meetings(Construct):
             # Svix waits 15 s for an answer: record and queue, never export here.
             timeout=Duration.seconds(10),
             environment=environment,
+            reserved_concurrency=WEBHOOK_CONCURRENCY if settings.reserved_concurrency else None,
         )
         self.api = apigwv2.HttpApi(
             self, "Api", description=f"framesink {settings.stage}: Recall bot status webhooks (Svix-signed)",
@@ -154,11 +159,18 @@ class Meetings(Construct):
                                         resources=[table_arn]),
                     iam.PolicyStatement(actions=["sqs:SendMessage"], resources=[self.export_queue.queue_arn]),
                 ],
-                memory_size=EXPORT_MEMORY_MB, timeout=EXPORT_TIMEOUT, code=functions.media_code,
+                memory_size=settings.export_memory_mb, timeout=EXPORT_TIMEOUT, code=functions.media_code,
                 environment=environment, ephemeral_storage=Size.mebibytes(EXPORT_TMP_MB),
+                reserved_concurrency=EXPORT_CONCURRENCY if settings.reserved_concurrency else None,
             )
-            # One message per invocation: a stream's export is minutes, not milliseconds.
-            self.export.function.add_event_source(sources.SqsEventSource(self.export_queue, batch_size=1))
+            # One message per invocation: a stream's export is minutes, not milliseconds. With
+            # reserved concurrency the poller is capped at the same number (maximum concurrency):
+            # otherwise SQS hands the function more batches than it may run, the throttled ones
+            # come back with a receive counted, and after 3 an export lands in the dead letters
+            # (Lambda Developer Guide, "Configuring maximum concurrency for Amazon SQS event sources").
+            self.export.function.add_event_source(sources.SqsEventSource(
+                self.export_queue, batch_size=1,
+                max_concurrency=EXPORT_CONCURRENCY if settings.reserved_concurrency else None))
             NagSuppressions.add_resource_suppressions(self.export.policy, [NagPackSuppression(
                 id="AwsSolutions-IAM5",
                 reason="Object keys under recordings/ (read) and exports/ (written) are only known per recording; "

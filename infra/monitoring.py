@@ -98,6 +98,16 @@ class Monitoring(Construct):
         ))
         self.topic = sns.Topic(self, "AlarmTopic", display_name=f"{prefix} alarms", master_key=key,
                                enforce_ssl=True)
+        # A topic policy replaces SNS's default one, and enforce_ssl makes one holding only its
+        # Deny: CloudWatch must then be allowed by name, or every alarm action fails ("Why
+        # didn't I receive an SNS notification for my CloudWatch alarm trigger?", AWS re:Post;
+        # SNS Developer Guide, "Amazon SNS access control case examples": CloudWatch alarms
+        # publishing, with aws:SourceAccount against the confused deputy).
+        self.topic.add_to_resource_policy(iam.PolicyStatement(
+            sid="AllowCloudWatchAlarms", principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+            actions=["sns:Publish"], resources=[self.topic.topic_arn],
+            conditions={"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}},
+        ))
         if settings.alarm_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(settings.alarm_email))
         self._action = actions.SnsAction(self.topic)

@@ -48,8 +48,10 @@ DEFAULTS: dict[str, Any] = {
     # true: the stack generates a shared connection token in Secrets Manager.
     "staticToken": True,
     # true: the stack sets the account's API Gateway CloudWatch role (one per account and
-    # region, needed for WebSocket access logs). false if the account already has one.
-    "apiGatewayCloudWatchRole": True,
+    # region, needed for WebSocket access logs). Off by default: it is an account-wide setting
+    # that the last stack to set it owns; README "Before your first deploy" shows the check
+    # (`aws apigateway get-account`) and when to turn it on (once per account and region).
+    "apiGatewayCloudWatchRole": False,
     # Which websocket ingress to deploy (README "choose your ingress"): "both" (the default: the
     # container stores real frames, API Gateway stays for tiny ones), "container" (ECS Fargate
     # behind an ALB; no size limit but maxFrameBytes) or "apigw" (API Gateway + Lambda: 32 KB
@@ -82,6 +84,20 @@ DEFAULTS: dict[str, Any] = {
     "recallWebhookSecretName": "",
     # true: export an MP4 and a contact sheet per participant and type when a meeting ends.
     "exports": True,
+    # The export function's memory (MB; CPU grows with it, x264 uses it). 3008 is the most a
+    # new account's Lambda quota allows; with it one invocation (15 min) encodes about three
+    # hours of 1280x720 screenshare or 20+ hours of 480x360 webcam (README "Export").
+    "exportMemoryMb": 3008,
+    # true: reserved concurrency for the webhook (5) and export (10) functions, so a flood of
+    # handshakes or frames cannot starve them. Needs an account concurrency limit above 100 +
+    # 15 (new accounts may have 10: request the increase, or set false).
+    "reservedConcurrency": True,
+    # A WAF rate-based rule on the CloudFront distribution: requests per IP per 5 minutes
+    # (>= 10; 0 = no web ACL). CloudFront web ACLs live in us-east-1: the stack must be there.
+    "rateLimitPerIp": 0,
+    # true: a function every 5 minutes opens a websocket through the public URL (401 without a
+    # token, 101 with a short-lived one) and alarms after 3 failures in a row.
+    "canary": True,
     # After bot.call_ended (no bot.done yet), minutes without a new frame before exporting.
     "exportQuietMinutes": 10,
     # Container ingress task count: CPU autoscaling between these (1 <= min <= max <= 100).
@@ -136,6 +152,8 @@ DOMAIN_PATTERN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.
 REMOVAL_POLICIES = {"retain": RemovalPolicy.RETAIN, "destroy": RemovalPolicy.DESTROY}
 ANALYZERS = {"": "", "slides": "slides"}
 
+EXPORT_MEMORY_RANGE = (1024, 10240)  # below 1 GB x264 is too slow to matter; 10240 is Lambda's maximum
+MIN_RATE_LIMIT = 10  # WAF's smallest rate-based limit (per 5 minutes)
 MAX_CONTAINER_TASKS = 100  # a typo guard, far above any meeting load; raise it if you need to
 STAGE_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,23}")  # valid as an API stage and in a stack name
 SECRET_NAME_PATTERN = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
@@ -169,6 +187,10 @@ class InfraSettings:
     recall_webhook_secret_name: str = DEFAULTS["recallWebhookSecretName"]
     exports: bool = DEFAULTS["exports"]
     export_quiet_minutes: int = DEFAULTS["exportQuietMinutes"]
+    export_memory_mb: int = DEFAULTS["exportMemoryMb"]
+    reserved_concurrency: bool = DEFAULTS["reservedConcurrency"]
+    rate_limit_per_ip: int = DEFAULTS["rateLimitPerIp"]
+    canary: bool = DEFAULTS["canary"]
     container_min_tasks: int = DEFAULTS["containerMinTasks"]
     container_max_tasks: int = DEFAULTS["containerMaxTasks"]
     recall_region: str = DEFAULTS["recallRegion"]
@@ -270,6 +292,18 @@ class InfraSettings:
         quiet = _integer(value("exportQuietMinutes"), "exportQuietMinutes")
         if not 1 <= quiet <= 120:
             raise SettingsError(f"context 'exportQuietMinutes' must be 1-120; got {quiet}")
+        export_memory = _integer(value("exportMemoryMb"), "exportMemoryMb")
+        if not EXPORT_MEMORY_RANGE[0] <= export_memory <= EXPORT_MEMORY_RANGE[1]:
+            raise SettingsError(f"context 'exportMemoryMb' must be {EXPORT_MEMORY_RANGE[0]}-{EXPORT_MEMORY_RANGE[1]} "
+                                f"(new accounts allow at most 3008 until a quota increase); got {export_memory}")
+        rate_limit = _integer(value("rateLimitPerIp"), "rateLimitPerIp")
+        if rate_limit and rate_limit < MIN_RATE_LIMIT:
+            raise SettingsError(f"context 'rateLimitPerIp' must be 0 (off) or >= {MIN_RATE_LIMIT} requests per IP per "
+                                f"5 minutes (WAF's smallest limit); got {rate_limit}")
+        if rate_limit and not (container and front == "cloudfront"):
+            raise SettingsError("context 'rateLimitPerIp' puts a WAF rule on the CloudFront distribution, which only "
+                                "ingress=both|container with containerFront=cloudfront has; "
+                                f"got ingress={ingress}, containerFront={front}")
         alarm_email = _text(value("alarmEmail"), "alarmEmail").strip()
         if alarm_email and not EMAIL_PATTERN.fullmatch(alarm_email):
             raise SettingsError(f"context 'alarmEmail' must be an email address; got {alarm_email!r}")
@@ -320,6 +354,10 @@ class InfraSettings:
             recall_webhook_secret_name=webhook_secret,
             exports=_boolean(value("exports"), "exports"),
             export_quiet_minutes=quiet,
+            export_memory_mb=export_memory,
+            reserved_concurrency=_boolean(value("reservedConcurrency"), "reservedConcurrency"),
+            rate_limit_per_ip=rate_limit,
+            canary=_boolean(value("canary"), "canary"),
             container_min_tasks=min_tasks,
             container_max_tasks=max_tasks,
             recall_region=recall_region,
@@ -355,6 +393,27 @@ class InfraSettings:
     @property
     def architecture(self) -> lambda_.Architecture:
         return ARCHITECTURES[self.architecture_name]
+
+
+# Regions where the default deploy cannot work, and the setting that avoids it. CloudFront and
+# its VPC origins exist only in the commercial partition ("aws"): China's CloudFront is a
+# separate service without VPC origins, GovCloud has no CloudFront.
+PARTITIONS_WITHOUT_VPC_ORIGINS = ("cn-", "us-gov-")
+
+
+def check_region(settings: InfraSettings, region: str | None) -> None:
+    """Refuse at synth what the target region cannot deploy, when the region is known
+    (the CDK CLI sets CDK_DEFAULT_REGION from your profile); the template's Rules repeat the
+    checks for deploys whose region is only known to CloudFormation."""
+    if not region:
+        return
+    if settings.container_ingress and settings.container_front == "cloudfront" and \
+            region.startswith(PARTITIONS_WITHOUT_VPC_ORIGINS):
+        raise SettingsError(f"region {region} has no CloudFront VPC origins (containerFront=cloudfront): set "
+                            "containerFront=alb with certificateArn + domainName")
+    if settings.rate_limit_per_ip and region != "us-east-1":
+        raise SettingsError(f"context 'rateLimitPerIp' needs a CloudFront web ACL, which AWS WAF creates only in "
+                            f"us-east-1; this stack deploys to {region}: deploy it in us-east-1 or set rateLimitPerIp=0")
 
 
 def _text(raw: Any, key: str) -> str:
