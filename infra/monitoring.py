@@ -37,6 +37,8 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from .canary import FAILED_RUNS_TO_ALARM
+from .canary import SCHEDULE as CANARY_SCHEDULE
 from .functions import METRICS_NAMESPACE, PythonFunction
 from .settings import InfraSettings
 
@@ -66,6 +68,7 @@ class Monitored:
     min_tasks: int = 1
     distribution: cloudfront.IDistribution | None = None
     dead_letter_queues: Mapping[str, sqs.IQueue] = field(default_factory=dict)  # what each one catches
+    canary: bool = False  # infra/canary.py runs: alarm on its CanaryOk
 
 
 class Monitoring(Construct):
@@ -256,6 +259,21 @@ class Monitoring(Construct):
                 CLOUDFRONT_5XX_PERCENT, "CloudFront answered 5xx to more than 5 % of requests: the receiver "
                 "(its VPC origin) is unreachable.")
             alarm.node.default_child.cfn_options.condition = in_us_east_1
+        if watch.canary:
+            # 3 failed runs in a row (15 minutes): one lost packet is not an outage. A run that
+            # did not report is a failure too (the canary itself broken or throttled).
+            canary = metric("CanaryOk", statistic="Minimum", period=CANARY_SCHEDULE, label="Canary passed")
+            alarm = canary.create_alarm(
+                self, "CanaryFailing", threshold=1, evaluation_periods=FAILED_RUNS_TO_ALARM,
+                datapoints_to_alarm=FAILED_RUNS_TO_ALARM,
+                comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.BREACHING,
+                alarm_description="The canary's websocket handshake through the public URL failed 3 runs in a row "
+                "(no 401 without a token, or no 101 with one): Recall cannot connect. See the Canary function's "
+                "log line 'canary failed' for the statuses; a 502/504 means CloudFront cannot reach the ALB "
+                "(its security group, or no healthy task).")
+            alarm.add_alarm_action(self._action)
+            self.alarms.append(alarm)
         for what, queue in watch.dead_letter_queues.items():
             self._alarm(f"DeadLetters{what}", queue.metric_approximate_number_of_messages_visible(
                 period=PERIOD, statistic="Maximum"), 1, f"{what}: messages failed every retry and wait in its "

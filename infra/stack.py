@@ -13,6 +13,7 @@ from constructs import Construct
 from framesink_core.settings import Settings
 
 from .bot_api import BotApi
+from .canary import Canary
 from .container_ingress import ContainerIngress
 from .frame_events import FrameEvents
 from .functions import FunctionFactory
@@ -89,6 +90,10 @@ class FramesinkStack(Stack):
         self.query_api = QueryApi(self, "QueryApi", settings=settings, functions=self.functions, bucket=bucket,
                                   table=table)
 
+        # The canary: the bots' handshake through the public URL, every 5 minutes.
+        self.canary = (Canary(self, "Canary", functions=self.functions, table=table, url=self.ingress_url)
+                       if settings.canary else None)
+
         self.monitoring = Monitoring(self, "Monitoring", settings=settings, service_name=service_name, watch=Monitored(
             functions=self.functions.functions,
             table=table,
@@ -99,6 +104,7 @@ class FramesinkStack(Stack):
             target_group=self.container.target_group if self.container else None,
             min_tasks=settings.container_min_tasks,
             distribution=self.container.distribution if self.container else None,
+            canary=self.canary is not None,
             dead_letter_queues={name: queue for name, queue in (
                 ("FrameQueue", self.frame_events.dead_letters),
                 ("SlideAnalyzer", self.frame_events.analyzer_dead_letters),

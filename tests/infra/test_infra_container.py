@@ -31,7 +31,7 @@ from infra.container_ingress import (
     DOCKERFILE,
     ORIGIN_READ_TIMEOUT,
     STOP_TIMEOUT,
-    VPC_CIDR,
+    CLOUDFRONT_ORIGIN_FACING,
     task_environment,
 )
 from infra.settings import InfraSettings, SettingsError
@@ -167,11 +167,41 @@ def test_cloudfront_is_in_front_of_an_internal_alb_that_answers_only_it(synths, 
     config = synth.props("AWS::CloudFront::Distribution")["DistributionConfig"]
     (origin,) = config["Origins"]
     assert "VpcOriginConfig" in origin and "CustomOriginConfig" not in origin
-    # The ALB's only way in: port 80 from inside the VPC (the VPC origin's interfaces).
+    # AWS documents two sources for VPC-origin traffic: CloudFront's origin-facing managed
+    # prefix list, or the CloudFront-VPCOrigins-Service-SG group CloudFront creates ("Restrict
+    # access with VPC origins", CloudFront Developer Guide). A VPC-CIDR rule is neither (teams
+    # report 504s with one). Every way into the ALB must be one of the two, resolved by name.
     alb_sg = synth.security_group("framesink receiver ALB")
-    ingress = synth.resources[alb_sg]["Properties"]["SecurityGroupIngress"]
-    assert [(i["CidrIp"], i["FromPort"], i["ToPort"]) for i in ingress] == [(VPC_CIDR, 80, 80)]
-    assert synth.props("AWS::EC2::VPC")["CidrBlock"] == VPC_CIDR
+    inline = synth.resources[alb_sg]["Properties"].get("SecurityGroupIngress", [])
+    rules = inline + [v["Properties"] for v in synth.of_type("AWS::EC2::SecurityGroupIngress").values()
+                      if v["Properties"]["GroupId"] == gid(alb_sg)]
+    assert rules, "the ALB admits nothing: CloudFront cannot reach it"
+    for rule in rules:
+        assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", 80, 80)
+        assert "CidrIp" not in rule and "CidrIpv6" not in rule, f"a CIDR is not CloudFront's documented source: {rule}"
+        assert documented_cloudfront_source(synth, rule), rule
+
+
+def documented_cloudfront_source(synth: Synth, rule: dict) -> bool:
+    """The rule's source is the origin-facing prefix list or CloudFront's VPC-origin group, each
+    found at deploy time by the name AWS gives it (a custom resource's SDK call)."""
+    for key, (action, filter_name, value) in {
+        "SourcePrefixListId": ("describeManagedPrefixLists", "prefix-list-name", CLOUDFRONT_ORIGIN_FACING),
+        "SourceSecurityGroupId": ("describeSecurityGroups", "group-name", "CloudFront-VPCOrigins-Service-SG"),
+    }.items():
+        source = rule.get(key)
+        if not isinstance(source, dict) or "Fn::GetAtt" not in source:
+            continue
+        lookup = synth.resources[source["Fn::GetAtt"][0]]
+        if lookup["Type"] != "Custom::AWS":
+            continue
+        for phase in ("Create", "Update"):
+            call = json.loads(lookup["Properties"][phase])
+            filters = {f["Name"]: f["Values"] for f in call["parameters"]["Filters"]}
+            if (call["service"], call["action"], filters.get(filter_name)) != ("EC2", action, [value]):
+                return False
+        return True
+    return False
 
 
 @pytest.mark.parametrize("name", CLOUDFRONT_VARIANTS)
