@@ -19,7 +19,7 @@ from framesink_core.query import QueryError
 
 # Module names under framesink.commands; each defines register(subparsers).
 COMMANDS: list[str] = ["local", "simulate", "demo", "create_bot", "revoke_bot", "frames", "participants", "export",
-                       "watch", "slides", "recordings", "delete", "reindex", "receive"]
+                       "watch", "slides", "recordings", "delete", "reindex", "receive", "doctor"]
 
 
 def version() -> str:
