@@ -73,6 +73,12 @@ PRICES = {
     "cloudwatch_dashboard_month": 3.00,
     "kms_key_month": 1.00,
     "secrets_manager_secret_month": 0.40,
+    # CloudWatch custom metrics (first 10,000 tier), per metric per month: the canary's two.
+    "cloudwatch_custom_metric_month": 0.30,
+    # AWS WAF (rateLimitPerIp): a web ACL, a rule, per million requests inspected.
+    "waf_web_acl_month": 5.00,
+    "waf_rule_month": 1.00,
+    "waf_request_per_million": 0.60,
     # Observability the stack turns on.
     "cloudwatch_logs_ingest_gb": 0.50,
     "xray_traces_recorded_per_million": 5.00,
@@ -116,13 +122,19 @@ class Workload:
     totals_flush_seconds: float = 5.0  # participant totals: one write per participant this often
     # The default deployment's standing parts (a test keeps these equal to the synthesized
     # template: tests/infra/test_infra.py).
-    alarms: int = 29
+    alarms: int = 32  # 29 + the canary's own alarm and its function's error and throttle alarms
     dashboards: int = 1
     secrets: int = 3  # the shared token, the Recall API key, the webhook signing secret
     kms_keys: int = 1  # the alarm topic's
     image_build_minutes: float = 4.0  # one CodeBuild build per deploy that changes the image
     image_gb: float = 0.15
     deploys_per_month: int = 4
+    # The canary (infra/canary.py): a run every 5 minutes, two handshakes and a token write.
+    canary: bool = True
+    canary_seconds_per_run: float = 0.5  # two handshakes through CloudFront + one PutItem pair
+    canary_memory_gb: float = 0.25
+    canary_metrics: int = 2  # CanaryOk, CanaryHandshakeMs
+    rate_limit_per_ip: bool = False  # a WAF web ACL with one rate-based rule (cdk.json rateLimitPerIp)
 
 
 @dataclass
@@ -430,6 +442,16 @@ def monthly_fixed(workload: Workload | None = None, prices: dict | None = None, 
         "KMS key (alarm topic)": w.kms_keys * p["kms_key_month"],
         "Secrets Manager secrets": w.secrets * p["secrets_manager_secret_month"],
     }
+    if w.canary:
+        runs = hours * 60 / 5
+        lines["canary (Lambda, 2 metrics, CloudFront requests, token writes)"] = (
+            runs * (p["lambda_request_per_million"] / 1e6
+                    + w.canary_seconds_per_run * w.canary_memory_gb * p[f"lambda_gb_second_{w.architecture}"]
+                    + 2 * p["cloudfront_https_requests_per_10k"] / 1e4
+                    + 2 * p["dynamodb_wru_per_million"] / 1e6)
+            + w.canary_metrics * p["cloudwatch_custom_metric_month"])
+    if w.rate_limit_per_ip and ingress == "cloudfront":
+        lines["WAF web ACL + rate rule (requests extra)"] = p["waf_web_acl_month"] + p["waf_rule_month"]
     if ingress != "apigw":
         alb_ips = w.alb_azs if ingress == "alb" else 0
         lines.update({
@@ -446,8 +468,8 @@ def monthly_fixed(workload: Workload | None = None, prices: dict | None = None, 
 # these on this machine's cores: encode CPU per hour of 2 fps frames, MP4 size per hour).
 EXPORT_MEASURED = {"webcam 480x360": {"cpu_minutes": 1.1, "mp4_mb": 330},
                    "screenshare 1280x720": {"cpu_minutes": 5.6, "mp4_mb": 1050}}
-EXPORT_MEMORY_GB = 4.0  # infra/meetings.py: 4 GB is ~2.3 vCPUs, which x264 uses (wall ~ CPU / 2)
-EXPORT_VCPUS = 2.3
+EXPORT_MEMORY_GB = 3008 / 1024  # cdk.json exportMemoryMb: ~1.7 vCPUs, which x264 uses
+EXPORT_VCPUS = 3008 / LAMBDA_FULL_VCPU_MB
 
 
 def export_per_participant_hour(prices: dict | None = None, fps: float = 2.0) -> dict:

@@ -178,7 +178,7 @@ class ContainerIngress(Construct):
             f"framesink receiver ALB: {listener_port} from anywhere (Recall bots), out to the tasks only",
         )
         if behind_cloudfront:
-            self._admit_cloudfront_origin_facing(listener_port)
+            self._admit_cloudfront_origin_facing(listener_port, settings)
         else:
             self.alb_security_group.add_ingress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(listener_port),
                                                      "Recall bots connect from the internet")
@@ -335,7 +335,7 @@ class ContainerIngress(Construct):
                                          scale_out_cooldown=Duration.minutes(1),
                                          scale_in_cooldown=Duration.minutes(15))
 
-    def _admit_cloudfront_origin_facing(self, port: int) -> None:
+    def _admit_cloudfront_origin_facing(self, port: int, settings: InfraSettings) -> None:
         """The ALB admits CloudFront's origin-facing managed prefix list, the source AWS documents
         for VPC-origin traffic ("Restrict access with VPC origins", CloudFront Developer Guide;
         CDK's aws-cloudfront-origins README, "Restrict traffic coming to the VPC origin"). A rule
@@ -362,6 +362,8 @@ class ContainerIngress(Construct):
             # Reference, Amazon EC2): its resource must be '*'.
             policy=cr.AwsCustomResourcePolicy.from_sdk_calls(resources=cr.AwsCustomResourcePolicy.ANY_RESOURCE),
             install_latest_aws_sdk=False,
+            log_group=logs.LogGroup(self, "OriginFacingPrefixListLogs", retention=settings.log_retention,
+                                    removal_policy=settings.removal_policy),
         )
         self.origin_prefix_list_id = lookup.get_response_field("PrefixLists.0.PrefixListId")
         self.alb_security_group.add_ingress_rule(
@@ -418,6 +420,27 @@ class ContainerIngress(Construct):
         _tidy_image_build(Stack.of(self), settings)
         return build.to_ecs_docker_image_code()
 
+    def _rate_limit(self, settings: InfraSettings) -> str:
+        """A web ACL with one rate-based rule: more than ``rateLimitPerIp`` requests (here:
+        handshakes) from one IP in 5 minutes are blocked for a while. CloudFront web ACLs
+        must be created in us-east-1 (AWS WAF Developer Guide); synth refuses another known
+        region (infra/settings.py check_region)."""
+        from aws_cdk import aws_wafv2 as waf
+
+        visibility = lambda name: waf.CfnWebACL.VisibilityConfigProperty(  # noqa: E731
+            cloud_watch_metrics_enabled=True, metric_name=name, sampled_requests_enabled=False)
+        acl = waf.CfnWebACL(
+            self, "RateLimit", scope="CLOUDFRONT", default_action=waf.CfnWebACL.DefaultActionProperty(allow={}),
+            description=f"framesink {settings.stage}: at most {settings.rate_limit_per_ip} handshakes per IP per 5 min",
+            visibility_config=visibility(f"framesink-{settings.stage}-edge"),
+            rules=[waf.CfnWebACL.RuleProperty(
+                name="HandshakesPerIp", priority=0, action=waf.CfnWebACL.RuleActionProperty(block={}),
+                statement=waf.CfnWebACL.StatementProperty(rate_based_statement=waf.CfnWebACL.RateBasedStatementProperty(
+                    limit=settings.rate_limit_per_ip, aggregate_key_type="IP", evaluation_window_sec=300)),
+                visibility_config=visibility(f"framesink-{settings.stage}-handshakes-per-ip"))],
+        )
+        return acl.attr_arn
+
     def _distribution(self, settings: InfraSettings) -> cloudfront.Distribution:
         origin = origins.VpcOrigin.with_application_load_balancer(
             self.load_balancer, http_port=80, protocol_policy=cloudfront.OriginProtocolPolicy.HTTP_ONLY,
@@ -443,6 +466,7 @@ class ContainerIngress(Construct):
             price_class=cloudfront.PriceClass.PRICE_CLASS_ALL,  # Recall's bots run near their meetings
             enable_logging=False,  # see the CFR3 suppression: standard logs record the token
             domain_names=[settings.domain_name] if certificate else None,
+            web_acl_id=self._rate_limit(settings) if settings.rate_limit_per_ip else None,
             certificate=certificate,
             minimum_protocol_version=cloudfront.SecurityPolicyProtocol.TLS_V1_2_2021 if certificate else None,
         )
@@ -457,12 +481,13 @@ class ContainerIngress(Construct):
                 id="AwsSolutions-CFR1",
                 reason="No geo restriction: Recall runs its bots in the cloud regions near each meeting; "
                 "every connection must present a valid token at the handshake."),
-            NagPackSuppression(
-                id="AwsSolutions-CFR2",
-                reason="No WAF: the only route is a websocket upgrade that the receiver authenticates with a "
-                "256-bit token (and optionally Recall's signature) before reading a frame; a web ACL would add "
-                "~$6/month plus per-request fees and inspects nothing inside websocket frames."),
         ]
+        if not settings.rate_limit_per_ip:
+            suppressions.append(NagPackSuppression(
+                id="AwsSolutions-CFR2",
+                reason="No WAF unless rateLimitPerIp is set: the only route is a websocket upgrade that the receiver "
+                "authenticates with a 256-bit token (and optionally Recall's signature) before reading a frame; a "
+                "web ACL adds ~$6/month plus per-request fees and inspects nothing inside websocket frames."))
         if not certificate:
             suppressions.append(NagPackSuppression(
                 id="AwsSolutions-CFR4",

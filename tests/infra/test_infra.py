@@ -20,6 +20,7 @@ from aws_cdk.assertions import Match, Template
 from framesink_core import schema
 from infra import build, cdk_json, error_annotations
 from infra.bundling import PACKAGES, RUNTIME_PROVIDED_MODULES
+from infra.meetings import EXPORT_CONCURRENCY, WEBHOOK_CONCURRENCY
 from infra.settings import DEFAULTS, InfraSettings, SettingsError
 
 pytestmark = pytest.mark.slow
@@ -39,7 +40,10 @@ VARIANT = {
     "maxFrameBytes": 1048576,
     "staticToken": "false",
     "verificationSecretName": "recall/whsec",
-    "apiGatewayCloudWatchRole": False,
+    "apiGatewayCloudWatchRole": True,
+    "exportMemoryMb": 4096,
+    "reservedConcurrency": False,
+    "canary": False,
 }
 CANARY = "NagCanary"
 
@@ -229,7 +233,9 @@ def test_stage_auto_deploys_throttles_and_logs_without_the_token(default):
     assert not any("querystring" in v.lower() or "token" in v.lower() for v in log_format.values())
     log_group = stage["AccessLogSettings"]["DestinationArn"]["Fn::GetAtt"][0]
     assert default.resources[log_group]["Type"] == "AWS::Logs::LogGroup"
-    assert default.of_type("AWS::ApiGateway::Account")  # the account's CloudWatch role (default on)
+    # The account-wide API Gateway CloudWatch role is opt-in (the last stack to set it owns it):
+    # the default leaves it to the account (README "Before your first deploy"); the variant sets it.
+    assert not default.of_type("AWS::ApiGateway::Account")
 
 
 def test_outputs_name_the_url_bucket_table_and_token_secret_arn(default):
@@ -345,7 +351,10 @@ def test_functions_are_traced_latest_python_arm64_with_powertools_env(default):
         props = default.resources[function_id]["Properties"]
         assert props["Runtime"] == "python3.14" and props["Architectures"] == ["arm64"]
         assert props["TracingConfig"] == {"Mode": "Active"}
-        assert "ReservedConcurrentExecutions" not in props
+        # Reserved only where a flood elsewhere must not starve a function (infra/meetings.py).
+        reserved = {"framesink_handlers.webhooks.handler": WEBHOOK_CONCURRENCY,
+                    "framesink_handlers.export.handler": EXPORT_CONCURRENCY}
+        assert props.get("ReservedConcurrentExecutions") == reserved.get(props["Handler"])
         env = default.env(function_id)
         assert env["POWERTOOLS_SERVICE_NAME"] == "framesink-live"
         assert env["POWERTOOLS_METRICS_NAMESPACE"] == "framesink" and env["LOG_LEVEL"] == "INFO"
@@ -588,7 +597,12 @@ def test_variant_settings_reach_the_template(variant):
     assert "TokenSecretArn" not in variant.template["Outputs"]
     assert not [s for s in variant.of_type("AWS::SecretsManager::Secret").values()
                 if "connection token" in s["Properties"].get("Description", "")]  # fmt: skip
-    assert not variant.of_type("AWS::ApiGateway::Account")
+    (account,) = variant.of_type("AWS::ApiGateway::Account").values()
+    assert account["DeletionPolicy"] == "Retain"  # never leave the account pointing at a deleted role
+    # No reserved concurrency, no canary; export memory as set.
+    assert not [f for f in functions.values() if "ReservedConcurrentExecutions" in variant.resources[f]["Properties"]]
+    assert "framesink_handlers.canary.handler" not in functions
+    assert variant.resources[functions["framesink_handlers.export.handler"]]["Properties"]["MemorySize"] == 4096
     connect = functions[HANDLERS["$connect"]]
     secret_arn = {"Fn::Join": ["", ["arn:", ref("AWS::Partition"), ":secretsmanager:", ref("AWS::Region"), ":",
                                     ref("AWS::AccountId"), ":secret:recall/whsec-??????"]]}  # fmt: skip

@@ -10,7 +10,8 @@ import json
 import pytest
 
 from infra import build
-from infra.meetings import EXPORT_MEMORY_MB, EXPORT_TMP_MB, WEBHOOK_PATH
+from infra.meetings import EXPORT_CONCURRENCY, EXPORT_TMP_MB, WEBHOOK_PATH
+from infra.settings import DEFAULTS
 
 pytestmark = pytest.mark.slow
 
@@ -101,13 +102,18 @@ def test_the_signing_secret_is_generated_not_written_into_the_template(template)
 def test_the_export_job_runs_one_stream_per_invocation_on_the_media_asset(template):
     export = function(template, "framesink_handlers.export.handler")
     props = template["Resources"][export]["Properties"]
-    assert (props["MemorySize"], props["Timeout"]) == (EXPORT_MEMORY_MB, 900)
+    # New accounts allow at most 3008 MB until a quota increase: the default fits it.
+    assert (props["MemorySize"], props["Timeout"]) == (DEFAULTS["exportMemoryMb"], 900)
+    assert props["MemorySize"] <= 3008
     assert props["EphemeralStorage"] == {"Size": EXPORT_TMP_MB}
     query = template["Resources"][function(template, "framesink_handlers.query.handler")]["Properties"]
     assert props["Code"]["S3Key"] != query["Code"]["S3Key"]  # PyAV and Pillow: the media asset
     (mapping,) = [m["Properties"] for m in of_type(template, "AWS::Lambda::EventSourceMapping").values()
                   if m["Properties"]["FunctionName"] == {"Ref": export}]
     assert mapping["BatchSize"] == 1
+    # The poller never hands the function more than its reserved concurrency: a throttled
+    # batch would come back with a receive counted, and 3 of them park an export in the DLQ.
+    assert props["ReservedConcurrentExecutions"] == mapping["ScalingConfig"]["MaximumConcurrency"] == EXPORT_CONCURRENCY
     queues = of_type(template, "AWS::SQS::Queue")
     (queue,) = [k for k in queues if "ExportQueue" in k]
     q = queues[queue]["Properties"]
