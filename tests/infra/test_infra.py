@@ -597,6 +597,8 @@ def test_variant_settings_reach_the_template(variant):
     assert "TokenSecretArn" not in variant.template["Outputs"]
     assert not [s for s in variant.of_type("AWS::SecretsManager::Secret").values()
                 if "connection token" in s["Properties"].get("Description", "")]  # fmt: skip
+    # removalPolicy=destroy reaches the alarm topic's key too (scheduled for deletion with the stack).
+    assert {k["DeletionPolicy"] for k in variant.of_type("AWS::KMS::Key").values()} == {"Delete"}
     (account,) = variant.of_type("AWS::ApiGateway::Account").values()
     assert account["DeletionPolicy"] == "Retain"  # never leave the account pointing at a deleted role
     # No reserved concurrency, no canary; export memory as set.

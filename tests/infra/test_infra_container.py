@@ -46,7 +46,7 @@ CONTEXTS = {
     "default": {},
     "container": {"ingress": "container", "frameExpiryDays": "7", "containerMinTasks": "2", "containerMaxTasks": "12",
                   "certificateArn": US_EAST_1_CERTIFICATE, "domainName": "frames.example.com",
-                  "containerImage": ECR_IMAGE, "alarmEmail": "oncall@example.com"},
+                  "containerImage": ECR_IMAGE, "alarmEmail": "oncall@example.com", "rateLimitPerIp": "300"},
     "alb": {"ingress": "both", "containerFront": "alb", "certificateArn": REGIONAL_CERTIFICATE,
             "domainName": "frames.example.com", "architecture": "x86_64", "containerImage": "local"},
     "plaintext": {"ingress": "container", "containerFront": "alb", "allowPlaintext": "true"},
@@ -130,6 +130,51 @@ def gid(logical_id: str) -> dict:
 
 
 # --- compliance -------------------------------------------------------------------------------
+
+
+def test_a_rate_limit_puts_a_waf_rule_on_the_distribution_and_only_then(synths):
+    """rateLimitPerIp: a CLOUDFRONT-scoped web ACL (the only scope a distribution takes), one
+    rate-based rule per IP over WAF's 5-minute window, attached to the distribution."""
+    synth = synths["container"]
+    acl_id, acl = synth.one("AWS::WAFv2::WebACL")
+    props = acl["Properties"]
+    assert props["Scope"] == "CLOUDFRONT" and props["DefaultAction"] == {"Allow": {}}
+    (rule,) = props["Rules"]
+    assert rule["Action"] == {"Block": {}}
+    assert rule["Statement"]["RateBasedStatement"] == {"AggregateKeyType": "IP", "EvaluationWindowSec": 300,
+                                                       "Limit": 300}
+    config = synth.props("AWS::CloudFront::Distribution")["DistributionConfig"]
+    assert config["WebACLId"] == {"Fn::GetAtt": [acl_id, "Arn"]}
+    assert not synths["default"].of_type("AWS::WAFv2::WebACL")
+
+
+@pytest.mark.parametrize("context, region, message", [
+    ({}, "cn-north-1", "no CloudFront VPC origins"),
+    ({}, "us-gov-west-1", "containerFront=alb"),
+    ({"rateLimitPerIp": "100"}, "eu-west-1", "us-east-1"),
+])
+def test_synth_refuses_what_the_region_cannot_deploy(context, region, message):
+    from infra.settings import check_region
+
+    settings = InfraSettings.from_context(context)
+    with pytest.raises(SettingsError, match=message):
+        check_region(settings, region)
+    check_region(settings, "us-east-1")  # and accepts where it can
+    check_region(settings, None)  # unknown region: CloudFormation decides
+
+
+def test_the_image_build_cannot_hang_a_deploy_nor_keep_images_and_logs_forever(synths):
+    """CloudFormation waits an hour for a custom resource that never answers unless it has a
+    ServiceTimeout (AWS::CloudFormation::CustomResource, seconds, at most 3600)."""
+    synth = synths["default"]
+    (_, build) = synth.one("Custom::CDKContainerImageBuild")
+    assert 0 < int(build["Properties"]["ServiceTimeout"]) <= 3600
+    (_, repository) = synth.one("AWS::ECR::Repository")
+    rules = json.loads(repository["Properties"]["LifecyclePolicy"]["LifecyclePolicyText"])["rules"]
+    assert [r["selection"]["countType"] for r in rules] == ["imageCountMoreThan"]
+    project = synth.props("AWS::CodeBuild::Project")
+    group = project["LogsConfig"]["CloudWatchLogs"]["GroupName"]["Ref"]
+    assert synth.resources[group]["Properties"]["RetentionInDays"] == 30
 
 
 def test_cdk_nag_finds_nothing_unsuppressed(synth):
