@@ -144,7 +144,14 @@ class ContainerIngress(Construct):
         super().__init__(scope, id)
         cpu_architecture, platform = ARCHITECTURES[settings.architecture_name]
         behind_cloudfront = settings.container_front == "cloudfront"
-        https_alb = not behind_cloudfront and bool(settings.certificate_arn)
+        # TLS on the ALB whenever a certificate is configured: for containerFront=alb it is the
+        # bots' endpoint; behind CloudFront it encrypts the CloudFront -> ALB leg too (an
+        # https-only VPC origin, which validates the certificate against the forwarded Host:
+        # domainName). That certificate must be in the stack's region: originCertificateArn,
+        # or certificateArn itself for a stack in us-east-1.
+        alb_certificate = (settings.origin_certificate_arn or settings.certificate_arn) if behind_cloudfront \
+            else settings.certificate_arn
+        https_alb = bool(alb_certificate)
         listener_port = 443 if https_alb else 80
 
         # --- network -------------------------------------------------------------------
@@ -301,11 +308,19 @@ class ContainerIngress(Construct):
         )
         self.distribution: cloudfront.Distribution | None = None
         if https_alb:
-            certificate = acm.Certificate.from_certificate_arn(self, "Certificate", settings.certificate_arn)
+            certificate = acm.Certificate.from_certificate_arn(self, "Certificate", alb_certificate)
             self.listener = self.load_balancer.add_listener(
                 "Https", port=443, protocol=elbv2.ApplicationProtocol.HTTPS, certificates=[certificate],
                 ssl_policy=elbv2.SslPolicy.RECOMMENDED_TLS, default_target_groups=[self.target_group], open=False,
             )
+            if behind_cloudfront:
+                self.distribution = self._distribution(settings, https_origin=True)
+                if not settings.origin_certificate_arn:
+                    _require_region(self, "OriginCertificateRegion", "us-east-1",
+                                    "containerFront=cloudfront with certificateArn and no "
+                                    "originCertificateArn puts the us-east-1 certificate on the ALB too, so the stack "
+                                    "must be in us-east-1: set originCertificateArn (a certificate for domainName in "
+                                    "this region)")
             self.url = f"wss://{settings.domain_name}/"
         else:
             # Internal (behind CloudFront), or internet-facing only with allowPlaintext=true:
@@ -439,11 +454,18 @@ class ContainerIngress(Construct):
                     limit=settings.rate_limit_per_ip, aggregate_key_type="IP", evaluation_window_sec=300)),
                 visibility_config=visibility(f"framesink-{settings.stage}-handshakes-per-ip"))],
         )
+        _require_region(self, "RateLimitRegion", "us-east-1", "rateLimitPerIp: AWS WAF creates CloudFront web ACLs "
+                        "only in us-east-1; deploy the stack there or set rateLimitPerIp=0")
         return acl.attr_arn
 
-    def _distribution(self, settings: InfraSettings) -> cloudfront.Distribution:
+    def _distribution(self, settings: InfraSettings, https_origin: bool = False) -> cloudfront.Distribution:
+        # Without a certificate the leg stays inside the VPC in plain HTTP (the VPC origin's
+        # interfaces to the internal ALB); with one it is TLS 1.2 to the ALB's HTTPS listener.
         origin = origins.VpcOrigin.with_application_load_balancer(
-            self.load_balancer, http_port=80, protocol_policy=cloudfront.OriginProtocolPolicy.HTTP_ONLY,
+            self.load_balancer, http_port=80, https_port=443,
+            protocol_policy=cloudfront.OriginProtocolPolicy.HTTPS_ONLY if https_origin
+            else cloudfront.OriginProtocolPolicy.HTTP_ONLY,
+            origin_ssl_protocols=[cloudfront.OriginSslPolicy.TLS_V1_2] if https_origin else None,
             read_timeout=ORIGIN_READ_TIMEOUT, keepalive_timeout=ORIGIN_KEEPALIVE,
         )
         certificate = (acm.Certificate.from_certificate_arn(self, "CloudFrontCertificate", settings.certificate_arn)
@@ -496,6 +518,15 @@ class ContainerIngress(Construct):
                 "policy). Recall's bots negotiate TLS 1.2 or 1.3."))
         NagSuppressions.add_resource_suppressions(distribution, suppressions)
         return distribution
+
+
+def _require_region(scope: Construct, id: str, region: str, why: str) -> None:
+    """A template rule: CloudFormation checks it before creating anything and fails the deploy
+    with ``why`` (synth refuses the same earlier when it knows the region: check_region)."""
+    from aws_cdk import CfnRule, CfnRuleAssertion, Fn
+
+    CfnRule(scope, id, assertions=[CfnRuleAssertion(assert_=Fn.condition_equals(Stack.of(scope).region, region),
+                                         assert_description=why)])
 
 
 def _suppress_sdk_call_singleton(stack: Stack) -> None:

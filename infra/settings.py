@@ -66,6 +66,10 @@ DEFAULTS: dict[str, Any] = {
     # us-east-1) or at the ALB (alb: in the stack's region). Set both or neither.
     "certificateArn": "",
     "domainName": "",
+    # containerFront=cloudfront with certificateArn: a certificate for domainName in the stack's
+    # region, for the internal ALB's HTTPS listener (the CloudFront -> ALB leg in TLS). Empty:
+    # certificateArn is used, which only works for a stack in us-east-1.
+    "originCertificateArn": "",
     # true: accept an internet-facing plaintext ws:// listener (containerFront=alb without a
     # certificate). The token and every frame then cross the internet unencrypted.
     "allowPlaintext": False,
@@ -179,6 +183,7 @@ class InfraSettings:
     container_front: str = DEFAULTS["containerFront"]
     certificate_arn: str = DEFAULTS["certificateArn"]
     domain_name: str = DEFAULTS["domainName"]
+    origin_certificate_arn: str = DEFAULTS["originCertificateArn"]
     allow_plaintext: bool = DEFAULTS["allowPlaintext"]
     container_image: str = DEFAULTS["containerImage"]
     alarm_email: str = DEFAULTS["alarmEmail"]
@@ -265,6 +270,14 @@ class InfraSettings:
                 f"context 'certificateArn' is in {certificate['region']}, but CloudFront (containerFront=cloudfront) "
                 "only uses certificates from us-east-1: request one there, or set containerFront=alb"
             )
+        origin_certificate_arn = _text(value("originCertificateArn"), "originCertificateArn").strip()
+        if origin_certificate_arn:
+            if not CERTIFICATE_ARN_PATTERN.fullmatch(origin_certificate_arn):
+                raise SettingsError(f"context 'originCertificateArn' must be an ACM certificate ARN; "
+                                    f"got {origin_certificate_arn!r}")
+            if front != "cloudfront" or not certificate_arn:
+                raise SettingsError("context 'originCertificateArn' is the internal ALB's certificate behind CloudFront: "
+                                    "it needs containerFront=cloudfront with certificateArn + domainName")
         allow_plaintext = _boolean(value("allowPlaintext"), "allowPlaintext")
         container = "container" in INGRESSES[ingress]
         if container and front == "alb" and not certificate_arn and not allow_plaintext:
@@ -346,6 +359,7 @@ class InfraSettings:
             container_front=front,
             certificate_arn=certificate_arn,
             domain_name=domain_name,
+            origin_certificate_arn=origin_certificate_arn,
             allow_plaintext=allow_plaintext,
             container_image=image,
             alarm_email=alarm_email,
@@ -411,6 +425,11 @@ def check_region(settings: InfraSettings, region: str | None) -> None:
             region.startswith(PARTITIONS_WITHOUT_VPC_ORIGINS):
         raise SettingsError(f"region {region} has no CloudFront VPC origins (containerFront=cloudfront): set "
                             "containerFront=alb with certificateArn + domainName")
+    if settings.container_ingress and settings.container_front == "cloudfront" and settings.certificate_arn and \
+            not settings.origin_certificate_arn and region != "us-east-1":
+        raise SettingsError(f"region {region}: behind CloudFront the ALB gets an HTTPS listener with a certificate in "
+                            "its own region; certificateArn is in us-east-1: set originCertificateArn (a certificate "
+                            f"for domainName in {region})")
     if settings.rate_limit_per_ip and region != "us-east-1":
         raise SettingsError(f"context 'rateLimitPerIp' needs a CloudFront web ACL, which AWS WAF creates only in "
                             f"us-east-1; this stack deploys to {region}: deploy it in us-east-1 or set rateLimitPerIp=0")

@@ -152,6 +152,8 @@ def test_a_rate_limit_puts_a_waf_rule_on_the_distribution_and_only_then(synths):
     ({}, "cn-north-1", "no CloudFront VPC origins"),
     ({}, "us-gov-west-1", "containerFront=alb"),
     ({"rateLimitPerIp": "100"}, "eu-west-1", "us-east-1"),
+    ({"certificateArn": US_EAST_1_CERTIFICATE, "domainName": "frames.example.com"}, "eu-west-1",
+     "set originCertificateArn"),
 ])
 def test_synth_refuses_what_the_region_cannot_deploy(context, region, message):
     from infra.settings import check_region
@@ -175,6 +177,20 @@ def test_the_image_build_cannot_hang_a_deploy_nor_keep_images_and_logs_forever(s
     project = synth.props("AWS::CodeBuild::Project")
     group = project["LogsConfig"]["CloudWatchLogs"]["GroupName"]["Ref"]
     assert synth.resources[group]["Properties"]["RetentionInDays"] == 30
+
+
+def test_a_us_east_1_only_setting_makes_cloudformation_check_the_region_first(synths):
+    """rateLimitPerIp and a certificate on the ALB without originCertificateArn need us-east-1:
+    a template rule (checked before anything is created) names why, for deploys whose region
+    synth did not know."""
+    rules = synths["container"].template["Rules"]
+    region_rules = {k: v for k, v in rules.items() if "Region" in k}
+    assert len(region_rules) == 2
+    for rule in region_rules.values():
+        (assertion,) = rule["Assertions"]
+        assert assertion["Assert"] == {"Fn::Equals": [{"Ref": "AWS::Region"}, "us-east-1"]}
+        assert "us-east-1" in assertion["AssertDescription"]
+    assert not [k for k in synths["default"].template.get("Rules", {}) if "Region" in k]
 
 
 def test_cdk_nag_finds_nothing_unsuppressed(synth):
@@ -208,7 +224,15 @@ def test_cloudfront_is_in_front_of_an_internal_alb_that_answers_only_it(synths, 
     assert {synth.subnet_kind(s["Ref"]) for s in alb["Properties"]["Subnets"]} == {"isolated"}
     (_, vpc_origin) = synth.one("AWS::CloudFront::VpcOrigin")
     endpoint = vpc_origin["Properties"]["VpcOriginEndpointConfig"]
-    assert (endpoint["Arn"], endpoint["HTTPPort"], endpoint["OriginProtocolPolicy"]) == ({"Ref": alb_id}, 80, "http-only")
+    # With a certificate the CloudFront -> ALB leg is TLS too: an https-only origin on the ALB's
+    # HTTPS listener; without one it stays HTTP inside the VPC.
+    tls = bool(CONTEXTS[name].get("certificateArn"))
+    port = 443 if tls else 80
+    assert endpoint["Arn"] == {"Ref": alb_id}
+    assert endpoint["OriginProtocolPolicy"] == ("https-only" if tls else "http-only")
+    assert endpoint["HTTPSPort" if tls else "HTTPPort"] == port
+    listeners = [v["Properties"] for v in synth.of_type("AWS::ElasticLoadBalancingV2::Listener").values()]
+    assert [(li["Port"], li["Protocol"]) for li in listeners] == [(port, "HTTPS" if tls else "HTTP")]
     config = synth.props("AWS::CloudFront::Distribution")["DistributionConfig"]
     (origin,) = config["Origins"]
     assert "VpcOriginConfig" in origin and "CustomOriginConfig" not in origin
@@ -222,7 +246,7 @@ def test_cloudfront_is_in_front_of_an_internal_alb_that_answers_only_it(synths, 
                       if v["Properties"]["GroupId"] == gid(alb_sg)]
     assert rules, "the ALB admits nothing: CloudFront cannot reach it"
     for rule in rules:
-        assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", 80, 80)
+        assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", port, port)
         assert "CidrIp" not in rule and "CidrIpv6" not in rule, f"a CIDR is not CloudFront's documented source: {rule}"
         assert documented_cloudfront_source(synth, rule), rule
 
@@ -490,6 +514,12 @@ def test_containerimage_local_builds_with_the_local_docker(synths):
     ({"containerImage": "repo/without-a-tag"}, "'containerImage' must be empty"),
     ({"alarmEmail": "nobody"}, "'alarmEmail' must be an email address"),
     ({"allowPlaintext": "yes"}, "'allowPlaintext' must be true or false"),
+    ({"originCertificateArn": REGIONAL_CERTIFICATE}, "needs containerFront=cloudfront with certificateArn"),
+    ({"certificateArn": US_EAST_1_CERTIFICATE, "domainName": "a.example.com", "originCertificateArn": "x"},
+     "'originCertificateArn' must be an ACM certificate ARN"),
+    ({"rateLimitPerIp": "5"}, "'rateLimitPerIp' must be 0"),
+    ({"containerFront": "alb", "allowPlaintext": "true", "rateLimitPerIp": "100"}, "only ingress=both|container with"),
+    ({"exportMemoryMb": "4000000"}, "'exportMemoryMb' must be 1024-10240"),
 ])
 def test_bad_ingress_settings_fail_with_the_key_named(context, message):
     with pytest.raises(SettingsError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")):
