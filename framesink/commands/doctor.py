@@ -300,8 +300,10 @@ class Doctor:
                                     "+ kms:Decrypt on its key")
                 time.sleep(3)
         except (ClientError, BotoCoreError) as exc:
-            return Step("alarm -> topic", FAIL, "cannot create or set a test alarm", _one_line(exc),
-                        "run with credentials that may cloudwatch:PutMetricAlarm/SetAlarmState/DeleteAlarms")
+            operation = getattr(exc, "operation_name", "") or "CloudWatch"
+            return Step("alarm -> topic", FAIL, f"the test alarm failed at {operation}", _one_line(exc),
+                        "run with credentials that may cloudwatch:PutMetricAlarm, SetAlarmState, "
+                        "DescribeAlarmHistory and DeleteAlarms")
         return Step("alarm -> topic", FAIL, f"no action in the test alarm's history after {ALARM_WAIT_SECONDS:g} s",
                     "CloudWatch did not act on the alarm", "look at the alarm's history in the console")
 

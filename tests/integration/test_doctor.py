@@ -181,3 +181,42 @@ def test_probe_reads_every_status_as_a_result(direct):
     assert handshake(url, "not-a-token").status == 403
     assert handshake(url, state["token"]).status == 101
     assert handshake("https://example.invalid/").error.startswith("not a ws://")
+
+
+def test_doctor_checks_a_deployed_stack_by_its_outputs(direct):
+    """--stack: everything comes from a CloudFormation stack's outputs (here a stack in the
+    local stack's moto naming its receiver, bucket, table, webhook route, webhook secret and an
+    alarm topic). The webhook secret is read from Secrets Manager; the test alarm is created
+    and deleted again. moto has no DescribeAlarmHistory, so that one step fails here, naming
+    the call; in AWS it reads the action's outcome."""
+    state, _ = direct
+    secrets, cfn = aws(state, "secretsmanager"), aws(state, "cloudformation")
+    secret_arn = secrets.create_secret(Name=f"doctor/{os.getpid()}", SecretString=state["webhook_secret"])["ARN"]
+    stack = f"framesink-doctor-{os.getpid()}"
+    cfn.create_stack(StackName=stack, TemplateBody=json.dumps({
+        "Resources": {"Topic": {"Type": "AWS::SNS::Topic", "Properties": {}}},
+        "Outputs": {"WebSocketUrl": {"Value": state["ws_url"].split("?", 1)[0]},
+                    "BucketName": {"Value": state["bucket"]}, "TableName": {"Value": state["table"]},
+                    "Region": {"Value": state["region"]}, "RecallWebhookUrl": {"Value": state["webhook_url"]},
+                    "RecallWebhookSecretArn": {"Value": secret_arn}, "AlarmTopicArn": {"Value": {"Ref": "Topic"}},
+                    "FrameQueueUrl": {"Value": state["frame_queue_url"]}}}))
+    env = {**os.environ, "AWS_ENDPOINT_URL": state["endpoint_url"], "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": state["region"]}
+    result = subprocess.run([sys.executable, "-m", "framesink", "doctor", "--stack", stack], capture_output=True,
+                            text=True, env=env, timeout=GUARD)
+    steps = lines(result)
+    assert [s for s, line in steps.items() if line.startswith("PASS")] == [
+        "outputs", "handshake without a token", "token", "handshake with the token", "frames", "live feed",
+        "webhook", "cleanup"], result.stdout + result.stderr
+    assert f"stack {stack}" in steps["outputs"]
+    assert steps["alarm -> topic"].startswith("FAIL") and "DescribeAlarmHistory" in steps["alarm -> topic"]
+    assert "the test alarm" in steps["cleanup"]
+    assert aws(state, "cloudwatch").describe_alarms()["MetricAlarms"] == []
+    assert state["webhook_secret"] not in result.stdout + result.stderr
+
+
+def test_doctor_needs_a_target():
+    result = doctor()
+    assert result.returncode == 1
+    assert "say which stack to check: --local, or --stack NAME" in result.stderr
+    assert "Traceback" not in result.stderr
