@@ -10,7 +10,10 @@ How bots reach it (``containerFront``):
   a secret header: that ALB would still have public addresses, its prefix-list rule needs a
   lookup at synth (credentials) or deploy time, and without a domain the CloudFront-to-ALB
   leg would be plain HTTP over the internet. With certificateArn + domainName (a us-east-1
-  certificate) the distribution also answers ``wss://<domainName>/``.
+  certificate) the distribution also answers ``wss://<domainName>/``, and the CloudFront ->
+  ALB leg is TLS as well (an HTTPS listener on the internal ALB, originCertificateArn outside
+  us-east-1). The ALB admits CloudFront's origin-facing prefix list (see
+  ``_admit_cloudfront_origin_facing`` for why that source).
 - ``alb``: an internet-facing ALB, ``wss://<domainName>/`` with a certificate in the stack's
   region, or plaintext ``ws://`` only with ``-c allowPlaintext=true``.
 

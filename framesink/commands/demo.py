@@ -26,7 +26,7 @@ from framesink_core import schema
 from framesink_core.storage import from_item, to_item
 
 from ..emulator import APIGW_MAX_FRAME_BYTES, APIGW_MAX_MESSAGE_BYTES, LocalConfig, LocalStack
-from ..simulator import SimConfig, simulate
+from ..simulator import Bot, SimConfig, build_streams, simulate
 
 
 def register(subparsers) -> None:
@@ -149,13 +149,17 @@ async def _live_feed(out: "_Printer", stack: LocalStack, slides: int, tmp: Path)
     out.line("   `framesink watch` follows it in another process while the example slide analyzer runs on")
     out.line("   the same events and writes a slide item beside the frames for each change it sees...")
     direct_url = stack.receiver_url or await stack.start_direct()
+    # The deck's frames first (a few seconds of PNG work): `watch --idle-exit` counts from its
+    # own start, so a watch started before them could give up before the first frame.
+    config = SimConfig(url=direct_url, participants=1, seconds=seconds, small=True, slides=slides,
+                       recording_id=recording_id, seed=3)
+    bot = Bot(config, await asyncio.to_thread(build_streams, config))
     watch = subprocess.Popen(
         [sys.executable, "-m", "framesink", "watch", "--local", "--state-file", str(stack.config.state_file),
          "--recording", recording_id, "--json", "--idle-exit", "4"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     await asyncio.sleep(1.0)  # let it start polling: the lag is measured from when a frame is stored
-    report = await simulate(SimConfig(url=direct_url, participants=1, seconds=seconds, small=True, slides=slides,
-                                      recording_id=recording_id, seed=3))
+    report = await bot.run()
     await stack.wait_idle(analyzer=True)
     lines, _ = await asyncio.get_running_loop().run_in_executor(None, watch.communicate)
     seen = [json.loads(line) for line in lines.splitlines() if line.startswith("{")]
