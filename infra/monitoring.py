@@ -261,13 +261,15 @@ class Monitoring(Construct):
             alarm.node.default_child.cfn_options.condition = in_us_east_1
         if watch.canary:
             # 3 failed runs in a row (15 minutes): one lost packet is not an outage. A run that
-            # did not report is a failure too (the canary itself broken or throttled).
+            # did not report keeps the alarm where it is (missing data): a fresh stack has no
+            # runs yet, and a canary that crashes or is throttled raises its own function's
+            # fault and throttle alarms.
             canary = metric("CanaryOk", statistic="Minimum", period=CANARY_SCHEDULE, label="Canary passed")
             alarm = canary.create_alarm(
                 self, "CanaryFailing", threshold=1, evaluation_periods=FAILED_RUNS_TO_ALARM,
                 datapoints_to_alarm=FAILED_RUNS_TO_ALARM,
                 comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.BREACHING,
+                treat_missing_data=cloudwatch.TreatMissingData.MISSING,
                 alarm_description="The canary's websocket handshake through the public URL failed 3 runs in a row "
                 "(no 401 without a token, or no 101 with one): Recall cannot connect. See the Canary function's "
                 "log line 'canary failed' for the statuses; a 502/504 means CloudFront cannot reach the ALB "

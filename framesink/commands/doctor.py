@@ -14,7 +14,7 @@ with its likely cause and fix):
 7. webhook: a signed bot status delivery answered 2xx, a forged one 401 (when the signing
    secret is set);
 8. alarm -> topic: the topic's policy lets CloudWatch publish (the deployed template, or
-   ``--template``), and with --stack a test alarm set to ALARM whose history shows the SNS
+   --template), and with --stack a test alarm set to ALARM whose history shows the SNS
    action succeeded;
 9. cleanup: the doctor's recording, its bot's items and its test alarm deleted.
 
@@ -57,10 +57,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--template", type=Path, metavar="FILE",
                    help="a synthesized template (cdk.out/framesink-<stage>.template.json) whose alarm topic policy "
                    "to check; with --stack the deployed template is read instead")
-    p.add_argument("--timeout", type=float, default=STORE_WAIT_SECONDS, metavar="SECONDS",
+    p.add_argument("--timeout", type=_seconds, default=STORE_WAIT_SECONDS, metavar="SECONDS",
                    help=f"how long to wait for the frames to be stored (default {STORE_WAIT_SECONDS:g})")
     target.add_arguments(p, storage=False)
     p.set_defaults(func=run)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 600:  # nan fails too
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds in (0, 600]")
+    return value
 
 
 @dataclass
@@ -470,6 +480,9 @@ def _handshake_failure(result, *, expected: int, table: str | None = None) -> tu
         if "refused" in result.error.lower():
             return ("nothing listens at this address: the receiver is down (or the URL is wrong)",
                     "start it (`framesink local`), or check the ECS service's running tasks")
+        if result.error.startswith("no answer within"):
+            # CloudFront tries an unreachable origin 3 times, 10 s each, before its 504.
+            return (f"{result.error}: " + ORIGIN_UNREACHABLE[0], ORIGIN_UNREACHABLE[1])
         return (f"no HTTP answer: {result.error}", "check the URL, DNS and that the distribution is deployed")
     if status in (502, 503, 504):
         return ORIGIN_UNREACHABLE

@@ -622,3 +622,37 @@ def test_the_cost_model_counts_the_standing_parts_the_default_deploys(default):
     assert counts == {"AWS::CloudWatch::Alarm": w.alarms, "AWS::CloudWatch::Dashboard": w.dashboards,
                       "AWS::KMS::Key": w.kms_keys, "AWS::SecretsManager::Secret": w.secrets}
     assert default.props_of_only("AWS::ECS::Service")["DesiredCount"] == w.min_tasks
+
+
+def test_the_canary_probes_the_bots_url_every_5_minutes_and_alarms_after_3_failures(default):
+    """The canary's function gets the URL bots get (WebSocketUrl), may only write its short-lived
+    token, runs on a 5-minute schedule without retries, and its CanaryOk alarm (minimum < 1 for
+    3 periods of 5 minutes) notifies the alarm topic."""
+    from framesink_core.probe import CANARY_URL_ENV
+
+    canary = default.functions()["framesink_handlers.canary.handler"]
+    assert default.env(canary)[CANARY_URL_ENV] == default.template["Outputs"]["WebSocketUrl"]["Value"]
+    table = default.only("AWS::DynamoDB::Table")
+    granted = default.statements(canary)
+    assert pairs(["dynamodb:PutItem"], arn(table)) <= granted
+    assert not [a for a, _ in granted if a.startswith(("s3:", "sqs:", "secretsmanager:"))
+                or a in ("dynamodb:GetItem", "dynamodb:Query", "dynamodb:DeleteItem", "dynamodb:UpdateItem")]
+    (rule,) = [r["Properties"] for r in default.of_type("AWS::Events::Rule").values()
+               if r["Properties"].get("ScheduleExpression")]
+    assert rule["ScheduleExpression"] == "rate(5 minutes)"
+    (target,) = rule["Targets"]
+    assert target["Arn"] == arn(canary) and target["RetryPolicy"]["MaximumRetryAttempts"] == 0
+    (alarm,) = [a["Properties"] for a in default.of_type("AWS::CloudWatch::Alarm").values()
+                if "CanaryOk" in json.dumps(a["Properties"].get("Metrics", []))]
+    (query,) = alarm["Metrics"]
+    stat = query["MetricStat"]
+    assert (stat["Stat"], stat["Period"], alarm["Threshold"], alarm["ComparisonOperator"]) == (
+        "Minimum", 300, 1, "LessThanThreshold")
+    assert alarm["EvaluationPeriods"] == alarm["DatapointsToAlarm"] == 3
+    # The metric the alarm reads is the one the function emits: Powertools' namespace and its
+    # service name as the one dimension (EMF).
+    env = default.env(canary)
+    assert stat["Metric"]["Namespace"] == env["POWERTOOLS_METRICS_NAMESPACE"]
+    assert stat["Metric"]["Dimensions"] == [{"Name": "service", "Value": env["POWERTOOLS_SERVICE_NAME"]}]
+    assert alarm["TreatMissingData"] == "missing"  # a fresh stack has no runs yet
+    assert alarm["AlarmActions"] == [ref(default.only("AWS::SNS::Topic"))]
