@@ -12,8 +12,9 @@
   contact sheet per participant and type under exports/. A Lambda, not an ECS task: a stream
   is its own invocation, and `make bench` (bench/export.py) measures an hour of 2 fps frames
   at ~1.1 CPU-minutes for a 480x360 webcam and ~5.6 for a 1280x720 screenshare, with ~150 MB
-  of memory (frames are streamed through the encoder): inside 15 minutes at 4 GB (2.3 vCPUs,
-  which x264 uses) up to about four hours of screenshare in one stream. The MP4 is written
+  of memory (frames are streamed through the encoder): inside 15 minutes at the default 3008 MB
+  (``exportMemoryMb``, the most a new account allows; ~1.7 vCPUs, which x264 uses) about four
+  hours of screenshare in one stream, more with more memory. The MP4 is written
   to /tmp before its upload: 4 GB of ephemeral storage holds the ~1 GB per hour the
   (noise-heavy) synthetic screenshare makes.
 """

@@ -39,6 +39,9 @@ STORE_WAIT_SECONDS = 30.0
 FEED_WAIT_SECONDS = 20.0
 ALARM_WAIT_SECONDS = 90.0
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
+# (participant, type) -> (width, height, seed): a real-size webcam and screenshare frame, camera-like
+# PNGs of 250 KB and 1.2 MB (over API Gateway's 128 KB message limit, as Recall's are).
+SAMPLE_FRAMES = {("1", "webcam"): (480, 360, 7), ("2", "screenshare"): (1280, 720, 8)}
 OUTPUT_WEBHOOK_URL = "RecallWebhookUrl"
 OUTPUT_WEBHOOK_SECRET = "RecallWebhookSecretArn"
 OUTPUT_TOPIC = "AlarmTopicArn"
@@ -159,7 +162,8 @@ class Doctor:
         from framesink.synthetic import frame_message, make_png
         from framesink_core import schema
 
-        pngs = {("1", "webcam"): make_png(480, 360, seed=7), ("2", "screenshare"): make_png(1280, 720, seed=8)}
+        pngs = {(pid, kind): make_png(width, height, seed=seed)
+                for (pid, kind), (width, height, seed) in SAMPLE_FRAMES.items()}
         messages = [frame_message(png, recording_id=self.recording_id, participant_id=int(pid), frame_type=kind,
                                   relative=0.5, bot_id=self.bot_id) for (pid, kind), png in pngs.items()]
         started = time.monotonic()
@@ -189,13 +193,13 @@ class Doctor:
                 time.sleep(0.25)
         self.stored_keys = [keys[k] for k in keys if k not in missing]
         if missing:
-            self.report(Step("frames", FAIL, f"{len(missing)} of 2 not in S3 and the index after {wait:g} s",
+            self.report(Step("frames", FAIL, f"{len(missing)} of {len(keys)} not in S3 and the index after {wait:g} s",
                              "the receiver accepted the connection but could not store (S3/DynamoDB permissions, "
                              "an outage) or stores elsewhere", "see the receiver's log lines 'frame not stored'"))
             return False
-        sizes = ", ".join(f"{len(png) // 1024} KB {kind} {'480x360' if kind == 'webcam' else '1280x720'}"
-                          for (_, kind), png in pngs.items())
-        self.report(Step("frames", PASS, f"2 frames ({sizes}) byte-identical in S3 and indexed in "
+        sizes = ", ".join(f"{len(pngs[k]) // 1024} KB {k[1]} {width}x{height}"
+                          for k, (width, height, _) in SAMPLE_FRAMES.items())
+        self.report(Step("frames", PASS, f"{len(keys)} frames ({sizes}) byte-identical in S3 and indexed in "
                                          f"{time.monotonic() - started:.1f} s"))
         return True
 
