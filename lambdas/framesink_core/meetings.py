@@ -59,11 +59,37 @@ class StatusEvent:
     sub_code: str | None
     updated_at: str | None  # Recall's time of the change (ISO 8601), when it says
 
-    @property
-    def precedence(self) -> str:
-        """A sortable key: terminal first, then the time of the change, then the stage."""
+    def precedence(self, now: float) -> str:
+        """A sortable key: terminal first, then the time of the change, then the stage.
+
+        The time is ``updated_at`` parsed (any ISO 8601 offset, fractions or none) as UTC
+        milliseconds, fixed-width, so text order is time order; a time that does not parse,
+        or lies outside [2000, now + 1 day], ranks below every real time and never pins a
+        status (a ``joining_call`` dated 9999 would otherwise win for ever). The ``t`` marks
+        this form: it sorts above the raw ISO text keys written before it (``0#2026-...``),
+        so a deploy mid-meeting does not freeze a bot's status."""
         stage = STATUS_ORDER.index(self.code) if self.code in KNOWN else -1
-        return f"{int(self.code in TERMINAL)}#{self.updated_at or ''}#{stage + 1:02d}"
+        at = change_time_ms(self.updated_at, now)
+        return f"{int(self.code in TERMINAL)}#{'' if at is None else f't{at:015d}'}#{stage + 1:02d}"
+
+
+EARLIEST_CHANGE_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: nothing of Recall's is older
+MAX_CLOCK_SKEW_SECONDS = 24 * 3600  # a change Recall dates more than a day ahead is not believed
+
+
+def change_time_ms(text: str | None, now: float) -> int | None:
+    """``updated_at`` as UTC epoch milliseconds, or None (absent, unparsable, out of range).
+    A time without an offset is taken as UTC, as Recall writes its times."""
+    if not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        ms = int(parsed.timestamp() * 1000)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return ms if EARLIEST_CHANGE_MS <= ms <= (now + MAX_CLOCK_SKEW_SECONDS) * 1000 else None
 
 
 def _text(value, limit: int = 128) -> str | None:
@@ -168,7 +194,7 @@ class Meetings:
             "sub_code": event.sub_code, "at": event.updated_at, "received_at": received, schema.TTL_ATTRIBUTE: expires,
         }))
         status = {"status": event.code, "status_at": event.updated_at or received_iso, "sub_code": event.sub_code,
-                  "status_key": event.precedence}
+                  "status_key": event.precedence(now)}
         self._set_status({"pk": schema.bot_pk(event.bot_id), "sk": schema.META_SK},
                          {**status, "kind": "bot", "bot_id": event.bot_id})
         recordings = self._recordings_of(event.bot_id)

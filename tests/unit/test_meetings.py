@@ -206,6 +206,35 @@ def test_a_later_status_wins_and_fatal_is_terminal(meeting, aws, lambda_context)
     assert meta["status"] == "fatal"
 
 
+@pytest.mark.parametrize("first, then, expected", [
+    # Text order put a bare second after its own fraction, and an offset time after a later UTC one.
+    (("in_call_recording", "2026-12-01T10:00:05.250Z"), ("call_ended", "2026-12-01T10:00:06Z"), "call_ended"),
+    (("call_ended", "2026-12-01T10:00:05.250Z"), ("in_call_recording", "2026-12-01T10:00:05Z"), "call_ended"),
+    (("in_call_recording", "2026-12-01T10:30:00+02:00"), ("call_ended", "2026-12-01T09:00:00Z"), "call_ended"),
+    (("call_ended", "2026-12-01T09:00:00Z"), ("in_call_recording", "2026-12-01T10:30:00+02:00"), "call_ended"),
+    # A time far in the future, or one that does not parse, never pins the status.
+    (("joining_call", "9999-12-31T23:59:59Z"), ("call_ended", "2026-12-01T09:00:00Z"), "call_ended"),
+    (("joining_call", "yesterday at noon"), ("in_call_recording", "2026-12-01T09:00:00Z"), "in_call_recording"),
+    (("in_call_recording", "2026-12-01T09:00:00Z"), ("joining_call", "9999-12-31T23:59:59+14:00"), "in_call_recording"),
+])
+def test_status_precedence_is_by_real_time(meeting, aws, lambda_context, first, then, expected):
+    for code, at in (first, then):
+        assert deliver(lambda_context, status_body(code, updated_at=at))[0] == 200
+    meta = next(i for i in items(aws, meeting["settings"], f"BOT#{BOT}") if i["sk"] == "META")
+    assert meta["status"] == expected
+
+
+def test_a_status_key_written_before_parsed_times_does_not_freeze_the_status(meeting, aws, lambda_context):
+    """Keys stored by earlier versions held the raw ISO text; the parsed form sorts above them."""
+    settings = meeting["settings"]
+    aws["dynamodb"].put_item(TableName=settings.table, Item={
+        "pk": {"S": f"BOT#{BOT}"}, "sk": {"S": "META"}, "status": {"S": "in_call_recording"},
+        "status_key": {"S": "0#2026-12-01T09:00:00.000Z#06"}})
+    assert deliver(lambda_context, status_body("call_ended", updated_at="2026-12-01T09:30:00Z"))[0] == 200
+    meta = next(i for i in items(aws, settings, f"BOT#{BOT}") if i["sk"] == "META")
+    assert meta["status"] == "call_ended"
+
+
 def test_a_recording_first_seen_after_the_bot_status_takes_it(meeting, aws, lambda_context):
     assert deliver(lambda_context, status_body("in_call_recording"))[0] == 200
     stream(aws, meeting["settings"], "rec-late")
