@@ -141,3 +141,33 @@ def test_after_a_pause_longer_than_the_listing_the_index_gives_the_previous_fram
     ref = FrameRef.from_key(svc.settings.bucket, later.key)
     assert analyzer(svc)._previous_frame(ref)["s3_key"] == first.key
     assert analyzer(svc).analyze(ref) is None  # not a change
+
+
+def test_a_long_presentation_costs_a_bounded_read_per_frame(svc, deck, aws):
+    """Finding a repeat reads the recording's last LOOKALIKE_SLIDES slide changes, not all of
+    them: with 300 earlier slides the analysis of one more frame reads at most that many slide
+    items (it read all 300 before, growing with the square of a deck's length overall)."""
+    from framesink_core.slides import LOOKALIKE_SLIDES, Slide
+    from framesink_core.storage import to_item
+
+    refs = store_show(svc, deck, "rec-long", [0, 1])
+    dark = bytes(len(signature(deck[0][0])))  # an all-black thumbnail: far from every slide of the deck
+    for k in range(300):  # slides from long before, at 1 s .. 300 s before the frames below
+        early = Slide("rec-long", "2", k, f"recordings/rec-long/participants/2/screenshare/{k:010d}.png", dark, 9.0, None)
+        aws["dynamodb"].put_item(TableName=svc.settings.table, Item=to_item(early.item(None)))
+    read, query = [], svc.dynamodb.query
+
+    def counting_query(**kwargs):  # the index's Queries (its paginators look the method up here)
+        answer = query(**kwargs)
+        if "SLIDE#" in json.dumps(kwargs.get("ExpressionAttributeValues")):
+            read.append(answer["Count"])
+        return answer
+
+    svc.dynamodb.query = counting_query
+    try:
+        a = analyzer(svc)
+        found = [a.analyze(ref) for ref in refs]
+    finally:
+        del svc.dynamodb.query
+    assert found[1] is not None  # slide 0 -> 1 is still a change
+    assert read and max(read) <= LOOKALIKE_SLIDES, read
