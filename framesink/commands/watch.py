@@ -30,6 +30,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from botocore.exceptions import ClientError
+
 from framesink_core import schema
 from framesink_core.feed import FrameRef
 
@@ -66,6 +68,7 @@ class Watch:
         self.s3 = where.client("s3")
         self.bucket = where.bucket
         self.seen = 0
+        self.skipped = 0
         self.stopping = threading.Event()
         # --exec needs the PNG on disk: --out's folder, or a temporary one.
         self.scratch = tempfile.TemporaryDirectory(prefix="framesink-watch-") if args.exec_cmd and not args.out else None
@@ -104,6 +107,13 @@ class Watch:
         if self.args.max_frames and self.seen >= self.args.max_frames:
             self.stopping.set()
 
+    def skip_gone(self, ref: FrameRef) -> None:
+        """A frame deleted after its event was sent (framesink delete, expiry): one line, and
+        the frames behind it go on."""
+        self.skipped += 1
+        print(f"framesink: skipped {ref.key}: it no longer exists (deleted after it was stored)", file=sys.stderr,
+              flush=True)
+
     # --- sources -------------------------------------------------------------------------
 
     def from_queue(self, queue_url: str) -> None:
@@ -120,10 +130,15 @@ class Watch:
                 if ref is None or ref.bucket != self.bucket or not self.wants(ref):
                     continue  # another consumer's: it comes back after the visibility timeout
                 if not self.stopping.is_set():
-                    head = self.s3.head_object(Bucket=self.bucket, Key=ref.key)
-                    stored = head.get("Metadata", {}).get("stored-at")
-                    self.show(ref, int(stored) if stored and stored.isdigit() else None,
-                              _record_from_metadata(head.get("Metadata", {})))
+                    try:
+                        head = self.s3.head_object(Bucket=self.bucket, Key=ref.key)
+                        stored = head.get("Metadata", {}).get("stored-at")
+                        self.show(ref, int(stored) if stored and stored.isdigit() else None,
+                                  _record_from_metadata(head.get("Metadata", {})))
+                    except ClientError as exc:
+                        if not _gone(exc):
+                            raise
+                        self.skip_gone(ref)
                     last = time.monotonic()
                 sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
             if self.args.idle_exit and time.monotonic() - last >= self.args.idle_exit:
@@ -140,7 +155,12 @@ class Watch:
                     continue
                 shown[frame["s3_key"]] = frame["relative_ms"]
                 ref = FrameRef.from_key(self.bucket, frame["s3_key"])
-                self.show(ref, frame.get("stored_at"), frame)
+                try:
+                    self.show(ref, frame.get("stored_at"), frame)
+                except ClientError as exc:  # --out: the object went between the index and the read
+                    if not _gone(exc):
+                        raise
+                    self.skip_gone(ref)
                 last = time.monotonic()
             if shown:
                 since = max(0, max(shown.values()) - INDEX_WINDOW_MS)
@@ -148,6 +168,11 @@ class Watch:
             if self.args.idle_exit and time.monotonic() - last >= self.args.idle_exit:
                 return
             self.stopping.wait(1.0)
+
+
+def _gone(exc: ClientError) -> bool:
+    """S3's answer for an object that is not there: HeadObject says 404, GetObject NoSuchKey."""
+    return exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
 
 
 def _record_from_metadata(meta: dict) -> dict:
@@ -185,7 +210,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if watch.scratch is not None:
             watch.scratch.cleanup()
-    print(f"framesink: {watch.seen} frame{'s' if watch.seen != 1 else ''} seen", file=sys.stderr)
+    print(f"framesink: {watch.seen} frame{'s' if watch.seen != 1 else ''} seen"
+          + (f", {watch.skipped} skipped (deleted)" if watch.skipped else ""), file=sys.stderr)
     return 0
 
 

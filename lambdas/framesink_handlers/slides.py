@@ -14,7 +14,10 @@ queue that alarms). Locally, `framesink local` feeds it the same events from an 
 
 from functools import lru_cache
 
+from botocore.exceptions import ClientError
+
 from framesink_core.feed import FrameRef
+from framesink_core.objects import error_code
 from framesink_core.observability import count, count_with_dimension
 from framesink_core.slides import SlideAnalyzer
 
@@ -44,6 +47,14 @@ def handler(event: dict, context):
     logger.append_keys(recording_id=ref.recording_id, participant_id=ref.participant_id, relative_ms=ref.relative_ms)
     try:
         slide = analyzer().analyze(ref)
+    except ClientError as exc:
+        if error_code(exc) not in ("NoSuchKey", "404"):
+            raise  # S3 or DynamoDB failing: Lambda retries the event, then the dead-letter queue
+        # Deleted after its event was sent (framesink delete, expiry): nothing to analyze, and
+        # the events behind it go on.
+        count_with_dimension("AnalyzerSkipped", "reason", "deleted")
+        logger.warning("frame not analyzed", extra={"reason": "deleted", "detail": "the frame no longer exists"})
+        return {"slide": False}
     except (OSError, ValueError, SyntaxError) as exc:  # a frame Pillow cannot decode: skip it, say why
         count_with_dimension("AnalyzerSkipped", "reason", "undecodable")
         logger.warning("frame not analyzed", extra={"reason": "undecodable", "detail": str(exc)[:200]})

@@ -109,6 +109,27 @@ def test_watch_sees_every_frame_of_a_stream_in_order_within_two_seconds(local, s
     assert f"{n} frames seen" in err
 
 
+def test_watch_skips_frames_deleted_before_it_read_them_and_goes_on(local):
+    """Queued events of frames deleted before watch read them (framesink delete, expiry): one
+    line each, and the frames stored after them are shown (they made every run exit 1)."""
+    rec = f"rec-{uuid.uuid4().hex[:8]}"
+    early = [frame_message(make_png(32, 24, seed=k, detailed=False), recording_id=rec, participant_id=3, relative=k)
+             for k in range(3)]
+    send(local, early)
+    s3 = local.client("s3")
+    for k in range(3):
+        s3.delete_object(Bucket=local.state["bucket"], Key=f"recordings/{rec}/participants/3/webcam/{k * 1000:010d}.png")
+    late = [frame_message(make_png(32, 24, seed=k, detailed=False), recording_id=rec, participant_id=3, relative=k)
+            for k in range(10, 12)]
+    send(local, late)
+    proc = watch(local, "--recording", rec, "--source", "queue", "--max-frames", "2", "--idle-exit", "30")
+    out, err = proc.communicate(timeout=GUARD)
+    assert proc.returncode == 0, err
+    assert [json.loads(line)["relative_ms"] for line in out.splitlines()] == [10_000, 11_000]
+    assert err.count("no longer exists (deleted after it was stored)") == 3
+    assert "2 frames seen, 3 skipped (deleted)" in err
+
+
 def test_watch_exec_runs_per_frame_with_the_record_on_stdin(local, tmp_path):
     rec = f"rec-{uuid.uuid4().hex[:8]}"
     out_dir = tmp_path / "frames"

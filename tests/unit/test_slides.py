@@ -102,6 +102,12 @@ def test_the_handler_skips_what_it_cannot_use(svc, deck, lambda_context, caplog_
     ref = store_show(svc, deck, "rec-handler", [2])[0]
     event["detail"]["object"]["key"] = ref.key
     assert slides.handler(event, lambda_context) == {"slide": True}
+    # a frame deleted before its event was handled (framesink delete): skipped, not retried
+    gone = store_show(svc, deck, "rec-gone", [1])[0]
+    aws["s3"].delete_object(Bucket=stack.bucket, Key=gone.key)
+    event["detail"]["object"]["key"] = gone.key
+    assert slides.handler(event, lambda_context) == {"slide": False}
+    assert [line["reason"] for line in caplog_json() if line.get("message") == "frame not analyzed"][-1] == "deleted"
     slides._analyzer.cache_clear()
 
 
