@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     where = target.resolve(args)
     result = delete_recording(where.client("s3"), where.client("dynamodb"), where.bucket, where.table,
                               args.recording, dry_run=not args.yes)
-    if not (result.objects or result.exports or result.items):
+    if not result.found:
         raise CliError(f"recording {args.recording} has nothing stored (no objects, no index items)")
     verb = "deleted" if args.yes else "would delete"
     print(f"{verb}: {result.objects} frames and {result.exports} export files ({result.object_bytes / 1e6:.1f} MB) "

@@ -36,6 +36,11 @@ class DeleteResult:
     bots: list[str] = field(default_factory=list)
     complete: bool = True
 
+    @property
+    def found(self) -> bool:
+        """Anything was stored under the recording (a mistyped id finds nothing)."""
+        return bool(self.objects or self.exports or self.items)
+
     def as_dict(self) -> dict:
         return {"recording_id": self.recording_id, "dry_run": self.dry_run, "frame_objects": self.objects,
                 "export_objects": self.exports, "bytes": self.object_bytes, "index_items": self.items,

@@ -8,6 +8,7 @@ false`` after 25 s, and the caller sends the same request again (what is gone is
 import time
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.logging import correlation_paths
 
 from framesink_core.delete import delete_recording
@@ -32,6 +33,10 @@ def delete(recording_id: str):
     svc = service()
     result = delete_recording(svc.s3, svc.dynamodb, svc.settings.bucket, svc.settings.table, recording_id,
                               dry_run=confirm != "true", deadline=time.monotonic() + 25)
+    if not result.found:  # a mistyped id in a privacy request must not look like success
+        count_with_dimension("QueryRejected", "reason", "unknown_recording")
+        raise NotFoundError(f"recording {recording_id} has nothing stored (no objects, no index items): "
+                            "a mistyped id, or already deleted")
     logger.info("recording deleted" if confirm == "true" else "recording delete counted", extra=result.as_dict())
     count_with_dimension("RecordingDelete", "mode", "delete" if confirm == "true" else "dry_run")
     count("QueryServed")

@@ -221,3 +221,7 @@ def test_delete_route_is_a_dry_run_unless_confirmed(meeting, aws, lambda_context
                                   lambda_context)
     assert json.loads(done["body"])["complete"] is True
     assert s3_keys(aws, stack.bucket, f"recordings/{REC}/") == [] and partition(aws, stack, f"REC#{REC}") == []
+    # Nothing (left) under an id: a 404 that says so, for a dry run and a confirmed delete alike.
+    for params in ({}, {"confirm": "true"}):
+        again = delete_handler.handler(api_event(f"/recordings/{REC}", params, method="DELETE"), lambda_context)
+        assert again["statusCode"] == 404 and "has nothing stored" in again["body"]
