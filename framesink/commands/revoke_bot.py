@@ -1,7 +1,9 @@
 """`framesink revoke-bot --bot-id ID`: revoke every connection token of a bot.
 
-New connections with its URL are refused (403) from then on; a connection already open
-stays open until it ends (API Gateway checks the token only at $connect). Writes straight
+New connections with its URL are refused (403) from then on; a connection already open on
+the container receiver is closed with 1008 within a minute (it checks open connections' bot
+tokens again), one on API Gateway stays open until it ends (the token is checked only at
+$connect). Writes straight
 to the index table with framesink_core's TokenStore, using your AWS credentials: the
 deployed stack's table (its TableName output), or the `framesink local` stack with --local.
 """
@@ -37,5 +39,6 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"cannot revoke the tokens of bot {args.bot_id}: {exc}") from None
     if not revoked:
         raise CliError(f"bot {args.bot_id} has no tokens in table {where.table} (unknown bot, or expired)")
-    print(f"revoked {revoked} token(s) of bot {args.bot_id}; new connections with its URL are refused")
+    print(f"revoked {revoked} token(s) of bot {args.bot_id}; new connections with its URL are refused, open ones "
+          "on the container receiver are closed within a minute")
     return 0

@@ -9,6 +9,7 @@ Manager) or a per-bot token whose SHA-256 hash create-bot stored in the table. W
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import secrets
@@ -41,6 +42,9 @@ class Principal:
     method: str  # "static_token" | "bot_token"
     bot_id: str | None = None
     signed: bool = False
+    # A bot token's hash (never the token): an open connection's token is checked again
+    # (TokenStore.lookup_hash) so a revoked or expired one is closed.
+    token_hash: str | None = None
 
 
 def hash_token(token: str) -> str:
@@ -100,10 +104,14 @@ class TokenStore:
         Looked up by hash: the token has 256 bits of entropy, so a lookup by its hash
         leaks nothing through timing that a constant-time compare would protect.
         """
+        return self.lookup_hash(hash_token(token), now)
+
+    def lookup_hash(self, token_hash: str, now: float | None = None) -> str | None:
+        """``lookup`` by the token's hash (what an open connection keeps)."""
         now = time.time() if now is None else now
         result = self.dynamodb.get_item(
             TableName=self.table,
-            Key=to_item({"pk": schema.token_pk(hash_token(token)), "sk": schema.META_SK}),
+            Key=to_item({"pk": schema.token_pk(token_hash), "sk": schema.META_SK}),
             ConsistentRead=True,
         )
         item = from_item(result.get("Item", {}))
@@ -262,9 +270,10 @@ class Authenticator:
         if static and hmac.compare_digest(token.encode(), static.encode()):
             principal = Principal("static_token")
         elif self._tokens is not None and len(token) <= 256:
-            bot_id = self._tokens.lookup(token, now)
+            token_hash = hash_token(token)
+            bot_id = self._tokens.lookup_hash(token_hash, now)
             if bot_id:
-                principal = Principal("bot_token", bot_id)
+                principal = Principal("bot_token", bot_id, token_hash=token_hash)
         if principal is None:
             raise AuthError(403, "wrong_token", "the token is not valid (unknown, expired or revoked)")
         secret = self._verification_secret()
@@ -274,5 +283,5 @@ class Authenticator:
             # for as long as its timestamp could pass the check.
             if self._once is not None and not self._once.claim("handshake", msg_id, 2 * self._tolerance + 60, now):
                 raise AuthError(403, "replayed_signature", "this signed handshake (webhook-id) was already used")
-            principal = Principal(principal.method, principal.bot_id, signed=True)
+            principal = dataclasses.replace(principal, signed=True)
         return principal

@@ -91,6 +91,10 @@ DEFAULT_MAX_QUEUE = 4  # frames websockets buffers per connection before it stop
 DEFAULT_METRICS_INTERVAL = 60.0
 DEFAULT_TOTALS_TICK = 1.0  # how often the timer looks for participant totals that are due
 DEFAULT_SHUTDOWN_GRACE = 90.0  # fits ECS stopTimeout (120 s) with room for the close handshakes
+# How often the bot tokens of open connections are checked again: a revoked or expired one
+# is closed with 1008 within this (one GetItem per distinct token per interval).
+DEFAULT_TOKEN_RECHECK = 60.0
+POLICY_VIOLATION = 1008
 # The JSON around the base64 buffer (ids, names, timestamps, metadata echoed from Create Bot).
 ENVELOPE_SLACK_BYTES = 64 * 1024
 NORMAL_CLOSURE, GOING_AWAY, INTERNAL_ERROR, ABNORMAL = 1000, 1001, 1011, 1006
@@ -134,6 +138,7 @@ class ReceiverConfig:
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
     deregistration_watch: float | None = None  # seconds without a health check => close with 1001
     trust_cloudfront: bool = False  # take the bot's address from CloudFront-Viewer-Address
+    token_recheck: float | None = DEFAULT_TOKEN_RECHECK  # None: a token is checked at the handshake only
 
 
 @dataclass
@@ -186,6 +191,7 @@ class _Conn:
 
     ws: ServerConnection
     connection_id: str
+    token_hash: str | None = None  # a bot token's, checked again while the connection is open
     waiting_for_slot: bool = False
     in_flight: int = 0
     # S3 key -> the outcome of the frame in flight for it: a second message for the same key
@@ -254,6 +260,8 @@ class Receiver:
                        asyncio.create_task(self._flush_totals_periodically())]
         if self.config.deregistration_watch:
             self._tasks.append(asyncio.create_task(self._watch_deregistration()))
+        if self.config.token_recheck:
+            self._tasks.append(asyncio.create_task(self._recheck_tokens_periodically()))
         logger.info("receiver listening", extra={"port": self.port, "health_port": self.health_port,
                                                   "max_message_bytes": self.max_message_bytes,
                                                   "max_in_flight": self.config.max_in_flight})
@@ -369,7 +377,7 @@ class Receiver:
     async def _serve_connection(self, ws: ServerConnection) -> None:
         accepted = self._accepted.pop(ws)
         cid, bot_id = accepted.connection_id, accepted.principal.bot_id
-        conn = self._conns[ws] = _Conn(ws, cid)
+        conn = self._conns[ws] = _Conn(ws, cid, accepted.principal.token_hash)
         stats = self.stats
         stats.accepted += 1
         stats.open += 1
@@ -552,6 +560,32 @@ class Receiver:
                 await loop.run_in_executor(self._control_pool, self.service.store.totals.flush_due)
             except Exception:  # logged by totals.py per participant; never stop the timer
                 logger.exception("participant totals flush failed", extra={"reason": "totals_flush_failed"})
+
+    async def _recheck_tokens_periodically(self) -> None:
+        """Close the connections whose bot token was revoked or expired since their handshake
+        (1008, "token revoked or expired"): a revoke means new handshakes are refused *and*
+        what is open stops within ``token_recheck``. The shared static token is not rechecked:
+        rotating it moves new handshakes only (README "Rotating a secret")."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.config.token_recheck)
+            hashes = {conn.token_hash for conn in self._conns.values() if conn.token_hash}
+            for token_hash in hashes:
+                try:
+                    live = await loop.run_in_executor(self._control_pool, self.service.tokens.lookup_hash, token_hash)
+                except Exception:  # DynamoDB unavailable: keep the connections, look again next time
+                    logger.exception("token recheck failed", extra={"reason": "token_recheck_failed"})
+                    continue
+                if live:
+                    continue
+                closing = [conn for conn in self._conns.values() if conn.token_hash == token_hash]
+                logger.warning("closing connections of a revoked or expired token",
+                               extra={"reason": "token_revoked", "connections": len(closing),
+                                      "connection_ids": [c.connection_id for c in closing][:20]})
+                count("TokenRevokedCloses", len(closing))
+                for conn in closing:
+                    conn.token_hash = None  # closed once
+                    asyncio.create_task(conn.ws.close(POLICY_VIOLATION, "token revoked or expired"))
 
     async def _watch_deregistration(self) -> None:
         """Close connections with 1001 when the load balancer stops health-checking us."""

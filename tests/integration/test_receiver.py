@@ -252,6 +252,33 @@ def test_bot_token_connection_is_recorded_and_frames_carry_the_bot(aws, stack, s
     assert connection["source_ip"] == "198.51.100.9" and connection["close_code"] == 1000
 
 
+@pytest.mark.parametrize("how", ["revoked", "expired"])
+def test_an_open_connection_of_a_revoked_or_expired_bot_token_is_closed(aws, stack, small_png, how):
+    """A token revoked (framesink revoke-bot) or expired after the handshake closes its open
+    connections with 1008 within token_recheck; a static-token connection beside it goes on."""
+    service = service_for(aws, stack)
+    bot_token = service.tokens.issue("bot-revoked", ttl_seconds=600 if how == "revoked" else 2)
+    rec = rec_id()
+
+    async def scenario():
+        receiver = await started(service, token_recheck=0.5)
+        async with connect(url(receiver, bot_token)) as bot, connect(url(receiver)) as shared:
+            await bot.send(frame_message(small_png, recording_id=rec, participant_id=1, relative=0.0))
+            await wait_until(lambda: receiver.stats.outcomes["stored"] == 1, "the first frame stored")
+            if how == "revoked":
+                assert service.tokens.revoke("bot-revoked") == 1
+            await asyncio.wait_for(bot.wait_closed(), GUARD)
+            await shared.send(frame_message(small_png, recording_id=rec, participant_id=2, relative=0.0))
+            await wait_until(lambda: receiver.stats.outcomes["stored"] == 2, "the shared token's frame stored")
+            closed = (bot.close_code, bot.close_reason)
+        await receiver.stop()
+        return closed
+
+    assert run(scenario()) == (1008, "token revoked or expired")
+    assert keys_under(aws, stack.bucket, f"recordings/{rec}/") == [
+        f"recordings/{rec}/participants/{pid}/webcam/0000000000.png" for pid in (1, 2)]
+
+
 def test_bad_messages_are_rejected_and_the_connection_stays_open(aws, stack, small_png, caplog_json):
     service = service_for(aws, stack)
     rec = rec_id()
