@@ -94,6 +94,9 @@ DEFAULT_SHUTDOWN_GRACE = 90.0  # fits ECS stopTimeout (120 s) with room for the 
 # How often the bot tokens of open connections are checked again: a revoked or expired one
 # is closed with 1008 within this (one GetItem per distinct token per interval).
 DEFAULT_TOKEN_RECHECK = 60.0
+# Connections one bot token may hold open on a task: Recall opens one per realtime endpoint
+# and, reconnecting, briefly a second; past this a leaked token is a lever on the task.
+DEFAULT_MAX_CONNECTIONS_PER_TOKEN = 10
 POLICY_VIOLATION = 1008
 # The JSON around the base64 buffer (ids, names, timestamps, metadata echoed from Create Bot).
 ENVELOPE_SLACK_BYTES = 64 * 1024
@@ -109,6 +112,7 @@ SHUTDOWN_GRACE_ENV = "FRAMESINK_SHUTDOWN_GRACE_SECONDS"
 # is the bot's own address. Anywhere else a client could forge it.
 TRUST_CLOUDFRONT_ENV = "FRAMESINK_TRUST_CLOUDFRONT_HEADERS"
 DEREGISTRATION_WATCH_ENV = "FRAMESINK_DEREGISTRATION_WATCH_SECONDS"
+MAX_CONNECTIONS_PER_TOKEN_ENV = "FRAMESINK_MAX_CONNECTIONS_PER_TOKEN"
 
 
 
@@ -139,6 +143,7 @@ class ReceiverConfig:
     deregistration_watch: float | None = None  # seconds without a health check => close with 1001
     trust_cloudfront: bool = False  # take the bot's address from CloudFront-Viewer-Address
     token_recheck: float | None = DEFAULT_TOKEN_RECHECK  # None: a token is checked at the handshake only
+    max_connections_per_token: int = DEFAULT_MAX_CONNECTIONS_PER_TOKEN  # per bot token, on this task
 
 
 @dataclass
@@ -339,8 +344,17 @@ class Receiver:
             logger.exception("handshake check failed", extra={"reason": "auth_unavailable"})
             return self._refuse(ws, http.HTTPStatus.INTERNAL_SERVER_ERROR, "auth_unavailable",
                                 type(exc).__name__, source_ip)
+        if principal.token_hash and self._connections_of(principal.token_hash) >= self.config.max_connections_per_token:
+            return self._refuse(ws, http.HTTPStatus.TOO_MANY_REQUESTS, "too_many_connections",
+                                f"this bot token already holds {self.config.max_connections_per_token} connections "
+                                "on this task", source_ip)
         self._accepted[ws] = _Accepted(uuid.uuid4().hex, principal, source_ip)
         return None
+
+    def _connections_of(self, token_hash: str) -> int:
+        """Open connections of a bot token on this task, and handshakes of it being accepted."""
+        return (sum(conn.token_hash == token_hash for conn in self._conns.values())
+                + sum(a.principal.token_hash == token_hash for a in list(self._accepted.values())))
 
     async def _process_response(self, ws: ServerConnection, request: Request, response: Response) -> Response | None:
         """Record an authenticated connection once websockets has validated the upgrade (a
@@ -681,6 +695,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=env.get(TRUST_CLOUDFRONT_ENV, "").lower() == "true",
                         help="take the bot's address from CloudFront-Viewer-Address (only where CloudFront is "
                         "the one way in)")
+    parser.add_argument("--max-connections-per-token", type=int, metavar="N",
+                        default=int(env.get(MAX_CONNECTIONS_PER_TOKEN_ENV, DEFAULT_MAX_CONNECTIONS_PER_TOKEN)),
+                        help="connections one bot token may hold open on this receiver; past it a handshake gets "
+                        f"429 (default ${MAX_CONNECTIONS_PER_TOKEN_ENV} or {DEFAULT_MAX_CONNECTIONS_PER_TOKEN})")
     parser.add_argument("--deregistration-watch", type=float, metavar="SECONDS",
                         default=float(env[DEREGISTRATION_WATCH_ENV]) if env.get(DEREGISTRATION_WATCH_ENV) else None,
                         help="behind a load balancer: close connections (1001) after this long without a health check")
@@ -689,12 +707,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> ReceiverConfig:
     if args.max_in_flight < 1:
         raise ValueError("--max-in-flight must be at least 1")
+    if args.max_connections_per_token < 1:
+        raise ValueError("--max-connections-per-token must be at least 1")
     return ReceiverConfig(host=args.host, port=args.port, health_port=args.health_port,
                           max_in_flight=args.max_in_flight, drain_grace=args.drain_grace,
                           metrics_interval=args.metrics_interval, shutdown_grace=args.shutdown_grace,
                           deregistration_watch=args.deregistration_watch,
                           ping_interval=args.ping_interval or None, ping_timeout=args.ping_timeout,
-                          trust_cloudfront=args.trust_cloudfront)
+                          trust_cloudfront=args.trust_cloudfront,
+                          max_connections_per_token=args.max_connections_per_token)
 
 
 async def serve_until_signalled(service: Service, config: ReceiverConfig) -> dict:

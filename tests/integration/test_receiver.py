@@ -279,6 +279,31 @@ def test_an_open_connection_of_a_revoked_or_expired_bot_token_is_closed(aws, sta
         f"recordings/{rec}/participants/{pid}/webcam/0000000000.png" for pid in (1, 2)]
 
 
+def test_one_bot_token_holds_at_most_max_connections_per_token(aws, stack, caplog_json):
+    """Past the cap a handshake with that token is refused with 429 and a reason; the shared
+    token is not capped, and a closed connection frees its place."""
+    service = service_for(aws, stack)
+    bot_token = service.tokens.issue("bot-capped", ttl_seconds=600)
+
+    async def scenario():
+        receiver = await started(service, max_connections_per_token=2)
+        first, second = await connect(url(receiver, bot_token)), await connect(url(receiver, bot_token))
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(url(receiver, bot_token))
+        shared = [await connect(url(receiver)) for _ in range(3)]
+        await first.close()
+        await wait_until(lambda: receiver.stats.open == 4, "the first connection closed")
+        third = await connect(url(receiver, bot_token))
+        for ws in (second, third, *shared):
+            await ws.close()
+        await receiver.stop()
+        return refused.value.response.status_code
+
+    assert run(scenario()) == 429
+    assert [line["reason"] for line in caplog_json() if line.get("message") == "connection refused"] == [
+        "too_many_connections"]
+
+
 def test_bad_messages_are_rejected_and_the_connection_stays_open(aws, stack, small_png, caplog_json):
     service = service_for(aws, stack)
     rec = rec_id()
