@@ -41,6 +41,9 @@ PREFETCH = 8  # frames downloaded ahead of the encoder: bounds memory, hides S3 
 # batches them for 50 ms), so the totals' recount is final (totals.py, counted_through).
 SETTLE_SECONDS = 5
 RESTARTABLE = ("queued", "pending", "failed")
+# A job still "running" this long after it started was stranded (its planner died between
+# its steps): a later plan message or bot.done may start it again.
+STALE_RUNNING_SECONDS = 2 * 3600
 
 
 @dataclass
@@ -142,6 +145,14 @@ def export_stream(s3, bucket: str, index: FrameIndex, recording_id: str, partici
                         stats.width, stats.height, sheet, stats.skipped, stats.filled)
 
 
+def restartable(job: dict, now: float) -> bool:
+    """Not started yet, failed, or stranded "running" (STALE_RUNNING_SECONDS after its start)."""
+    status = job.get("job_status")
+    if status in RESTARTABLE:
+        return True
+    return status == "running" and int(job.get("started_at") or 0) < (now - STALE_RUNNING_SECONDS) * 1000
+
+
 class ExportJobs:
     """Runs export messages: ``{"kind": "recording", "recording_id", "trigger"}`` plans a job
     and sends one ``{"kind": "stream", ...}`` per stream; ``send(message, delay_seconds)``
@@ -174,7 +185,7 @@ class ExportJobs:
     def plan(self, recording_id: str, now: float | None = None) -> str:
         now = time.time() if now is None else now
         job = self.job(recording_id)
-        if job is None or job.get("job_status") not in RESTARTABLE:
+        if job is None or not restartable(job, now):
             return f"skipped: job {job.get('job_status') if job else 'missing'}"
         # bot.call_ended: wait until frames have stopped for the quiet period. Always: wait
         # until the last frame is SETTLE_SECONDS old, so every frame's index item is written
@@ -185,17 +196,42 @@ class ExportJobs:
             self.send({"kind": "recording", "recording_id": recording_id, "trigger": "quiet check"},
                       min(900, int(quiet - (now - latest)) + 1))
             return "waiting: frames still arriving"
+        started = int(now * 1000)
         try:  # the one transition that starts it: a redelivery or a second trigger skips
             self.dynamodb.update_item(
                 TableName=self.table, Key=self._job_key(recording_id),
-                UpdateExpression="SET job_status = :running, started_at = :now ADD attempts :one",
-                ConditionExpression="job_status IN (:queued, :pending, :failed)",
-                ExpressionAttributeValues=to_item({":running": "running", ":now": int(now * 1000), ":one": 1,
-                                                   ":queued": "queued", ":pending": "pending", ":failed": "failed"}))
+                UpdateExpression="SET job_status = :running, started_at = :now REMOVE streams_done ADD attempts :one",
+                ConditionExpression="job_status IN (:queued, :pending, :failed) "
+                                    "OR (job_status = :running AND started_at < :stale)",
+                ExpressionAttributeValues=to_item({":running": "running", ":now": started, ":one": 1,
+                                                   ":queued": "queued", ":pending": "pending", ":failed": "failed",
+                                                   ":stale": started - STALE_RUNNING_SECONDS * 1000}))
         except ClientError as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
                 return "skipped: started elsewhere"
             raise
+        try:
+            return self._start(recording_id, now)
+        except Exception as exc:
+            # Anything failing between "running" and the last stream message (a throttled
+            # recount, a failed send) would strand the job: mark this attempt failed, so the
+            # redelivered message starts it again; after the queue's retries it lands in the
+            # dead-letter queue, which alarms.
+            self._fail(recording_id, started, exc)
+            raise
+
+    def _fail(self, recording_id: str, started: int, exc: Exception) -> None:
+        try:
+            self.dynamodb.update_item(
+                TableName=self.table, Key=self._job_key(recording_id),
+                UpdateExpression="SET job_status = :failed, failure = :why",
+                ConditionExpression="job_status = :running AND started_at = :started",
+                ExpressionAttributeValues=to_item({":failed": "failed", ":running": "running", ":started": started,
+                                                   ":why": f"{type(exc).__name__}: {exc}"[:300]}))
+        except ClientError:
+            pass  # another attempt took over, or DynamoDB is down: the job goes stale, then restartable
+
+    def _start(self, recording_id: str, now: float) -> str:
         self._retotal(self.store, recording_id)
         streams = [(p["participant_id"], t) for p in self.index.participants(recording_id) for t in (p.get("types") or [])]
         self.dynamodb.update_item(

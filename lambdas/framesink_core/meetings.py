@@ -273,8 +273,12 @@ def claim_export(dynamodb, table: str, recording_id: str, trigger: str, now: flo
     condition = "attribute_not_exists(pk)"
     values = None
     if trigger == "bot.done":
-        condition += " OR job_status = :pending"
-        values = to_item({":pending": "pending"})
+        # bot.done also restarts a job that failed or was stranded "running" (export.py).
+        from .export import STALE_RUNNING_SECONDS
+
+        condition += " OR job_status IN (:pending, :failed) OR (job_status = :running AND started_at < :stale)"
+        values = to_item({":pending": "pending", ":failed": "failed", ":running": "running",
+                          ":stale": int((now - STALE_RUNNING_SECONDS) * 1000)})
     try:
         kwargs = {"TableName": table, "Item": to_item(item), "ConditionExpression": condition}
         if values:

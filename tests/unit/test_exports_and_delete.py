@@ -125,6 +125,53 @@ def test_a_failing_stream_raises_so_the_queue_retries_it(meeting, aws, lambda_co
         export_handler.handler(event, lambda_context)
 
 
+def test_a_plan_that_fails_after_starting_is_retried_to_completion(meeting, aws, lambda_context, monkeypatch):
+    """A transient failure after the job turned "running" (here: the second stream message's
+    send) marks the attempt failed and raises, so SQS redelivers the plan, which starts again
+    and finishes every stream (before: "skipped: job running" for ever, 1 of 3 MP4s)."""
+    svc = _runtime.service()
+    send, sends = svc.exports.send, []
+
+    def flaky(message, delay_seconds=0):
+        sends.append(message.get("kind"))
+        if message.get("kind") == "stream" and sends.count("stream") == 2:
+            raise RuntimeError("SQS throttled")
+        return send(message, delay_seconds)
+
+    monkeypatch.setattr(svc.exports, "send", flaky)
+    assert claim_export(svc.dynamodb, svc.settings.table, REC, "bot.done", 0) == "queued"
+    event = {"Records": [{"messageId": "plan", "eventSource": "aws:sqs", "body": json.dumps(
+        {"kind": "recording", "recording_id": REC, "trigger": "bot.done"})}]}
+    with pytest.raises(RuntimeError):
+        export_handler.handler(event, lambda_context)
+    job = svc.exports.job(REC)
+    assert job["job_status"] == "failed" and "SQS throttled" in job["failure"]
+    assert export_handler.handler(event, lambda_context)["results"] == ["planned 3 streams"]  # the redelivery
+    drain(meeting, lambda_context)
+    job = svc.exports.job(REC)
+    assert job["job_status"] == "done" and job["attempts"] == 2 and len(job["streams_done"]) == 3
+    assert len(s3_keys(aws, meeting["settings"].bucket, f"exports/{REC}/")) == 6  # 3 MP4s, 3 contact sheets
+
+
+def test_a_stranded_running_job_is_restarted_by_a_later_bot_done(meeting, aws, lambda_context):
+    """A job left "running" (its planner died between steps) past STALE_RUNNING_SECONDS: a
+    later bot.done queues it again and it finishes; a fresh running job is left alone."""
+    from framesink_core.export import STALE_RUNNING_SECONDS
+    from framesink_core.storage import to_item
+
+    svc = _runtime.service()
+    stranded = {"pk": f"REC#{REC}", "sk": "JOB#export", "kind": "export_job", "recording_id": REC,
+                "job_status": "running", "started_at": 1_000, "attempts": 1}
+    svc.dynamodb.put_item(TableName=svc.settings.table, Item=to_item(stranded))
+    fresh_now = (1_000 / 1000) + 60
+    assert claim_export(svc.dynamodb, svc.settings.table, REC, "bot.done", fresh_now) == "running"
+    later = (1_000 / 1000) + STALE_RUNNING_SECONDS + 1
+    assert claim_export(svc.dynamodb, svc.settings.table, REC, "bot.done", later) == "queued"
+    svc.queue_export(REC, "bot.done")
+    drain(meeting, lambda_context)
+    assert svc.exports.job(REC)["job_status"] == "done"
+
+
 # --- the CLI -------------------------------------------------------------------------------------
 
 
