@@ -109,7 +109,8 @@ def encode_stream(frames: list[dict], fetch: Callable[[dict], bytes], path: Path
     frame decodes. Shared by the export job and ``framesink export --video``."""
     sampled = {id(f) for f in sample_evenly(frames, MAX_FRAMES)}
     entries: list[SheetEntry] = []
-    writer = VideoWriter(path, gap_fill=gap_fill, gap_threshold_ms=gap_threshold_ms)
+    span = frames[-1]["relative_ms"] - frames[0]["relative_ms"] if frames else 0
+    writer = VideoWriter(path, gap_fill=gap_fill, gap_threshold_ms=gap_threshold_ms, span_ms=span)
     for frame, data in prefetched(fetch, frames, ahead):
         if data is not None and writer.add(frame["relative_ms"], data) and id(frame) in sampled:
             entries.append(SheetEntry(None, frame["relative_ms"], frame["type"], data))

@@ -18,6 +18,22 @@ from fractions import Fraction
 from pathlib import Path
 
 TIME_BASE = Fraction(1, 1000)  # milliseconds, like the frames' relative times
+# An MP4 track holds its times in 32-bit ticks of its timescale. FFmpeg's muxer raises a
+# millisecond time base to 16,000 ticks a second unless told otherwise, which overflows past
+# 2^27 ms (37.3 hours: every later frame then read back at that moment). The writer sets the
+# track's timescale to its time base (``video_track_timescale``) and picks the finest base
+# whose ticks hold the stream's whole span: milliseconds up to 24.8 days, then 10 ms (248
+# days, past the ~115 days a frame key can hold).
+MAX_TICKS = 2**31 - 1
+TIME_BASES = (Fraction(1, 1000), Fraction(1, 100), Fraction(1, 10), Fraction(1, 1))
+
+
+def time_base_for(span_ms: int) -> Fraction:
+    """The finest time base whose ticks hold ``span_ms``."""
+    for base in TIME_BASES:
+        if span_ms / (base * 1000) <= MAX_TICKS:
+            return base
+    raise ValueError(f"a stream spanning {span_ms} ms is longer than an MP4 can hold ({MAX_TICKS} s)")
 DEFAULT_GAP_MS = 5000
 PRESET = "veryfast"  # ~3x the speed of x264's medium at these sizes, for a few % more bytes
 CRF = "23"
@@ -43,7 +59,7 @@ class VideoWriter:
     """``add(relative_ms, png_bytes)`` frames in time order, then ``close()``."""
 
     def __init__(self, path: Path, *, gap_fill: str | None = None, gap_threshold_ms: int = DEFAULT_GAP_MS,
-                 threads: int = 0):
+                 threads: int = 0, span_ms: int = 0):
         import av  # PyAV: only the export job and the CLI's --video load it
 
         self._av = av
@@ -56,15 +72,20 @@ class VideoWriter:
         self.stats: VideoStats | None = None
         self._last_pts: int | None = None
         self._skipped_before_first = 0  # undecodable frames before the stream's size is known
+        # ``span_ms``: last minus first frame time, when the caller knows it (the export does).
+        self.time_base = time_base_for(span_ms)
+        self._ms_per_tick = self.time_base * 1000
+        self._last_tick: int | None = None
 
     def _open(self, width: int, height: int) -> None:
         width, height = max(2, width - width % 2), max(2, height - height % 2)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._container = self._av.open(str(self.path), mode="w", format="mp4", options={"movflags": "+faststart"})
+        self._container = self._av.open(str(self.path), mode="w", format="mp4", options={
+            "movflags": "+faststart", "video_track_timescale": str(self.time_base.denominator)})
         stream = self._container.add_stream("libx264", rate=2)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.time_base = TIME_BASE
-        stream.codec_context.time_base = TIME_BASE
+        stream.time_base = self.time_base
+        stream.codec_context.time_base = self.time_base
         # No B-frames: with them x264 derives decode times from the nominal rate, not from the
         # timestamps, and a gap in the stream ends up shortening the whole file.
         stream.options = {"preset": PRESET, "crf": CRF, "bf": "0"}
@@ -109,12 +130,17 @@ class VideoWriter:
             self._skipped_before_first += 1
 
     def _encode(self, image, pts_ms: int) -> None:
+        tick = int((pts_ms - self.stats.first_ms) / self._ms_per_tick)
+        if tick > MAX_TICKS:
+            raise ValueError(f"frame at {pts_ms} ms is past what this MP4's time base holds (span_ms too small)")
+        if self._last_tick is not None and tick <= self._last_tick:
+            tick = self._last_tick + 1  # two frames within one coarse tick: keep their order
         frame = self._av.VideoFrame.from_image(image)
-        frame.pts = pts_ms - self.stats.first_ms
-        frame.time_base = TIME_BASE
+        frame.pts = tick
+        frame.time_base = self.time_base
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
-        self._last_pts = pts_ms
+        self._last_pts, self._last_tick = pts_ms, tick
 
     def close(self) -> VideoStats | None:
         """Flush and finish the file (None if no frame could be written: no file)."""

@@ -96,3 +96,20 @@ def test_decoded_pixels_resemble_the_source(tmp_path, size):
     diff = sum(abs(a - b) for a, b in zip(first.convert("L").resize((32, 18)).tobytes(),
                                              source.convert("L").resize((32, 18)).tobytes())) / (32 * 18)
     assert diff < 12  # lossy, but the same picture
+
+
+@pytest.mark.parametrize("gap_ms, tick_ms", [
+    (40 * 3600 * 1000, 1),  # a 40-hour gap: past 2^27 ms, where the file broke
+    (115 * 24 * 3600 * 1000, 10),  # the longest relative time the storage layout accepts
+])
+def test_a_stream_longer_than_2_27_ms_keeps_its_times(tmp_path, gap_ms, tick_ms):
+    """Past 2^27 ms every later frame read back at the gap's start (a 1.5 s file for a
+    40-hour stream). The track's timescale is the writer's time base, and with the span given
+    it picks a coarser one when milliseconds cannot hold it."""
+    times = [0, 500, gap_ms, gap_ms + 500]
+    stats, _ = write(tmp_path / "long.mp4", [(ms, make_png(64, 48, seed=i, detailed=False)) for i, ms in enumerate(times)],
+                     span_ms=times[-1] - times[0])
+    info = probe(tmp_path / "long.mp4")
+    assert info.frames == 4 and stats.duration_ms == gap_ms + 500
+    assert all(abs(got - want) <= tick_ms for got, want in zip(info.pts_ms, times)), info.pts_ms
+    assert info.pts_ms == sorted(set(info.pts_ms))  # still in order, none on top of another
