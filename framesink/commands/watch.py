@@ -34,6 +34,7 @@ from botocore.exceptions import ClientError
 
 from framesink_core import schema
 from framesink_core.feed import FrameRef
+from framesink_core.objects import object_missing
 
 from .. import target
 from ..cli import CliError
@@ -136,7 +137,7 @@ class Watch:
                         self.show(ref, int(stored) if stored and stored.isdigit() else None,
                                   _record_from_metadata(head.get("Metadata", {})))
                     except ClientError as exc:
-                        if not _gone(exc):
+                        if not object_missing(exc):
                             raise
                         self.skip_gone(ref)
                     last = time.monotonic()
@@ -158,7 +159,7 @@ class Watch:
                 try:
                     self.show(ref, frame.get("stored_at"), frame)
                 except ClientError as exc:  # --out: the object went between the index and the read
-                    if not _gone(exc):
+                    if not object_missing(exc):
                         raise
                     self.skip_gone(ref)
                 last = time.monotonic()
@@ -168,11 +169,6 @@ class Watch:
             if self.args.idle_exit and time.monotonic() - last >= self.args.idle_exit:
                 return
             self.stopping.wait(1.0)
-
-
-def _gone(exc: ClientError) -> bool:
-    """S3's answer for an object that is not there: HeadObject says 404, GetObject NoSuchKey."""
-    return exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
 
 
 def _record_from_metadata(meta: dict) -> dict:

@@ -44,6 +44,11 @@ def error_code(exc: Exception) -> str:
     return exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
 
 
+def object_missing(exc: Exception) -> bool:
+    """S3's answer for an object that is not there: HeadObject says 404, GetObject NoSuchKey."""
+    return error_code(exc) in ("404", "NoSuchKey", "NotFound")
+
+
 def describe_client_error(exc: Exception) -> str:
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})

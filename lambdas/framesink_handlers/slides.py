@@ -17,7 +17,7 @@ from functools import lru_cache
 from botocore.exceptions import ClientError
 
 from framesink_core.feed import FrameRef
-from framesink_core.objects import error_code
+from framesink_core.objects import object_missing
 from framesink_core.observability import count, count_with_dimension
 from framesink_core.slides import SlideAnalyzer
 
@@ -48,7 +48,7 @@ def handler(event: dict, context):
     try:
         slide = analyzer().analyze(ref)
     except ClientError as exc:
-        if error_code(exc) not in ("NoSuchKey", "404"):
+        if not object_missing(exc):
             raise  # S3 or DynamoDB failing: Lambda retries the event, then the dead-letter queue
         # Deleted after its event was sent (framesink delete, expiry): nothing to analyze, and
         # the events behind it go on.
