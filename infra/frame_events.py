@@ -88,7 +88,10 @@ class FrameEvents(Construct):
                                         conditions={"StringLike": {"s3:prefix": ["recordings/*"]}}),
                     iam.PolicyStatement(actions=["dynamodb:Query"], resources=[
                         table_arn, *(f"{table_arn}/index/{g['name']}" for g in schema.TABLE_SCHEMA["global_secondary_indexes"])]),
-                    iam.PolicyStatement(actions=["dynamodb:PutItem"], resources=[table_arn]),
+                    # PutItem the slide item; GetItem the recording's tombstone, DeleteItem the
+                    # slide when the recording was deleted meanwhile (framesink_core.delete).
+                    iam.PolicyStatement(actions=["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteItem"],
+                                        resources=[table_arn]),
                 ],
                 memory_size=1024, timeout=Duration.seconds(60), code=functions.media_code,
             )

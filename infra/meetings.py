@@ -146,17 +146,22 @@ class Meetings(Construct):
             # framesink_core.export: frames read (GetObject under recordings/), MP4 and contact
             # sheet written (PutObject under exports/, multipart for big videos), the index
             # queried (frames on the table and gsi1), totals recomputed and the job and export
-            # items written (GetItem, PutItem, UpdateItem), stream messages sent.
+            # items written (GetItem, PutItem, UpdateItem), stream messages sent; the tombstone
+            # read (GetItem) and, when the recording was deleted meanwhile, what it wrote removed
+            # (DeleteObject, DeleteItem).
             self.export = functions.create(
                 self, "Export",
                 handler="framesink_handlers.export.handler",
                 description="End-of-meeting export: an MP4 and a contact sheet per participant and type",
                 statements=[
                     iam.PolicyStatement(actions=["s3:GetObject"], resources=[bucket.arn_for_objects("recordings/*")]),
-                    iam.PolicyStatement(actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+                    # DeleteObject: its own MP4 and contact sheet, when the recording was deleted
+                    # while it encoded (delete.py: written first, checked after, undone).
+                    iam.PolicyStatement(actions=["s3:PutObject", "s3:AbortMultipartUpload", "s3:DeleteObject"],
                                         resources=[bucket.arn_for_objects("exports/*")]),
                     iam.PolicyStatement(actions=["dynamodb:Query"], resources=[table_arn, f"{table_arn}/index/*"]),
-                    iam.PolicyStatement(actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+                    iam.PolicyStatement(actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+                                                 "dynamodb:DeleteItem"],
                                         resources=[table_arn]),
                     iam.PolicyStatement(actions=["sqs:SendMessage"], resources=[self.export_queue.queue_arn]),
                 ],

@@ -104,7 +104,9 @@ class QueryApi(Construct):
                     "StringLike": {"s3:prefix": ["recordings/*", "exports/*"]}}),
                 iam.PolicyStatement(actions=["s3:DeleteObject"], resources=[
                     bucket.arn_for_objects("recordings/*"), bucket.arn_for_objects("exports/*")]),
-                iam.PolicyStatement(actions=["dynamodb:Query", "dynamodb:GetItem", "dynamodb:BatchWriteItem"],
+                # PutItem: the tombstone written before anything is deleted (framesink_core.delete).
+                iam.PolicyStatement(actions=["dynamodb:Query", "dynamodb:GetItem", "dynamodb:BatchWriteItem",
+                                             "dynamodb:PutItem"],
                                     resources=[table_arn]),
             ],
             memory_size=512,

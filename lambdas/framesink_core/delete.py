@@ -7,8 +7,12 @@ per BatchWriteItem), and the recording's item under each bot that streamed it. A
 counts the same things and deletes nothing. Bot status events stay: they belong to the bot,
 not the recording (and expire with the frames' lifetime).
 
-Run it when the recording is not being ingested: a frame stored while it runs is left
-behind (run it again). With a ``deadline`` (the query API's 30 s) it stops between batches
+Delete wins over work in flight: before anything goes, a tombstone item
+(``DELETED#<rec>``, expiring with the frames' lifetime) is written; the export job and the
+slide analyzer write first and then look for it, undoing what they wrote when it is there, so
+whichever finishes last, nothing of the recording comes back (a writer that finished before
+the tombstone was swept with the rest). Frames still arriving on a live connection are not
+covered: a frame stored while it runs is left behind (run it again). With a ``deadline`` (the query API's 30 s) it stops between batches
 when time runs out and says ``complete: false``; calling it again goes on where it stopped
 (what is deleted is no longer listed), so a caller repeats until ``complete``.
 """
@@ -52,12 +56,33 @@ def _keys(s3, bucket: str, prefix: str):
         yield from page.get("Contents", [])
 
 
+TOMBSTONE_DAYS = 30  # how long late writers are told; the frames' default lifetime
+
+
+def write_tombstone(dynamodb, table: str, recording_id: str, now: float | None = None,
+                    days: int = TOMBSTONE_DAYS) -> None:
+    now = time.time() if now is None else now
+    dynamodb.put_item(TableName=table, Item=to_item({
+        "pk": schema.deleted_pk(recording_id), "sk": schema.META_SK, "kind": "deleted_recording",
+        "recording_id": recording_id, "deleted_at": int(now * 1000),
+        schema.TTL_ATTRIBUTE: int(now) + days * schema.DAY_SECONDS}))
+
+
+def is_deleted(dynamodb, table: str, recording_id: str) -> bool:
+    """Was the recording deleted (its tombstone is there)? What a late writer asks after writing."""
+    found = dynamodb.get_item(TableName=table, ConsistentRead=True, ProjectionExpression="pk",
+                              Key=to_item({"pk": schema.deleted_pk(recording_id), "sk": schema.META_SK}))
+    return "Item" in found
+
+
 def delete_recording(s3, dynamodb, bucket: str, table: str, recording_id: str, *, dry_run: bool = True,
                      deadline: float | None = None) -> DeleteResult:
     """Delete (or, with ``dry_run``, count) a recording. ``deadline``: a time.monotonic() after
     which it stops between batches (``complete`` False)."""
     recording_id = check_id(recording_id, "recording")
     result = DeleteResult(recording_id, dry_run)
+    if not dry_run and _anything_stored(s3, dynamodb, bucket, table, recording_id):
+        write_tombstone(dynamodb, table, recording_id)  # first: late writers see it, then undo
 
     def out_of_time() -> bool:
         if deadline is not None and time.monotonic() >= deadline:
@@ -108,6 +133,16 @@ def delete_recording(s3, dynamodb, bucket: str, table: str, recording_id: str, *
                 if k % 500 == 499 and out_of_time():
                     break
     return result
+
+
+def _anything_stored(s3, dynamodb, bucket: str, table: str, recording_id: str) -> bool:
+    """A mistyped id leaves no tombstone behind (it would shadow a future recording of that id)."""
+    for prefix in (schema.recording_prefix(recording_id), schema.export_prefix(recording_id)):
+        if s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount"):
+            return True
+    return bool(dynamodb.query(TableName=table, KeyConditionExpression="pk = :pk", Limit=1, ProjectionExpression="pk",
+                               ExpressionAttributeValues=to_item({":pk": schema.recording_pk(recording_id)}))
+                .get("Items"))
 
 
 def _delete_objects(s3, bucket: str, batch: list[dict]) -> None:

@@ -31,6 +31,7 @@ from botocore.exceptions import ClientError
 
 from . import schema
 from .contact_sheet import MAX_FRAMES, SheetEntry, make_contact_sheet, sample_evenly
+from .delete import is_deleted
 from .objects import error_code
 from .query import FrameIndex
 from .storage import from_item, to_item
@@ -185,6 +186,8 @@ class ExportJobs:
 
     def plan(self, recording_id: str, now: float | None = None) -> str:
         now = time.time() if now is None else now
+        if is_deleted(self.dynamodb, self.table, recording_id):
+            return f"skipped: recording {recording_id} deleted"
         job = self.job(recording_id)
         if job is None or not restartable(job, now):
             return f"skipped: job {job.get('job_status') if job else 'missing'}"
@@ -255,6 +258,28 @@ class ExportJobs:
 
     def stream(self, message: dict) -> str:
         recording_id, participant_id, frame_type = message["recording_id"], message["participant_id"], message["type"]
+        if is_deleted(self.dynamodb, self.table, recording_id):
+            return f"skipped: recording {recording_id} deleted"
+        try:
+            outcome = self._stream(recording_id, participant_id, frame_type)
+        except Exception:
+            if not is_deleted(self.dynamodb, self.table, recording_id):
+                raise  # retried by the queue
+            outcome = None  # it failed because its frames were being deleted
+        # Written first, checked after (delete.py): a delete that ran meanwhile wins.
+        if is_deleted(self.dynamodb, self.table, recording_id):
+            self._undo(recording_id, participant_id, frame_type)
+            return f"removed {participant_id}/{frame_type}: recording {recording_id} deleted while it was exported"
+        return outcome
+
+    def _undo(self, recording_id: str, participant_id: str, frame_type: str) -> None:
+        for key in (video_key(recording_id, participant_id, frame_type), sheet_key(recording_id, participant_id, frame_type)):
+            self.s3.delete_object(Bucket=self.bucket, Key=key)
+        pk = schema.recording_pk(recording_id)
+        for sk in (schema.export_sk(participant_id, frame_type), schema.EXPORT_JOB_SK):
+            self.dynamodb.delete_item(TableName=self.table, Key=to_item({"pk": pk, "sk": sk}))
+
+    def _stream(self, recording_id: str, participant_id: str, frame_type: str) -> str:
         result = export_stream(self.s3, self.bucket, self.index, recording_id, participant_id, frame_type,
                                gap_fill=self.gap_fill)
         if result is not None:

@@ -177,6 +177,12 @@ def export_sk(participant_id: str, frame_type: str) -> str:
 EXPORT_JOB_SK = "JOB#export"
 
 
+def deleted_pk(recording_id: str) -> str:
+    """The tombstone of a deleted recording (delete.py): outside the recording's partition, so
+    the recording stays unknown to every query, yet late writers can see it was deleted."""
+    return f"DELETED#{recording_id}"
+
+
 def bot_pk(bot_id: str) -> str:
     return f"BOT#{bot_id}"
 

@@ -27,6 +27,7 @@ from decimal import Decimal
 from itertools import chain
 
 from . import schema
+from .delete import is_deleted
 from .feed import FrameRef
 from .query import FrameIndex
 from .storage import MetadataError, StoredFrame, to_item
@@ -112,7 +113,11 @@ class SlideAnalyzer:
             expires_at = stored.expires_at(self.frame_expiry_days)
         except MetadataError:
             expires_at = None
-        self.dynamodb.put_item(TableName=self.table, Item=to_item(slide.item(expires_at)))
+        item = slide.item(expires_at)
+        self.dynamodb.put_item(TableName=self.table, Item=to_item(item))
+        if is_deleted(self.dynamodb, self.table, ref.recording_id):  # written first, checked after (delete.py)
+            self.dynamodb.delete_item(TableName=self.table, Key=to_item({"pk": item["pk"], "sk": item["sk"]}))
+            return None
         return slide
 
     def _previous_frame(self, ref: FrameRef) -> dict | None:

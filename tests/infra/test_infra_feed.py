@@ -94,7 +94,8 @@ def test_the_analyzer_gets_screenshares_and_holds_only_what_it_uses(synth):
     (target,) = rule["Targets"]
     assert target["RetryPolicy"]["MaximumRetryAttempts"] == 2 and "DeadLetterConfig" in target
     granted = {a for a, _ in statements(template, fn["Properties"]["Role"]["Fn::GetAtt"][0])}
-    assert granted == {"s3:GetObject", "s3:ListBucket", "dynamodb:Query", "dynamodb:PutItem", "logs:CreateLogStream",
+    assert granted == {"s3:GetObject", "s3:ListBucket", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:GetItem",
+                       "dynamodb:DeleteItem", "logs:CreateLogStream",
                        "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
     role = fn["Properties"]["Role"]["Fn::GetAtt"][0]
     listing = [st for p in of_type(template, "AWS::IAM::Policy").values() if {"Ref": role} in p["Properties"]["Roles"]

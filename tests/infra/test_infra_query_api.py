@@ -113,7 +113,7 @@ def test_delete_function_may_only_delete_under_the_recording_prefixes(synth):
         for action in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]]):
             by_action.setdefault(action, []).append(st)
     assert set(by_action) == {"s3:ListBucket", "s3:DeleteObject", "dynamodb:Query", "dynamodb:GetItem",
-                              "dynamodb:BatchWriteItem", "logs:CreateLogStream", "logs:PutLogEvents",
+                              "dynamodb:BatchWriteItem", "dynamodb:PutItem", "logs:CreateLogStream", "logs:PutLogEvents",
                               "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
     (listing,) = by_action["s3:ListBucket"]
     assert listing["Condition"] == {"StringLike": {"s3:prefix": ["recordings/*", "exports/*"]}}

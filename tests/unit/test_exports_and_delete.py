@@ -172,6 +172,45 @@ def test_a_stranded_running_job_is_restarted_by_a_later_bot_done(meeting, aws, l
     assert svc.exports.job(REC)["job_status"] == "done"
 
 
+def test_a_delete_while_a_stream_is_exported_wins(meeting, aws, lambda_context, monkeypatch):
+    """framesink delete while the export job encodes: the stream finishes after the delete,
+    finds the tombstone and removes its MP4, contact sheet, EXPORT# and JOB# items (they came
+    back before: 27 frames of MP4 after a privacy delete). Later plan and stream messages skip."""
+    import framesink_core.export as export
+    from framesink_core.delete import delete_recording
+
+    svc, stack = _runtime.service(), meeting["settings"]
+    encode = export.export_stream
+
+    def encode_then_deleted(*args, **kwargs):  # the delete lands while this stream is encoded
+        result = encode(*args, **kwargs)
+        delete_recording(svc.s3, svc.dynamodb, stack.bucket, stack.table, REC, dry_run=False)
+        return result
+
+    assert claim_export(svc.dynamodb, svc.settings.table, REC, "bot.done", 0) == "queued"
+    assert svc.exports.handle({"kind": "recording", "recording_id": REC, "trigger": "bot.done"}) == "planned 3 streams"
+    monkeypatch.setattr(export, "export_stream", encode_then_deleted)
+    outcome = svc.exports.handle({"kind": "stream", "recording_id": REC, "participant_id": "6", "type": "webcam"})
+    assert outcome == f"removed 6/webcam: recording {REC} deleted while it was exported"
+    assert s3_keys(aws, stack.bucket, f"exports/{REC}/") == [] and s3_keys(aws, stack.bucket, f"recordings/{REC}/") == []
+    assert partition(aws, stack, f"REC#{REC}") == []
+    assert svc.exports.handle({"kind": "stream", "recording_id": REC, "participant_id": "5", "type": "webcam"}) == (
+        f"skipped: recording {REC} deleted")
+    assert svc.exports.handle({"kind": "recording", "recording_id": REC, "trigger": "bot.done"}) == (
+        f"skipped: recording {REC} deleted")
+    assert partition(aws, stack, f"REC#{REC}") == [] and s3_keys(aws, stack.bucket, f"exports/{REC}/") == []
+
+
+def test_a_mistyped_delete_leaves_no_tombstone(meeting, aws):
+    from framesink_core.delete import delete_recording, is_deleted
+
+    svc, stack = _runtime.service(), meeting["settings"]
+    assert not delete_recording(svc.s3, svc.dynamodb, stack.bucket, stack.table, "rec-typo", dry_run=False).found
+    assert not is_deleted(svc.dynamodb, stack.table, "rec-typo")
+    assert delete_recording(svc.s3, svc.dynamodb, stack.bucket, stack.table, REC).found  # a dry run finds it...
+    assert not is_deleted(svc.dynamodb, stack.table, REC)  # ...writes nothing either
+
+
 # --- the CLI -------------------------------------------------------------------------------------
 
 

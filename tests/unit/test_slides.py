@@ -177,3 +177,23 @@ def test_a_long_presentation_costs_a_bounded_read_per_frame(svc, deck, aws):
         del svc.dynamodb.query
     assert found[1] is not None  # slide 0 -> 1 is still a change
     assert read and max(read) <= LOOKALIKE_SLIDES, read
+
+
+def test_a_slide_found_while_its_recording_is_deleted_is_removed_again(svc, deck, monkeypatch):
+    """The analyzer writes its slide item, then looks for the recording's tombstone: a delete
+    that ran meanwhile wins (before, a PART#/SLIDE# item could come back after a delete)."""
+    from framesink_core.delete import delete_recording
+
+    refs = store_show(svc, deck, "rec-analyze-deleted", [0, 1])
+    a = analyzer(svc)
+    assert a.analyze(refs[0]) is not None
+    look_alike = a._earlier_look_alike
+
+    def deleted_meanwhile(ref, mine):
+        delete_recording(svc.s3, svc.dynamodb, svc.settings.bucket, svc.settings.table, ref.recording_id,
+                         dry_run=False)
+        return look_alike(ref, mine)
+
+    monkeypatch.setattr(a, "_earlier_look_alike", deleted_meanwhile)
+    assert a.analyze(refs[1]) is None
+    assert svc.index.recording("rec-analyze-deleted") is None  # no slide (or anything) came back
