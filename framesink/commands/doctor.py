@@ -339,7 +339,8 @@ class Doctor:
             self.report(Step("cleanup", FAIL, f"after deleting {', '.join(done) or 'nothing'}", _one_line(exc),
                              f"framesink delete --recording {self.recording_id} --yes"))
             return
-        self.report(Step("cleanup", PASS, "deleted " + ", ".join(done) + " (connection records expire by TTL)"))
+        self.report(Step("cleanup", PASS, "deleted " + ", ".join(done) + " (connection records and the delete's "
+                                          "tombstone expire by TTL)"))
 
 
 def run(args: argparse.Namespace) -> int:

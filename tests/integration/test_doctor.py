@@ -87,7 +87,9 @@ def test_doctor_passes_on_the_container_receiver_and_leaves_nothing_behind(direc
                 if "doctor-" in o["Key"]]
     items = dynamodb.scan(TableName=state["table"])["Items"]
     leftovers = [i for i in items if "doctor-" in json.dumps(i) and not i["pk"]["S"].startswith(("CONN#", "ONCE#"))]
-    assert leftovers == []
+    # Only the delete's tombstone, which expires by itself and keeps late writers (an analyzer
+    # still working through the doctor's frames) from bringing anything back.
+    assert [i["pk"]["S"].split("#")[0] for i in leftovers] == ["DELETED"] and "expires_at" in leftovers[0]
     tokens = [i for i in items if i["pk"]["S"].startswith("TOKEN#")]
     assert tokens == [], "the doctor's token item was not deleted"
 
