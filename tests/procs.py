@@ -25,15 +25,27 @@ FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", 
 
 
 class Moto:
-    """A moto server on 127.0.0.1 with a provisioned framesink bucket, table and token."""
+    """A moto server on 127.0.0.1 with a provisioned framesink bucket, table and token.
 
-    def __init__(self):
-        from moto.server import ThreadedMotoServer
+    ``own_process``: moto in a process of its own (``moto_server``), for tests whose clients in
+    this process must not wait for the GIL behind moto's request handling (a saturated run's
+    pongs)."""
 
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self.server.start()
-        host, port = self.server.get_host_and_port()
-        self.endpoint_url = f"http://{host}:{port}"
+    def __init__(self, own_process: bool = False):
+        self.process = None
+        if own_process:
+            port = _free_port()
+            self.process = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.endpoint_url = f"http://127.0.0.1:{port}"
+            _wait_for_port(port, self.process)
+        else:
+            from moto.server import ThreadedMotoServer
+
+            self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+            self.server.start()
+            host, port = self.server.get_host_and_port()
+            self.endpoint_url = f"http://{host}:{port}"
         suffix = uuid.uuid4().hex[:8]
         self.bucket, self.table = f"proc-{suffix}", f"proc-{suffix}"
         clients = {name: self.client(name) for name in ("s3", "dynamodb", "secretsmanager")}
@@ -57,7 +69,35 @@ class Moto:
         return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
 
     def stop(self):
-        self.server.stop()
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(GUARD)
+        else:
+            self.server.stop()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, process: subprocess.Popen) -> None:
+    import socket
+    import time
+
+    deadline = time.monotonic() + GUARD
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"moto_server exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("moto_server did not start listening")
 
 
 class ReceiverProcess:

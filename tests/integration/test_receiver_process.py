@@ -27,7 +27,9 @@ from framesink.synthetic import frame_message, make_png
 
 @pytest.fixture(scope="module")
 def moto():
-    server = Moto()
+    # Its own process: the saturated run's clients (here) answer pings without waiting for the
+    # GIL behind moto storing their frames; a late pong from a starved client is a correct 1011.
+    server = Moto(own_process=True)
     yield server
     server.stop()
 
