@@ -12,9 +12,11 @@ Delete wins over work in flight: before anything goes, a tombstone item
 slide analyzer write first and then look for it, undoing what they wrote when it is there, so
 whichever finishes last, nothing of the recording comes back (a writer that finished before
 the tombstone was swept with the rest). Frames still arriving on a live connection are not
-covered: a frame stored while it runs is left behind (run it again). With a ``deadline`` (the query API's 30 s) it stops between batches
-when time runs out and says ``complete: false``; calling it again goes on where it stopped
-(what is deleted is no longer listed), so a caller repeats until ``complete``.
+covered: a frame stored while it runs is left behind (run it again).
+
+With a ``deadline`` (the query API's 30 s) it stops between batches when time runs out and
+says ``complete: false``; calling it again goes on where it stopped (what is deleted is no
+longer listed), so a caller repeats until ``complete``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from boto3.dynamodb.table import BatchWriter
 
 from . import schema
-from .query import check_id
+from .query import FrameIndex, check_id
 from .storage import from_item, to_item
 
 
@@ -140,9 +142,7 @@ def _anything_stored(s3, dynamodb, bucket: str, table: str, recording_id: str) -
     for prefix in (schema.recording_prefix(recording_id), schema.export_prefix(recording_id)):
         if s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount"):
             return True
-    return bool(dynamodb.query(TableName=table, KeyConditionExpression="pk = :pk", Limit=1, ProjectionExpression="pk",
-                               ExpressionAttributeValues=to_item({":pk": schema.recording_pk(recording_id)}))
-                .get("Items"))
+    return FrameIndex(table, dynamodb).has_recording(recording_id)
 
 
 def _delete_objects(s3, bucket: str, batch: list[dict]) -> None:

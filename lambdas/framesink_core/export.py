@@ -260,16 +260,17 @@ class ExportJobs:
         recording_id, participant_id, frame_type = message["recording_id"], message["participant_id"], message["type"]
         if is_deleted(self.dynamodb, self.table, recording_id):
             return f"skipped: recording {recording_id} deleted"
+        failure = outcome = None
         try:
             outcome = self._stream(recording_id, participant_id, frame_type)
-        except Exception:
-            if not is_deleted(self.dynamodb, self.table, recording_id):
-                raise  # retried by the queue
-            outcome = None  # it failed because its frames were being deleted
+        except Exception as exc:  # its frames may have gone with a delete: decided below
+            failure = exc
         # Written first, checked after (delete.py): a delete that ran meanwhile wins.
         if is_deleted(self.dynamodb, self.table, recording_id):
             self._undo(recording_id, participant_id, frame_type)
             return f"removed {participant_id}/{frame_type}: recording {recording_id} deleted while it was exported"
+        if failure is not None:
+            raise failure  # retried by the queue
         return outcome
 
     def _undo(self, recording_id: str, participant_id: str, frame_type: str) -> None:

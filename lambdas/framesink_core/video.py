@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-TIME_BASE = Fraction(1, 1000)  # milliseconds, like the frames' relative times
 # An MP4 track holds its times in 32-bit ticks of its timescale. FFmpeg's muxer raises a
 # millisecond time base to 16,000 ticks a second unless told otherwise, which overflows past
 # 2^27 ms (37.3 hours: every later frame then read back at that moment). The writer sets the
@@ -25,7 +24,7 @@ TIME_BASE = Fraction(1, 1000)  # milliseconds, like the frames' relative times
 # whose ticks hold the stream's whole span: milliseconds up to 24.8 days, then 10 ms (248
 # days, past the ~115 days a frame key can hold).
 MAX_TICKS = 2**31 - 1
-TIME_BASES = (Fraction(1, 1000), Fraction(1, 100), Fraction(1, 10), Fraction(1, 1))
+TIME_BASES = (Fraction(1, 1000), Fraction(1, 100), Fraction(1, 10), Fraction(1, 1))  # milliseconds first
 
 
 def time_base_for(span_ms: int) -> Fraction:
