@@ -122,7 +122,7 @@ class Workload:
     totals_flush_seconds: float = 5.0  # participant totals: one write per participant this often
     # The default deployment's standing parts (a test keeps these equal to the synthesized
     # template: tests/infra/test_infra.py).
-    alarms: int = 32  # 29 + the canary's own alarm and its function's error and throttle alarms
+    alarms: int = 33  # 30 + the canary's own alarm and its function's error and throttle alarms
     dashboards: int = 1
     secrets: int = 3  # the shared token, the Recall API key, the webhook signing secret
     kms_keys: int = 1  # the alarm topic's

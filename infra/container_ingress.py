@@ -67,6 +67,8 @@ from framesink_receiver.server import (
     DEFAULT_SHUTDOWN_GRACE,
     DEREGISTRATION_WATCH_ENV,
     SHUTDOWN_GRACE_ENV,
+    SPOOL_DIR_ENV,
+    SPOOL_MAX_BYTES_ENV,
     TRUST_CLOUDFRONT_ENV,
 )
 
@@ -76,6 +78,7 @@ from .settings import InfraSettings
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = "container/Dockerfile"  # relative to REPO_ROOT, the build context
 CONTAINER_PORT = 8080
+SPOOL_PATH = "/var/spool/framesink"  # the Dockerfile creates it for the receiver's user
 VPC_CIDR = "10.0.0.0/16"
 # The AWS-managed prefix list of CloudFront's origin-facing servers: the same name in every
 # commercial region, a different id in each (VPC User Guide, "AWS-managed prefix lists").
@@ -112,7 +115,8 @@ ARCHITECTURES = {
 
 
 def task_environment(core: Settings, *, service_name: str, port: int = CONTAINER_PORT,
-                     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, behind_cloudfront: bool = False) -> dict[str, str]:
+                     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, behind_cloudfront: bool = False,
+                     spool_max_mb: int = 2048) -> dict[str, str]:
     """The receiver's environment: the Lambda functions' settings (names and ARNs only, never
     a secret) and Powertools service name, so logs, metrics and alarms cover both ingresses,
     plus the receiver's own port, limits and shutdown behaviour. The image test runs the CMD
@@ -126,6 +130,8 @@ def task_environment(core: Settings, *, service_name: str, port: int = CONTAINER
         MAX_IN_FLIGHT_ENV: str(max_in_flight),
         SHUTDOWN_GRACE_ENV: f"{DEFAULT_SHUTDOWN_GRACE:g}",
         DEREGISTRATION_WATCH_ENV: str(DEREGISTRATION_WATCH_SECONDS),
+        SPOOL_DIR_ENV: SPOOL_PATH,
+        SPOOL_MAX_BYTES_ENV: str(spool_max_mb * 1024 * 1024),
     }
     if behind_cloudfront:
         # Only CloudFront reaches the internal ALB, so its viewer-address header is the bot's.
@@ -245,12 +251,23 @@ class ContainerIngress(Construct):
         self.container = self.task_definition.add_container(
             "Receiver",
             image=self.image,
-            environment=task_environment(core, service_name=service_name, behind_cloudfront=behind_cloudfront),
+            environment=task_environment(core, service_name=service_name, behind_cloudfront=behind_cloudfront,
+                                         spool_max_mb=settings.spool_max_mb),
             logging=ecs.LogDrivers.aws_logs(stream_prefix="receiver", log_group=self.log_group),
             port_mappings=[ecs.PortMapping(container_port=CONTAINER_PORT)],
-            readonly_root_filesystem=True,  # it writes nothing: logs and metrics go to stdout
+            readonly_root_filesystem=True,  # it writes only the spool (its volume); logs and metrics go to stdout
             stop_timeout=STOP_TIMEOUT,
         )
+        # The spool: a bind mount of the task's ephemeral storage (Fargate: 20 GiB by default),
+        # kept while the task runs, so a restarted container finds what it spooled ("Use bind
+        # mounts with Amazon ECS": "tied to the lifecycle of the container that uses them ...
+        # removed when the task is stopped"). ECS creates a bind mount owned by root; where the
+        # image has the path (Dockerfile: created for uid 10001, declared VOLUME), its contents
+        # and ownership are what the container sees ("To expose a path and its contents from a
+        # Dockerfile to one or more containers").
+        self.task_definition.add_volume(name="spool")
+        self.container.add_mount_points(ecs.MountPoint(container_path=SPOOL_PATH, source_volume="spool",
+                                                       read_only=False))
         NagSuppressions.add_resource_suppressions(self.task_definition, [NagPackSuppression(
             id="AwsSolutions-ECS2",
             reason="The environment holds only names, ARNs and limits (bucket, table, secret ARNs, "

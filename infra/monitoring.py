@@ -43,8 +43,12 @@ from .functions import METRICS_NAMESPACE, PythonFunction
 from .settings import InfraSettings
 
 PERIOD = Duration.minutes(5)
-# framesink_core: StoreError.reason ("<stage>_write_failed") and the receiver's internal_error.
-STORE_FAILURE_REASONS = ("s3_write_failed", "index_write_failed", "internal_error")
+# framesink_core: StoreError.reason ("<stage>_write_failed"), the receiver's internal_error, and
+# spool_full (the receiver's spool had no room: the frame is lost).
+STORE_FAILURE_REASONS = ("s3_write_failed", "index_write_failed", "internal_error", "spool_full")
+# The receiver's spool holds frames while S3 or DynamoDB fails (framesink_core/spool.py): one
+# minute of it is an outage the spool rides out; this many minutes in a row is worth a look.
+SPOOL_MINUTES_TO_ALARM = 5
 REJECTIONS_PER_PERIOD = 5  # one odd message is noise; a stream of them is a broken client
 # Websocket close codes that alarm: 1009 a message over the ingress's limit (API Gateway's
 # 32 KB: camera frames sent to the wrong ingress), 1011 an error on our side.
@@ -221,6 +225,14 @@ class Monitoring(Construct):
                     namespace="AWS/ApiGateway", metric_name=name, dimensions_map=dims, statistic="Sum", period=PERIOD),
                     1, f"WebSocket API {name}: {why}.")
         if watch.target_group is not None and watch.load_balancer is not None:
+            # SpoolDepth: the receiver's gauge (every minute) of frames waiting on its disk.
+            spool_alarm = self._alarm("SpoolHoldingFrames", metric(
+                "SpoolDepth", statistic="Maximum", period=Duration.minutes(1)), 1,
+                f"A receiver task has held frames in its spool for {SPOOL_MINUTES_TO_ALARM} minutes: S3 or DynamoDB "
+                "is failing its writes (log lines 'frame spooled'). Nothing is lost while the spool has room; a full "
+                "spool loses frames (FramesNotStored, reason spool_full) and closes connections with 1013.")
+            cfn_alarm = spool_alarm.node.default_child
+            cfn_alarm.evaluation_periods = cfn_alarm.datapoints_to_alarm = SPOOL_MINUTES_TO_ALARM
             self.facade.monitor_custom(
                 human_readable_name="Container ingress (ALB)", alarm_friendly_name="Receiver",
                 metric_groups=[

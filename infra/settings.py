@@ -92,6 +92,10 @@ DEFAULTS: dict[str, Any] = {
     # new account's Lambda quota allows; with it one invocation (15 min) encodes about three
     # hours of 1280x720 screenshare or 20+ hours of 480x360 webcam (README "Export").
     "exportMemoryMb": 3008,
+    # The container receiver's spool (MB of the task's 20 GiB disk): frames whose S3 or index
+    # write fails after retries wait there and are stored when AWS answers; 0 = no spool.
+    # 2048 MB holds ~17 minutes of 30 webcams at 2 fps (~60 KB each).
+    "spoolMaxMb": 2048,
     # true: reserved concurrency for the webhook (5) and export (10) functions, so a flood of
     # handshakes or frames cannot starve them. Needs an account concurrency limit above 100 +
     # 15 (new accounts may have 10: request the increase, or set false).
@@ -156,6 +160,7 @@ DOMAIN_PATTERN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.
 REMOVAL_POLICIES = {"retain": RemovalPolicy.RETAIN, "destroy": RemovalPolicy.DESTROY}
 ANALYZERS = {"": "", "slides": "slides"}
 
+SPOOL_MAX_MB_RANGE = (0, 16384)  # the task's 20 GiB ephemeral storage also holds the image
 EXPORT_MEMORY_RANGE = (1024, 10240)  # below 1 GB x264 is too slow to matter; 10240 is Lambda's maximum
 MIN_RATE_LIMIT = 10  # WAF's smallest rate-based limit (per 5 minutes)
 MAX_CONTAINER_TASKS = 100  # a typo guard, far above any meeting load; raise it if you need to
@@ -193,6 +198,7 @@ class InfraSettings:
     exports: bool = DEFAULTS["exports"]
     export_quiet_minutes: int = DEFAULTS["exportQuietMinutes"]
     export_memory_mb: int = DEFAULTS["exportMemoryMb"]
+    spool_max_mb: int = DEFAULTS["spoolMaxMb"]
     reserved_concurrency: bool = DEFAULTS["reservedConcurrency"]
     rate_limit_per_ip: int = DEFAULTS["rateLimitPerIp"]
     canary: bool = DEFAULTS["canary"]
@@ -305,6 +311,10 @@ class InfraSettings:
         quiet = _integer(value("exportQuietMinutes"), "exportQuietMinutes")
         if not 1 <= quiet <= 120:
             raise SettingsError(f"context 'exportQuietMinutes' must be 1-120; got {quiet}")
+        spool_max_mb = _integer(value("spoolMaxMb"), "spoolMaxMb")
+        if not SPOOL_MAX_MB_RANGE[0] <= spool_max_mb <= SPOOL_MAX_MB_RANGE[1]:
+            raise SettingsError(f"context 'spoolMaxMb' must be {SPOOL_MAX_MB_RANGE[0]}-{SPOOL_MAX_MB_RANGE[1]} "
+                                f"(MB of the task's 20 GiB disk; 0 = no spool); got {spool_max_mb}")
         export_memory = _integer(value("exportMemoryMb"), "exportMemoryMb")
         if not EXPORT_MEMORY_RANGE[0] <= export_memory <= EXPORT_MEMORY_RANGE[1]:
             raise SettingsError(f"context 'exportMemoryMb' must be {EXPORT_MEMORY_RANGE[0]}-{EXPORT_MEMORY_RANGE[1]} "
@@ -369,6 +379,7 @@ class InfraSettings:
             exports=_boolean(value("exports"), "exports"),
             export_quiet_minutes=quiet,
             export_memory_mb=export_memory,
+            spool_max_mb=spool_max_mb,
             reserved_concurrency=_boolean(value("reservedConcurrency"), "reservedConcurrency"),
             rate_limit_per_ip=rate_limit,
             canary=_boolean(value("canary"), "canary"),

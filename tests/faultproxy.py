@@ -97,3 +97,86 @@ def route_native_puts(store, proxy: FaultProxy) -> None:
     """Point a FrameStore's obstore client at ``proxy`` (it is built at its first put)."""
     store.objects.endpoint_url = proxy.url
     store.objects._store = None  # noqa: SLF001 - rebuilt at the next put, through the proxy
+
+
+class OutageProxy:
+    """A TCP forwarder to ``upstream`` (host:port of a URL) that can be taken down: ``down()``
+    closes its listening socket and every open connection, so a client's next connect is
+    refused (ECONNREFUSED) as with a service unreachable; ``up()`` listens on the same port
+    again. Everything S3 and DynamoDB clients send passes through untouched."""
+
+    def __init__(self, upstream: str):
+        import socket
+
+        target = urlsplit(upstream)
+        self._target = (target.hostname, target.port)
+        self._socket = socket
+        self._conns: set = set()
+        self._lock = threading.Lock()
+        self._listener = None
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.up()
+
+    def up(self) -> None:
+        sock = self._socket.socket()
+        sock.setsockopt(self._socket.SOL_SOCKET, self._socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        sock.listen(128)
+        self._listener = sock
+        threading.Thread(target=self._accept, args=(sock,), daemon=True).start()
+
+    def down(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        with self._lock:
+            conns, self._conns = self._conns, set()
+        for conn in conns:
+            try:
+                conn.shutdown(self._socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+
+    stop = down
+
+    def _accept(self, listener) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # closed by down()
+                return
+            try:
+                server = self._socket.create_connection(self._target, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            with self._lock:
+                if self._listener is not listener:  # went down meanwhile
+                    client.close()
+                    server.close()
+                    return
+                self._conns.update((client, server))
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, source, sink) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(self._socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            with self._lock:
+                self._conns.discard(source)
+                self._conns.discard(sink)

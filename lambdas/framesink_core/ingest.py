@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from .events import Frame, OtherEvent, Rejected, parse_message
 from .observability import count, count_with_dimension, logger
 from .png import DEFAULT_MAX_PIXELS
+from .spool import SPOOLABLE, Spool
 from .storage import FrameConflict, FrameStore, StoreError, resolved
 
 STORED, DUPLICATE, IGNORED, REJECTED, FAILED = "stored", "duplicate", "ignored", "rejected", "failed"
+# Not stored yet, kept on the receiver's disk and stored when S3 and DynamoDB answer (spool.py).
+SPOOLED = "spooled"
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ class Ingestor:
         self.store = store
         self.max_frame_bytes = max_frame_bytes
         self.max_pixels = max_pixels
+        # The container receiver sets one (spool.py); a Lambda has nowhere to keep a frame.
+        self.spool: Spool | None = None
 
     def parse(self, body: str | bytes) -> Frame | OtherEvent | Outcome:
         """Parse one message; a rejection comes back as an Outcome, already logged and counted."""
@@ -76,7 +81,12 @@ class Ingestor:
     def store_frame(self, frame: Frame, *, connection_id: str | None = None, bot_id: str | None = None) -> Outcome:
         return self.begin_store(frame, connection_id=connection_id, bot_id=bot_id).result()
 
-    def begin_store(self, frame: Frame, *, connection_id: str | None = None, bot_id: str | None = None) -> Future:
+    def begin_store(self, frame: Frame, *, connection_id: str | None = None, bot_id: str | None = None,
+                    from_spool: bool = False) -> Future:
+        """The store's two stages for a parsed frame. With a spool: while it holds frames, a new
+        one joins its back (each stream stays in order); a store failure after retries spools
+        the frame (SPOOLED) instead of failing it. ``from_spool``: the spool's own drain, whose
+        failures stay FAILED for it to keep the file."""
         ids = {
             "recording_id": frame.recording_id,
             "participant_id": frame.participant_id,
@@ -85,17 +95,22 @@ class Ingestor:
         }
         if connection_id:
             ids["connection_id"] = connection_id  # the outcome may be logged from another thread
+        if from_spool:
+            ids["from_spool"] = True
+        spool = None if from_spool else self.spool
+        if spool is not None and spool.active:
+            return resolved(self._spool, spool, frame, bot_id, connection_id, "spool_backlog", ids)
         started = time.perf_counter()
         try:
             pending = self.store.begin_put(frame, bot_id=bot_id, connection_id=connection_id)
         except (StoreError, FrameConflict) as exc:
-            return resolved(self._refused, exc, frame, ids)
+            return resolved(self._refused, exc, frame, ids, spool, bot_id, connection_id)
         outcome: Future = Future()
 
         def finish(stored: Future) -> None:
             try:
                 exc = stored.exception()
-                outcome.set_result(self._refused(exc, frame, ids) if exc is not None
+                outcome.set_result(self._refused(exc, frame, ids, spool, bot_id, connection_id) if exc is not None
                                    else self._stored(stored.result(), frame, ids, started))
             except BaseException as error:  # noqa: BLE001 - handed to whoever waits on it
                 outcome.set_exception(error)
@@ -103,7 +118,13 @@ class Ingestor:
         pending.add_done_callback(finish)
         return outcome
 
-    def _refused(self, exc: BaseException, frame: Frame, ids: dict) -> Outcome:
+    def _refused(self, exc: BaseException, frame: Frame, ids: dict, spool: Spool | None = None,
+                 bot_id: str | None = None, connection_id: str | None = None) -> Outcome:
+        if isinstance(exc, StoreError) and spool is not None and exc.reason in SPOOLABLE:
+            return self._spool(spool, frame, bot_id, connection_id, exc.reason, ids, exc.detail)
+        if isinstance(exc, StoreError) and ids.get("from_spool"):  # still down: the file stays, nothing lost
+            logger.warning("spooled frame not stored yet", extra={"reason": exc.reason, "detail": exc.detail, **ids})
+            return Outcome(FAILED, exc.reason, frame.s3_key, frame)
         if isinstance(exc, StoreError):
             logger.error("frame not stored", extra={"reason": exc.reason, "detail": exc.detail, **ids})
             count_with_dimension("FrameStoreFailed", "reason", exc.reason)
@@ -112,6 +133,48 @@ class Ingestor:
             self.reject(exc.reason, exc.detail, **ids)
             return Outcome(REJECTED, exc.reason, exc.key, frame)
         raise exc  # not a store outcome: a bug, for the caller's internal_error
+
+    @staticmethod
+    def _spool(spool: Spool, frame: Frame, bot_id: str | None, connection_id: str | None, reason: str,
+               ids: dict, detail: str | None = None) -> Outcome:
+        """Keep the frame on disk (SPOOLED), or fail it with ``spool_full`` when it does not fit."""
+        if spool.put(frame, bot_id=bot_id, connection_id=connection_id, reason=reason):
+            if reason != "spool_backlog":  # the first of an outage: one line per frame that failed
+                logger.warning("frame spooled", extra={"reason": reason, "detail": detail, **ids})
+            return Outcome(SPOOLED, reason, frame.s3_key, frame)
+        logger.error("frame not stored", extra={
+            "reason": "spool_full", "detail": f"{reason}; the spool holds {spool.bytes} of {spool.max_bytes} bytes",
+            **ids})
+        count_with_dimension("FrameStoreFailed", "reason", "spool_full")
+        return Outcome(FAILED, "spool_full", frame.s3_key, frame)
+
+    def drain_spool(self, executor, limit: int = 16) -> tuple[int, int]:
+        """Store the spool's oldest frames (up to ``limit``, in parallel on ``executor``); each
+        one stored, a duplicate or refused for good (a conflict) leaves the spool. Returns
+        (frames that left, frames still failing): the caller backs off while the second is not 0."""
+        spool = self.spool
+        batch = spool.oldest(limit)
+        futures = [executor.submit(lambda s: self.begin_store(s.frame, connection_id=s.connection_id,
+                                                              bot_id=s.bot_id, from_spool=True).result(), item)
+                   for item in batch]
+        left = failing = 0
+        for item, future in zip(batch, futures):
+            try:
+                outcome = future.result()
+            except Exception:  # a bug: keep the file, say so, try again later
+                logger.exception("spooled frame not stored", extra={"reason": "internal_error"})
+                failing += 1
+                continue
+            if outcome.status == FAILED:
+                failing += 1
+                continue
+            spool.remove(item.path)
+            left += 1
+            count("SpoolDrained")
+            logger.debug("spooled frame stored", extra={
+                "status": outcome.status, "s3_key": item.frame.s3_key,
+                "spooled_ms": max(0, int(time.time() * 1000) - item.spooled_at_ms)})
+        return left, failing
 
     @staticmethod
     def _stored(result, frame: Frame, ids: dict, started: float) -> Outcome:

@@ -13,6 +13,12 @@ what it exists to avoid). Per connection it does what the three Lambda handlers 
   flight on the connection waits for the first, so the first sent is the first written;
 - close: ``service.connections.closed`` with the close code ($disconnect).
 
+Spool: a frame whose S3 or index write still fails after the retries goes to a bounded spool on
+the task's disk (framesink_core/spool.py) and is stored from there, in order, once the store
+answers; while the spool holds frames, new ones join its back. A full spool closes every
+connection with 1013 and refuses handshakes (503) until it has room. SpoolDepth (frames on
+disk) is a metric with an alarm.
+
 Stores: the S3 object per frame, index items batched (index_batch.py: up to 25 per
 BatchWriteItem, a frame waits at most 50 ms), participant totals written per participant
 every few seconds from a timer (totals.py). A frame is reported stored once its object and
@@ -39,8 +45,11 @@ is still read, without waiting for store slots (it is bounded by what was in fli
 close handshake never stalls behind the store. Every message read is then stored (or counted
 failed), queued index items are written, participant totals flushed, metrics flushed, and one
 JSON summary line printed, all within ``shutdown_grace`` seconds (90; ECS's stopTimeout is set
-to 120 in infra/container_ingress.py). ``unfinished`` in the summary counts messages read and
-not finished when the grace ran out: 0 unless AWS is down for that long.
+to 120 in infra/container_ingress.py). The last tenth of the grace (at most 10 s) is the
+spool's: what is still queued for the store goes to disk, then the spool is drained while the
+store answers; ``spool.left`` in the summary is what stayed on disk (stored by the next
+receiver on that disk; on Fargate the disk goes with the task). ``unfinished`` counts messages
+read and neither stored, spooled nor rejected when the grace ran out.
 
 Deregistration: behind an ALB, ECS deregisters a task (the target group stops health-checking
 it) and waits the deregistration delay before SIGTERM; the ALB then cuts open connections.
@@ -75,10 +84,12 @@ from websockets.http11 import Request, Response
 
 from framesink_core.auth import AuthError, Principal
 from framesink_core.events import Frame
-from framesink_core.ingest import FAILED, Outcome
+from framesink_core.ingest import FAILED, SPOOLED, Outcome
 from framesink_core.observability import count, count_with_dimension, flush_metrics, logger
 from framesink_core.service import Service
 from framesink_core.settings import Settings
+from framesink_core.spool import DEFAULT_MAX_BYTES as DEFAULT_SPOOL_MAX_BYTES
+from framesink_core.spool import Spool
 
 HEALTH_PATH = "/healthz"
 DEFAULT_HOST = "127.0.0.1"
@@ -113,6 +124,11 @@ SHUTDOWN_GRACE_ENV = "FRAMESINK_SHUTDOWN_GRACE_SECONDS"
 TRUST_CLOUDFRONT_ENV = "FRAMESINK_TRUST_CLOUDFRONT_HEADERS"
 DEREGISTRATION_WATCH_ENV = "FRAMESINK_DEREGISTRATION_WATCH_SECONDS"
 MAX_CONNECTIONS_PER_TOKEN_ENV = "FRAMESINK_MAX_CONNECTIONS_PER_TOKEN"
+SPOOL_DIR_ENV, SPOOL_MAX_BYTES_ENV = "FRAMESINK_SPOOL_DIR", "FRAMESINK_SPOOL_MAX_BYTES"
+TRY_AGAIN_LATER = 1013
+# The spool's drain: frames stored at once, and the back-off while the store still fails.
+SPOOL_DRAIN_BATCH = 16
+SPOOL_RETRY_SECONDS = (1.0, 5.0)  # at most 5 s between the outage and the drain
 
 
 
@@ -144,6 +160,10 @@ class ReceiverConfig:
     trust_cloudfront: bool = False  # take the bot's address from CloudFront-Viewer-Address
     token_recheck: float | None = DEFAULT_TOKEN_RECHECK  # None: a token is checked at the handshake only
     max_connections_per_token: int = DEFAULT_MAX_CONNECTIONS_PER_TOKEN  # per bot token, on this task
+    # Frames the store failed after retries wait here (spool.py); None: a directory per stack
+    # under the system's temp dir. spool_max_bytes 0: no spool (a failed frame is lost).
+    spool_dir: str | None = None
+    spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
 
 
 @dataclass
@@ -165,9 +185,12 @@ class Stats:
     peak_held: int = 0
     peak_held_bytes: int = 0
     peak_open: int = 0
+    spool_drained: int = 0  # spooled frames stored (or found duplicate / refused) later
+    spool_left: int = 0  # frames still in the spool when the receiver stopped
 
     def as_dict(self) -> dict:
         return {
+            "spool": {"drained": self.spool_drained, "left": self.spool_left},
             "connections": {"accepted": self.accepted, "refused": _keyed(self.refused)},
             "received": self.received,
             "received_bytes": self.received_bytes,
@@ -230,6 +253,9 @@ class Receiver:
         self._deregistered = False
         self.port = self.config.port
         self.health_port = self.config.health_port
+        self.spool: Spool | None = None
+        self._spool_closed = False  # connections were closed because the spool is full
+        self._drain_pool: ThreadPoolExecutor | None = None
 
     @property
     def url(self) -> str:
@@ -237,6 +263,11 @@ class Receiver:
 
     async def start(self) -> None:
         self._slots = asyncio.Semaphore(self.config.max_in_flight)
+        if self.config.spool_max_bytes > 0:
+            self.spool = Spool(self.config.spool_dir or default_spool_dir(self.service.settings),
+                               self.config.spool_max_bytes)
+            self.service.ingestor.spool = self.spool
+            self._drain_pool = ThreadPoolExecutor(SPOOL_DRAIN_BATCH, thread_name_prefix="spool")
         ws_logger = logging.getLogger("framesink.receiver.websockets")
         # websockets logs every non-101 answer (each ALB health check) at INFO.
         ws_logger.setLevel(logging.WARNING)
@@ -267,6 +298,8 @@ class Receiver:
             self._tasks.append(asyncio.create_task(self._watch_deregistration()))
         if self.config.token_recheck:
             self._tasks.append(asyncio.create_task(self._recheck_tokens_periodically()))
+        if self.spool is not None:
+            self._tasks.append(asyncio.create_task(self._drain_spool_continuously()))
         logger.info("receiver listening", extra={"port": self.port, "health_port": self.health_port,
                                                   "max_message_bytes": self.max_message_bytes,
                                                   "max_in_flight": self.config.max_in_flight})
@@ -288,25 +321,40 @@ class Receiver:
         self.stopping = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.shutdown_grace
+        # With a spool, the end of the grace is kept for it: what is still queued for the store
+        # goes to disk, and what the spool holds gets a last chance to be stored.
+        reserve = min(10.0, self.config.shutdown_grace / 10) if self.spool is not None else 0.0
         for server in (self._server, self._health_server):
             if server is not None:
                 server.close(close_connections=True, code=GOING_AWAY, reason="server shutting down")
+        timed_out = False
         for server in (self._server, self._health_server):
             if server is not None:
                 try:
                     # Returns once every connection handler has returned (its stores done).
-                    await asyncio.wait_for(server.wait_closed(), max(0.0, deadline - loop.time()))
+                    await asyncio.wait_for(server.wait_closed(), max(0.0, deadline - reserve - loop.time()))
                 except TimeoutError:
-                    self.stats.unfinished = self.stats.held
-                    logger.error("shutdown grace ran out", extra={"reason": "shutdown_timeout",
-                                                                   "unfinished": self.stats.held})
+                    timed_out = True
         for task in self._tasks:
             task.cancel()
+        if timed_out:
+            # Frames queued and not started: spooled by their cancel callback (or failed without a
+            # spool); the ones in a store call finish or fail on their own.
+            held = self.stats.held
+            await loop.run_in_executor(None, lambda: self._store_pool.shutdown(wait=False, cancel_futures=True))
+            for _ in range(2):  # let the cancelled frames' outcomes settle (resolve, then count)
+                await asyncio.sleep(0)
+            self.stats.unfinished = self.stats.held
+            logger.error("shutdown grace ran out", extra={"reason": "shutdown_timeout", "held": held,
+                                                           "unfinished": self.stats.unfinished,
+                                                           "spooled": self.stats.outcomes[SPOOLED]})
         # Queued index writes, then participant totals: what a frame reported stored needs.
         await loop.run_in_executor(None, self.service.store.close)
-        for pool in (self._store_pool, self._control_pool):
-            await loop.run_in_executor(None, lambda: pool.shutdown(wait=not self.stats.unfinished,
-                                                                   cancel_futures=bool(self.stats.unfinished)))
+        if self.spool is not None:
+            await self._drain_spool_until(deadline)
+        for pool in (self._store_pool, self._control_pool, self._drain_pool):
+            if pool is not None:
+                await loop.run_in_executor(None, lambda: pool.shutdown(wait=not timed_out, cancel_futures=timed_out))
         flush_metrics()
         summary = self.stats.as_dict()
         logger.info("receiver stopped", extra={"stats": summary})
@@ -331,6 +379,9 @@ class Receiver:
         if self.draining:
             return self._refuse(ws, http.HTTPStatus.SERVICE_UNAVAILABLE, "draining",
                                 "this task is shutting down; reconnect", source_ip)
+        if self._spool_closed:
+            return self._refuse(ws, http.HTTPStatus.SERVICE_UNAVAILABLE, "storage_unavailable",
+                                "S3 or DynamoDB is not answering and the spool is full; reconnect later", source_ip)
         query = dict(parse_qsl(url.query, keep_blank_values=True))
         headers = dict(request.headers.raw_items())
         loop = asyncio.get_running_loop()
@@ -463,8 +514,9 @@ class Receiver:
                     lambda f, size=size, slotted=slotted, key=frame.s3_key:
                     self._done(f, size, pending, conn, mine if slotted else None, key))
                 work = self._store_pool.submit(self._ingest, frame, cid, bot_id, future)
-                # Dropped unstarted by a shutdown whose grace ran out: not stored.
-                work.add_done_callback(lambda w, f=future: w.cancelled() and self._resolve(f, FAILED))
+                # Dropped unstarted by a shutdown whose grace ran out: spooled, or not stored.
+                work.add_done_callback(lambda w, f=future, frame=frame:
+                                       w.cancelled() and self._unstarted(f, frame, cid, bot_id))
                 del frame  # the store thread holds the only reference now
         finally:
             conn.waiting_for_slot = False
@@ -503,6 +555,12 @@ class Receiver:
             stored.add_done_callback(lambda f: self._resolve(outcome, f.result().status if f.exception() is None
                                                              else _internal_error(f.exception())))
 
+    def _unstarted(self, outcome: asyncio.Future, frame: Frame, connection_id: str, bot_id: str | None) -> None:
+        """A frame the shutdown's grace left unstarted: to the spool if there is room."""
+        stored = self.spool is not None and self.spool.put(frame, bot_id=bot_id, connection_id=connection_id,
+                                                           reason="shutdown")
+        self._resolve(outcome, SPOOLED if stored else FAILED)
+
     @staticmethod
     def _resolve(outcome: asyncio.Future, status: str) -> None:
         def settle() -> None:
@@ -521,7 +579,10 @@ class Receiver:
             del conn.keys[key]
         stats = self.stats
         failed = future.cancelled() or future.exception() is not None
-        stats.outcomes[FAILED if failed else future.result()] += 1
+        status = FAILED if failed else future.result()
+        stats.outcomes[status] += 1
+        if status == FAILED and self.spool is not None and self.spool.full and not self._spool_closed:
+            self._close_all_for_full_spool()
         stats.in_flight -= 1
         conn.in_flight -= 1
         stats.held -= 1
@@ -529,6 +590,68 @@ class Receiver:
         if mine is not None:
             mine.release()
             self._slots.release()
+
+    def _close_all_for_full_spool(self) -> None:
+        """The store is down and the spool is full: frames now are lost. Close every connection
+        (1013, try again later) and refuse handshakes (503) until the spool has room, so the
+        outage shows in Recall's reconnects instead of passing in silence."""
+        self._spool_closed = True
+        logger.error("spool full: closing connections until the store answers", extra={
+            "reason": "spool_full", "open_connections": len(self._conns), "spool_frames": self.spool.depth,
+            "spool_bytes": self.spool.bytes, "spool_max_bytes": self.spool.max_bytes})
+        count("SpoolFullCloses", len(self._conns))
+        for conn in list(self._conns.values()):
+            asyncio.create_task(conn.ws.close(TRY_AGAIN_LATER, "storage unavailable; try again later"))
+
+    async def _drain_spool_continuously(self) -> None:
+        """Store what the spool holds, oldest first, as soon as the store takes it again."""
+        loop = asyncio.get_running_loop()
+        spool = self.spool
+        backoff = SPOOL_RETRY_SECONDS[0]
+        drained_since_empty = 0
+        while True:
+            if not spool.active:
+                if drained_since_empty:
+                    logger.info("spool drained", extra={"frames": drained_since_empty})
+                    drained_since_empty = 0
+                if self._spool_closed and not spool.full:
+                    self._spool_closed = False
+                backoff = SPOOL_RETRY_SECONDS[0]
+                await asyncio.sleep(0.2)
+                continue
+            try:
+                left, failing = await loop.run_in_executor(
+                    None, self.service.ingestor.drain_spool, self._drain_pool, SPOOL_DRAIN_BATCH)
+            except Exception:  # never stop the drain: log, back off, look again
+                logger.exception("spool drain failed", extra={"reason": "spool_drain_failed"})
+                left, failing = 0, 1
+            self.stats.spool_drained += left
+            drained_since_empty += left
+            if self._spool_closed and not spool.full:
+                self._spool_closed = False  # room again: handshakes are accepted
+            if failing:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, SPOOL_RETRY_SECONDS[1])
+            else:
+                backoff = SPOOL_RETRY_SECONDS[0]
+
+    async def _drain_spool_until(self, deadline: float) -> None:
+        """At shutdown: drain while the store takes frames and the grace lasts; report the rest."""
+        loop = asyncio.get_running_loop()
+        spool = self.spool
+        while spool.active and loop.time() < deadline:
+            left, failing = await loop.run_in_executor(
+                None, self.service.ingestor.drain_spool, self._drain_pool, SPOOL_DRAIN_BATCH)
+            self.stats.spool_drained += left
+            if failing:
+                await asyncio.sleep(min(1.0, max(0.0, deadline - loop.time())))
+        self.stats.spool_left = spool.depth
+        if self.stats.spool_left:
+            logger.error("frames left in the spool at exit", extra={
+                "reason": "spool_left", "frames": self.stats.spool_left, "bytes": spool.bytes,
+                "spool_dir": str(spool.directory),
+                "detail": "stored by the next receiver started on this disk; lost if the disk goes with the task"})
+            count("SpoolLeftAtExit", self.stats.spool_left)
 
     def _behind(self, conn: _Conn) -> bool:
         """True when this side, not the peer, is why a pong may be late: the connection's
@@ -563,6 +686,8 @@ class Receiver:
         while True:
             await asyncio.sleep(self.config.metrics_interval)
             count("OpenConnections", self.stats.open)
+            if self.spool is not None:
+                count("SpoolDepth", self.spool.depth)  # the alarm's gauge: frames waiting on disk
             flush_metrics()
 
     async def _flush_totals_periodically(self) -> None:
@@ -699,6 +824,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=int(env.get(MAX_CONNECTIONS_PER_TOKEN_ENV, DEFAULT_MAX_CONNECTIONS_PER_TOKEN)),
                         help="connections one bot token may hold open on this receiver; past it a handshake gets "
                         f"429 (default ${MAX_CONNECTIONS_PER_TOKEN_ENV} or {DEFAULT_MAX_CONNECTIONS_PER_TOKEN})")
+    parser.add_argument("--spool-dir", default=env.get(SPOOL_DIR_ENV) or None, metavar="DIR",
+                        help="where frames wait while S3 or DynamoDB is down (default $" + SPOOL_DIR_ENV
+                        + " or a directory per stack under the temp dir)")
+    parser.add_argument("--spool-max-bytes", type=int, metavar="BYTES",
+                        default=int(env.get(SPOOL_MAX_BYTES_ENV, DEFAULT_SPOOL_MAX_BYTES)),
+                        help=f"most the spool holds; past it frames are lost and connections closed with 1013 "
+                        f"(0 = no spool; default ${SPOOL_MAX_BYTES_ENV} or {DEFAULT_SPOOL_MAX_BYTES})")
     parser.add_argument("--deregistration-watch", type=float, metavar="SECONDS",
                         default=float(env[DEREGISTRATION_WATCH_ENV]) if env.get(DEREGISTRATION_WATCH_ENV) else None,
                         help="behind a load balancer: close connections (1001) after this long without a health check")
@@ -709,13 +841,16 @@ def config_from_args(args: argparse.Namespace) -> ReceiverConfig:
         raise ValueError("--max-in-flight must be at least 1")
     if args.max_connections_per_token < 1:
         raise ValueError("--max-connections-per-token must be at least 1")
+    if args.spool_max_bytes < 0:
+        raise ValueError("--spool-max-bytes must be 0 (no spool) or more")
     return ReceiverConfig(host=args.host, port=args.port, health_port=args.health_port,
                           max_in_flight=args.max_in_flight, drain_grace=args.drain_grace,
                           metrics_interval=args.metrics_interval, shutdown_grace=args.shutdown_grace,
                           deregistration_watch=args.deregistration_watch,
                           ping_interval=args.ping_interval or None, ping_timeout=args.ping_timeout,
                           trust_cloudfront=args.trust_cloudfront,
-                          max_connections_per_token=args.max_connections_per_token)
+                          max_connections_per_token=args.max_connections_per_token,
+                          spool_dir=args.spool_dir, spool_max_bytes=args.spool_max_bytes)
 
 
 async def serve_until_signalled(service: Service, config: ReceiverConfig) -> dict:
@@ -736,6 +871,15 @@ async def serve_until_signalled(service: Service, config: ReceiverConfig) -> dic
     summary = await receiver.stop()
     print(json.dumps({"framesink_receiver": "stopped", **summary}), flush=True)
     return summary
+
+
+def default_spool_dir(settings: Settings) -> str:
+    """One spool per stack (bucket and table) under the temp dir: a restarted local receiver
+    finds its frames, two stacks never share. The container sets $FRAMESINK_SPOOL_DIR."""
+    import tempfile
+
+    name = f"{settings.bucket}-{settings.table}".replace(os.sep, "_")
+    return os.path.join(tempfile.gettempdir(), "framesink-spool", name)
 
 
 def receiver_service(settings: Settings | None = None) -> Service:

@@ -210,7 +210,22 @@ def moto():
     server.stop()
 
 
-def test_cmd_with_the_task_environment_serves_health_and_stores_a_frame(moto):
+def test_the_spool_directory_is_the_users_and_the_task_definitions_mount():
+    """The root filesystem is read-only; the receiver writes only its spool, a volume the task
+    definition mounts at the path the image creates for the receiver's user (ECS bind mounts are
+    root-owned unless the image has the path: "Use bind mounts with Amazon ECS")."""
+    from infra.container_ingress import SPOOL_PATH, task_environment
+    from framesink_core.settings import Settings
+
+    user = of("USER")[-1].split(":")[0]
+    run = " ".join(of("RUN"))
+    assert f"mkdir -p {SPOOL_PATH}" in run and f"chown {user}:{user} {SPOOL_PATH}" in run
+    assert json.loads(of("VOLUME")[-1]) == [SPOOL_PATH]
+    env = task_environment(Settings(bucket="b", table="t"), service_name="x")
+    assert dockerfile_env()["FRAMESINK_SPOOL_DIR"] == env["FRAMESINK_SPOOL_DIR"] == SPOOL_PATH
+
+
+def test_cmd_with_the_task_environment_serves_health_and_stores_a_frame(moto, tmp_path):
     from infra.container_ingress import CONTAINER_PORT, task_environment
 
     task_env = task_environment(moto.settings, service_name="framesink-image-test")
@@ -218,8 +233,9 @@ def test_cmd_with_the_task_environment_serves_health_and_stores_a_frame(moto):
     env = image_env({
         **task_env,
         # The only changes for a laptop: loopback and a free port instead of 0.0.0.0:8080,
-        # and moto instead of AWS.
+        # a temp dir for the task's spool volume, and moto instead of AWS.
         "FRAMESINK_RECEIVER_HOST": "127.0.0.1", "FRAMESINK_RECEIVER_PORT": "0",
+        "FRAMESINK_SPOOL_DIR": str(tmp_path / "spool"),
         **{k: v for k, v in moto.env().items() if k.startswith("AWS_")},
     })
     receiver = ReceiverProcess(image_argv(cmd()), env)

@@ -418,7 +418,17 @@ def test_alarms_cover_what_can_go_wrong(default):
         return [m for m in metrics if m[0] == name and all(m[1].get(k) == v for k, v in dims.items())]
 
     (lost,) = [ms for ms in alarms.values() if {m[0] for m in ms} == {"FrameStoreFailed"}]
-    assert sorted(d["reason"] for _, d in lost) == ["index_write_failed", "internal_error", "s3_write_failed"]
+    assert sorted(d["reason"] for _, d in lost) == ["index_write_failed", "internal_error", "s3_write_failed",
+                                                    "spool_full"]
+    # The receiver's spool gauge (emitted every minute, EMF with the task's service name as its
+    # one dimension) alarms after 5 minutes of holding frames.
+    ((container,),) = [t["Properties"]["ContainerDefinitions"] for t in default.of_type("AWS::ECS::TaskDefinition").values()]
+    service = {e["Name"]: e["Value"] for e in container["Environment"]}["POWERTOOLS_SERVICE_NAME"]
+    (spool,) = [k for k, ms in alarms.items() if ms == [("SpoolDepth", {"service": service})]]
+    spool_props = default.resources[spool]["Properties"]
+    (stat,) = [m["MetricStat"] for m in spool_props["Metrics"]]
+    assert (spool_props["EvaluationPeriods"], spool_props["DatapointsToAlarm"], stat["Period"], stat["Stat"],
+            spool_props["Threshold"]) == (5, 5, 60, "Maximum", 1)
     for code in ("1009", "1011"):  # websocket closes by code ($disconnect and the receiver)
         assert alarmed("ConnectionClosed", code=code)
     for function_id in default.functions().values():

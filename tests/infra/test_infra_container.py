@@ -424,6 +424,12 @@ def test_task_definition_platform_and_environment(synths):
         assert sorted(env) == sorted(expected)
         expiry = InfraSettings.from_context(CONTEXTS[name]).frame_expiry_days
         assert env["FRAMESINK_FRAME_EXPIRY_DAYS"] == str(expiry)
+        # The spool: the one writable path, a task volume (no host path: the task's own storage).
+        assert container["MountPoints"] == [{"ContainerPath": env["FRAMESINK_SPOOL_DIR"], "ReadOnly": False,
+                                             "SourceVolume": "spool"}]
+        assert task["Volumes"] == [{"Name": "spool"}]
+        spool_mb = InfraSettings.from_context(CONTEXTS[name]).spool_max_mb
+        assert env["FRAMESINK_SPOOL_MAX_BYTES"] == str(spool_mb * 1024 * 1024)
 
 
 def test_task_role_holds_what_the_core_calls_and_nothing_more(synths):
@@ -520,6 +526,7 @@ def test_containerimage_local_builds_with_the_local_docker(synths):
     ({"rateLimitPerIp": "5"}, "'rateLimitPerIp' must be 0"),
     ({"containerFront": "alb", "allowPlaintext": "true", "rateLimitPerIp": "100"}, "only ingress=both|container with"),
     ({"exportMemoryMb": "4000000"}, "'exportMemoryMb' must be 1024-10240"),
+    ({"spoolMaxMb": "-1"}, "'spoolMaxMb' must be 0-16384"),
 ])
 def test_bad_ingress_settings_fail_with_the_key_named(context, message):
     with pytest.raises(SettingsError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")):
