@@ -651,8 +651,8 @@ class LocalStack:
         return f"{self.receiver.url}?token={self.token}"
 
     async def wait_idle(self, analyzer: bool = False, exports: bool = False) -> None:
-        """Return once every message received so far (by either ingress) has been handled,
-        and the participant totals it added are written (they are otherwise written every
+        """Return once every message received so far (by either ingress) has been handled (a
+        frame in the receiver's spool, once stored from it), and the participant totals it added are written (they are otherwise written every
         few seconds: framesink_core/totals.py); with ``analyzer``, once the slide analyzer
         has handled every event queued for it too; with ``exports``, once the export queue
         is empty (delayed messages included)."""
@@ -661,6 +661,9 @@ class LocalStack:
         # The receiver has no idle event; its counters say when its connections are done.
         while self.receiver is not None and (self.receiver.stats.open or self.receiver.stats.held):
             await asyncio.sleep(0.02)
+        # Frames the store refused wait in the receiver's spool until it takes them.
+        while self.receiver is not None and self.receiver.spool is not None and self.receiver.spool.active:
+            await asyncio.sleep(0.05)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.flush_totals)
         while analyzer and self.analyzer is not None and not await loop.run_in_executor(None, self.analyzer.idle):

@@ -19,6 +19,8 @@ from .storage import FrameConflict, FrameStore, StoreError, resolved
 STORED, DUPLICATE, IGNORED, REJECTED, FAILED = "stored", "duplicate", "ignored", "rejected", "failed"
 # Not stored yet, kept on the receiver's disk and stored when S3 and DynamoDB answer (spool.py).
 SPOOLED = "spooled"
+# A spooled frame refused this many times while the store took others is failed for good.
+POISON_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -150,30 +152,42 @@ class Ingestor:
 
     def drain_spool(self, executor, limit: int = 16) -> tuple[int, int]:
         """Store the spool's oldest frames (up to ``limit``, in parallel on ``executor``); each
-        one stored, a duplicate or refused for good (a conflict) leaves the spool. Returns
-        (frames that left, frames still failing): the caller backs off while the second is not 0."""
+        one stored, a duplicate or refused for good (a conflict) leaves the spool. A frame that
+        keeps failing while others of its batches are stored is not an outage but a frame the
+        store refuses (a policy on its key, say): after ``POISON_ATTEMPTS`` such batches it is
+        failed for good (logged and counted as any lost frame), so it cannot hold up the rest.
+        Returns (frames that left, frames kept because the store still fails): the caller
+        backs off when nothing left."""
         spool = self.spool
         batch = spool.oldest(limit)
         futures = [executor.submit(lambda s: self.begin_store(s.frame, connection_id=s.connection_id,
                                                               bot_id=s.bot_id, from_spool=True).result(), item)
                    for item in batch]
-        left = failing = 0
+        results = []
         for item, future in zip(batch, futures):
             try:
-                outcome = future.result()
+                results.append((item, future.result()))
             except Exception:  # a bug: keep the file, say so, try again later
                 logger.exception("spooled frame not stored", extra={"reason": "internal_error"})
-                failing += 1
-                continue
+                results.append((item, Outcome(FAILED, "internal_error")))
+        store_up = any(outcome.status != FAILED for _, outcome in results)
+        left = failing = 0
+        for item, outcome in results:
             if outcome.status == FAILED:
-                failing += 1
-                continue
+                if not store_up or spool.attempted(item.path) < POISON_ATTEMPTS:
+                    failing += 1
+                    continue
+                logger.error("frame not stored", extra={
+                    "reason": outcome.reason, "s3_key": item.frame.s3_key, "from_spool": True,
+                    "detail": f"refused {POISON_ATTEMPTS} times while the store took other frames"})
+                count_with_dimension("FrameStoreFailed", "reason", outcome.reason or "internal_error")
+            else:
+                count("SpoolDrained")
+                logger.debug("spooled frame stored", extra={
+                    "status": outcome.status, "s3_key": item.frame.s3_key,
+                    "spooled_ms": max(0, int(time.time() * 1000) - item.spooled_at_ms)})
             spool.remove(item.path)
             left += 1
-            count("SpoolDrained")
-            logger.debug("spooled frame stored", extra={
-                "status": outcome.status, "s3_key": item.frame.s3_key,
-                "spooled_ms": max(0, int(time.time() * 1000) - item.spooled_at_ms)})
         return left, failing
 
     @staticmethod

@@ -71,6 +71,7 @@ class Spool:
         files = sorted(self.directory.glob("*" + SUFFIX))
         self._files: dict[str, int] = {p.name: p.stat().st_size for p in files}  # name -> bytes, in order
         self._bytes = sum(self._files.values())
+        self._attempts: dict[str, int] = {}
         self._next = int(files[-1].name.removesuffix(SUFFIX)) + 1 if files else 0
         # A put did not fit; cleared once one fits or the spool is below 90 % again.
         self.full = False
@@ -159,9 +160,16 @@ class Spool:
             batch.append(item)
         return batch
 
+    def attempted(self, path: Path) -> int:
+        """Count one more failed attempt to store this file (in memory: a restart starts over)."""
+        with self._lock:
+            self._attempts[path.name] = self._attempts.get(path.name, 0) + 1
+            return self._attempts[path.name]
+
     def remove(self, path: Path) -> None:
         path.unlink(missing_ok=True)
         with self._lock:
+            self._attempts.pop(path.name, None)
             size = self._files.pop(path.name, 0)
             self._bytes -= size
             if self.full and self._bytes < self.max_bytes * 0.9:

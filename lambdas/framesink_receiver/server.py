@@ -185,7 +185,7 @@ class Stats:
     peak_held: int = 0
     peak_held_bytes: int = 0
     peak_open: int = 0
-    spool_drained: int = 0  # spooled frames stored (or found duplicate / refused) later
+    spool_drained: int = 0  # spooled frames that left the spool: stored, duplicates, or refused for good
     spool_left: int = 0  # frames still in the spool when the receiver stopped
 
     def as_dict(self) -> dict:
@@ -629,7 +629,7 @@ class Receiver:
             drained_since_empty += left
             if self._spool_closed and not spool.full:
                 self._spool_closed = False  # room again: handshakes are accepted
-            if failing:
+            if failing and not left:  # the store still refuses: probe again later
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, SPOOL_RETRY_SECONDS[1])
             else:
@@ -643,7 +643,7 @@ class Receiver:
             left, failing = await loop.run_in_executor(
                 None, self.service.ingestor.drain_spool, self._drain_pool, SPOOL_DRAIN_BATCH)
             self.stats.spool_drained += left
-            if failing:
+            if failing and not left:
                 await asyncio.sleep(min(1.0, max(0.0, deadline - loop.time())))
         self.stats.spool_left = spool.depth
         if self.stats.spool_left:

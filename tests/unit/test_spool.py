@@ -130,3 +130,27 @@ def test_without_a_spool_a_failed_frame_is_failed(tmp_path):
     ingestor = Ingestor(FlakyStore(), max_frame_bytes=10**6)
     outcome = ingestor.store_frame(frame(0))
     assert (outcome.status, outcome.reason) == (FAILED, "s3_write_failed")
+
+
+def test_a_frame_the_store_keeps_refusing_while_it_takes_others_is_failed_for_good(tmp_path, caplog_json):
+    """Not an outage but a key the store refuses: it must not hold up the spool for ever."""
+    from framesink_core.ingest import POISON_ATTEMPTS
+
+    class OneKeyRefused(FlakyStore):
+        def begin_put(self, frame, **kw):
+            self.down = frame.relative_ms == 0
+            return super().begin_put(frame, **kw)
+
+    store = OneKeyRefused()
+    ingestor = Ingestor(store, max_frame_bytes=10**6)
+    ingestor.spool = Spool(tmp_path, max_bytes=10**6)
+    assert ingestor.store_frame(frame(0)).status == SPOOLED
+    drains = []
+    with ThreadPoolExecutor(2) as pool:
+        for n in range(1, POISON_ATTEMPTS + 1):  # a frame joins behind it before every drain
+            assert ingestor.store_frame(frame(n * 500)).status == SPOOLED
+            drains.append(ingestor.drain_spool(pool))
+    assert drains == [(1, 1)] * (POISON_ATTEMPTS - 1) + [(2, 0)]
+    assert not ingestor.spool.active and len(store.written) == POISON_ATTEMPTS
+    lost = [line for line in caplog_json() if line.get("message") == "frame not stored"]
+    assert [(line["reason"], line["s3_key"]) for line in lost] == [("s3_write_failed", frame(0).s3_key)]
