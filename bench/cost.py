@@ -325,9 +325,11 @@ INGRESSES = ("apigw", "cloudfront", "alb")  # how bots reach framesink (the last
 def units_per_frame(profile: FrameProfile, ingress: str, workload: Workload, assume: dict) -> dict:
     """Billable units one frame causes (per-connection and hourly costs are in estimate())."""
     # The item and its one GSI copy (projection ALL), each its own write; the participant's
-    # totals are one UpdateItem per participant per flush, shared by the frames in between.
+    # totals: on the receiver one UpdateItem per participant per flush, shared by the frames in
+    # between; on the Lambda path one per frame (no timer, no later invocation: service.py).
     frame_wru = write_units(profile.index_item_bytes) * 2
-    totals_wru = write_units(profile.participant_item_bytes) / (workload.fps * workload.totals_flush_seconds)
+    totals_wru = write_units(profile.participant_item_bytes) / (
+        1 if ingress == "apigw" else workload.fps * workload.totals_flush_seconds)
     units = {
         "s3_puts": 1,
         "s3_gb_stored": profile.png_bytes / 1e9,

@@ -46,9 +46,14 @@ class Service:
             from .native_objects import NativeObjects
 
             objects = NativeObjects(self.s3, self.settings.bucket)
+        # Participant totals: the receiver flushes every few seconds from its timer. A Lambda
+        # has no timer and no hook after an invocation, and its instance may never be invoked
+        # again, so it writes them with every frame (one UpdateItem more per frame): they are
+        # exact as soon as the frame is stored (totals.py).
+        interval = self.settings.totals_flush_seconds if self.batch_index_writes else 0.0
         return FrameStore(self.settings.bucket, self.settings.table, self.s3, self.dynamodb,
                           frame_expiry_days=self.settings.frame_expiry_days, index_writer=writer,
-                          totals_interval=self.settings.totals_flush_seconds, objects=objects)
+                          totals_interval=interval, objects=objects)
 
     @cached_property
     def index(self):

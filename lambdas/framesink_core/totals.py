@@ -5,14 +5,17 @@ bytes, first/last frame time, name, host flag and platform by time) is not writt
 each process adds its frames here and ``flush_due`` writes one UpdateItem per participant that
 changed, the first time at once (a participant appears in listings with its first frame) and
 then at most every ``interval`` seconds. The container receiver also flushes from a timer and
-at shutdown; a Lambda flushes from the invocations that follow.
+at shutdown. A Lambda has neither (an instance may never run again: 60 frames stored once
+showed as 34 until a recount), so the Lambda ingress flushes with every frame (interval 0,
+service.py): one UpdateItem more per frame, totals exact once the frame is stored.
 
 Several writers (receiver tasks, Lambda containers) may hold totals of one participant, so a
 flush ADDs counts and widens first/last; name, host and platform follow the latest frame in
 *meeting* time (``attrs_ms``), never the latest to arrive. The common case is one write; a
 late frame or another writer ahead costs up to three more, once per flush.
 
-How far totals may lag: ``interval`` seconds (5) plus the time to the next frame on a Lambda.
+How far totals may lag: on the receiver ``interval`` seconds (5) plus its 1 s timer tick; on
+a Lambda, nothing.
 What a crash loses: the unflushed deltas of that process (at most ``interval`` seconds of its
 frames); a retried UpdateItem whose first attempt landed counts twice. The frames themselves
 are never at risk. ``reindex`` (from S3) and ``retotal`` (from the index) recompute totals

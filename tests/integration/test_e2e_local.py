@@ -262,3 +262,26 @@ def test_the_container_receiver_on_the_same_stack_stores_real_size_frames(local)
     key = schema.frame_key(rec, "4", "webcam", 1000)
     assert local.s3.get_object(Bucket=local.config.bucket, Key=key)["Body"].read() == png
     assert len(participant_frames(local, rec, "4")) == 1
+
+
+def test_participant_totals_are_exact_once_the_lambda_has_stored_the_frames(local):
+    """The issue's user case on `framesink local`'s default ingress: 60 frames stored showed as
+    34 ("12/11/11") a minute later, because a Lambda instance flushed its counts only when a
+    later message reached it. The Lambda ingress now writes them with each frame: the totals
+    are exact as soon as the emulator has run the handlers, with no flush from outside."""
+    from framesink_core.query import FrameIndex
+
+    rec = rec_id()
+    report = local.run(simulate(SimConfig(url=local.state["ws_url"], participants=3, seconds=10, small=True,
+                                          recording_id=rec)), GUARD)
+    local.run(local.emulator.wait_idle(), GUARD)  # the handlers are done; nobody flushes totals
+    index = FrameIndex(local.config.table, local.ddb)
+    parts = index.participants(rec)
+    frames = list(index.iter_frames(rec))
+    assert report.frames_sent == len(frames) == 60
+    assert sum(p["frame_count"] for p in parts) == 60
+    for part in parts:
+        mine = [f for f in frames if f["participant_id"] == part["participant_id"]]
+        assert part["frame_count"] == len(mine)
+        assert (part["first_ms"], part["last_ms"]) == (min(int(f["relative_ms"]) for f in mine),
+                                                       max(int(f["relative_ms"]) for f in mine))
