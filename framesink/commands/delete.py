@@ -30,6 +30,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"{verb}: {result.objects} frames and {result.exports} export files ({result.object_bytes / 1e6:.1f} MB) "
           f"under s3://{where.bucket}/, {result.items} index items"
           + (f" (bots {', '.join(result.bots)})" if result.bots else ""))
+    if result.late_objects or result.late_items:
+        print(f"  of which stored while the delete ran (a live stream; swept again after 5 s): "
+              f"{result.late_objects} frames, {result.late_items} index items")
+    if args.yes:
+        print("  later frames of this recording are refused (recording_deleted) for 30 days")
     if not args.yes:
         print("dry run: nothing was deleted; add --yes to delete")
     return 0

@@ -329,7 +329,8 @@ class Doctor:
         done = []
         try:
             result = delete_recording(self.where.client("s3"), self.where.client("dynamodb"), self.where.bucket,
-                                      self.where.table, self.recording_id, dry_run=False)
+                                      self.where.table, self.recording_id, dry_run=False,
+                                      settle_seconds=0)  # its frames were all read back already
             done.append(f"recording {self.recording_id} ({result.objects} objects, {result.items} index items)")
             done.append(f"bot {self.bot_id} ({_delete_partition(self.where, self.bot_id)} items, its token included)")
             if self.alarm_name:

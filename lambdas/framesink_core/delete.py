@@ -11,8 +11,9 @@ Delete wins over work in flight: before anything goes, a tombstone item
 (``DELETED#<rec>``, expiring with the frames' lifetime) is written; the export job and the
 slide analyzer write first and then look for it, undoing what they wrote when it is there, so
 whichever finishes last, nothing of the recording comes back (a writer that finished before
-the tombstone was swept with the rest). Frames still arriving on a live connection are not
-covered: a frame stored while it runs is left behind (run it again).
+the tombstone was swept with the rest). Frames still arriving on a live connection are refused
+(``recording_deleted``) once the ingest process sees the tombstone (tombstones.py: within 2 s);
+a frame that passed its check just before is removed by a second sweep 5 s later.
 
 With a ``deadline`` (the query API's 30 s) it stops between batches when time runs out and
 says ``complete: false``; calling it again goes on where it stopped (what is deleted is no
@@ -29,6 +30,7 @@ from boto3.dynamodb.table import BatchWriter
 from . import schema
 from .query import FrameIndex, check_id
 from .storage import from_item, to_item
+from .tombstones import SETTLE_SECONDS, TOMBSTONE_DAYS, is_deleted, write_tombstone  # noqa: F401 - re-exported
 
 
 @dataclass
@@ -41,6 +43,8 @@ class DeleteResult:
     items: int = 0
     bots: list[str] = field(default_factory=list)
     complete: bool = True
+    late_objects: int = 0  # found by the second sweep: stored while the delete ran
+    late_items: int = 0
 
     @property
     def found(self) -> bool:
@@ -50,7 +54,8 @@ class DeleteResult:
     def as_dict(self) -> dict:
         return {"recording_id": self.recording_id, "dry_run": self.dry_run, "frame_objects": self.objects,
                 "export_objects": self.exports, "bytes": self.object_bytes, "index_items": self.items,
-                "bots": self.bots, "complete": self.complete}
+                "bots": self.bots, "complete": self.complete,
+                "late": {"frame_objects": self.late_objects, "index_items": self.late_items}}
 
 
 def _keys(s3, bucket: str, prefix: str):
@@ -58,33 +63,36 @@ def _keys(s3, bucket: str, prefix: str):
         yield from page.get("Contents", [])
 
 
-TOMBSTONE_DAYS = 30  # how long late writers are told; the frames' default lifetime
-
-
-def write_tombstone(dynamodb, table: str, recording_id: str, now: float | None = None,
-                    days: int = TOMBSTONE_DAYS) -> None:
-    now = time.time() if now is None else now
-    dynamodb.put_item(TableName=table, Item=to_item({
-        "pk": schema.deleted_pk(recording_id), "sk": schema.META_SK, "kind": "deleted_recording",
-        "recording_id": recording_id, "deleted_at": int(now * 1000),
-        schema.TTL_ATTRIBUTE: int(now) + days * schema.DAY_SECONDS}))
-
-
-def is_deleted(dynamodb, table: str, recording_id: str) -> bool:
-    """Was the recording deleted (its tombstone is there)? What a late writer asks after writing."""
-    found = dynamodb.get_item(TableName=table, ConsistentRead=True, ProjectionExpression="pk",
-                              Key=to_item({"pk": schema.deleted_pk(recording_id), "sk": schema.META_SK}))
-    return "Item" in found
-
-
 def delete_recording(s3, dynamodb, bucket: str, table: str, recording_id: str, *, dry_run: bool = True,
-                     deadline: float | None = None) -> DeleteResult:
+                     deadline: float | None = None, settle_seconds: float = SETTLE_SECONDS) -> DeleteResult:
     """Delete (or, with ``dry_run``, count) a recording. ``deadline``: a time.monotonic() after
-    which it stops between batches (``complete`` False)."""
+    which it stops between batches (``complete`` False). ``settle_seconds``: after the sweep,
+    wait this long and sweep again for frames that passed an ingest process's tombstone check
+    just before the tombstone landed (``late_objects`` / ``late_items``); 0 skips it."""
     recording_id = check_id(recording_id, "recording")
     result = DeleteResult(recording_id, dry_run)
-    if not dry_run and _anything_stored(s3, dynamodb, bucket, table, recording_id):
+    stored = not dry_run and _anything_stored(s3, dynamodb, bucket, table, recording_id)
+    if stored:
         write_tombstone(dynamodb, table, recording_id)  # first: late writers see it, then undo
+    _sweep(s3, dynamodb, bucket, table, recording_id, result, dry_run, deadline)
+    if stored and result.complete and settle_seconds > 0 and (
+            deadline is None or time.monotonic() + settle_seconds < deadline):
+        time.sleep(settle_seconds)
+        late = DeleteResult(recording_id, dry_run)
+        _sweep(s3, dynamodb, bucket, table, recording_id, late, dry_run, deadline)
+        result.late_objects, result.late_items = late.objects, late.items
+        result.objects += late.objects
+        result.object_bytes += late.object_bytes
+        result.items += late.items
+        result.exports += late.exports
+        result.bots = sorted(set(result.bots) | set(late.bots))
+        result.complete = late.complete
+    return result
+
+
+def _sweep(s3, dynamodb, bucket: str, table: str, recording_id: str, result: DeleteResult, dry_run: bool,
+           deadline: float | None) -> None:
+    """List and (unless ``dry_run``) delete the recording's objects and items, into ``result``."""
 
     def out_of_time() -> bool:
         if deadline is not None and time.monotonic() >= deadline:
@@ -102,11 +110,11 @@ def delete_recording(s3, dynamodb, bucket: str, table: str, recording_id: str, *
                     _delete_objects(s3, bucket, batch)
                 batch = []
                 if out_of_time():
-                    return result
+                    return
         if batch and not dry_run:
             _delete_objects(s3, bucket, batch)
         if out_of_time():
-            return result
+            return
 
     bots: set[str] = set()
     keys: list[dict] = []
@@ -134,7 +142,6 @@ def delete_recording(s3, dynamodb, bucket: str, table: str, recording_id: str, *
                 writer.delete_item(Key=to_item(key))
                 if k % 500 == 499 and out_of_time():
                     break
-    return result
 
 
 def _anything_stored(s3, dynamodb, bucket: str, table: str, recording_id: str) -> bool:

@@ -31,7 +31,7 @@ from botocore.exceptions import ClientError
 
 from . import schema
 from .contact_sheet import MAX_FRAMES, SheetEntry, make_contact_sheet, sample_evenly
-from .delete import is_deleted
+from .tombstones import is_deleted
 from .objects import error_code
 from .query import FrameIndex
 from .storage import from_item, to_item

@@ -43,6 +43,8 @@ class Ingestor:
         self.max_pixels = max_pixels
         # The container receiver sets one (spool.py); a Lambda has nowhere to keep a frame.
         self.spool: Spool | None = None
+        # recording id -> deleted? (tombstones.DeletedRecordings); None: not checked.
+        self.deleted = None
 
     def parse(self, body: str | bytes) -> Frame | OtherEvent | Outcome:
         """Parse one message; a rejection comes back as an Outcome, already logged and counted."""
@@ -99,6 +101,9 @@ class Ingestor:
             ids["connection_id"] = connection_id  # the outcome may be logged from another thread
         if from_spool:
             ids["from_spool"] = True
+        if self.deleted is not None and self.deleted(frame.recording_id):
+            return resolved(lambda: self.reject("recording_deleted", "this recording was deleted (framesink delete); "
+                                                "its frames are not stored", **ids))
         spool = None if from_spool else self.spool
         if spool is not None and spool.active:
             return resolved(self._spool, spool, frame, bot_id, connection_id, "spool_backlog", ids)

@@ -76,8 +76,18 @@ class Service:
         return None if url.endswith(".amazonaws.com") else url
 
     @cached_property
+    def deleted(self):
+        """recording id -> deleted? (a tombstone), cached per process (tombstones.py)."""
+        from .tombstones import DeletedRecordings
+
+        return DeletedRecordings(self.dynamodb, self.settings.table)
+
+    @cached_property
     def ingestor(self) -> Ingestor:
-        return Ingestor(self.store, self.settings.max_frame_bytes, self.settings.max_frame_pixels)
+        ingestor = Ingestor(self.store, self.settings.max_frame_bytes, self.settings.max_frame_pixels)
+        # Late frames of a deleted recording are refused, and its totals not written back.
+        ingestor.deleted = self.store.totals.deleted = self.deleted
+        return ingestor
 
     @cached_property
     def tokens(self) -> TokenStore:

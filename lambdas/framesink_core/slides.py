@@ -27,7 +27,7 @@ from decimal import Decimal
 from itertools import chain
 
 from . import schema
-from .delete import is_deleted
+from .tombstones import is_deleted
 from .feed import FrameRef
 from .query import FrameIndex
 from .storage import MetadataError, StoredFrame, to_item

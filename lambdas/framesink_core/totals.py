@@ -122,6 +122,9 @@ class ParticipantTotals:
         # Recordings (and bot recordings) this process has written, with the expiry written:
         # their items are written once, then again only when the expiry moves (once a day).
         self._recordings: dict[tuple[str, str | None], int | None] = {}
+        # recording id -> deleted? (tombstones.DeletedRecordings, set by service.py): counts of
+        # a deleted recording are dropped, never written back as a participant.
+        self.deleted = None
 
     def add(self, frame: StoredFrame, expires_at: int | None) -> None:
         with self._lock:
@@ -155,6 +158,13 @@ class ParticipantTotals:
         written = 0
         for entry, delta in batch:
             try:
+                if self.deleted is not None and self.deleted(entry.recording_id):
+                    logger.info("participant totals of a deleted recording dropped", extra={
+                        "reason": "recording_deleted", "recording_id": entry.recording_id,
+                        "participant_id": entry.participant_id, "frames": delta.frames})
+                    with self._lock:
+                        entry.flushing = False
+                    continue
                 self._write(entry.recording_id, entry.participant_id, delta)
                 written += 1
                 ok = True

@@ -184,7 +184,7 @@ def test_a_delete_while_a_stream_is_exported_wins(meeting, aws, lambda_context, 
 
     def encode_then_deleted(*args, **kwargs):  # the delete lands while this stream is encoded
         result = encode(*args, **kwargs)
-        delete_recording(svc.s3, svc.dynamodb, stack.bucket, stack.table, REC, dry_run=False)
+        delete_recording(svc.s3, svc.dynamodb, stack.bucket, stack.table, REC, dry_run=False, settle_seconds=0)
         return result
 
     assert claim_export(svc.dynamodb, svc.settings.table, REC, "bot.done", 0) == "queued"

@@ -191,7 +191,7 @@ def test_a_slide_found_while_its_recording_is_deleted_is_removed_again(svc, deck
 
     def deleted_meanwhile(ref, mine):
         delete_recording(svc.s3, svc.dynamodb, svc.settings.bucket, svc.settings.table, ref.recording_id,
-                         dry_run=False)
+                         dry_run=False, settle_seconds=0)
         return look_alike(ref, mine)
 
     monkeypatch.setattr(a, "_earlier_look_alike", deleted_meanwhile)
