@@ -47,6 +47,20 @@ class ConnectionRegistry:
         )
         self._remember(connection_id, bot_id)
 
+    def record(self, connection_id: str, *, bot_id: str | None, method: str, source_ip: str | None,
+               connected_at_ms: int, status_code: int | None = None, reason: str | None = None) -> dict:
+        """The whole record of a connection that has ended, for a writer that knows it all (the
+        receiver): a put, so records can be batched 25 per BatchWriteItem (closed() is an
+        UpdateItem because $disconnect knows only the id)."""
+        now = time.time()
+        return {
+            "pk": schema.connection_pk(connection_id), "sk": schema.META_SK, "kind": "connection",
+            "connection_id": connection_id, "bot_id": bot_id, "auth_method": method, "source_ip": source_ip,
+            "connected_at": connected_at_ms, "disconnected_at": int(now * 1000),
+            "close_code": status_code if status_code is not None else -1, "close_reason": (reason or "")[:512],
+            schema.TTL_ATTRIBUTE: int(connected_at_ms / 1000 + self.ttl_seconds),
+        }
+
     def closed(self, connection_id: str, *, status_code: int | None, reason: str | None) -> None:
         self.dynamodb.update_item(
             TableName=self.table,

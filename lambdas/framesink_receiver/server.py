@@ -71,6 +71,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import uuid
 import weakref
 from collections import Counter
@@ -211,6 +212,7 @@ class _Accepted:
     connection_id: str
     principal: Principal
     source_ip: str | None
+    at_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
 
 @dataclass
@@ -426,7 +428,7 @@ class Receiver:
                 self._control_pool,
                 lambda: self.service.connections.opened(
                     accepted.connection_id, bot_id=accepted.principal.bot_id, method=accepted.principal.method,
-                    source_ip=accepted.source_ip,
+                    source_ip=accepted.source_ip, connected_at_ms=accepted.at_ms,
                 ),
             )
         except Exception as exc:  # DynamoDB unreachable: refuse, as $connect would; Recall retries
@@ -535,17 +537,32 @@ class Receiver:
             code, reason = _close_of(ws)
             stats.closes[code] += 1
             stats.open -= 1
-            try:
-                await loop.run_in_executor(
-                    self._control_pool,
-                    lambda: self.service.connections.closed(cid, status_code=code, reason=reason),
-                )
-            except Exception:
-                logger.exception("connection close not recorded", extra={"connection_id": cid})
+            self._record_close(accepted, code, reason)
             count("ConnectionClosed")
             count_with_dimension("ConnectionClosed", "code", str(code))  # 1009 and 1011 alarm
             logger.info("connection closed", extra={"connection_id": cid, "close_code": code,
                                                     "close_reason": reason, "messages": messages})
+
+    def _record_close(self, accepted: _Accepted, code: int, reason: str) -> None:
+        """The connection's whole record (a put) with its close, batched with the index items
+        (25 per BatchWriteItem, at most 50 ms later): 2,000 connections closing at once were
+        2,000 UpdateItems through the control pool, most still unrecorded 5 s later."""
+        principal = accepted.principal
+        item = self.service.connections.record(
+            accepted.connection_id, bot_id=principal.bot_id, method=principal.method, source_ip=accepted.source_ip,
+            connected_at_ms=accepted.at_ms, status_code=code, reason=reason)
+        cid = accepted.connection_id
+
+        def recorded(future) -> None:
+            if future.exception() is not None:
+                logger.error("connection close not recorded", extra={
+                    "reason": "record_failed", "connection_id": cid, "detail": str(future.exception())[:200]})
+
+        try:
+            self.service.store.index_writer.submit(item).add_done_callback(recorded)
+        except Exception as exc:  # the writer is closed (a shutdown past its grace)
+            logger.error("connection close not recorded", extra={"reason": "record_failed", "connection_id": cid,
+                                                                  "detail": str(exc)[:200]})
 
     def _ingest(self, frame: Frame, connection_id: str, bot_id: str | None, outcome: asyncio.Future) -> None:
         """One frame, in a store thread: the S3 write here; ``outcome`` gets the status once
