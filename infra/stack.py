@@ -137,6 +137,9 @@ class FramesinkStack(Stack):
                   description="Every alarm notifies this SNS topic (subscribe with -c alarmEmail=... or your own)")  # fmt: skip
         CfnOutput(self, "DashboardName", value=self.monitoring.dashboard_name,
                   description="CloudWatch dashboard: frames stored/rejected/failed, store latency, connections")  # fmt: skip
+        if self.meetings.export_queue is not None:
+            CfnOutput(self, "ExportQueueUrl", value=self.meetings.export_queue.queue_url,
+                      description="SQS queue of the end-of-meeting export job (framesink export-job sends to it)")  # fmt: skip
         if self.frame_events.queue is not None:
             CfnOutput(self, "FrameQueueUrl", value=self.frame_events.queue.queue_url,
                       description="SQS queue of every stored frame's S3 event (framesink watch reads it)")  # fmt: skip

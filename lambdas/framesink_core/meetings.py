@@ -261,6 +261,9 @@ def inherit_bot_status(dynamodb, table: str, bot_id: str, recording_id: str) -> 
     set_status(dynamodb, table, {"pk": schema.bot_pk(bot_id), "sk": schema.bot_recording_sk(recording_id)}, values)
 
 
+MANUAL_TRIGGER, RERUN_TRIGGER = "export-job", "export-job --again"  # `framesink export-job`
+
+
 def claim_export(dynamodb, table: str, recording_id: str, trigger: str, now: float,
                  quiet_until: int | None = None) -> str:
     """Create the recording's export job, once; returns its status after the call: "queued"
@@ -272,13 +275,18 @@ def claim_export(dynamodb, table: str, recording_id: str, trigger: str, now: flo
             "queued_at": int(now * 1000), "quiet_until": quiet_until, "attempts": 0}
     condition = "attribute_not_exists(pk)"
     values = None
-    if trigger == "bot.done":
-        # bot.done also restarts a job that failed or was stranded "running" (export.py).
+    if trigger in (MANUAL_TRIGGER, RERUN_TRIGGER, "bot.done"):
+        # bot.done and `framesink export-job` also restart a job that failed or was stranded
+        # "running" (export.py); `export-job --again` a finished one too.
         from .export import STALE_RUNNING_SECONDS
 
         condition += " OR job_status IN (:pending, :failed) OR (job_status = :running AND started_at < :stale)"
-        values = to_item({":pending": "pending", ":failed": "failed", ":running": "running",
-                          ":stale": int((now - STALE_RUNNING_SECONDS) * 1000)})
+        values = {":pending": "pending", ":failed": "failed", ":running": "running",
+                  ":stale": int((now - STALE_RUNNING_SECONDS) * 1000)}
+        if trigger == RERUN_TRIGGER:
+            condition += " OR job_status = :done"
+            values[":done"] = "done"
+        values = to_item(values)
     try:
         kwargs = {"TableName": table, "Item": to_item(item), "ConditionExpression": condition}
         if values:

@@ -248,6 +248,13 @@ def test_outputs_name_the_url_bucket_table_and_token_secret_arn(default):
     assert outputs["BucketName"]["Value"] == ref(default.frames_bucket())
     assert outputs["TableName"]["Value"] == ref(default.only("AWS::DynamoDB::Table"))
     assert outputs["FrameExpiryDays"]["Value"] == "30"  # framesink reindex reads it
+    # framesink export-job sends to it: the queue the export function reads.
+    from framesink.commands.export_job import OUTPUT_EXPORT_QUEUE
+
+    (mapping,) = [m["Properties"] for m in default.of_type("AWS::Lambda::EventSourceMapping").values()
+                  if "Export" in json.dumps(m["Properties"]["EventSourceArn"])]
+    queue = mapping["EventSourceArn"]["Fn::GetAtt"][0]
+    assert outputs[OUTPUT_EXPORT_QUEUE]["Value"] == ref(queue)
     token = default.resources[default.token_secret()]
     assert token["Type"] == "AWS::SecretsManager::Secret" and "connection token" in token["Properties"]["Description"]
 

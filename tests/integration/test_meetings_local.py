@@ -73,3 +73,26 @@ def test_simulated_webhooks_end_the_meeting_and_the_cli_shows_the_exports(local,
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=30)
     assert refused.value.code == 401
+
+
+def test_export_job_starts_the_export_of_a_meeting_without_webhooks_and_reruns_only_when_asked(local):
+    """No bot.done ever came (webhooks not configured): `framesink export-job` starts the
+    stack's export job; a second call refuses a finished job unless --again."""
+    rec = f"rec-{uuid.uuid4().hex[:8]}"
+    sim = cli(local, "simulate", "--small", "--participants", "2", "--seconds", "2", "--recording-id", rec)
+    assert sim.returncode == 0, sim.stderr
+    local.run(local.wait_idle(), GUARD)
+    started = cli(local, "export-job", "--local", "--recording", rec)
+    assert started.returncode == 0, started.stderr
+    assert f"export job of {rec} queued" in started.stdout
+    local.run(local.wait_idle(exports=True), GUARD)
+    found = json.loads(cli(local, "recording", "--local", rec, "--json").stdout)
+    assert sorted(e["participant_id"] for e in found["exports"]) == ["100", "200"]
+
+    again = cli(local, "export-job", "--local", "--recording", rec)
+    assert again.returncode == 1 and "is done: not restarted (add --again" in again.stderr
+    rerun = cli(local, "export-job", "--local", "--recording", rec, "--again")
+    assert rerun.returncode == 0, rerun.stderr
+    local.run(local.wait_idle(exports=True), GUARD)
+    unknown = cli(local, "export-job", "--local", "--recording", "rec-never-seen")
+    assert unknown.returncode == 1 and "not in the index" in unknown.stderr
