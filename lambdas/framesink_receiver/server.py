@@ -128,7 +128,7 @@ MAX_CONNECTIONS_PER_TOKEN_ENV = "FRAMESINK_MAX_CONNECTIONS_PER_TOKEN"
 SPOOL_DIR_ENV, SPOOL_MAX_BYTES_ENV = "FRAMESINK_SPOOL_DIR", "FRAMESINK_SPOOL_MAX_BYTES"
 TRY_AGAIN_LATER = 1013
 # The spool's drain: frames stored at once, and the back-off while the store still fails.
-SPOOL_DRAIN_BATCH = 16
+SPOOL_DRAIN_BATCH = 32
 SPOOL_RETRY_SECONDS = (1.0, 5.0)  # at most 5 s between the outage and the drain
 
 
@@ -257,6 +257,7 @@ class Receiver:
         self.health_port = self.config.health_port
         self.spool: Spool | None = None
         self._spool_closed = False  # connections were closed because the spool is full
+        self._pool_closed = False  # the shutdown's grace ran out: the store pool takes no more
         self._drain_pool: ThreadPoolExecutor | None = None
 
     @property
@@ -347,12 +348,20 @@ class Receiver:
         for task in self._tasks:
             task.cancel()
         if timed_out:
+            # Peers still sending after the close frame (a flood) are cut: nothing more is read.
+            for conn in list(self._conns.values()):
+                if conn.ws.transport is not None:
+                    conn.ws.transport.abort()
             # Frames queued and not started: spooled by their cancel callback (or failed without a
             # spool); the ones in a store call finish or fail on their own.
             held = self.stats.held
+            self._pool_closed = True
             await loop.run_in_executor(None, lambda: self._store_pool.shutdown(wait=False, cancel_futures=True))
-            for _ in range(2):  # let the cancelled frames' outcomes settle (resolve, then count)
-                await asyncio.sleep(0)
+            # The cancelled frames' outcomes settle at once; a store call already running ends
+            # stored or spooled (its failure path spools): give those the rest of the reserve.
+            await asyncio.sleep(0)
+            while self.stats.held and loop.time() < deadline - reserve / 2:
+                await asyncio.sleep(0.02)
             self.stats.unfinished = self.stats.held
             logger.error("shutdown grace ran out", extra={"reason": "shutdown_timeout", "held": held,
                                                            "unfinished": self.stats.unfinished,
@@ -364,6 +373,9 @@ class Receiver:
         for pool in (self._store_pool, self._control_pool, self._drain_pool):
             if pool is not None:
                 await loop.run_in_executor(None, lambda: pool.shutdown(wait=not timed_out, cancel_futures=timed_out))
+        if timed_out:
+            await asyncio.sleep(0)
+            self.stats.unfinished = self.stats.held  # what is still in a store call at the exit
         flush_metrics()
         summary = self.stats.as_dict()
         logger.info("receiver stopped", extra={"stats": summary})
@@ -522,6 +534,9 @@ class Receiver:
                 future.add_done_callback(
                     lambda f, size=size, slotted=slotted, key=frame.s3_key:
                     self._done(f, size, pending, conn, mine if slotted else None, key))
+                if self._pool_closed:  # read after the grace ran out: straight to the spool
+                    self._unstarted(future, frame, cid, bot_id)
+                    continue
                 work = self._store_pool.submit(self._ingest, frame, cid, bot_id, future)
                 # Dropped unstarted by a shutdown whose grace ran out: spooled, or not stored.
                 work.add_done_callback(lambda w, f=future, frame=frame:
