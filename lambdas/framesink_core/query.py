@@ -370,17 +370,19 @@ class FrameIndex:
         return out if found else None
 
     def slides(self, recording_id: str, *, with_signature: bool = False, before_ms: int | None = None,
-               newest_first: bool = False, limit: int | None = None) -> list[dict]:
+               after_ms: int | None = None, newest_first: bool = False, limit: int | None = None) -> list[dict]:
         """Slide changes the analyzer found, in time order (participant second). With
         ``with_signature``, each carries ``hash``: its frame's thumbnail, hex (the analyzer's).
-        ``before_ms``, ``newest_first`` and ``limit``: the last few before a time (one page)."""
+        ``before_ms`` / ``after_ms``, ``newest_first`` and ``limit``: the few nearest a time
+        (one page)."""
         pk = schema.recording_pk(check_id(recording_id, "recording"))
         fields = SLIDE_FIELDS + (("hash",) if with_signature else ())
-        if before_ms is None and not newest_first:
+        if before_ms is None and after_ms is None and not newest_first:
             return [_record(from_item(i), fields) for i in self._query_prefix(pk, "SLIDE#", limit)]
         # "SLIDE#<relms10>" sorts after every slide item before that time and before the ones at it.
         high = f"SLIDE#{schema.relative_ms_text(before_ms)}" if before_ms is not None else "SLIDE#~"
-        names, values = {}, {":pk": pk, ":low": "SLIDE#", ":high": high}
+        low = f"SLIDE#{schema.relative_ms_text(after_ms + 1)}" if after_ms is not None else "SLIDE#"
+        names, values = {}, {":pk": pk, ":low": low, ":high": high}
         kwargs = {"TableName": self.table, "KeyConditionExpression": "pk = :pk AND sk BETWEEN :low AND :high",
                   "FilterExpression": _live(names, values), "ExpressionAttributeNames": names,
                   "ExpressionAttributeValues": to_item(values), "ScanIndexForward": not newest_first}

@@ -26,11 +26,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 from itertools import chain
 
+from botocore.exceptions import ClientError
+
 from . import schema
-from .tombstones import is_deleted
 from .feed import FrameRef
+from .objects import error_code
 from .query import FrameIndex
 from .storage import MetadataError, StoredFrame, to_item
+from .tombstones import is_deleted
 
 THUMB = (32, 18)
 DEFAULT_THRESHOLD = 4.0
@@ -118,7 +121,30 @@ class SlideAnalyzer:
         if is_deleted(self.dynamodb, self.table, ref.recording_id):  # written first, checked after (delete.py)
             self.dynamodb.delete_item(TableName=self.table, Key=to_item({"pk": item["pk"], "sk": item["sk"]}))
             return None
+        self._mark_later_repeats(slide)
         return slide
+
+    def _mark_later_repeats(self, slide: Slide) -> None:
+        """Frames' events may come out of order (the receiver stores several at once): a later
+        slide analyzed before this one could not know it repeats this one. Mark it now (the
+        next LOOKALIKE_SLIDES slides, one Query page), so repeats do not depend on the order."""
+        origin = slide.repeat_of_ms if slide.repeat_of_ms is not None else slide.relative_ms
+        for later in self.index.slides(slide.recording_id, with_signature=True, after_ms=slide.relative_ms,
+                                       limit=LOOKALIKE_SLIDES):
+            earlier = later.get("repeat_of_ms")
+            if (later["participant_id"] == slide.participant_id and later.get("hash")
+                    and (earlier is None or earlier > origin)
+                    and distance(slide.signature, bytes.fromhex(later["hash"])) <= self.threshold):
+                key = {"pk": schema.recording_pk(slide.recording_id),
+                       "sk": schema.slide_sk(later["relative_ms"], later["participant_id"])}
+                try:
+                    self.dynamodb.update_item(TableName=self.table, Key=to_item(key),
+                                              UpdateExpression="SET repeat_of_ms = :o",
+                                              ConditionExpression="attribute_exists(pk)",
+                                              ExpressionAttributeValues=to_item({":o": origin}))
+                except ClientError as exc:
+                    if error_code(exc) != "ConditionalCheckFailedException":  # deleted meanwhile: fine
+                        raise
 
     def _previous_frame(self, ref: FrameRef) -> dict | None:
         """The participant's screenshare frame just before this one in meeting time. S3 first

@@ -57,13 +57,22 @@ class DeletedRecordings:
         self._clock = clock
         self._lock = threading.Lock()
         self._seen: dict[str, tuple[bool, float]] = {}  # recording -> (deleted, checked at)
+        self._fetching: dict[str, threading.Lock] = {}
 
     def __call__(self, recording_id: str) -> bool:
-        now = self._clock()
         with self._lock:
-            known = self._seen.get(recording_id)
-        if known is not None and (known[0] or now - known[1] < self.recheck_seconds):
-            return known[0]
+            fetching = self._fetching.setdefault(recording_id, threading.Lock())
+        # One read per recording at a time: a burst of a new recording's first frames (the
+        # receiver stores up to 32 at once) waits for one GetItem instead of making 32.
+        with fetching:
+            now = self._clock()
+            with self._lock:
+                known = self._seen.get(recording_id)
+            if known is not None and (known[0] or now - known[1] < self.recheck_seconds):
+                return known[0]
+            return self._fetch(recording_id, now)
+
+    def _fetch(self, recording_id: str, now: float) -> bool:
         try:
             deleted = is_deleted(self.dynamodb, self.table, recording_id, consistent=True)
         except (ClientError, BotoCoreError) as exc:
@@ -73,5 +82,6 @@ class DeletedRecordings:
         with self._lock:
             if len(self._seen) >= _CACHE_LIMIT:
                 self._seen.clear()
+                self._fetching = {recording_id: self._fetching[recording_id]}
             self._seen[recording_id] = (deleted, now)
         return deleted

@@ -50,6 +50,7 @@ def test_sigterm_stops_local_cleanly_after_storing_every_frame_it_received(tmp_p
     try:
         state = wait_for_state(proc, state_file)
         assert set(state) == {"ws_url", "endpoint_url", "bucket", "table", "token", "region", "frame_queue_url",
+                              "export_queue_url",
                               "webhook_url", "webhook_secret"}
         assert state["webhook_secret"].startswith("whsec_") and state["webhook_url"].endswith("/recall/events")
         assert state["token"] == "tok-e2e-cli" and state["ws_url"].endswith("?token=tok-e2e-cli")

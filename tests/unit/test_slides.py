@@ -83,6 +83,19 @@ def test_the_order_events_arrive_in_does_not_matter(svc, deck):
     assert [s["relative_ms"] for s in svc.index.slides("rec-order")] == [0, 1500, 2500]
 
 
+def test_a_repeat_analyzed_before_its_original_is_marked_when_the_original_comes(svc, deck):
+    """The receiver stores several frames at once, so a later slide's event can come first: the
+    repeat is marked once the slide it repeats is analyzed (it was order-dependent: a local
+    run missed 1 in 5)."""
+    shown = [0, 0, 1, 1, 0, 0, 2]
+    refs = store_show(svc, deck, "rec-late-original", shown)
+    a = analyzer(svc)
+    for ref in [refs[4], refs[2], refs[0], *refs]:  # the return to slide 0 first, then its original
+        a.analyze(ref)
+    assert [(s["relative_ms"], s["repeat_of_ms"]) for s in svc.index.slides("rec-late-original")] == [
+        (0, None), (1000, None), (2000, 0), (3000, None)]
+
+
 def test_the_handler_skips_what_it_cannot_use(svc, deck, lambda_context, caplog_json, aws, stack):
     from framesink_handlers import slides
 
