@@ -41,6 +41,33 @@ from framesink_core.storage import BOTO_CONFIG, FrameStore
 from .cli import CliError
 
 DEFAULT_STATE_FILE = Path(".framesink/local.json")  # `framesink local` writes it (DESIGN.md)
+STATE_FILE_ENV = "FRAMESINK_STATE_FILE"
+
+
+def user_state_file() -> Path:
+    """The per-user copy `framesink local` also writes when it uses the default place, so
+    `--local` works from any directory: $XDG_STATE_HOME/framesink/local.json (default
+    ~/.local/state/framesink/local.json)."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "framesink" / "local.json"
+
+
+def state_file_candidates(explicit: Path | None = None) -> list[Path]:
+    """Where `--local` looks, in order: --state-file, $FRAMESINK_STATE_FILE, .framesink/local.json
+    in this directory or any above it, the per-user copy."""
+    if explicit is not None:
+        return [Path(explicit)]
+    if os.environ.get(STATE_FILE_ENV):
+        return [Path(os.environ[STATE_FILE_ENV])]
+    here = Path.cwd()
+    return [*(d / DEFAULT_STATE_FILE for d in (here, *here.parents)), user_state_file()]
+
+
+def find_state_file(explicit: Path | None = None) -> Path:
+    """The first existing candidate (state_file_candidates); if none exists, the first one, so
+    the error names where it looked."""
+    candidates = state_file_candidates(explicit)
+    return next((c for c in candidates if c.exists()), candidates[0])
 STACK_ENV = "FRAMESINK_STACK"
 DEFAULT_STACK = "framesink-live"  # infra/settings.py: "framesink-<stage>", stage "live"
 # CloudFormation output keys (infra/stack.py: "Output ids are a contract for the CLI").
@@ -61,8 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, storage: bool = True) -> N
     """The target options. ``storage``: also --bucket/--table (commands that read the data)."""
     group = parser.add_argument_group("which stack")
     group.add_argument("--local", action="store_true", help="use the `framesink local` stack (its state file)")
-    group.add_argument("--state-file", type=Path, default=DEFAULT_STATE_FILE, metavar="F",
-                       help=f"with --local: the local stack's state file (default {DEFAULT_STATE_FILE})")
+    group.add_argument("--state-file", type=Path, default=None, metavar="F",
+                       help=f"with --local: the local stack's state file (default ${STATE_FILE_ENV}, else "
+                       f"{DEFAULT_STATE_FILE} here or in a directory above, else {user_state_file()})")
     group.add_argument("--stack-name", "--stack", dest="stack_name", default=None, metavar="NAME",
                        help=f"deployed stack whose outputs name the resources (default ${STACK_ENV} "
                        f"or {DEFAULT_STACK})")
@@ -147,8 +175,13 @@ class Target:
             raise CliError(f"no {' or '.join(missing)} given (use --{missing[0]} or --local)")
 
 
-def read_state(path: Path) -> dict:
-    """The `framesink local` state file, checked."""
+def read_state(path: Path | None = None) -> dict:
+    """The `framesink local` state file (``path``, else found: find_state_file), checked."""
+    if path is None:
+        path = find_state_file()
+        if not path.exists() and not os.environ.get(STATE_FILE_ENV):
+            raise CliError(f"no local stack found (looked for {DEFAULT_STATE_FILE} here and in every directory "
+                           f"above, and {user_state_file()}): start one with `framesink local`, or pass --state-file")
     path = Path(path)
     try:
         state = json.loads(path.read_text())

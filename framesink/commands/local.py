@@ -6,13 +6,17 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from ..cli import CliError
 from ..emulator import APIGW_IDLE_TIMEOUT, APIGW_MAX_AGE, DEFAULT_PORT, LocalConfig, LocalStack
-from ..target import DEFAULT_STATE_FILE
+from ..emulator import write_state_file
+from ..target import DEFAULT_STATE_FILE, STATE_FILE_ENV, user_state_file
 
 
 def register(subparsers) -> None:
@@ -28,8 +32,10 @@ def register(subparsers) -> None:
     p.add_argument("--token", help="connection token bots must send as ?token= (default: a random one)")
     p.add_argument("--ingress", choices=["apigw", "direct"], default="apigw",
                    help="apigw: API Gateway emulation (default); direct: the container receiver")
-    p.add_argument("--state-file", type=Path, default=DEFAULT_STATE_FILE, metavar="F",
-                   help=f"where to write the connection details (default {DEFAULT_STATE_FILE})")
+    p.add_argument("--state-file", type=Path, default=None, metavar="F",
+                   help=f"where to write the connection details (default ${STATE_FILE_ENV}, else "
+                   f"{DEFAULT_STATE_FILE} here, with a copy at {user_state_file()} so --local works from any "
+                   "directory); refused while the stack it names still answers")
     p.add_argument("--idle-timeout", type=float, default=APIGW_IDLE_TIMEOUT, metavar="SECONDS",
                    help="close a connection after this long without a message (API Gateway: 600)")
     p.add_argument("--max-age", type=float, default=APIGW_MAX_AGE, metavar="SECONDS",
@@ -57,20 +63,45 @@ def run(args: argparse.Namespace) -> int:
                         stream=sys.stderr)
     logging.getLogger("local_stack").setLevel(logging.INFO)  # connections opened, refused, closed
     logging.getLogger("local_stack.websockets").setLevel(logging.WARNING)
+    state_file = args.state_file or Path(os.environ.get(STATE_FILE_ENV) or DEFAULT_STATE_FILE)
+    copy = user_state_file() if args.state_file is None and not os.environ.get(STATE_FILE_ENV) else None
+    refuse_a_live_stack(state_file)
     config = LocalConfig(
-        port=args.port, ingress=args.ingress, token=args.token, state_file=args.state_file, idle_timeout=args.idle_timeout,
+        port=args.port, ingress=args.ingress, token=args.token, state_file=state_file, idle_timeout=args.idle_timeout,
         max_age=args.max_age, handler_log_level="INFO" if args.verbose else "WARNING", frame_queue=args.frame_queue,
     )
-    return asyncio.run(_serve(config))
+    return asyncio.run(_serve(config, copy))
 
 
-async def _serve(config: LocalConfig) -> int:
+def refuse_a_live_stack(path: Path) -> None:
+    """A state file whose moto endpoint still answers belongs to a running `framesink local`:
+    replacing it would strand that stack (its webhook secret and token are only in there)."""
+    try:
+        state = json.loads(path.read_text())
+        endpoint = state["endpoint_url"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # none, or not ours to worry about: it is replaced
+    try:
+        with urllib.request.urlopen(endpoint, timeout=1.0):
+            pass
+    except urllib.error.HTTPError:
+        pass  # it answered: alive
+    except (urllib.error.URLError, OSError, ValueError):
+        return  # nothing there any more
+    raise CliError(f"a framesink local stack is still running with state file {path} (websocket "
+                   f"{str(state.get('ws_url', '?')).split('?')[0]}); stop it first, or start this one with "
+                   "--state-file elsewhere")
+
+
+async def _serve(config: LocalConfig, copy: Path | None = None) -> int:
     stack = LocalStack(config)
     try:
         state = await stack.start()
     except OSError as exc:
         raise CliError(f"cannot listen on 127.0.0.1:{config.port} ({exc.strerror or exc}); "
                        "try --port 0 for any free port") from None
+    if copy is not None and copy.resolve() != Path(config.state_file).resolve():
+        write_state_file(copy, state)  # --local from any directory finds this stack
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -89,7 +120,7 @@ async def _serve(config: LocalConfig) -> int:
         f"  limits      {limits}\n"
         f"  webhooks    POST {state['webhook_url']} (Recall's bot status events, signed; secret in the state file)\n"
         f"  frame queue {state['frame_queue_url'] or 'off (--frame-queue turns it on; watch polls the index)'}\n"
-        f"  state file  {config.state_file}\n"
+        f"  state file  {config.state_file}" + (f" (and {copy})" if copy is not None else "") + "\n"
         f"Try:  framesink simulate --small --webhooks    (a bot and its signed status webhooks; a shared deck of\n"
         f"      real-size slides, --slides 3, needs `framesink local --ingress direct`)\n"
         f"      framesink watch --local --recording <recording id>\n"

@@ -22,8 +22,9 @@ def register(subparsers) -> None:
         "drop. Frames due while disconnected are lost, as with Recall.",
     )
     p.add_argument("--url", help="websocket URL with ?token= (default: ws_url from the state file)")
-    p.add_argument("--state-file", type=Path, default=target.DEFAULT_STATE_FILE, metavar="F",
-                   help="`framesink local`'s state file, read when --url is not given")
+    p.add_argument("--state-file", type=Path, default=None, metavar="F",
+                   help="`framesink local`'s state file, read when --url is not given (default: found as "
+                   "--local finds it)")
     p.add_argument("--participants", type=_positive_int, default=3, metavar="N")
     p.add_argument("--seconds", type=_positive_float, default=10.0, metavar="S", help="meeting length")
     p.add_argument("--fps", type=_positive_float, default=2.0, help="frames per second per stream (Recall: 2)")
