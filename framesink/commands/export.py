@@ -42,7 +42,9 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--recording", required=True, metavar="R", help="recording id")
-    p.add_argument("--participant", required=True, metavar="P", help="participant id")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--participant", metavar="P", help="participant id")
+    who.add_argument("--all", action="store_true", help="every participant of the recording (one folder each)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="directory to write into")
     p.add_argument("--type", choices=["webcam", "screenshare"], help="only this type (default both)")
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N",
@@ -55,6 +57,9 @@ def register(sub) -> None:
                    help="--video: a gap in the stream holds the last frame (default) or, past --gap-seconds, is black")
     p.add_argument("--gap-seconds", type=float, default=5.0, metavar="S",
                    help="--video --gap-fill black: gaps longer than this go black (default 5)")
+    p.add_argument("--from-job", action="store_true",
+                   help="download what the stack's export job wrote instead (its MP4s and contact sheets, "
+                   "DIR/<participant>/<type>.mp4; `framesink export-job` starts it)")
     p.add_argument("--slides", action="store_true",
                    help="also write each distinct slide the analyzer found (DIR/<participant>/slides/<relms>.png)")
     target.add_arguments(p)
@@ -100,17 +105,25 @@ def writable_dir(path: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     writable_dir(args.out)
     t = target.resolve(args)
+    if args.from_job:
+        return download_job_exports(t, args.recording, args.participant, args.out)
     started = time.monotonic()
     index = t.index()
     frames = list(index.iter_frames(args.recording, participant_id=args.participant, frame_type=args.type))
     if not frames:
-        what = "recording" if not index.has_recording(args.recording) else "participant"
+        what = "recording" if args.all or not index.has_recording(args.recording) else "participant"
         raise CliError(f"no indexed frames for {what} {args.recording if what == 'recording' else args.participant}")
     root = args.out
-    folder = root / args.participant
     s3 = t.client("s3")
+    by_participant: dict[str, list[dict]] = {}
+    for frame in frames:
+        by_participant.setdefault(frame["participant_id"], []).append(frame)
     if args.video:
-        return export_video(args, t, s3, frames, folder)
+        status = 0
+        for participant, theirs in by_participant.items():
+            status |= export_video(argparse.Namespace(**{**vars(args), "participant": participant}), t, s3, theirs,
+                                   root / participant)
+        return status
     failures: list[tuple[dict, str]] = []
     written = 0
     with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool, \
@@ -122,29 +135,53 @@ def run(args: argparse.Namespace) -> int:
             except (ClientError, BotoCoreError, OSError) as exc:
                 failures.append((futures[future], str(exc)))
             bar.update(1)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_manifest(folder, frames)
     for frame, error in failures:
         print(f"framesink: could not download {frame['s3_key']}: {error}", file=sys.stderr)
     failed = {f["s3_key"] for f, _ in failures}
-    ok = [f for f in frames if f["s3_key"] not in failed]
-    print(f"exported {len(ok)} of {len(frames)} frames ({written / 1e6:.1f} MB downloaded) "
-          f"to {folder} in {time.monotonic() - started:.1f} s")
-    if args.contact_sheet and ok:
-        name = ok[-1].get("participant_name") or args.participant
-        sheet = make_contact_sheet(
-            [SheetEntry(frame_path(root, f), f["relative_ms"], f["type"]) for f in ok],
-            folder / "contact_sheet.png",
-            title=f"{name} - recording {args.recording}",
-        )
-        for path, why in sheet.skipped:
-            print(f"framesink: warning: {path} cannot be decoded, left out of the contact sheet ({why})",
-                  file=sys.stderr)
-        print(f"contact sheet: {sheet.path} ({sheet.size[0]}x{sheet.size[1]}, "
-              f"{sheet.thumbnails} of {sheet.of_frames} frames)")
-    if args.slides:
-        export_slides(t, args.recording, args.participant, folder / "slides")
+    for participant, theirs in by_participant.items():
+        folder = root / participant
+        folder.mkdir(parents=True, exist_ok=True)
+        write_manifest(folder, theirs)
+        ok = [f for f in theirs if f["s3_key"] not in failed]
+        print(f"exported {len(ok)} of {len(theirs)} frames of participant {participant} to {folder}")
+        if args.contact_sheet and ok:
+            name = ok[-1].get("participant_name") or participant
+            sheet = make_contact_sheet(
+                [SheetEntry(frame_path(root, f), f["relative_ms"], f["type"]) for f in ok],
+                folder / "contact_sheet.png",
+                title=f"{name} - recording {args.recording}",
+            )
+            for path, why in sheet.skipped:
+                print(f"framesink: warning: {path} cannot be decoded, left out of the contact sheet ({why})",
+                      file=sys.stderr)
+            print(f"contact sheet: {sheet.path} ({sheet.size[0]}x{sheet.size[1]}, "
+                  f"{sheet.thumbnails} of {sheet.of_frames} frames)")
+        if args.slides:
+            export_slides(t, args.recording, participant, folder / "slides")
+    print(f"{len(frames) - len(failed)} of {len(frames)} frames ({written / 1e6:.1f} MB downloaded) in "
+          f"{time.monotonic() - started:.1f} s")
     return 1 if failures else 0
+
+
+def download_job_exports(t: target.Target, recording_id: str, participant: str | None, out: Path) -> int:
+    """The export job's files (exports/<rec>/<pid>/...) to ``out/<pid>/...``, skipping what is there."""
+    s3 = t.client("s3")
+    prefix = schema.export_prefix(recording_id)
+    objects = [o for page in s3.get_paginator("list_objects_v2").paginate(Bucket=t.bucket, Prefix=prefix)
+               for o in page.get("Contents", [])
+               if participant is None or o["Key"][len(prefix):].split("/", 1)[0] == participant]
+    if not objects:
+        raise CliError(f"the export job has written nothing for recording {recording_id}"
+                       + (f" participant {participant}" if participant else "")
+                       + ": `framesink export-job --recording R` starts it (or it is still running)")
+    written = 0
+    for obj in objects:
+        relative = obj["Key"][len(prefix):]
+        if ".." in relative.split("/"):
+            continue  # never outside --out
+        written += download(s3, t.bucket, {"s3_key": obj["Key"], "bytes": obj["Size"]}, out / relative)
+    print(f"downloaded {len(objects)} export files ({written / 1e6:.1f} MB) to {out}")
+    return 0
 
 
 def export_video(args: argparse.Namespace, t: target.Target, s3, frames: list[dict], folder: Path) -> int:

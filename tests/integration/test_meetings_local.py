@@ -94,5 +94,13 @@ def test_export_job_starts_the_export_of_a_meeting_without_webhooks_and_reruns_o
     rerun = cli(local, "export-job", "--local", "--recording", rec, "--again")
     assert rerun.returncode == 0, rerun.stderr
     local.run(local.wait_idle(exports=True), GUARD)
+    # the job's files, downloaded in one command; the MP4s read back with PyAV
+    out = local.config.state_file.parent / "job-out"
+    fetched = cli(local, "export", "--local", "--recording", rec, "--all", "--from-job", "--out", str(out))
+    assert fetched.returncode == 0, fetched.stderr
+    for pid in ("100", "200"):
+        info = probe(out / pid / "webcam.mp4")
+        assert (info.frames, info.codec) == (4, "h264")
+        assert (out / pid / "webcam-contact-sheet.png").stat().st_size > 0
     unknown = cli(local, "export-job", "--local", "--recording", "rec-never-seen")
     assert unknown.returncode == 1 and "not in the index" in unknown.stderr

@@ -120,6 +120,20 @@ def test_export_local(local, capsys, tmp_path):
     assert (tmp_path / "1" / "contact_sheet.png").stat().st_size > 0
 
 
+def test_export_all_writes_every_participant_in_one_run(local, capsys, tmp_path):
+    code, out, _ = cli(local, capsys, "export", "--recording", REC, "--all", "--out", str(tmp_path))
+    assert code == 0 and "exported 6 of 6 frames of participant 1" in out and "of participant 2" in out
+    assert "12 of 12 frames" in out
+    for (pid, frame_type, ms), png in local.sent.items():
+        assert (tmp_path / pid / frame_type / f"{schema.relative_ms_text(ms)}.png").read_bytes() == png
+    for pid in ("1", "2"):
+        assert (tmp_path / pid / "contact_sheet.png").stat().st_size > 0
+        assert len((tmp_path / pid / "frames.jsonl").read_text().splitlines()) == 6
+    with pytest.raises(SystemExit) as usage:  # argparse: one of the two, or a usage error
+        cli(local, capsys, "export", "--recording", REC, "--out", str(tmp_path))
+    assert usage.value.code == 2 and "one of the arguments --participant --all is required" in capsys.readouterr().err
+
+
 def test_query_lambda_urls_download_over_http(local, lambda_context):
     # LocalStack has put the Lambda environment (AWS_ENDPOINT_URL, bucket, table) in place.
     from framesink_handlers import _runtime

@@ -61,7 +61,7 @@ def test_export_writes_every_frame_byte_identical_and_a_contact_sheet(svc, stack
 
     # again: nothing to download, same files
     assert export(stack, tmp_path, "--type", "webcam", "--workers", "3") == 0
-    assert "exported 70 of 70 frames (0.0 MB downloaded)" in capsys.readouterr().out
+    assert "70 of 70 frames (0.0 MB downloaded)" in capsys.readouterr().out
 
 
 def test_small_export_sheet_fits_its_frames(svc, stack, tmp_path, capsys):
