@@ -93,6 +93,7 @@ class SimReport:
     connections: int = 0
     reconnects: int = 0
     failed_connects: int = 0
+    connect_error: str | None = None  # the last failed connect: what happened, in one line
     refused: dict = field(default_factory=dict)  # HTTP status -> handshakes refused
     closes: dict = field(default_factory=dict)  # close code -> connections closed
     gave_up: bool = False
@@ -208,6 +209,9 @@ class Bot:
                 r.failed_connects += 1
                 if isinstance(exc, InvalidStatus):
                     self._refused[exc.response.status_code] += 1
+                r.connect_error = (f"HTTP {exc.response.status_code}" if isinstance(exc, InvalidStatus)
+                                   else f"{type(exc).__name__}: {exc.strerror or exc}" if isinstance(exc, OSError)
+                                   else f"{type(exc).__name__}: {exc}")[:200]
                 failures += 1
                 self._first_attempt.set()
                 if failures >= cfg.max_retries:

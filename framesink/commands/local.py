@@ -22,16 +22,18 @@ from ..target import DEFAULT_STATE_FILE, STATE_FILE_ENV, user_state_file
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "local",
-        help="run the stack locally: moto + an API Gateway WebSocket emulator feeding the real handlers",
-        description="Start an in-process moto server (S3, DynamoDB, Secrets Manager) and a websocket "
-        "server on 127.0.0.1 that emulates API Gateway (routes, event shapes, 32 KB frame / 128 KB "
-        "message limits, idle timeout, maximum age) and calls the real Lambda handlers. Writes the "
-        "state file once ready; runs until Ctrl+C / SIGTERM.",
+        help="run the stack locally: moto + the container receiver (or --ingress apigw: API Gateway emulation)",
+        description="Start an in-process moto server (S3, DynamoDB, Secrets Manager, SQS, EventBridge), the "
+        "container receiver a deploy hands bots (or, with --ingress apigw, a websocket server that emulates "
+        "API Gateway: routes, event shapes, 32 KB frame / 128 KB message limits, idle timeout, maximum age, "
+        "calling the real Lambda handlers), the webhook route, the export job and the slide analyzer. Writes "
+        "the state file once ready; runs until Ctrl+C / SIGTERM.",
     )
     p.add_argument("--port", type=port_number, default=DEFAULT_PORT, help="websocket port (0 = any free port)")
     p.add_argument("--token", help="connection token bots must send as ?token= (default: a random one)")
-    p.add_argument("--ingress", choices=["apigw", "direct"], default="apigw",
-                   help="apigw: API Gateway emulation (default); direct: the container receiver")
+    p.add_argument("--ingress", choices=["apigw", "direct"], default="direct",
+                   help="direct: the container receiver, what a deploy hands bots (default); apigw: API Gateway "
+                   "emulation, its 32 KB frame limit included")
     p.add_argument("--state-file", type=Path, default=None, metavar="F",
                    help=f"where to write the connection details (default ${STATE_FILE_ENV}, else "
                    f"{DEFAULT_STATE_FILE} here, with a copy at {user_state_file()} so --local works from any "
@@ -121,8 +123,10 @@ async def _serve(config: LocalConfig, copy: Path | None = None) -> int:
         f"  webhooks    POST {state['webhook_url']} (Recall's bot status events, signed; secret in the state file)\n"
         f"  frame queue {state['frame_queue_url'] or 'off (--frame-queue turns it on; watch polls the index)'}\n"
         f"  state file  {config.state_file}" + (f" (and {copy})" if copy is not None else "") + "\n"
-        f"Try:  framesink simulate --small --webhooks    (a bot and its signed status webhooks; a shared deck of\n"
-        f"      real-size slides, --slides 3, needs `framesink local --ingress direct`)\n"
+        + (f"Try:  framesink simulate --webhooks    (a bot with camera-size frames and its signed status webhooks;\n"
+           f"      --slides 3 shares a deck of real-size slides)\n" if config.ingress == "direct" else
+           f"Try:  framesink simulate --small --webhooks    (frames that fit API Gateway's 32 KB, and the bot's\n"
+           f"      signed status webhooks)\n") +
         f"      framesink watch --local --recording <recording id>\n"
         f"      framesink recording --local <recording id>\n"
         f"Ctrl+C stops it (in-flight frames are finished first).",

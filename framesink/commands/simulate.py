@@ -98,7 +98,27 @@ def format_report(r: SimReport) -> str:
         lines.append("  webhooks   " + ", ".join(f"{event} {status}" for event, status in r.webhooks))
     for s in r.streams:
         lines.append(f"  {s['participant_id']:>6} {s['name']:<20} {s['type']:<11} {s['sent']:>5} sent {s['lost']:>5} lost")
+    lines += [f"  note       {hint}" for hint in hints(r)]
     return "\n".join(lines)
+
+
+def hints(r: SimReport) -> list[str]:
+    """What happened and what to do, for the outcomes a first run meets."""
+    said = []
+    if r.closes.get("1009"):
+        said.append(f"closed with 1009 (message too big) x{r.closes['1009']}: API Gateway refuses frames over 32 KB, "
+                    f"and these messages reach {_kb(r.largest_message)}. Send camera-size frames to the container "
+                    "receiver (`framesink local`, its default ingress; a deploy's WebSocketUrl), or add --small "
+                    "for frames that fit API Gateway")
+    if r.connections == 0 and r.failed_connects:
+        error = r.connect_error or "no answer"
+        if "401" in error or "403" in error:
+            said.append(f"every connect was refused ({error}): the URL's ?token= is missing or wrong "
+                        "(the state file's ws_url carries the right one)")
+        else:
+            said.append(f"could not connect to {r.url} ({error}): is `framesink local` running? "
+                        "(or pass the URL of a running stack with --url)")
+    return said
 
 
 def _codes(counts: dict) -> str:

@@ -549,6 +549,8 @@ class Receiver:
             if pending:
                 await asyncio.wait(pending)
             del self._conns[ws]
+            if messages:  # the bot left (a meeting's end, often): its participants' counts are written now
+                loop.run_in_executor(self._control_pool, self._flush_totals_quietly)
             code, reason = _close_of(ws)
             stats.closes[code] += 1
             stats.open -= 1
@@ -728,6 +730,12 @@ class Receiver:
             if self.spool is not None:
                 count("SpoolDepth", self.spool.depth)  # the alarm's gauge: frames waiting on disk
             flush_metrics()
+
+    def _flush_totals_quietly(self) -> None:
+        try:
+            self.service.store.totals.flush_all()
+        except Exception:  # logged by totals.py per participant; the timer tries again
+            logger.exception("participant totals flush failed", extra={"reason": "totals_flush_failed"})
 
     async def _flush_totals_periodically(self) -> None:
         """Participant totals that are due, also when no frame arrives to flush them."""

@@ -136,3 +136,65 @@ def test_simulate_command_prints_a_json_report(capsys):
     assert code == 0
     assert report["recording_id"] == "rec-cli" and report["frames_sent"] == len(rx.messages) == 2
     assert "token" not in report["url"]
+
+
+def test_a_run_that_cannot_connect_says_why_and_what_to_do(capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    code = main(["simulate", "--url", f"ws://127.0.0.1:{port}/?token=x", "--seconds", "0.5"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "could not connect to ws://127.0.0.1" in out and "is `framesink local` running?" in out
+    assert "Connection refused" in out or "ConnectionRefused" in out
+
+
+@pytest.mark.slow
+def test_the_local_defaults_store_every_frame_and_api_gateway_says_1009_with_what_to_do(tmp_path):
+    """The issue: with the old defaults (`framesink local` emulating API Gateway, `simulate`
+    sending real-size frames) 4 of 24 frames were stored and nothing said why. `framesink
+    local` now runs the container receiver, as a deploy does: simulate's defaults store all;
+    against --ingress apigw the report says what 1009 means and what to do."""
+    import subprocess
+    import sys
+    import time
+
+    def local(state: str, *args: str) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "framesink", "local", "--port", "0", "--state-file", state,
+                                 *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(GUARD * 10):
+            if (tmp_path / state).exists():
+                return proc
+            time.sleep(0.1)
+        raise AssertionError("framesink local did not start")
+
+    def simulate(state: str) -> tuple[int, str, dict]:
+        result = subprocess.run([sys.executable, "-m", "framesink", "simulate", "--state-file", state,
+                                 "--participants", "2", "--seconds", "2"], capture_output=True, text=True,
+                                timeout=GUARD * 2, cwd=tmp_path)
+        return result.returncode, result.stdout, json.loads((tmp_path / state).read_text())
+
+    default = local(str(tmp_path / "default.json"))
+    try:
+        code, out, state = simulate(str(tmp_path / "default.json"))
+        for _ in range(50):  # the receiver writes the totals as the bot's connection closes
+            recordings = subprocess.run([sys.executable, "-m", "framesink", "participants", "--local", "--state-file",
+                                         str(tmp_path / "default.json"), "--recording",
+                                         out.split()[1]], capture_output=True, text=True, timeout=GUARD)
+            if recordings.stdout.count(" 4 ") >= 2:
+                break
+            time.sleep(0.1)
+    finally:
+        default.terminate()
+        default.wait(GUARD)
+    assert code == 0 and "8 sent, 0 lost of 8" in out and "note" not in out, out
+    assert "/live" not in state["ws_url"]  # the receiver's URL, not API Gateway's stage
+    assert recordings.returncode == 0 and recordings.stdout.count(" 4 ") >= 2, recordings.stdout
+
+    apigw = local(str(tmp_path / "apigw.json"), "--ingress", "apigw")
+    try:
+        code, out, _ = simulate(str(tmp_path / "apigw.json"))
+    finally:
+        apigw.terminate()
+        apigw.wait(GUARD)
+    assert "closed with 1009 (message too big)" in out and "--small" in out, out
