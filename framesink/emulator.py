@@ -94,6 +94,7 @@ class LocalConfig:
     # written to the state file, so `framesink simulate` can sign status events with it).
     webhook_secret: str | None = None
     webhook_port: int = 0  # the webhook route's port (0 = any free port)
+    moto_port: int = 0  # moto's port, the AWS endpoint (0 = any free port)
     export_quiet_seconds: int = 600  # bot.call_ended -> export, when no bot.done comes
     # The frame queue `framesink watch` reads (the deploy's -c frameQueue=true); off as there:
     # without a reader, moto's queue slows every store as it fills (framesink/local_aws.py).
@@ -573,7 +574,7 @@ class LocalStack:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         # Metrics are off locally, so Powertools warns on every invocation that none were added.
         warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
-        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.config.moto_port, verbose=False)
         self.moto.start()
         host, port = self.moto.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"

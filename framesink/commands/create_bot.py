@@ -1,9 +1,9 @@
 """`framesink create-bot`: a Recall bot that streams its participants' frames to framesink.
 
-Deployed (default): ``POST /bots`` on the stack's IAM-authenticated HTTP API, whose URL is a
+Deployed (default): POST /bots on the stack's IAM-authenticated HTTP API, whose URL is a
 CloudFormation output, signed with SigV4 from the usual AWS credentials.
-``--local``: the create-bot handler runs in this process against the `framesink local`
-stack named in the state file; the Recall API key comes from ``RECALL_API_KEY``.
+--local: the create-bot handler runs in this process against the `framesink local`
+stack named in the state file; the Recall API key comes from RECALL_API_KEY.
 
 Prints the bot id, its status and the connection URL without its token; never the token or
 the API key.

@@ -37,8 +37,8 @@ def register(subparsers) -> None:
         "API Gateway emulator, print per participant what landed in S3 and the DynamoDB index, then "
         "show what API Gateway's limits do to real-size frames. Leaves nothing running.",
     )
-    p.add_argument("--participants", type=int, default=3)
-    p.add_argument("--seconds", type=float, default=10.0, help="length of the simulated meeting")
+    p.add_argument("--participants", type=int, default=3, metavar="N", help="participants in part 1's meeting (default 3)")
+    p.add_argument("--seconds", type=float, default=10.0, help="length of the simulated meeting (default 10)")
     p.add_argument("--burst-seconds", type=float, default=4.0,
                    help="length of the real-size frame burst (0 to skip)")
     p.add_argument("--slides", type=int, default=4, help="slides in the shared-screen part (0 to skip)")

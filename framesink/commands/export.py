@@ -1,11 +1,11 @@
 """`framesink export`: download a participant's frames, byte for byte, plus a contact sheet;
 or, with --video, one MP4 per type.
 
-Layout: ``DIR/<participant>/<type>/<relative_ms, 10 digits>.png`` (the S3 key's last parts,
-so files sort in time order), ``DIR/<participant>/frames.jsonl`` (the index records) and
-``DIR/<participant>/contact_sheet.png``. Re-running skips files already there at full size.
+Layout: DIR/<participant>/<type>/<relative_ms, 10 digits>.png (the S3 key's last parts,
+so files sort in time order), DIR/<participant>/frames.jsonl (the index records) and
+DIR/<participant>/contact_sheet.png. Re-running skips files already there at full size.
 
-With --video: ``DIR/<participant>/<type>.mp4`` instead of the PNGs: H.264, yuv420p,
+With --video: DIR/<participant>/<type>.mp4 instead of the PNGs: H.264, yuv420p,
 +faststart, variable frame rate (each frame shown from its relative time until the next, so a
 gap holds the last frame; --gap-fill black blacks out gaps over --gap-seconds). Frames are
 streamed through the encoder (memory stays flat however long the meeting); the contact

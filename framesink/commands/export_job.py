@@ -1,9 +1,9 @@
 """`framesink export-job --recording R`: (re)start the stack's end-of-meeting export job.
 
 The job (framesink_core/export.py) writes one MP4 and a contact sheet per participant and
-type under ``exports/<R>/``. It starts by itself on ``bot.done``; this command starts it for a
-recording whose job failed, was stranded ``running`` for over 2 hours, never started (no
-webhook), or, with ``--again``, finished (after a `reindex`, say). It marks the job queued
+type under exports/<R>/. It starts by itself on bot.done; this command starts it for a
+recording whose job failed, was stranded running for over 2 hours, never started (no
+webhook), or, with --again, finished (after a `reindex`, say). It marks the job queued
 (one conditional write, so a job running now is never started twice) and sends the job's
 queue its message; `framesink recording R` shows the job and its files.
 """

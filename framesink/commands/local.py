@@ -29,7 +29,12 @@ def register(subparsers) -> None:
         "calling the real Lambda handlers), the webhook route, the export job and the slide analyzer. Writes "
         "the state file once ready; runs until Ctrl+C / SIGTERM.",
     )
-    p.add_argument("--port", type=port_number, default=DEFAULT_PORT, help="websocket port (0 = any free port)")
+    p.add_argument("--port", type=port_number, default=DEFAULT_PORT,
+                   help=f"websocket port (default {DEFAULT_PORT}; 0 = any free port)")
+    p.add_argument("--moto-port", type=port_number, default=0, metavar="PORT",
+                   help="moto's port, the AWS endpoint your scripts use (default 0: any free port)")
+    p.add_argument("--webhook-port", type=port_number, default=0, metavar="PORT",
+                   help="port of the Recall webhook route POST /recall/events (default 0: any free port)")
     p.add_argument("--token", help="connection token bots must send as ?token= (default: a random one)")
     p.add_argument("--ingress", choices=["apigw", "direct"], default="direct",
                    help="direct: the container receiver, what a deploy hands bots (default); apigw: API Gateway "
@@ -70,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     refuse_a_live_stack(state_file)
     config = LocalConfig(
         port=args.port, ingress=args.ingress, token=args.token, state_file=state_file, idle_timeout=args.idle_timeout,
+        moto_port=args.moto_port, webhook_port=args.webhook_port,
         max_age=args.max_age, handler_log_level="INFO" if args.verbose else "WARNING", frame_queue=args.frame_queue,
     )
     return asyncio.run(_serve(config, copy))

@@ -25,9 +25,11 @@ def register(subparsers) -> None:
     p.add_argument("--state-file", type=Path, default=None, metavar="F",
                    help="`framesink local`'s state file, read when --url is not given (default: found as "
                    "--local finds it)")
-    p.add_argument("--participants", type=_positive_int, default=3, metavar="N")
-    p.add_argument("--seconds", type=_positive_float, default=10.0, metavar="S", help="meeting length")
-    p.add_argument("--fps", type=_positive_float, default=2.0, help="frames per second per stream (Recall: 2)")
+    p.add_argument("--participants", type=_positive_int, default=3, metavar="N",
+                   help="participants, each a webcam stream (default 3)")
+    p.add_argument("--seconds", type=_positive_float, default=10.0, metavar="S", help="meeting length (default 10)")
+    p.add_argument("--fps", type=_positive_float, default=2.0,
+                   help="frames per second per stream (default 2, as Recall sends)")
     p.add_argument("--screenshare", action="store_true", help="the first participant also shares a 1280x720 screen")
     p.add_argument("--slides", type=_positive_int, metavar="N",
                    help="the shared screen shows a deck of N slides in order (implies --screenshare)")
@@ -40,7 +42,7 @@ def register(subparsers) -> None:
     p.add_argument("--recording-id", metavar="R", help="default: a fresh uuid")
     p.add_argument("--small", action="store_true",
                    help="flat ~2 KB frames that fit API Gateway (default: camera-like 130-270 KB PNGs)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the generated frames and timestamps")
+    p.add_argument("--seed", type=int, default=0, help="seed for the generated frames and timestamps (default 0)")
     p.add_argument("--max-frame-bytes", type=_positive_int, metavar="K",
                    help="split each message into websocket frames of at most K bytes")
     p.add_argument("--reconnect-delay", type=float, default=RECALL_RECONNECT_DELAY, metavar="SECONDS",

@@ -1,19 +1,19 @@
 """`framesink watch`: follow a recording's frames as they are stored, like `tail -f`.
 
 One line per frame: when it was seen, participant, type, its time in the meeting, and its
-lag (stored -> seen). ``--out DIR`` saves each PNG (``DIR/<participant>/<type>/<relms10>.png``);
-``--exec CMD`` runs CMD with the PNG's path as its last argument and the frame's JSON record
-on stdin (``--out`` or a temporary folder holds the file).
+lag (stored -> seen). --out DIR saves each PNG (DIR/<participant>/<type>/<relms10>.png);
+--exec CMD runs CMD with the PNG's path as its last argument and the frame's JSON record
+on stdin (--out or a temporary folder holds the file).
 
-Where the frames come from (``--source``, default ``auto``):
-- ``queue``: the frame queue (``-c frameQueue=true``'s ``FrameQueueUrl`` output, or the local
+Where the frames come from (--source, default auto):
+- queue: the frame queue (-c frameQueue=true's FrameQueueUrl output, or the local
   stack's): every stored frame's S3 event, as soon as EventBridge delivers it. watch is then
   that queue's consumer: it deletes the events of the frames it shows, and leaves the others
   (other recordings, participants, types) to come back after the queue's visibility timeout.
-  Run one watch per queue, or use ``--source index``.
-- ``index``: one Query per second of the recording's index from the last frame seen (with a
+  Run one watch per queue, or use --source index.
+- index: one Query per second of the recording's index from the last frame seen (with a
   5 s window back, so a frame stored a little out of order is not missed).
-``auto`` takes the queue when there is one.
+auto takes the queue when there is one.
 """
 
 from __future__ import annotations
