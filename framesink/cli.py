@@ -103,3 +103,14 @@ def describe(exc: Exception) -> str:
 
 class CliError(Exception):
     """An error the user can act on; printed without a traceback."""
+
+
+def need_extra(extra: str, *modules: str, what: str) -> None:
+    """Stop with the pip line to run when ``what`` needs an optional extra that is not installed
+    (pyproject.toml: local = moto + obstore, video = PyAV)."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise CliError(f"{what} needs {', '.join(missing)}, which this install lacks: "
+                       f"pip install 'framesink[{extra}]' (or [all])")

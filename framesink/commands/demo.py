@@ -47,6 +47,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..cli import need_extra
+
+    need_extra("all", "moto", "obstore", "av", what="framesink demo")
     return asyncio.run(_demo(args))
 
 

@@ -103,6 +103,10 @@ def writable_dir(path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.video:
+        from ..cli import need_extra
+
+        need_extra("video", "av", what="framesink export --video")
     writable_dir(args.out)
     t = target.resolve(args)
     if args.from_job:

@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ..cli import CliError
+from ..cli import CliError, need_extra
 from ..emulator import APIGW_IDLE_TIMEOUT, APIGW_MAX_AGE, DEFAULT_PORT, LocalConfig, LocalStack
 from ..emulator import write_state_file
 from ..target import DEFAULT_STATE_FILE, STATE_FILE_ENV, user_state_file
@@ -66,6 +66,7 @@ def port_number(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    need_extra("local", "moto", "obstore", what="framesink local")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr)
     logging.getLogger("local_stack").setLevel(logging.INFO)  # connections opened, refused, closed

@@ -21,4 +21,7 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ..cli import need_extra
+
+    need_extra("local", "obstore", what="framesink receive")
     return run(args)

@@ -1,6 +1,7 @@
-"""`pip install .` into a fresh venv gives a working `framesink`: the command exists, says its
-version, answers --help, turns a bad argument into one line, and runs the demo (the local
-stack, a simulated meeting, what was stored) with nothing but what the package declares."""
+"""`pip install '.[all]'` into a fresh venv gives a working `framesink`: the command exists,
+says its version, answers --help, turns a bad argument into one line, and runs the demo (the
+local stack, a simulated meeting, what was stored) with nothing but what the package declares.
+`pip install .` alone is the CLI for a deployed stack, without moto, PyAV or obstore."""
 
 from __future__ import annotations
 
@@ -19,16 +20,39 @@ ROOT = Path(__file__).resolve().parents[2]
 GUARD = 900  # seconds: pip downloads on a cold cache; a hang guard only
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> Path:
-    home = tmp_path_factory.mktemp("fresh-venv")
+def fresh_install(home: Path, spec: str) -> Path:
     venv.EnvBuilder(with_pip=True).create(home)
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     env.pop("PYTHONPATH", None)
-    result = subprocess.run([str(home / "bin" / "python"), "-m", "pip", "install", "--quiet", str(ROOT)],
+    result = subprocess.run([str(home / "bin" / "python"), "-m", "pip", "install", "--quiet", spec],
                             capture_output=True, text=True, timeout=GUARD, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     return home / "bin"
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """`pip install '.[all]'`: the local stack and the video exporter too."""
+    return fresh_install(tmp_path_factory.mktemp("fresh-venv"), f"{ROOT}[all]")
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    """`pip install .`: the CLI for a deployed stack, without the lab."""
+    return fresh_install(tmp_path_factory.mktemp("fresh-venv-base"), str(ROOT))
+
+
+def test_the_base_install_is_the_cli_without_the_lab_and_says_what_the_rest_needs(base, tmp_path):
+    listed = subprocess.run([str(base / "python"), "-m", "pip", "list", "--format=json"], capture_output=True,
+                            text=True, timeout=GUARD)
+    names = {p["name"].lower() for p in __import__("json").loads(listed.stdout)}
+    assert not names & {"moto", "av", "obstore", "flask"} and {"boto3", "websockets", "pillow"} <= names
+    assert run(base, "--help").returncode == 0 and run(base, "frames", "--help").returncode == 0
+    for args, extra in ((["local", "--port", "0"], "local"), (["receive"], "local"), (["demo"], "all"),
+                        (["export", "--recording", "r", "--all", "--video", "--out", str(tmp_path)], "video")):
+        result = run(base, *args, cwd=tmp_path)
+        assert result.returncode == 1 and f"pip install 'framesink[{extra}]'" in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
 
 
 def run(bin_dir: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
