@@ -81,7 +81,7 @@ class WebSocketIngress(Construct):
         # FrameStore.put_frame: S3 PutObject under recordings/ (If-None-Match), GetObject there
         # for a redelivery's comparison (HeadObject is GetObject in IAM), the index PutItem,
         # GetItem (a duplicate's item exists?), UpdateItem of participant/recording totals;
-        # ConnectionRegistry.bot_of (GetItem).
+        # ConnectionRegistry.bot_of (GetItem); DeletedRecordings (GetItem of a recording's tombstone).
         self.ingest = factory.create(
             self,
             "Ingest",

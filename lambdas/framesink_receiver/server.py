@@ -549,8 +549,8 @@ class Receiver:
             if pending:
                 await asyncio.wait(pending)
             del self._conns[ws]
-            if messages:  # the bot left (a meeting's end, often): its participants' counts are written now
-                loop.run_in_executor(self._control_pool, self._flush_totals_quietly)
+            if messages and not self._stopped:  # the bot left (often a meeting's end): write its counts now
+                loop.run_in_executor(self._control_pool, self._flush_totals_quietly)  # (stop() flushes them all)
             code, reason = _close_of(ws)
             stats.closes[code] += 1
             stats.open -= 1
