@@ -76,9 +76,11 @@ class DeletedRecordings:
         try:
             deleted = is_deleted(self.dynamodb, self.table, recording_id, consistent=True)
         except (ClientError, BotoCoreError) as exc:
+            # Remembered as "not deleted" until the next recheck: in a DynamoDB outage a frame
+            # must not wait for this read's retries (the spool is waiting for it).
             logger.warning("tombstone check failed", extra={"reason": "tombstone_check_failed",
                                                             "recording_id": recording_id, "detail": str(exc)[:200]})
-            return False
+            deleted = False
         with self._lock:
             if len(self._seen) >= _CACHE_LIMIT:
                 self._seen.clear()
