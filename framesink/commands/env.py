@@ -13,8 +13,7 @@ import argparse
 import shlex
 
 from .. import target
-
-FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+from ..emulator import FAKE_CREDENTIALS  # what the local Lambdas get: moto takes any
 
 
 def register(sub) -> None:

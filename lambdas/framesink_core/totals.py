@@ -162,11 +162,9 @@ class ParticipantTotals:
                     logger.info("participant totals of a deleted recording dropped", extra={
                         "reason": "recording_deleted", "recording_id": entry.recording_id,
                         "participant_id": entry.participant_id, "frames": delta.frames})
-                    with self._lock:
-                        entry.flushing = False
-                    continue
-                self._write(entry.recording_id, entry.participant_id, delta)
-                written += 1
+                else:
+                    self._write(entry.recording_id, entry.participant_id, delta)
+                    written += 1
                 ok = True
             except (ClientError, BotoCoreError) as exc:
                 logger.warning("participant totals not written", extra={

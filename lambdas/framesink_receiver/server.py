@@ -550,7 +550,7 @@ class Receiver:
                 await asyncio.wait(pending)
             del self._conns[ws]
             if messages and not self._stopped:  # the bot left (often a meeting's end): write its counts now
-                loop.run_in_executor(self._control_pool, self._flush_totals_quietly)  # (stop() flushes them all)
+                loop.run_in_executor(self._control_pool, self._flush_totals, True)  # (stop() flushes them all)
             code, reason = _close_of(ws)
             stats.closes[code] += 1
             stats.open -= 1
@@ -646,7 +646,6 @@ class Receiver:
 
     async def _drain_spool_continuously(self) -> None:
         """Store what the spool holds, oldest first, as soon as the store takes it again."""
-        loop = asyncio.get_running_loop()
         spool = self.spool
         backoff = SPOOL_RETRY_SECONDS[0]
         drained_since_empty = 0
@@ -661,12 +660,10 @@ class Receiver:
                 await asyncio.sleep(0.2)
                 continue
             try:
-                left, failing = await loop.run_in_executor(
-                    None, self.service.ingestor.drain_spool, self._drain_pool, SPOOL_DRAIN_BATCH)
+                left, failing = await self._drain_step()
             except Exception:  # never stop the drain: log, back off, look again
                 logger.exception("spool drain failed", extra={"reason": "spool_drain_failed"})
                 left, failing = 0, 1
-            self.stats.spool_drained += left
             drained_since_empty += left
             if self._spool_closed and not spool.full:
                 self._spool_closed = False  # room again: handshakes are accepted
@@ -676,14 +673,19 @@ class Receiver:
             else:
                 backoff = SPOOL_RETRY_SECONDS[0]
 
+    async def _drain_step(self) -> tuple[int, int]:
+        """One batch of the spool's oldest frames to the store (Ingestor.drain_spool), counted."""
+        left, failing = await asyncio.get_running_loop().run_in_executor(
+            None, self.service.ingestor.drain_spool, self._drain_pool, SPOOL_DRAIN_BATCH)
+        self.stats.spool_drained += left
+        return left, failing
+
     async def _drain_spool_until(self, deadline: float) -> None:
         """At shutdown: drain while the store takes frames and the grace lasts; report the rest."""
         loop = asyncio.get_running_loop()
         spool = self.spool
         while spool.active and loop.time() < deadline:
-            left, failing = await loop.run_in_executor(
-                None, self.service.ingestor.drain_spool, self._drain_pool, SPOOL_DRAIN_BATCH)
-            self.stats.spool_drained += left
+            left, failing = await self._drain_step()
             if failing and not left:
                 await asyncio.sleep(min(1.0, max(0.0, deadline - loop.time())))
         self.stats.spool_left = spool.depth
@@ -731,10 +733,12 @@ class Receiver:
                 count("SpoolDepth", self.spool.depth)  # the alarm's gauge: frames waiting on disk
             flush_metrics()
 
-    def _flush_totals_quietly(self) -> None:
+    def _flush_totals(self, everything: bool = False) -> None:
+        """Participant totals that are due (or all of them); never raises: the timer goes on."""
+        totals = self.service.store.totals
         try:
-            self.service.store.totals.flush_all()
-        except Exception:  # logged by totals.py per participant; the timer tries again
+            totals.flush_all() if everything else totals.flush_due()
+        except Exception:  # logged by totals.py per participant
             logger.exception("participant totals flush failed", extra={"reason": "totals_flush_failed"})
 
     async def _flush_totals_periodically(self) -> None:
@@ -742,10 +746,7 @@ class Receiver:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.config.totals_tick)
-            try:
-                await loop.run_in_executor(self._control_pool, self.service.store.totals.flush_due)
-            except Exception:  # logged by totals.py per participant; never stop the timer
-                logger.exception("participant totals flush failed", extra={"reason": "totals_flush_failed"})
+            await loop.run_in_executor(self._control_pool, self._flush_totals)
 
     async def _recheck_tokens_periodically(self) -> None:
         """Close the connections whose bot token was revoked or expired since their handshake
