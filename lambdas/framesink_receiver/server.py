@@ -265,6 +265,7 @@ class Receiver:
         return f"ws://{self.config.host}:{self.port}/"
 
     async def start(self) -> None:
+        return_large_buffers_to_the_os()  # every receiver, also `framesink local`'s (process-wide, idempotent)
         self._slots = asyncio.Semaphore(self.config.max_in_flight)
         if self.config.spool_max_bytes > 0:
             self.spool = Spool(self.config.spool_dir or default_spool_dir(self.service.settings),
@@ -939,7 +940,6 @@ def return_large_buffers_to_the_os() -> None:
 
 async def serve_until_signalled(service: Service, config: ReceiverConfig) -> dict:
     """Run until SIGTERM/SIGINT, then shut down gracefully. Prints a ready line and a summary."""
-    return_large_buffers_to_the_os()
     receiver = Receiver(service, config)
     await receiver.start()
     stop = asyncio.Event()
