@@ -72,6 +72,9 @@ class Spool:
         self._files: dict[str, int] = {p.name: p.stat().st_size for p in files}  # name -> bytes, in order
         self._bytes = sum(self._files.values())
         self._attempts: dict[str, int] = {}
+        # Names reserved by a put whose file is not renamed into place yet: the drainer stops at
+        # the first one (reading it then would find no file and drop the frame as corrupt).
+        self._writing: set[str] = set()
         self._next = int(files[-1].name.removesuffix(SUFFIX)) + 1 if files else 0
         # A put did not fit; cleared once one fits or the spool is below 90 % again.
         self.full = False
@@ -117,6 +120,7 @@ class Spool:
             self._next += 1
             self._bytes += size  # reserved now, so parallel puts cannot overshoot together
             self._files[name] = size
+            self._writing.add(name)
         try:
             tmp = self.directory / (name + TMP_SUFFIX)
             with open(tmp, "wb") as out:
@@ -125,21 +129,28 @@ class Spool:
             os.replace(tmp, self.directory / name)
         except OSError as exc:  # disk full or gone: the frame is not spooled
             with self._lock:
+                self._writing.discard(name)
                 self._files.pop(name, None)
                 self._bytes -= size
             logger.error("frame not spooled", extra={"reason": "spool_write_failed", "detail": str(exc)})
             return False
+        with self._lock:
+            self._writing.discard(name)
         count("FrameSpooled")
         return True
 
     # --- out ----------------------------------------------------------------------------------
 
     def oldest(self, limit: int) -> list[Spooled]:
-        """Up to ``limit`` of the oldest frames, in order, no two with the same S3 key (a later
-        one of a key waits for the next call, so the first spooled is the first written). A file
-        that cannot be read is logged, counted and removed."""
+        """Up to ``limit`` of the oldest frames, in order, none past one still being written, no
+        two with the same S3 key (a later one of a key waits for the next call, so the first
+        spooled is the first written). A file that cannot be read is logged, counted, removed."""
         with self._lock:
-            names = list(self._files)[: max(limit, 1) * 2]
+            names = []
+            for name in self._files:  # in spool order, up to the first still being written
+                if name in self._writing or len(names) >= max(limit, 1) * 2:
+                    break
+                names.append(name)
         batch: list[Spooled] = []
         keys: set[str] = set()
         for name in names:

@@ -44,6 +44,27 @@ def test_a_key_spooled_twice_is_never_in_one_batch(tmp_path):
     assert [s.frame for s in spool.oldest(10)] == [first, other]
 
 
+def test_a_frame_still_being_written_is_not_taken_nor_anything_after_it(tmp_path, monkeypatch):
+    """A drain between a put's reservation and its rename must neither read the missing file
+    (it used to drop it as damaged: frames spooled, fewer drained, none left) nor pass it."""
+    import framesink_core.spool as spool_module
+
+    spool = Spool(tmp_path, max_bytes=10**6)
+    first, second = frame(0), frame(500)
+    spool.put(first, bot_id=None, connection_id=None, reason="x")
+    seen_mid_write = []
+    real_replace = spool_module.os.replace
+
+    def replace_after_a_look(src, dst):
+        seen_mid_write.append([s.frame for s in spool.oldest(10)])
+        real_replace(src, dst)
+
+    monkeypatch.setattr(spool_module.os, "replace", replace_after_a_look)
+    assert spool.put(second, bot_id=None, connection_id=None, reason="x")
+    assert seen_mid_write == [[first]]
+    assert [s.frame for s in spool.oldest(10)] == [first, second] and spool.depth == 2
+
+
 def test_the_bound_holds_and_room_comes_back(tmp_path):
     f = frame(0)
     spool = Spool(tmp_path, max_bytes=3 * (len(f.png) + 400))
