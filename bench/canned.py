@@ -13,7 +13,7 @@ import json
 import boto3
 from botocore.awsrequest import AWSResponse
 
-from framesink_core.storage import BOTO_CONFIG
+from framesink_core.shared.items import BOTO_CONFIG
 
 REGION = "us-east-1"
 

@@ -206,9 +206,10 @@ def _frames(width: int, height: int, detailed: bool, n: int = 3) -> list[tuple[b
 
 def _items(message: str) -> tuple[int, int]:
     """(frame index item bytes, participant item bytes), from the storage code itself."""
-    from framesink_core import schema
-    from framesink_core.events import parse_message
-    from framesink_core.storage import StoredFrame, to_item
+    from framesink_core.ingest.events import parse_message
+    from framesink_core.ingest.stored_frame import StoredFrame
+    from framesink_core.shared import schema
+    from framesink_core.shared.items import to_item
 
     frame = parse_message(message, 1 << 30)
     record = StoredFrame.from_frame(frame, bot_id=frame.bot_id, connection_id="L0SM9cOFvHcCIhw=",
@@ -258,10 +259,10 @@ class _Context:
 
 def measure_profiles(repeats: int = 5) -> list[FrameProfile]:
     """Sizes, CPU per frame and log bytes per invocation, for each frame profile."""
-    from framesink_core.ingest import Ingestor
-    from framesink_core.observability import metrics
+    from framesink_core.ingest.ingestor import Ingestor
     from framesink_core.service import Service
-    from framesink_core.settings import Settings
+    from framesink_core.shared.observability import metrics
+    from framesink_core.shared.settings import Settings
     from framesink_handlers import ingest
 
     from .canned import clients
@@ -374,7 +375,7 @@ def estimate(profile: FrameProfile, ingress: str, workload: Workload | None = No
         f"S3 storage ({w.frame_expiry_days} d)": frames * u["s3_gb_stored"] * months_kept * p["s3_gb_month"],
         "S3 access logs": frames * u["access_log_gb"] * (w.log_retention_days / DAYS_PER_MONTH) * p["s3_gb_month"],
         "DynamoDB writes": frames * u["dynamodb_wru"] * p["dynamodb_wru_per_million"] / 1e6,
-        # Index items expire with their objects (framesink_core.storage: expires_at, TTL).
+        # Index items expire with their objects (framesink_core.ingest.storage: expires_at, TTL).
         f"DynamoDB storage ({w.frame_expiry_days} d)": frames * u["dynamodb_gb_stored"] * months_kept
         * p["dynamodb_gb_month"],
     }

@@ -48,7 +48,7 @@ def _frame_key(item: dict) -> str | None:
     """The S3 key of a frame's index item (low-level DynamoDB JSON), or None for other items."""
     if item.get("kind", {}).get("S") != "frame":
         return None
-    from framesink_core.schema import frame_key
+    from framesink_core.shared.schema import frame_key
 
     return frame_key(item["recording_id"]["S"], item["participant_id"]["S"], item["type"]["S"],
                      int(item["relative_ms"]["N"]))
@@ -94,7 +94,7 @@ class CallCounter:
         self.calls: Counter = Counter()
         for client in (store.s3, store.dynamodb):
             client.meta.events.register("before-call.*.*", self._count)
-        from framesink_core.objects import BotoObjects
+        from framesink_core.shared.objects import BotoObjects
 
         if not isinstance(store.objects, BotoObjects):  # obstore's puts: counted by hand
             put_new = store.objects.put_new

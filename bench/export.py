@@ -1,5 +1,5 @@
 """What the end-of-meeting export costs: CPU, file size and memory to encode one stream
-(framesink_core.video.VideoWriter: PNG decode + H.264 veryfast), per frame and per hour of
+(framesink_core.read.video.VideoWriter: PNG decode + H.264 veryfast), per frame and per hour of
 2 fps frames, against decoding the same PNGs alone (the floor any export pays) in the same
 run. This is what sized the export Lambda (infra/meetings.py): one stream per invocation,
 4 GB (2.3 vCPUs), 15 minutes, ephemeral storage for the MP4.
@@ -48,7 +48,7 @@ def _decode_only(pool: list[bytes], frames: int) -> float:
 
 
 def _encode(pool: list[bytes], frames: int, path: Path) -> tuple[float, float, int]:
-    from framesink_core.video import VideoWriter
+    from framesink_core.read.video import VideoWriter
 
     start, wall = time.process_time(), time.perf_counter()
     writer = VideoWriter(path)

@@ -20,7 +20,7 @@ from urllib.parse import quote
 import boto3
 from websockets.sync.server import serve
 
-from framesink_core.storage import BOTO_CONFIG
+from framesink_core.shared.items import BOTO_CONFIG
 
 
 def main() -> int:

@@ -18,20 +18,16 @@ from concurrent.futures import Future
 
 import orjson
 import pybase64
-from framesink_core.events import parse_message
-from framesink_core.ingest import Ingestor
-from framesink_core.observability import metrics
-from framesink_core.png import inspect_png
-from framesink_core.storage import (
-    StoredFrame,
-    StoreResult,
-    crc32_base64,
-    resolved,
-    to_item,
-)
-from framesink_core.totals import ParticipantTotals
 
 from framesink.synthetic import SCREENSHARE_SIZE, WEBCAM_SIZE, frame_message, make_png
+from framesink_core.ingest.events import parse_message
+from framesink_core.ingest.ingestor import Ingestor
+from framesink_core.ingest.png import inspect_png
+from framesink_core.ingest.storage import StoreResult, crc32_base64, resolved
+from framesink_core.ingest.stored_frame import StoredFrame
+from framesink_core.ingest.totals import ParticipantTotals
+from framesink_core.shared.items import to_item
+from framesink_core.shared.observability import metrics
 
 from . import Row, summarize
 

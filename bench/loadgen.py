@@ -42,7 +42,7 @@ async def _bot(url: str, recording_id: str, pids: list[int], ticks: int, fps: fl
     from websockets.asyncio.client import connect
 
     from framesink.synthetic import frame_message
-    from framesink_core.schema import frame_key
+    from framesink_core.shared.schema import frame_key
 
     loop = asyncio.get_running_loop()
     try:
@@ -83,8 +83,10 @@ async def bots(args) -> dict:
 def put_loop(s3, ddb, bucket: str, table: str, *, size: str, frames: int, threads: int, calls: int) -> dict:
     """The ceiling: store ``frames`` frames from ``threads`` threads with plain boto3 calls."""
     from framesink.synthetic import frame_message
-    from framesink_core.events import parse_message
-    from framesink_core.storage import FrameStore, StoredFrame, to_item
+    from framesink_core.ingest.events import parse_message
+    from framesink_core.ingest.storage import FrameStore
+    from framesink_core.ingest.stored_frame import StoredFrame
+    from framesink_core.shared.items import to_item
 
     store = FrameStore(bucket, table, s3, ddb)
     prefix = f"ceiling-{uuid.uuid4().hex[:8]}"
@@ -122,7 +124,7 @@ def put_loop(s3, ddb, bucket: str, table: str, *, size: str, frames: int, thread
 def _clients(endpoint: str, region: str):
     import boto3
 
-    from framesink_core.storage import BOTO_CONFIG
+    from framesink_core.shared.items import BOTO_CONFIG
 
     client = {"endpoint_url": endpoint, "region_name": region, "config": BOTO_CONFIG,
               "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}

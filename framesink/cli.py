@@ -15,7 +15,7 @@ import sys
 import traceback
 from importlib import metadata
 
-from framesink_core.query import QueryError
+from framesink_core.read.query import QueryError
 
 # Module names under framesink.commands; each defines register(subparsers).
 COMMANDS: list[str] = ["local", "simulate", "demo", "create_bot", "revoke_bot", "frames", "participants", "export", "export_job",

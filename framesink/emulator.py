@@ -45,9 +45,9 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from framesink_core.auth import mint_token
-from framesink_core.observability import flush_metrics
-from framesink_core.settings import DEFAULT_MAX_FRAME_BYTES, Settings
+from framesink_core.access.auth import mint_token
+from framesink_core.shared.observability import flush_metrics
+from framesink_core.shared.settings import DEFAULT_MAX_FRAME_BYTES, Settings
 
 from .local_aws import provision
 from .target import DEFAULT_STATE_FILE
@@ -655,7 +655,7 @@ class LocalStack:
     async def wait_idle(self, analyzer: bool = False, exports: bool = False) -> None:
         """Return once every message received so far (by either ingress) has been handled (a
         frame in the receiver's spool, once stored from it), and the participant totals it added are written (they are otherwise written every
-        few seconds: framesink_core/totals.py); with ``analyzer``, once the slide analyzer
+        few seconds: framesink_core/ingest/totals.py); with ``analyzer``, once the slide analyzer
         has handled every event queued for it too; with ``exports``, once the export queue
         is empty (delayed messages included)."""
         if self.emulator is not None:
@@ -730,8 +730,8 @@ class LocalStack:
         )
 
     def index(self):
-        """The index's queries (framesink_core.query.FrameIndex) on the local table."""
-        from framesink_core.query import FrameIndex
+        """The index's queries (framesink_core.read.query.FrameIndex) on the local table."""
+        from framesink_core.read.query import FrameIndex
 
         return FrameIndex(self.config.table, self.client("dynamodb"))
 
@@ -784,7 +784,7 @@ def lambda_environment(env: dict[str, str], log_level: str, log_stream=None):
     """The real handlers, called in this process, see ``env`` as a function's environment and
     log at ``log_level`` (to ``log_stream`` if given); all restored on exit. The environment
     is process-wide, so the handlers' cached Service is rebuilt on both sides."""
-    from framesink_core.observability import logger
+    from framesink_core.shared.observability import logger
     from framesink_handlers import _runtime
 
     saved_env = {k: os.environ.get(k) for k in env}

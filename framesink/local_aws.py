@@ -1,6 +1,6 @@
 """Provision framesink's bucket, table, secrets and live feed in any AWS-compatible endpoint (moto).
 
-The table comes from framesink_core.schema, the same definition the CDK stack deploys; the
+The table comes from framesink_core.shared.schema, the same definition the CDK stack deploys; the
 feed is what infra/frame_events.py deploys: the bucket's Object Created events on the
 default EventBridge bus, when asked a rule on recordings/ into a frame queue (`framesink
 watch`; the deploy's -c frameQueue=true), and a rule on screenshare frames into the queue the
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 
-from framesink_core import schema
-from framesink_core.feed import SCREENSHARE_WILDCARD, frames_pattern
+from framesink_core.read.feed import SCREENSHARE_WILDCARD, frames_pattern
+from framesink_core.shared import schema
 
 
 def provision(*, s3, dynamodb, secretsmanager, bucket: str, table: str, token: str | None,

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 
-from framesink_core.timefmt import clock  # noqa: F401  (the commands import it from here)
+from framesink_core.shared.timefmt import clock  # noqa: F401  (the commands import it from here
 
 
 def json_lines(records: Iterable[dict], stream=None) -> int:

@@ -28,7 +28,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.protocol import State
 
-from framesink_core.auth import sign_headers
+from framesink_core.access.auth import sign_headers
 
 from .synthetic import SCREENSHARE_SIZE, WEBCAM_SIZE, frame_message, make_png, make_slide
 

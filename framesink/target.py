@@ -35,8 +35,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from framesink_core.settings import Settings
-from framesink_core.storage import BOTO_CONFIG, FrameStore
+from framesink_core.ingest.storage import FrameStore
+from framesink_core.shared.items import BOTO_CONFIG
+from framesink_core.shared.settings import Settings
 
 from .cli import CliError
 
@@ -146,7 +147,7 @@ class Target:
         return int(outputs.get(OUTPUT_FRAME_EXPIRY_DAYS, default))
 
     def index(self):
-        from framesink_core.query import FrameIndex
+        from framesink_core.read.query import FrameIndex
 
         self.require("table")
         return FrameIndex(self.table, self.client("dynamodb"))

@@ -10,6 +10,7 @@ Callers need ``execute-api:Invoke`` on the API (SigV4, e.g. `framesink create-bo
 from __future__ import annotations
 
 import json
+
 from aws_cdk import ArnFormat, CfnOutput, Duration, Stack
 from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_dynamodb as dynamodb
@@ -20,8 +21,8 @@ from aws_cdk.aws_apigatewayv2_integrations import HttpLambdaIntegration
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
-from framesink_core.recall import API_KEY_PLACEHOLDER
-from framesink_core.settings import DEFAULT_RECALL_DEADLINE_SECONDS, Settings
+from framesink_core.meeting.recall import API_KEY_PLACEHOLDER
+from framesink_core.shared.settings import DEFAULT_RECALL_DEADLINE_SECONDS, Settings
 
 from .functions import FunctionFactory
 from .monitoring import HTTP_API_ACCESS_LOG_FORMAT, api_access_logs

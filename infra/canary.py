@@ -16,7 +16,7 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from framesink_core.probe import CANARY_URL_ENV
+from framesink_core.access.probe import CANARY_URL_ENV
 
 from .functions import FunctionFactory
 

@@ -61,7 +61,7 @@ from aws_cdk import custom_resources as cr
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
-from framesink_core.settings import Settings
+from framesink_core.shared.settings import Settings
 from framesink_receiver import DEFAULT_MAX_IN_FLIGHT, HEALTH_PATH, MAX_IN_FLIGHT_ENV, PORT_ENV
 from framesink_receiver.server import (
     DEFAULT_SHUTDOWN_GRACE,

@@ -23,8 +23,8 @@ from aws_cdk import aws_sqs as sqs
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
-from framesink_core import schema
-from framesink_core.feed import SCREENSHARE_WILDCARD, frames_pattern
+from framesink_core.read.feed import SCREENSHARE_WILDCARD, frames_pattern
+from framesink_core.shared import schema
 
 from .functions import FunctionFactory
 from .settings import InfraSettings
@@ -74,7 +74,7 @@ class FrameEvents(Construct):
         if settings.analyzer == "slides":
             self.analyzer_dead_letters = encrypted_queue(self, "AnalyzerDeadLetters", retention=Duration.days(14))
             table_arn = table.table_arn
-            # framesink_core.slides.SlideAnalyzer: GetObject (the frame, the previous one),
+            # framesink_core.analyze.slides.SlideAnalyzer: GetObject (the frame, the previous one),
             # Query (the previous screenshare frame on gsi1, earlier slides on the table),
             # ListBucket under recordings/ (the previous frame before it is indexed),
             # PutItem (the slide item).
@@ -89,7 +89,7 @@ class FrameEvents(Construct):
                     iam.PolicyStatement(actions=["dynamodb:Query"], resources=[
                         table_arn, *(f"{table_arn}/index/{g['name']}" for g in schema.TABLE_SCHEMA["global_secondary_indexes"])]),
                     # PutItem the slide item; GetItem the recording's tombstone, DeleteItem the
-                    # slide when the recording was deleted meanwhile (framesink_core.delete).
+                    # slide when the recording was deleted meanwhile (framesink_core.read.delete).
                     iam.PolicyStatement(actions=["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteItem"],
                                         resources=[table_arn]),
                 ],

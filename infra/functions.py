@@ -20,7 +20,7 @@ from aws_cdk import aws_logs as logs
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
-from framesink_core.settings import Settings
+from framesink_core.shared.settings import Settings
 
 from .bundling import lambda_code
 from .settings import InfraSettings

@@ -102,7 +102,7 @@ class Meetings(Construct):
             export_statements = [iam.PolicyStatement(actions=["sqs:SendMessage"],
                                                      resources=[self.export_queue.queue_arn])]
 
-        # framesink_core.meetings: Service.secret (GetSecretValue: this secret and the realtime
+        # framesink_core.meeting.meetings: Service.secret (GetSecretValue: this secret and the realtime
         # verification secret), OnceStore.claim/release (PutItem, DeleteItem), the timeline
         # item (PutItem), statuses (UpdateItem), the bot's recordings (Query), the export job
         # (PutItem, GetItem), the export message (SendMessage).
@@ -143,7 +143,7 @@ class Meetings(Construct):
         self.url = f"{self.stage.url.rstrip('/')}{WEBHOOK_PATH}"
 
         if settings.exports:
-            # framesink_core.export: frames read (GetObject under recordings/), MP4 and contact
+            # framesink_core.read.export: frames read (GetObject under recordings/), MP4 and contact
             # sheet written (PutObject under exports/, multipart for big videos), the index
             # queried (frames on the table and gsi1), totals recomputed and the job and export
             # items written (GetItem, PutItem, UpdateItem), stream messages sent; the tombstone

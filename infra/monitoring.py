@@ -46,7 +46,7 @@ PERIOD = Duration.minutes(5)
 # framesink_core: StoreError.reason ("<stage>_write_failed"), the receiver's internal_error, and
 # spool_full (the receiver's spool had no room: the frame is lost).
 STORE_FAILURE_REASONS = ("s3_write_failed", "index_write_failed", "internal_error", "spool_full")
-# The receiver's spool holds frames while S3 or DynamoDB fails (framesink_core/spool.py): one
+# The receiver's spool holds frames while S3 or DynamoDB fails (framesink_core/ingest/spool.py): one
 # minute of it is an outage the spool rides out; this many minutes in a row is worth a look.
 SPOOL_MINUTES_TO_ALARM = 5
 REJECTIONS_PER_PERIOD = 5  # one odd message is noise; a stream of them is a broken client

@@ -20,7 +20,7 @@ from aws_cdk.aws_apigatewayv2_integrations import HttpLambdaIntegration
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
-from framesink_core import schema
+from framesink_core.shared import schema
 
 from .functions import FunctionFactory
 from .monitoring import HTTP_API_ACCESS_LOG_FORMAT, api_access_logs
@@ -42,7 +42,7 @@ class QueryApi(Construct):
         factory = functions
         table_arn = table.table_arn
 
-        # framesink_core.query.FrameIndex issues Query only, on the table and its two GSIs
+        # framesink_core.read.query.FrameIndex issues Query only, on the table and its two GSIs
         # (named one by one, not index/*); presigned_get_url needs GetObject on the frames.
         self.function = factory.create(
             self,
@@ -91,7 +91,7 @@ class QueryApi(Construct):
             self.api.add_routes(path=path, methods=[apigwv2.HttpMethod.GET], integration=integration,
                                 authorizer=authorizer)
 
-        # DELETE /recordings/{id}: its own function, so only it may delete (framesink_core.delete:
+        # DELETE /recordings/{id}: its own function, so only it may delete (framesink_core.read.delete:
         # list and delete objects under recordings/<rec>/ and exports/<rec>/, query and delete
         # the recording's items, read a bot's recording item).
         self.delete_function = factory.create(
@@ -104,7 +104,7 @@ class QueryApi(Construct):
                     "StringLike": {"s3:prefix": ["recordings/*", "exports/*"]}}),
                 iam.PolicyStatement(actions=["s3:DeleteObject"], resources=[
                     bucket.arn_for_objects("recordings/*"), bucket.arn_for_objects("exports/*")]),
-                # PutItem: the tombstone written before anything is deleted (framesink_core.delete).
+                # PutItem: the tombstone written before anything is deleted (framesink_core.read.delete).
                 iam.PolicyStatement(actions=["dynamodb:Query", "dynamodb:GetItem", "dynamodb:BatchWriteItem",
                                              "dynamodb:PutItem"],
                                     resources=[table_arn]),

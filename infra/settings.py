@@ -17,8 +17,8 @@ from aws_cdk import RemovalPolicy
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 
-from framesink_core.recall import ENDPOINT_FORMS, REGIONS
-from framesink_core.settings import (
+from framesink_core.meeting.recall import ENDPOINT_FORMS, REGIONS
+from framesink_core.shared.settings import (
     DEFAULT_BOT_TOKEN_TTL_SECONDS,
     DEFAULT_FRAME_EXPIRY_DAYS,
     DEFAULT_MAX_FRAME_BYTES,
@@ -34,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
     # Expiry of stored frames, in days: S3 lifecycle for the objects and DynamoDB TTL for
     # their index items (FRAMESINK_FRAME_EXPIRY_DAYS); 0 keeps frames forever.
     "frameExpiryDays": DEFAULT_FRAME_EXPIRY_DAYS,
-    # Largest decoded PNG a message may carry (framesink_core.settings.DEFAULT_MAX_FRAME_BYTES).
+    # Largest decoded PNG a message may carry (framesink_core.shared.settings.DEFAULT_MAX_FRAME_BYTES).
     "maxFrameBytes": DEFAULT_MAX_FRAME_BYTES,
     # Largest image (width x height) accepted; refuses decompression bombs by their header.
     "maxFramePixels": DEFAULT_MAX_FRAME_PIXELS,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from aws_cdk import Annotations, CfnOutput, Stack, Tags
 from constructs import Construct
 
-from framesink_core.settings import Settings
+from framesink_core.shared.settings import Settings
 
 from .bot_api import BotApi
 from .canary import Canary

@@ -1,6 +1,6 @@
 """Where frames live: the private frames bucket, its access-log bucket, and the index table.
 
-The table is built from framesink_core.schema (the same definition the local emulator and
+The table is built from framesink_core.shared.schema (the same definition the local emulator and
 the tests use), so keys and indexes cannot drift between the cloud and a laptop.
 """
 
@@ -12,7 +12,7 @@ from aws_cdk import aws_s3 as s3
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
-from framesink_core import schema
+from framesink_core.shared import schema
 
 from .nag import suppress_singletons
 from .settings import InfraSettings
@@ -102,7 +102,7 @@ class Storage(Construct):
 
 
 def index_table(scope: Construct, id: str, settings: InfraSettings) -> dynamodb.Table:
-    """The DynamoDB table of framesink_core.schema, read from the same boto3 arguments the
+    """The DynamoDB table of framesink_core.shared.schema, read from the same boto3 arguments the
     local emulator uses for create_table (key types and projections included)."""
     spec = schema.create_table_kwargs("unused")
     types = {a["AttributeName"]: ATTRIBUTE_TYPES[a["AttributeType"]] for a in spec["AttributeDefinitions"]}

@@ -1,7 +1,7 @@
 """The API Gateway WebSocket ingress: $connect / $disconnect / $default, one Lambda each.
 
 Recall connects to ``wss://<api>.execute-api.<region>.amazonaws.com/<stage>?token=...``;
-$connect authenticates (framesink_core.auth), $default stores each message, $disconnect
+$connect authenticates (framesink_core.access.auth), $default stores each message, $disconnect
 records the close. API Gateway's limits (32 KB frames, 128 KB messages) apply: see README.
 """
 

@@ -23,8 +23,8 @@ from moto import mock_aws  # noqa: E402
 
 from framesink.local_aws import provision  # noqa: E402
 from framesink.synthetic import make_png  # noqa: E402
-from framesink_core.settings import Settings  # noqa: E402
-from framesink_core.storage import BOTO_CONFIG  # noqa: E402
+from framesink_core.shared.items import BOTO_CONFIG  # noqa: E402
+from framesink_core.shared.settings import Settings  # noqa: E402
 
 REGION = "us-east-1"
 TOKEN = "static-test-token-0123456789"
@@ -89,7 +89,7 @@ def export_queue(aws, monkeypatch):
 def no_export_settling(monkeypatch):
     """For tests that store frames just before the export runs: no wait for them to settle
     (export.SETTLE_SECONDS; tests/integration/test_meetings_local.py runs with it)."""
-    from framesink_core import export
+    from framesink_core.read import export
 
     monkeypatch.setattr(export, "SETTLE_SECONDS", 0)
 
@@ -196,7 +196,7 @@ def caplog_json(capsys):
     """
     import io
 
-    from framesink_core.observability import logger
+    from framesink_core.shared.observability import logger
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

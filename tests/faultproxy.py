@@ -1,5 +1,5 @@
 """An HTTP proxy in front of a moto server that fails chosen requests for real: the faults
-the receiver's obstore client (framesink_core/native_objects.py) meets on the wire, where botocore
+the receiver's obstore client (framesink_core/ingest/native_objects.py) meets on the wire, where botocore
 hooks cannot reach. ``plan(n, path)`` (n = 1-based count of the PUTs, path = the request's)
 names the fault for that attempt, or None to pass it on; the kinds are what S3 and a network
 do:

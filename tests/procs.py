@@ -14,7 +14,7 @@ from pathlib import Path
 import boto3
 
 from framesink.local_aws import provision
-from framesink_core.settings import Settings
+from framesink_core.shared.settings import Settings
 
 REGION = "us-east-1"
 TOKEN = "receiver-process-token-0123456789"

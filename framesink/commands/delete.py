@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from framesink_core.delete import delete_recording
+from framesink_core.read.delete import delete_recording
 
 from .. import target
 from ..cli import CliError

@@ -22,8 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from framesink_core import schema
-from framesink_core.storage import from_item, to_item
+from framesink_core.shared import schema
+from framesink_core.shared.items import from_item, to_item
 
 from ..emulator import APIGW_MAX_FRAME_BYTES, APIGW_MAX_MESSAGE_BYTES, LocalConfig, LocalStack
 from ..simulator import Bot, SimConfig, build_streams, simulate
@@ -182,7 +182,7 @@ async def _live_feed(out: "_Printer", stack: LocalStack, slides: int, tmp: Path)
 async def _meeting_end(out: "_Printer", stack: LocalStack, recording_id: str, report, tmp: Path) -> bool:
     """Part 1's bot also sent Recall's signed status webhooks: the status, the timeline, and the
     MP4s the export job wrote when ``bot.done`` came, read back with PyAV."""
-    from framesink_core.video import probe
+    from framesink_core.read.video import probe
 
     from ..simulator import post_webhook
 

@@ -121,7 +121,7 @@ class Doctor:
         self.report(Step("outputs", PASS, f"{where}: {self.url}, bucket {w.bucket}, table {w.table}"))
 
     def handshake_without_token(self) -> bool:
-        from framesink_core.probe import handshake
+        from framesink_core.access.probe import handshake
 
         result = handshake(self.url, None)
         if result.status == 401:
@@ -134,7 +134,7 @@ class Doctor:
     def mint_token(self) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        from framesink_core.auth import TokenStore
+        from framesink_core.access.auth import TokenStore
 
         try:
             self.token = TokenStore(self.where.table, self.where.client("dynamodb")).issue(self.bot_id, TOKEN_TTL_SECONDS)
@@ -148,7 +148,7 @@ class Doctor:
         return True
 
     def handshake_with_token(self) -> bool:
-        from framesink_core.probe import handshake
+        from framesink_core.access.probe import handshake
 
         result = handshake(self.url, self.token)
         if result.status == 101:
@@ -160,7 +160,7 @@ class Doctor:
 
     def frames(self, wait: float) -> bool:
         from framesink.synthetic import frame_message, make_png
-        from framesink_core import schema
+        from framesink_core.shared import schema
 
         pngs = {(pid, kind): make_png(width, height, seed=seed)
                 for (pid, kind), (width, height, seed) in SAMPLE_FRAMES.items()}
@@ -204,7 +204,7 @@ class Doctor:
         return True
 
     def token_url(self) -> str:
-        from framesink_core.probe import with_token
+        from framesink_core.access.probe import with_token
 
         return with_token(self.url, self.token)
 
@@ -239,7 +239,7 @@ class Doctor:
 
     def webhook(self, url: str | None, secret: str | None, why_not: str) -> None:
         from framesink.simulator import post_webhook
-        from framesink_core.auth import sign_headers
+        from framesink_core.access.auth import sign_headers
 
         if not (url and secret):
             self.report(Step("webhook", SKIP, why_not))
@@ -324,7 +324,7 @@ class Doctor:
     def cleanup(self) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        from framesink_core.delete import delete_recording
+        from framesink_core.read.delete import delete_recording
 
         done = []
         try:
@@ -350,7 +350,7 @@ def run(args: argparse.Namespace) -> int:
     where = target.resolve(args)
     template = _read_template(args.template) if args.template else None
     if where.local:
-        from framesink_core.probe import public
+        from framesink_core.access.probe import public
 
         url = public(where.state["ws_url"])
         queue_url, topic_arn = where.state.get("frame_queue_url"), None
@@ -461,8 +461,8 @@ def _event_key(body: str) -> str | None:
 def _delete_partition(where: target.Target, bot_id: str) -> int:
     """Every item under the doctor bot's partition (its token links, status events), and the
     token items they name."""
-    from framesink_core import schema
-    from framesink_core.storage import from_item, to_item
+    from framesink_core.shared import schema
+    from framesink_core.shared.items import from_item, to_item
 
     dynamodb, deleted = where.client("dynamodb"), 0
     pages = dynamodb.get_paginator("query").paginate(

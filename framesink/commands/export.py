@@ -25,8 +25,8 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 from tqdm import tqdm
 
-from framesink_core import schema
-from framesink_core.contact_sheet import SheetEntry, make_contact_sheet
+from framesink_core.read.contact_sheet import SheetEntry, make_contact_sheet
+from framesink_core.shared import schema
 
 from .. import target
 from ..cli import CliError
@@ -190,8 +190,8 @@ def download_job_exports(t: target.Target, recording_id: str, participant: str |
 
 def export_video(args: argparse.Namespace, t: target.Target, s3, frames: list[dict], folder: Path) -> int:
     """One MP4 per type of the participant's frames (and the contact sheet)."""
-    from framesink_core.export import encode_stream
-    from framesink_core.video import DEFAULT_GAP_MS
+    from framesink_core.read.export import encode_stream
+    from framesink_core.read.video import DEFAULT_GAP_MS
 
     if not 0 < args.gap_seconds <= 86400:
         raise CliError("--gap-seconds must be between 0 and 86400")

@@ -1,6 +1,6 @@
 """`framesink export-job --recording R`: (re)start the stack's end-of-meeting export job.
 
-The job (framesink_core/export.py) writes one MP4 and a contact sheet per participant and
+The job (framesink_core/read/export.py) writes one MP4 and a contact sheet per participant and
 type under exports/<R>/. It starts by itself on bot.done; this command starts it for a
 recording whose job failed, was stranded running for over 2 hours, never started (no
 webhook), or, with --again, finished (after a `reindex`, say). It marks the job queued
@@ -14,8 +14,8 @@ import argparse
 import json
 import time
 
-from framesink_core.meetings import MANUAL_TRIGGER, RERUN_TRIGGER, claim_export
-from framesink_core.query import check_id
+from framesink_core.meeting.meetings import MANUAL_TRIGGER, RERUN_TRIGGER, claim_export
+from framesink_core.read.query import check_id
 
 from .. import target
 from ..cli import CliError

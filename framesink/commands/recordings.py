@@ -7,7 +7,7 @@ import argparse
 import json
 from datetime import datetime, timezone
 
-from framesink_core.query import check_id, recording_view
+from framesink_core.read.query import check_id, recording_view
 
 from .. import target
 from ..cli import CliError

@@ -1,4 +1,4 @@
-"""`framesink reindex`: rebuild a recording's index from its S3 objects (framesink_core.reindex)."""
+"""`framesink reindex`: rebuild a recording's index from its S3 objects (framesink_core.read.reindex)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 from tqdm import tqdm
 
-from framesink_core.reindex import reindex_recording
+from framesink_core.read.reindex import reindex_recording
 
 from .. import target
 from ..cli import CliError

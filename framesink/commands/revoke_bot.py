@@ -27,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from framesink_core.auth import TokenStore
-    from framesink_core.schema import ID_PATTERN
+    from framesink_core.access.auth import TokenStore
+    from framesink_core.shared.schema import ID_PATTERN
 
     if not ID_PATTERN.fullmatch(args.bot_id):
         raise CliError(f"--bot-id must match {ID_PATTERN.pattern}, got {args.bot_id!r}")

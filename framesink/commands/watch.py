@@ -32,9 +32,9 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from framesink_core import schema
-from framesink_core.feed import FrameRef
-from framesink_core.objects import object_missing
+from framesink_core.read.feed import FrameRef
+from framesink_core.shared import schema
+from framesink_core.shared.objects import object_missing
 
 from .. import target
 from ..cli import CliError
@@ -185,7 +185,7 @@ def _record_from_metadata(meta: dict) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from framesink_core.query import check_id
+    from framesink_core.read.query import check_id
 
     check_id(args.recording, "recording")
     where = target.resolve(args)

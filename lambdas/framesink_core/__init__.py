@@ -1,1 +1,15 @@
-"""framesink core: Recall events, PNG checks, storage layout, auth. Adapters call into this."""
+"""framesink core: everything the ingresses, handlers and CLI share, in folders that follow a
+frame. Each layer imports only from its own package and the layers below it (checked by
+tests/unit/test_import_structure.py):
+
+    shared    schema, settings, DynamoDB items, the S3 write contract, logging and metrics
+    access    who may send: bot tokens, signed headers, connection records, the handshake probe
+    ingest    a frame in: parse, check, store exactly once, spool, totals, tombstones
+    read      frames out: queries, feed events, export, reindex, delete
+    meeting   Recall's bot: Create Bot, status webhooks, the export job's start
+    analyze   analyzers on stored frames (slides)
+    service   one of each, wired for a Lambda handler or the receiver
+"""
+
+# Lowest first; packages on one line are peers and may not import each other.
+LAYERS = (("shared",), ("access", "ingest"), ("read", "meeting"), ("analyze",), ("service",))

@@ -9,13 +9,13 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from .connections import ConnectionRegistry
-from .ingest import Ingestor
-from .settings import Settings
-from .storage import FrameStore, clients
+from framesink_core.access.connections import ConnectionRegistry
+from framesink_core.ingest.ingestor import Ingestor
+from framesink_core.ingest.storage import FrameStore, clients
+from framesink_core.shared.settings import Settings
 
 if TYPE_CHECKING:  # imported where used: $default never authenticates (cold start)
-    from .auth import Authenticator, TokenStore
+    from framesink_core.access.auth import Authenticator, TokenStore
 
 
 class Service:
@@ -38,12 +38,12 @@ class Service:
     def store(self) -> FrameStore:
         writer = None
         if self.batch_index_writes:
-            from .index_batch import BatchingIndexWriter
+            from framesink_core.ingest.index_batch import BatchingIndexWriter
 
             writer = BatchingIndexWriter(self.settings.table, self.dynamodb)
         objects = None
         if self.native_s3:
-            from .native_objects import NativeObjects
+            from framesink_core.ingest.native_objects import NativeObjects
 
             objects = NativeObjects(self.s3, self.settings.bucket)
         # Participant totals: the receiver flushes every few seconds from its timer. A Lambda
@@ -58,14 +58,14 @@ class Service:
     @cached_property
     def index(self):
         """Read-only queries over the index (query API, CLI)."""
-        from .query import FrameIndex
+        from framesink_core.read.query import FrameIndex
 
         return FrameIndex(self.settings.table, self.dynamodb)
 
     @cached_property
     def presigner(self):
         """An S3 client that presigns with SigV4 (the query API's frame URLs)."""
-        from .query import presign_client
+        from framesink_core.read.query import presign_client
 
         return presign_client(self.s3.meta.region_name, self._endpoint_url)
 
@@ -78,7 +78,7 @@ class Service:
     @cached_property
     def deleted(self):
         """recording id -> deleted? (a tombstone), cached per process (tombstones.py)."""
-        from .tombstones import DeletedRecordings
+        from framesink_core.ingest.tombstones import DeletedRecordings
 
         return DeletedRecordings(self.dynamodb, self.settings.table)
 
@@ -91,14 +91,14 @@ class Service:
 
     @cached_property
     def tokens(self) -> TokenStore:
-        from .auth import TokenStore
+        from framesink_core.access.auth import TokenStore
 
         return TokenStore(self.settings.table, self.dynamodb)
 
     @cached_property
     def once(self):
         """Once-only markers (signed handshakes, webhook deliveries)."""
-        from .auth import OnceStore
+        from framesink_core.access.auth import OnceStore
 
         return OnceStore(self.settings.table, self.dynamodb)
 
@@ -124,7 +124,10 @@ class Service:
     def recall(self):
         """Recall's REST API client (create-bot). The API key is read per call, cached by
         Powertools, so a key put into Secrets Manager after deploy is picked up."""
-        from .recall import RecallClient, base_url_for  # only create-bot needs urllib3 & co.
+        from framesink_core.meeting.recall import (
+            RecallClient,
+            base_url_for,  # only create-bot needs urllib3 & co.
+        )
 
         base_url = self.settings.recall_base_url or base_url_for(self.settings.recall_region)
         return RecallClient(lambda: self.secret(self.settings.recall_api_key_secret_id), base_url,
@@ -133,7 +136,7 @@ class Service:
     @cached_property
     def meetings(self):
         """Recall's bot status webhooks (meetings.py), exports queued on the export queue."""
-        from .meetings import Meetings
+        from framesink_core.meeting.meetings import Meetings
 
         settings = self.settings
         return Meetings(
@@ -148,7 +151,7 @@ class Service:
     def sqs(self):
         import boto3
 
-        from .storage import BOTO_CONFIG
+        from framesink_core.shared.items import BOTO_CONFIG
 
         return boto3.client("sqs", config=BOTO_CONFIG, region_name=self.s3.meta.region_name,
                             endpoint_url=self._endpoint_url)
@@ -165,14 +168,14 @@ class Service:
     @cached_property
     def exports(self):
         """The export job (export.py): MP4s and contact sheets under exports/."""
-        from .export import ExportJobs
+        from framesink_core.read.export import ExportJobs
 
         return ExportJobs(self.s3, self.settings.bucket, self.store, self.send_export,
                           quiet_seconds=self.settings.export_quiet_seconds)
 
     @cached_property
     def authenticator(self) -> Authenticator:
-        from .auth import Authenticator
+        from framesink_core.access.auth import Authenticator
 
         return Authenticator(
             static_token=lambda: self.secret(self.settings.token_secret_id),

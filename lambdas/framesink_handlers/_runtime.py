@@ -6,8 +6,8 @@ from functools import lru_cache
 
 from aws_lambda_powertools import Tracer
 
-from framesink_core.observability import logger, metrics
 from framesink_core.service import Service
+from framesink_core.shared.observability import logger, metrics
 
 # No-op outside Lambda; X-Ray segments when active tracing is on. Patches botocore (the AWS
 # calls) and nothing else: the X-Ray SDK's httplib patch wraps http.client's _send_request,

@@ -16,8 +16,8 @@ import os
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from framesink_core.observability import count
-from framesink_core.probe import CANARY_URL_ENV, handshake
+from framesink_core.access.probe import CANARY_URL_ENV, handshake
+from framesink_core.shared.observability import count
 
 from ._runtime import logger, metrics, service, tracer
 

@@ -1,7 +1,7 @@
 """$connect: authenticate the bot before anything else, then record the connection."""
 
-from framesink_core.auth import AuthError
-from framesink_core.observability import count, count_with_dimension
+from framesink_core.access.auth import AuthError
+from framesink_core.shared.observability import count, count_with_dimension
 
 from ._runtime import logger, metrics, service, tracer
 

@@ -3,7 +3,7 @@ its own token; ``GET /bots/{id}`` returns the bot's status from Recall.
 
 Two ways in: the HTTP API (API Gateway v2 payload, IAM-authenticated) or a direct Lambda
 invoke whose event is just the JSON body of ``POST /bots`` (answered as
-``{"statusCode": N, "body": {...}}``). The work is framesink_core.recall's.
+``{"statusCode": N, "body": {...}}``). The work is framesink_core.meeting.recall's.
 """
 
 from __future__ import annotations
@@ -12,11 +12,9 @@ import json
 from urllib.parse import urlsplit
 
 import orjson
-
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
-from framesink_core.observability import count, count_with_dimension
-from framesink_core.recall import (
+from framesink_core.meeting.recall import (
     BotRequest,
     ConfigError,
     InvalidBotRequest,
@@ -25,6 +23,7 @@ from framesink_core.recall import (
     bot_status,
     create_streaming_bot,
 )
+from framesink_core.shared.observability import count, count_with_dimension
 
 from ._runtime import logger, metrics, service, tracer
 

@@ -1,6 +1,6 @@
 """``DELETE /recordings/{id}`` (IAM auth): delete a recording's frames, exports and index items
 for a privacy request. Without ``?confirm=true`` it only counts what would go (a dry run).
-Its own function, so only this role may delete anything. The work is framesink_core.delete's.
+Its own function, so only this role may delete anything. The work is framesink_core.read.delete's.
 
 The HTTP API gives an answer 30 s: a recording too big to delete in that answers ``complete:
 false`` after 25 s, and the caller sends the same request again (what is gone is gone)."""
@@ -11,9 +11,9 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.logging import correlation_paths
 
-from framesink_core.delete import delete_recording
-from framesink_core.observability import count, count_with_dimension
-from framesink_core.query import QueryError
+from framesink_core.read.delete import delete_recording
+from framesink_core.read.query import QueryError
+from framesink_core.shared.observability import count, count_with_dimension
 
 from ._runtime import logger, metrics, service, tracer
 from .query import bad_parameter

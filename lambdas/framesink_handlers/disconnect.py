@@ -1,6 +1,6 @@
 """$disconnect: record how the connection ended (close code and reason)."""
 
-from framesink_core.observability import count, count_with_dimension
+from framesink_core.shared.observability import count, count_with_dimension
 
 from ._runtime import logger, metrics, service, tracer
 

@@ -1,10 +1,10 @@
-"""The export job (framesink_core/export.py), fed by the export queue: one message per
+"""The export job (framesink_core/read/export.py), fed by the export queue: one message per
 invocation (batch size 1), a recording's plan or one stream's MP4. A failure raises, so the
 queue retries the message, then parks it in the dead-letter queue (which alarms)."""
 
 import json
 
-from framesink_core.observability import count
+from framesink_core.shared.observability import count
 
 from ._runtime import logger, metrics, service, tracer
 

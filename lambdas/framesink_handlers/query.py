@@ -6,7 +6,7 @@ GET /recordings/{id}                (status and timeline, participants, slides, 
 GET /recordings/{id}/participants
 GET /recordings/{id}/frames?participant=&type=&since=&until=&limit=&cursor=
 
-Parameters are checked by framesink_core.query (ids against schema.ID_PATTERN); a bad one is
+Parameters are checked by framesink_core.read.query (ids against schema.ID_PATTERN); a bad one is
 a 400 naming it, with one log line and a QueryRejected metric; an unknown recording is a 404.
 """
 
@@ -16,8 +16,8 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.logging import correlation_paths
 
-from framesink_core.observability import count, count_with_dimension
-from framesink_core.query import QueryError, check_id, presigned_get_url, recording_view
+from framesink_core.read.query import QueryError, check_id, presigned_get_url, recording_view
+from framesink_core.shared.observability import count, count_with_dimension
 
 from ._runtime import logger, metrics, service, tracer
 
@@ -68,7 +68,7 @@ def recording(recording_id: str):
 
 
 def check_status(value: str) -> bool:
-    from framesink_core import schema
+    from framesink_core.shared import schema
 
     return bool(schema.ID_PATTERN.fullmatch(value)) and len(value) <= 40
 

@@ -5,7 +5,7 @@ Copy this file to build your own (README "Write your own analyzer"). Deployed wi
 here (an asynchronous invoke: Lambda retries twice, then the event goes to a dead-letter
 queue that alarms). Locally, `framesink local` feeds it the same events from an SQS queue.
 
-1. Subscribe: the event names the frame's object (framesink_core.feed.FrameRef.from_event).
+1. Subscribe: the event names the frame's object (framesink_core.read.feed.FrameRef.from_event).
 2. Read the frame: one S3 GetObject (the role may read recordings/ and nothing else).
 3. Write the result beside it: an item in the recording's partition of the index
    (``SLIDE#<relms10>#<pid>``), which ``framesink slides`` and ``framesink recording`` list.
@@ -16,10 +16,10 @@ from functools import lru_cache
 
 from botocore.exceptions import ClientError
 
-from framesink_core.feed import FrameRef
-from framesink_core.objects import object_missing
-from framesink_core.observability import count, count_with_dimension
-from framesink_core.slides import SlideAnalyzer
+from framesink_core.analyze.slides import SlideAnalyzer
+from framesink_core.read.feed import FrameRef
+from framesink_core.shared.objects import object_missing
+from framesink_core.shared.observability import count, count_with_dimension
 
 from ._runtime import logger, metrics, service, tracer
 

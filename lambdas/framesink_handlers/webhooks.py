@@ -4,7 +4,7 @@ cannot sign SigV4; every delivery must carry a valid, fresh Svix signature inste
 Answers fast (Svix gives up on a delivery after 15 s): 200 for a delivery recorded, a
 duplicate (same webhook-id) or an event we do not act on; 401 for a missing, bad or stale
 signature (nothing stored); 400 for a signed body that is not a status event. The work is
-framesink_core.meetings'.
+framesink_core.meeting.meetings'.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from base64 import b64decode
 
-from framesink_core.auth import AuthError
-from framesink_core.meetings import KNOWN, WebhookError
-from framesink_core.observability import count, count_with_dimension
+from framesink_core.access.auth import AuthError
+from framesink_core.meeting.meetings import KNOWN, WebhookError
+from framesink_core.shared.observability import count, count_with_dimension
 
 from ._runtime import logger, metrics, service, tracer
 

@@ -14,7 +14,7 @@ what it exists to avoid). Per connection it does what the three Lambda handlers 
 - close: ``service.connections.closed`` with the close code ($disconnect).
 
 Spool: a frame whose S3 or index write still fails after the retries goes to a bounded spool on
-the task's disk (framesink_core/spool.py) and is stored from there, in order, once the store
+the task's disk (framesink_core/ingest/spool.py) and is stored from there, in order, once the store
 answers; while the spool holds frames, new ones join its back. A full spool closes every
 connection with 1013 and refuses handshakes (503) until it has room. SpoolDepth (frames on
 disk) is a metric with an alarm.
@@ -83,14 +83,14 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from framesink_core.auth import AuthError, Principal
-from framesink_core.events import Frame
-from framesink_core.ingest import FAILED, SPOOLED, Outcome
-from framesink_core.observability import count, count_with_dimension, flush_metrics, logger
+from framesink_core.access.auth import AuthError, Principal
+from framesink_core.ingest.events import Frame
+from framesink_core.ingest.ingestor import FAILED, SPOOLED, Outcome
+from framesink_core.ingest.spool import DEFAULT_MAX_BYTES as DEFAULT_SPOOL_MAX_BYTES
+from framesink_core.ingest.spool import Spool
 from framesink_core.service import Service
-from framesink_core.settings import Settings
-from framesink_core.spool import DEFAULT_MAX_BYTES as DEFAULT_SPOOL_MAX_BYTES
-from framesink_core.spool import Spool
+from framesink_core.shared.observability import count, count_with_dimension, flush_metrics, logger
+from framesink_core.shared.settings import Settings
 
 HEALTH_PATH = "/healthz"
 DEFAULT_HOST = "127.0.0.1"

@@ -21,7 +21,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from framesink.synthetic import frame_message, make_png
-from framesink_core import schema
+from framesink_core.shared import schema
 from procs import GUARD, TOKEN, Moto, ReceiverProcess, _json
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -214,8 +214,8 @@ def test_the_spool_directory_is_the_users_and_the_task_definitions_mount():
     """The root filesystem is read-only; the receiver writes only its spool, a volume the task
     definition mounts at the path the image creates for the receiver's user (ECS bind mounts are
     root-owned unless the image has the path: "Use bind mounts with Amazon ECS")."""
+    from framesink_core.shared.settings import Settings
     from infra.container_ingress import SPOOL_PATH, task_environment
-    from framesink_core.settings import Settings
 
     user = of("USER")[-1].split(":")[0]
     run = " ".join(of("RUN"))

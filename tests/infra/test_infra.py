@@ -17,7 +17,7 @@ import pytest
 from aws_cdk import aws_s3 as s3
 from aws_cdk.assertions import Match, Template
 
-from framesink_core import schema
+from framesink_core.shared import schema
 from infra import build, cdk_json, error_annotations
 from infra.bundling import PACKAGES, RUNTIME_PROVIDED_MODULES
 from infra.meetings import EXPORT_CONCURRENCY, WEBHOOK_CONCURRENCY
@@ -524,8 +524,8 @@ def test_asset_holds_the_packages_and_aarch64_wheels_but_no_sdk(default):
 
 # Core modules that decode pixels: only the functions on the media asset (export job,
 # analyzer) import them, and nothing on the base asset imports them at module level.
-MEDIA_MODULES = {"framesink_core/video.py", "framesink_core/slides.py", "framesink_core/contact_sheet.py",
-                 "framesink_core/export.py", "framesink_handlers/export.py", "framesink_handlers/slides.py"}
+MEDIA_MODULES = {"framesink_core/read/video.py", "framesink_core/analyze/slides.py", "framesink_core/read/contact_sheet.py",
+                 "framesink_core/read/export.py", "framesink_handlers/export.py", "framesink_handlers/slides.py"}
 
 
 def _imports(path: Path, *, top_level_only: bool = False) -> Iterator[tuple[str, int]]:
@@ -553,7 +553,7 @@ def _missing_imports(asset: Path, skip: set[str]) -> set[str]:
 
 # Core modules only the container receiver runs (their dependencies are in
 # container/requirements.txt, not in a Lambda asset); no Lambda code imports them.
-CONTAINER_MODULES = {"framesink_core/native_objects.py"}
+CONTAINER_MODULES = {"framesink_core/ingest/native_objects.py"}
 
 
 def test_every_import_of_the_lambda_code_is_bundled_or_provided(default):
@@ -645,7 +645,7 @@ def test_the_canary_probes_the_bots_url_every_5_minutes_and_alarms_after_3_failu
     """The canary's function gets the URL bots get (WebSocketUrl), may only write its short-lived
     token, runs on a 5-minute schedule without retries, and its CanaryOk alarm (minimum < 1 for
     3 periods of 5 minutes) notifies the alarm topic."""
-    from framesink_core.probe import CANARY_URL_ENV
+    from framesink_core.access.probe import CANARY_URL_ENV
 
     canary = default.functions()["framesink_handlers.canary.handler"]
     assert default.env(canary)[CANARY_URL_ENV] == default.template["Outputs"]["WebSocketUrl"]["Value"]

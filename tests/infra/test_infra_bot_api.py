@@ -9,8 +9,8 @@ import json
 import pytest
 from aws_cdk.assertions import Template
 
-from framesink_core.recall import API_KEY_PLACEHOLDER
-from framesink_core.settings import DEFAULT_BOT_TOKEN_TTL_SECONDS, DEFAULT_RECALL_DEADLINE_SECONDS
+from framesink_core.meeting.recall import API_KEY_PLACEHOLDER
+from framesink_core.shared.settings import DEFAULT_BOT_TOKEN_TTL_SECONDS, DEFAULT_RECALL_DEADLINE_SECONDS
 from infra import build, error_annotations
 from infra.settings import InfraSettings
 

@@ -21,21 +21,21 @@ from pathlib import Path
 import pytest
 from aws_cdk.assertions import Template
 
-from framesink_core.settings import Settings
+from framesink_core.shared.settings import Settings
+from framesink_receiver.server import DEFAULT_SHUTDOWN_GRACE
 from infra import build, error_annotations
 from infra.container_ingress import (
     ALB_IDLE_TIMEOUT,
+    CLOUDFRONT_ORIGIN_FACING,
     CONTAINER_PORT,
     DEREGISTRATION_DELAY,
     DEREGISTRATION_WATCH_SECONDS,
     DOCKERFILE,
     ORIGIN_READ_TIMEOUT,
     STOP_TIMEOUT,
-    CLOUDFRONT_ORIGIN_FACING,
     task_environment,
 )
 from infra.settings import InfraSettings, SettingsError
-from framesink_receiver.server import DEFAULT_SHUTDOWN_GRACE
 
 pytestmark = pytest.mark.slow
 
@@ -478,7 +478,7 @@ def test_the_default_image_is_built_in_codebuild_from_a_source_asset(synths):
               if (synth.outdir / f["source"]["path"] / "container" / "Dockerfile").exists()]
     assert len(staged) == 1
     files = {p.relative_to(staged[0]).as_posix() for p in staged[0].rglob("*") if p.is_file()}
-    assert {"container/Dockerfile", "container/requirements.txt", "lambdas/framesink_core/ingest.py",
+    assert {"container/Dockerfile", "container/requirements.txt", "lambdas/framesink_core/ingest/ingestor.py",
             "lambdas/framesink_receiver/server.py"} <= files
     assert not {f for f in files if f.startswith(("tests/", ".venv/", "node_modules/", "framesink/", "cdk.out/",
                                                   "lambdas/framesink_handlers/")) or "__pycache__" in f}

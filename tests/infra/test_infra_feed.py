@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from framesink_core.feed import SCREENSHARE_WILDCARD
+from framesink_core.read.feed import SCREENSHARE_WILDCARD
 from infra import build, error_annotations
 
 pytestmark = pytest.mark.slow
@@ -103,7 +103,7 @@ def test_the_analyzer_gets_screenshares_and_holds_only_what_it_uses(synth):
     assert [st["Condition"] for st in listing] == [{"StringLike": {"s3:prefix": ["recordings/*"]}}]
     # the media asset: Pillow is there (and the ingest path's asset does not carry it)
     asset = out / f"asset.{fn['Properties']['Code']['S3Key'].removesuffix('.zip')}"
-    assert (asset / "PIL").is_dir() and (asset / "framesink_core" / "slides.py").is_file()
+    assert (asset / "PIL").is_dir() and (asset / "framesink_core" / "analyze" / "slides.py").is_file()
     (ingest,) = [v for v in of_type(template, "AWS::Lambda::Function").values()
                  if v["Properties"].get("Handler") == "framesink_handlers.ingest.handler"]
     assert not (out / f"asset.{ingest['Properties']['Code']['S3Key'].removesuffix('.zip')}" / "PIL").exists()

@@ -8,7 +8,7 @@ import json
 import pytest
 from aws_cdk.assertions import Match
 
-from framesink_core import schema
+from framesink_core.shared import schema
 from infra import build, error_annotations
 from infra.query_api import ROUTES
 

@@ -96,7 +96,7 @@ def test_rotating_the_shared_token_keeps_open_connections_and_moves_new_handshak
     from websockets.asyncio.client import connect
 
     from framesink.synthetic import frame_message, make_png
-    from framesink_core.probe import handshake
+    from framesink_core.access.probe import handshake
 
     receiver = ReceiverProcess([str(VENV_BIN / "framesink"), "receive", "--host", "127.0.0.1", "--port", "0"],
                                moto.env({"FRAMESINK_SECRET_MAX_AGE_SECONDS": "1"}))

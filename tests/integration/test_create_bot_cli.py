@@ -19,14 +19,14 @@ import pytest
 import urllib3
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-from fake_recall import API_KEY, MEETING, bot_stack, fake_recall, http_event  # noqa: F401  (fixtures)
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
+from fake_recall import API_KEY, MEETING, bot_stack, fake_recall, http_event  # noqa: F401  (fixtures)
 from framesink.cli import main
 from framesink.synthetic import frame_message, make_png
-from framesink_core import schema
-from framesink_core.storage import from_item, to_item
+from framesink_core.shared import schema
+from framesink_core.shared.items import from_item, to_item
 
 
 @pytest.fixture

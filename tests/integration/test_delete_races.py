@@ -17,8 +17,9 @@ import pytest
 
 from framesink.emulator import LocalConfig, background_stack
 from framesink.simulator import SimConfig, simulate
-from framesink_core import schema
-from framesink_core.delete import delete_recording, is_deleted
+from framesink_core.ingest.tombstones import is_deleted
+from framesink_core.read.delete import delete_recording
+from framesink_core.shared import schema
 
 GUARD = 120
 pytestmark = pytest.mark.slow

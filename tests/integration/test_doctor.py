@@ -14,9 +14,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from framesink_core import schema
-from framesink_core.probe import handshake
-
+from framesink_core.access.probe import handshake
+from framesink_core.shared import schema
 from tests.integration.test_e2e_cli import framesink, wait_for_state
 
 pytestmark = pytest.mark.slow
@@ -162,7 +161,7 @@ def test_canary_passes_through_the_receiver_and_fails_without_one(direct, monkey
     """The canary's run() against the local receiver: 401 without a token, 101 with its own,
     CanaryOk 1; against a closed port: not ok, the refusal named."""
     from framesink_core.service import Service
-    from framesink_core.settings import Settings
+    from framesink_core.shared.settings import Settings
     from framesink_handlers import canary
 
     state, _ = direct

@@ -15,9 +15,9 @@ from websockets.exceptions import ConnectionClosedError, InvalidStatus
 from framesink.emulator import APIGW_MAX_FRAME_BYTES, APIGW_MAX_MESSAGE_BYTES, LocalConfig, background_stack
 from framesink.simulator import SimConfig, simulate
 from framesink.synthetic import frame_message, make_png
-from framesink_core import schema
-from framesink_core.connections import ConnectionRegistry
-from framesink_core.storage import from_item, to_item
+from framesink_core.access.connections import ConnectionRegistry
+from framesink_core.shared import schema
+from framesink_core.shared.items import from_item, to_item
 
 GUARD = 30  # seconds: only a hang guard, never an assertion about speed
 
@@ -269,7 +269,7 @@ def test_participant_totals_are_exact_once_the_lambda_has_stored_the_frames(loca
     34 ("12/11/11") a minute later, because a Lambda instance flushed its counts only when a
     later message reached it. The Lambda ingress now writes them with each frame: the totals
     are exact as soon as the emulator has run the handlers, with no flush from outside."""
-    from framesink_core.query import FrameIndex
+    from framesink_core.read.query import FrameIndex
 
     rec = rec_id()
     report = local.run(simulate(SimConfig(url=local.state["ws_url"], participants=3, seconds=10, small=True,

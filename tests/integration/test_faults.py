@@ -17,7 +17,7 @@ exactly once in S3 and in the index, or reported failed (log + metric) and never
 stored; an index write lost after the S3 write is repaired by reindex; and the connection
 stays open through all of it. First through the Lambda handlers with API Gateway events,
 then over real websockets through ``framesink local`` (both ingresses). The container
-receiver's S3 puts go through obstore, not botocore (framesink_core/objects.py): their faults
+receiver's S3 puts go through obstore, not botocore (framesink_core/shared/objects.py): their faults
 are real ones on the wire, from a proxy in front of moto (tests/faultproxy.py).
 """
 
@@ -31,13 +31,13 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
 from botocore.retries.standard import ExponentialBackoff
-
 from conftest import TOKEN, ws_event
+
 from framesink.synthetic import frame_message, make_png
-from framesink_core import schema
-from framesink_core.query import FrameIndex
-from framesink_core.reindex import reindex_recording
-from framesink_core.storage import from_item
+from framesink_core.read.query import FrameIndex
+from framesink_core.read.reindex import reindex_recording
+from framesink_core.shared import schema
+from framesink_core.shared.items import from_item
 from framesink_handlers import _runtime, connect, disconnect, ingest
 from tests.faultproxy import FaultProxy, route_native_puts
 

@@ -22,7 +22,7 @@ from websockets.asyncio.client import connect
 
 from framesink.emulator import LocalConfig, background_stack
 from framesink.synthetic import frame_message, make_png, make_slide
-from framesink_core.feed import FrameRef
+from framesink_core.read.feed import FrameRef
 
 pytestmark = pytest.mark.slow
 

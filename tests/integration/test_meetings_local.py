@@ -16,7 +16,7 @@ import uuid
 import pytest
 
 from framesink.emulator import LocalConfig, background_stack
-from framesink_core.video import probe
+from framesink_core.read.video import probe
 
 pytestmark = pytest.mark.slow
 

@@ -12,10 +12,10 @@ import boto3
 import pytest
 
 from framesink.synthetic import frame_event, make_png
-from framesink_core.events import parse_message
-from framesink_core.native_objects import NativeObjects
-from framesink_core.objects import CHECKSUM_METADATA, BotoObjects, WriteRace
-from framesink_core.storage import FrameConflict, FrameStore, StoreError, crc32_base64
+from framesink_core.ingest.events import parse_message
+from framesink_core.ingest.native_objects import NativeObjects
+from framesink_core.ingest.storage import FrameConflict, FrameStore, StoreError, crc32_base64
+from framesink_core.shared.objects import CHECKSUM_METADATA, BotoObjects, WriteRace
 from tests.faultproxy import FaultProxy, route_native_puts
 from tests.procs import REGION, Moto
 

@@ -1,4 +1,4 @@
-"""A storage outage loses nothing the receiver has read (framesink_core/spool.py).
+"""A storage outage loses nothing the receiver has read (framesink_core/ingest/spool.py).
 
 The receiver runs as a process (`framesink receive`) whose every AWS call (obstore's S3 puts,
 botocore's DynamoDB and Secrets Manager) goes through a TCP proxy in front of moto; the proxy is
@@ -19,7 +19,7 @@ import pytest
 
 from framesink.simulator import SimConfig, simulate
 from framesink.synthetic import frame_message, make_png
-from framesink_core.query import FrameIndex
+from framesink_core.read.query import FrameIndex
 from procs import GUARD, TOKEN, VENV_BIN, Moto, ReceiverProcess
 from tests.faultproxy import OutageProxy
 
@@ -171,7 +171,7 @@ def test_the_spool_survives_a_restart_and_a_sigterm_reports_what_it_kept(moto, t
 def test_a_full_spool_closes_connections_with_1013_and_refuses_handshakes_until_it_has_room(moto, tmp_path):
     """Past the spool's size the frame is lost: counted (spool_full), every connection closed
     with 1013 so the outage shows as reconnects, handshakes refused (503) until it drains."""
-    from framesink_core.probe import handshake
+    from framesink_core.access.probe import handshake
 
     proxy = OutageProxy(moto.endpoint_url)
     recording = f"full-{uuid.uuid4().hex[:8]}"

@@ -9,14 +9,13 @@ import urllib.request
 import uuid
 
 import pytest
+from conftest import api_event as http_event
 from websockets.asyncio.client import connect
 
 from framesink.cli import main
 from framesink.emulator import LocalConfig, background_stack
 from framesink.synthetic import frame_message, make_png
-from framesink_core import schema
-
-from conftest import api_event as http_event
+from framesink_core.shared import schema
 
 GUARD = 30  # seconds: a hang guard, never an assertion about speed
 REC = "rec-cli"

@@ -12,17 +12,17 @@ import time
 import uuid
 
 import pytest
+from conftest import TOKEN, WHSEC
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
-from conftest import TOKEN, WHSEC
-from framesink_receiver import Receiver, ReceiverConfig, max_message_bytes
 from framesink.synthetic import frame_message, make_png
-from framesink_core import schema
-from framesink_core.auth import sign_headers
+from framesink_core.access.auth import sign_headers
 from framesink_core.service import Service
-from framesink_core.settings import DEFAULT_MAX_FRAME_BYTES
-from framesink_core.storage import from_item, to_item
+from framesink_core.shared import schema
+from framesink_core.shared.items import from_item, to_item
+from framesink_core.shared.settings import DEFAULT_MAX_FRAME_BYTES
+from framesink_receiver import Receiver, ReceiverConfig, max_message_bytes
 
 GUARD = 60  # seconds: a hang guard only, never an assertion about speed
 

@@ -23,7 +23,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from framesink.synthetic import frame_message, make_png
-from framesink_core.query import FrameIndex
+from framesink_core.read.query import FrameIndex
 from procs import GUARD, TOKEN, VENV_BIN, Moto, ReceiverProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="Linux /proc")]

@@ -12,8 +12,8 @@ from websockets.asyncio.server import serve
 from framesink.cli import main
 from framesink.simulator import SimConfig, build_streams, simulate
 from framesink.synthetic import make_png
-from framesink_core.events import Frame, parse_message
-from framesink_core.png import inspect_png
+from framesink_core.ingest.events import Frame, parse_message
+from framesink_core.ingest.png import inspect_png
 
 GUARD = 30  # seconds: a hang guard only
 

@@ -3,11 +3,11 @@
 import time
 
 import pytest
-
 from conftest import TOKEN, WHSEC
-from framesink_core.auth import (
-    AuthError,
+
+from framesink_core.access.auth import (
     Authenticator,
+    AuthError,
     OnceStore,
     TokenStore,
     hash_token,

@@ -11,13 +11,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from conftest import ws_event
-from fake_recall import API_KEY, CALLER, MEETING, WS_URL, bot_stack, fake_recall, http_event  # noqa: F401  (fixtures)
 
+from fake_recall import API_KEY, CALLER, MEETING, WS_URL, bot_stack, fake_recall, http_event  # noqa: F401  (fixtures)
 from framesink.synthetic import frame_message
-from framesink_core import schema
-from framesink_core.auth import TokenStore
-from framesink_core.settings import DEFAULT_BOT_TOKEN_TTL_SECONDS
-from framesink_core.storage import from_item, to_item
+from framesink_core.access.auth import TokenStore
+from framesink_core.shared import schema
+from framesink_core.shared.items import from_item, to_item
+from framesink_core.shared.settings import DEFAULT_BOT_TOKEN_TTL_SECONDS
+
 
 def call(event, lambda_context):
     from framesink_handlers import create_bot

@@ -6,8 +6,8 @@ import math
 import pytest
 
 from framesink.synthetic import frame_event, make_png
-from framesink_core.events import FRAME_EVENT, Frame, OtherEvent, Rejected, parse_message
-from framesink_core.schema import frame_key
+from framesink_core.ingest.events import FRAME_EVENT, Frame, OtherEvent, Rejected, parse_message
+from framesink_core.shared.schema import frame_key
 
 MAX = 512 * 1024
 

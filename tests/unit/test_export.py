@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from framesink.cli import main
-from framesink_core.contact_sheet import LABEL_HEIGHT, GAP, MAX_FRAMES, THUMB, sample_evenly, sheet_size
 from framesink.synthetic import frame_message, make_png
+from framesink_core.read.contact_sheet import GAP, LABEL_HEIGHT, MAX_FRAMES, THUMB, sample_evenly, sheet_size
 from framesink_core.service import Service
 
 REC = "rec-x"

@@ -8,15 +8,15 @@ import io
 import json
 
 import pytest
+from conftest import api_event
 from PIL import Image
 
-from conftest import api_event
 from framesink.cli import main
 from framesink.synthetic import frame_message, make_png
-from framesink_core.meetings import claim_export
+from framesink_core.meeting.meetings import claim_export
+from framesink_core.read.video import probe
 from framesink_core.service import Service
-from framesink_core.storage import from_item
-from framesink_core.video import probe
+from framesink_core.shared.items import from_item
 from framesink_handlers import _runtime
 from framesink_handlers import delete as delete_handler
 from framesink_handlers import export as export_handler
@@ -156,8 +156,8 @@ def test_a_plan_that_fails_after_starting_is_retried_to_completion(meeting, aws,
 def test_a_stranded_running_job_is_restarted_by_a_later_bot_done(meeting, aws, lambda_context):
     """A job left "running" (its planner died between steps) past STALE_RUNNING_SECONDS: a
     later bot.done queues it again and it finishes; a fresh running job is left alone."""
-    from framesink_core.export import STALE_RUNNING_SECONDS
-    from framesink_core.storage import to_item
+    from framesink_core.shared.items import to_item
+    from framesink_core.shared.settings import STALE_RUNNING_SECONDS
 
     svc = _runtime.service()
     stranded = {"pk": f"REC#{REC}", "sk": "JOB#export", "kind": "export_job", "recording_id": REC,
@@ -176,8 +176,8 @@ def test_a_delete_while_a_stream_is_exported_wins(meeting, aws, lambda_context, 
     """framesink delete while the export job encodes: the stream finishes after the delete,
     finds the tombstone and removes its MP4, contact sheet, EXPORT# and JOB# items (they came
     back before: 27 frames of MP4 after a privacy delete). Later plan and stream messages skip."""
-    import framesink_core.export as export
-    from framesink_core.delete import delete_recording
+    import framesink_core.read.export as export
+    from framesink_core.read.delete import delete_recording
 
     svc, stack = _runtime.service(), meeting["settings"]
     encode = export.export_stream
@@ -202,7 +202,8 @@ def test_a_delete_while_a_stream_is_exported_wins(meeting, aws, lambda_context, 
 
 
 def test_a_mistyped_delete_leaves_no_tombstone(meeting, aws):
-    from framesink_core.delete import delete_recording, is_deleted
+    from framesink_core.ingest.tombstones import is_deleted
+    from framesink_core.read.delete import delete_recording
 
     svc, stack = _runtime.service(), meeting["settings"]
     assert not delete_recording(svc.s3, svc.dynamodb, stack.bucket, stack.table, "rec-typo", dry_run=False).found

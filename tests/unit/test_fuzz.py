@@ -25,16 +25,16 @@ from types import SimpleNamespace
 
 import boto3
 import pytest
+from conftest import REGION, TOKEN, LambdaContext, ws_event
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 
-from conftest import REGION, TOKEN, LambdaContext, ws_event
 from framesink.local_aws import provision
 from framesink.synthetic import frame_event, make_png
-from framesink_core import schema
-from framesink_core.settings import Settings
-from framesink_core.storage import BOTO_CONFIG, from_item, to_item
+from framesink_core.shared import schema
+from framesink_core.shared.items import BOTO_CONFIG, from_item, to_item
+from framesink_core.shared.settings import Settings
 from framesink_handlers import _runtime, connect, ingest
 
 PROFILES = {"ci": 1, "long": 40}

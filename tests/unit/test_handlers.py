@@ -5,11 +5,11 @@ import json
 import time
 
 import pytest
-
 from conftest import TOKEN, WHSEC, ws_event
+
 from framesink.synthetic import frame_message, make_png
-from framesink_core.auth import TokenStore, sign_headers
-from framesink_core.storage import from_item
+from framesink_core.access.auth import TokenStore, sign_headers
+from framesink_core.shared.items import from_item
 from framesink_handlers import connect, disconnect, ingest
 
 
@@ -87,9 +87,9 @@ def test_default_stores_frame_and_disconnect_records_close(stack, aws, lambda_co
 
 
 def test_default_reports_storage_failure_without_raising(stack, lambda_context):
-    from framesink_handlers import _runtime
-
     from test_storage import fail_calls
+
+    from framesink_handlers import _runtime
 
     svc = _runtime.service()
 

@@ -17,10 +17,10 @@ import pytest
 from hostile import cases
 
 from bench.cost import item_bytes
-from framesink_core.events import MAX_NAME_BYTES, MAX_PLATFORM_BYTES, parse_message
-from framesink_core.query import FrameIndex
+from framesink_core.ingest.events import MAX_NAME_BYTES, MAX_PLATFORM_BYTES, parse_message
+from framesink_core.read.query import FrameIndex
 from framesink_core.service import Service
-from framesink_core.storage import to_item
+from framesink_core.shared.items import to_item
 
 PREFIX = "hostile"
 

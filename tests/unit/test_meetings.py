@@ -10,12 +10,12 @@ import time
 import uuid
 
 import pytest
-
 from conftest import api_event
+
 from framesink.synthetic import frame_message, make_png
-from framesink_core.auth import sign_headers
+from framesink_core.access.auth import sign_headers
 from framesink_core.service import Service
-from framesink_core.storage import from_item
+from framesink_core.shared.items import from_item
 from framesink_handlers import _runtime, webhooks
 
 SECRET = "whsec_" + base64.b64encode(b"webhook-signing-key-for-tests-32").decode()

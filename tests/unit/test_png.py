@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from framesink.synthetic import make_png
-from framesink_core.png import PngError, inspect_png
+from framesink_core.ingest.png import PngError, inspect_png
 
 
 def pillow_png(mode="RGB", size=(32, 24)) -> bytes:

@@ -1,4 +1,4 @@
-"""Core queries (framesink_core.query) over frames stored by the real Ingestor, in moto."""
+"""Core queries (framesink_core.read.query) over frames stored by the real Ingestor, in moto."""
 
 import base64
 import io
@@ -7,10 +7,10 @@ import pytest
 from PIL import Image
 
 from framesink.synthetic import frame_message, make_png
-from framesink_core import schema
-from framesink_core.query import FrameIndex, Page, QueryError, encode_cursor
+from framesink_core.ingest.stored_frame import StoredFrame
+from framesink_core.read.query import FrameIndex, Page, QueryError, encode_cursor
 from framesink_core.service import Service
-from framesink_core.storage import StoredFrame
+from framesink_core.shared import schema
 
 NAME = 'Zoë "Z" O\'Neil 山田 <script>'
 
@@ -198,7 +198,7 @@ def test_unicode_names_survive_the_s3_metadata_round_trip(svc, meeting, stack, a
 def test_presigned_urls_are_sigv4_with_the_configured_expiry(svc, meeting, stack):
     import requests  # moto's mock answers requests' HTTP calls too (the server test uses real HTTP)
 
-    from framesink_core.query import presigned_get_url
+    from framesink_core.read.query import presigned_get_url
 
     frame = svc.index.frames("rec-1", limit=1).items[0]
     url = presigned_get_url(svc.presigner, stack.bucket, frame["s3_key"], 120)
@@ -218,7 +218,7 @@ def test_index_is_usable_without_a_service(stack, aws, meeting):
 def test_items_past_their_expiry_are_not_listed(svc, stack, aws):
     """DynamoDB's TTL deletes an expired item only within days, after its S3 object is gone:
     queries hide it from the second it expires. Items with no expires_at are kept."""
-    from framesink_core.storage import to_item
+    from framesink_core.shared.items import to_item
 
     for ms in (0, 500, 1000):
         ingest(svc, rec="rec-ttl", pid=100, ms=ms, seed=ms)

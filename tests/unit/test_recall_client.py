@@ -1,4 +1,4 @@
-"""framesink_core.recall's HTTP client against a fake Recall over real HTTP on loopback."""
+"""framesink_core.meeting.recall's HTTP client against a fake Recall over real HTTP on loopback."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import uuid
 from datetime import datetime, timezone
 
 import pytest
-from fake_recall import API_KEY, fake_recall  # noqa: F401  (fixture)
 
-from framesink_core.recall import (
+from fake_recall import API_KEY, fake_recall  # noqa: F401  (fixture)
+from framesink_core.meeting.recall import (
     API_KEY_PLACEHOLDER,
     BotRequest,
     RecallClient,

@@ -4,10 +4,12 @@ import pytest
 
 from framesink.cli import main
 from framesink.synthetic import frame_message, make_png
-from framesink_core import schema
-from framesink_core.reindex import reindex_recording
+from framesink_core.ingest.storage import FrameStore
+from framesink_core.ingest.stored_frame import StoredFrame
+from framesink_core.read.reindex import reindex_recording
 from framesink_core.service import Service
-from framesink_core.storage import FrameStore, StoredFrame, from_item
+from framesink_core.shared import schema
+from framesink_core.shared.items import from_item
 
 REC = "rec-r"
 # A recount marks participant items with the newest stored_at it counted (totals.py): what

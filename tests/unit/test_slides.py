@@ -1,4 +1,4 @@
-"""The example analyzer (framesink_core.slides, framesink_handlers/slides.py): on a generated
+"""The example analyzer (framesink_core.analyze.slides, framesink_handlers/slides.py): on a generated
 deck of N distinct slides, each shown for several frames with noise, it finds exactly N
 changes; a slide the presenter returns to is a change marked as a repeat; the result does not
 depend on the order events arrive in; an undecodable frame is skipped with a reason."""
@@ -11,9 +11,9 @@ import random
 import pytest
 
 from framesink.synthetic import frame_message, make_slide
-from framesink_core.feed import FrameRef
+from framesink_core.analyze.slides import DEFAULT_THRESHOLD, SlideAnalyzer, distance, signature
+from framesink_core.read.feed import FrameRef
 from framesink_core.service import Service
-from framesink_core.slides import DEFAULT_THRESHOLD, SlideAnalyzer, distance, signature
 
 SIZE = (480, 270)  # smaller than a real screenshare: generating 1280x720 noise is slow, the logic is the same
 
@@ -166,8 +166,8 @@ def test_a_long_presentation_costs_a_bounded_read_per_frame(svc, deck, aws):
     """Finding a repeat reads the recording's last LOOKALIKE_SLIDES slide changes, not all of
     them: with 300 earlier slides the analysis of one more frame reads at most that many slide
     items (it read all 300 before, growing with the square of a deck's length overall)."""
-    from framesink_core.slides import LOOKALIKE_SLIDES, Slide
-    from framesink_core.storage import to_item
+    from framesink_core.analyze.slides import LOOKALIKE_SLIDES, Slide
+    from framesink_core.shared.items import to_item
 
     refs = store_show(svc, deck, "rec-long", [0, 1])
     dark = bytes(len(signature(deck[0][0])))  # an all-black thumbnail: far from every slide of the deck
@@ -195,7 +195,7 @@ def test_a_long_presentation_costs_a_bounded_read_per_frame(svc, deck, aws):
 def test_a_slide_found_while_its_recording_is_deleted_is_removed_again(svc, deck, monkeypatch):
     """The analyzer writes its slide item, then looks for the recording's tombstone: a delete
     that ran meanwhile wins (before, a PART#/SLIDE# item could come back after a delete)."""
-    from framesink_core.delete import delete_recording
+    from framesink_core.read.delete import delete_recording
 
     refs = store_show(svc, deck, "rec-analyze-deleted", [0, 1])
     a = analyzer(svc)

@@ -1,4 +1,4 @@
-"""The spool's contract (framesink_core/spool.py): bounded, in order, one key at a time per
+"""The spool's contract (framesink_core/ingest/spool.py): bounded, in order, one key at a time per
 batch, survives a new process, never trips on a damaged file; and the ingestor's use of it."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from dataclasses import replace
 import pytest
 
 from framesink.synthetic import make_png
-from framesink_core.events import Frame
-from framesink_core.ingest import FAILED, SPOOLED, STORED, Ingestor
-from framesink_core.spool import Spool
-from framesink_core.storage import StoreError
+from framesink_core.ingest.events import Frame
+from framesink_core.ingest.ingestor import FAILED, SPOOLED, STORED, Ingestor
+from framesink_core.ingest.spool import Spool
+from framesink_core.ingest.storage import StoreError
 
 
 def frame(relative_ms: int, participant: str = "100", png: bytes | None = None) -> Frame:
@@ -47,7 +47,7 @@ def test_a_key_spooled_twice_is_never_in_one_batch(tmp_path):
 def test_a_frame_still_being_written_is_not_taken_nor_anything_after_it(tmp_path, monkeypatch):
     """A drain between a put's reservation and its rename must neither read the missing file
     (it used to drop it as damaged: frames spooled, fewer drained, none left) nor pass it."""
-    import framesink_core.spool as spool_module
+    import framesink_core.ingest.spool as spool_module
 
     spool = Spool(tmp_path, max_bytes=10**6)
     first, second = frame(0), frame(500)
@@ -113,7 +113,7 @@ class FlakyStore:
         self.written: list[str] = []
 
     def begin_put(self, frame, *, bot_id=None, connection_id=None):
-        from framesink_core.storage import StoreResult, resolved
+        from framesink_core.ingest.storage import StoreResult, resolved
 
         if self.down:
             raise StoreError("s3", "Could not connect to the endpoint URL")
@@ -155,7 +155,7 @@ def test_without_a_spool_a_failed_frame_is_failed(tmp_path):
 
 def test_a_frame_the_store_keeps_refusing_while_it_takes_others_is_failed_for_good(tmp_path, caplog_json):
     """Not an outage but a key the store refuses: it must not hold up the spool for ever."""
-    from framesink_core.ingest import POISON_ATTEMPTS
+    from framesink_core.ingest.ingestor import POISON_ATTEMPTS
 
     class OneKeyRefused(FlakyStore):
         def begin_put(self, frame, **kw):

@@ -8,17 +8,19 @@ from urllib.parse import unquote
 
 import boto3
 import pytest
-from PIL import Image
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 from botocore.exceptions import ConnectTimeoutError
+from PIL import Image
 
 from framesink.synthetic import frame_event, make_png
-from framesink_core import schema, storage
-from framesink_core.events import parse_message
-from framesink_core.ingest import Ingestor
-from framesink_core.settings import DEFAULT_FRAME_EXPIRY_DAYS
-from framesink_core.storage import FrameStore, StoreError, from_item
+from framesink_core.ingest import storage
+from framesink_core.ingest.events import parse_message
+from framesink_core.ingest.ingestor import Ingestor
+from framesink_core.ingest.storage import FrameStore, StoreError
+from framesink_core.shared import schema
+from framesink_core.shared.items import from_item
+from framesink_core.shared.settings import DEFAULT_FRAME_EXPIRY_DAYS
 
 
 @pytest.fixture

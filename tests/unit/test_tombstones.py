@@ -1,4 +1,4 @@
-"""The ingest path's tombstone cache (framesink_core/tombstones.py): one read per recording per
+"""The ingest path's tombstone cache (framesink_core/ingest/tombstones.py): one read per recording per
 recheck, a deleted answer kept, and a DynamoDB failure answered "not deleted" without a read
 per frame (the spool waits behind it in an outage)."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from botocore.exceptions import EndpointConnectionError
 
-from framesink_core.tombstones import DeletedRecordings
+from framesink_core.ingest.tombstones import DeletedRecordings
 
 
 class Table:

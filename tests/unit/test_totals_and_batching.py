@@ -1,5 +1,5 @@
-"""Participant totals accumulated in memory (framesink_core/totals.py) and index items written
-in batches (framesink_core/index_batch.py), on moto, with faults injected: flush interval,
+"""Participant totals accumulated in memory (framesink_core/ingest/totals.py) and index items written
+in batches (framesink_core/ingest/index_batch.py), on moto, with faults injected: flush interval,
 late frames, two writers, failed flushes merged back, unprocessed items retried, a failing
 request failing exactly its frames."""
 
@@ -11,9 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from botocore.exceptions import ClientError
 
-from framesink_core.index_batch import MAX_BATCH, BatchingIndexWriter
-from framesink_core.storage import StoreError, StoredFrame, from_item
-from framesink_core.totals import ParticipantTotals
+from framesink_core.ingest.index_batch import MAX_BATCH, BatchingIndexWriter
+from framesink_core.ingest.storage import StoreError
+from framesink_core.ingest.stored_frame import StoredFrame
+from framesink_core.ingest.totals import ParticipantTotals
+from framesink_core.shared.items import from_item
 
 
 def frame(ms: int, *, size: int = 100, name: str | None = "Ada", pid: str = "1", host: bool | None = False,
@@ -118,7 +120,7 @@ def test_a_failed_flush_is_merged_back_and_written_by_the_next(stack, aws, monke
 
 def test_totals_lag_at_most_the_interval_and_retotal_makes_them_exact(stack, aws):
     """What a crash loses: the unflushed deltas; retotal (the export job runs it) rebuilds them."""
-    from framesink_core.reindex import retotal_recording
+    from framesink_core.read.reindex import retotal_recording
     from framesink_core.service import Service
 
     svc = Service(stack, s3=aws["s3"], dynamodb=aws["dynamodb"])
@@ -138,7 +140,7 @@ def test_totals_lag_at_most_the_interval_and_retotal_makes_them_exact(stack, aws
 def test_a_delta_left_over_from_before_a_recount_is_not_counted_twice(stack, aws):
     """A Lambda instance flushes its leftover delta at its next invocation, which can come
     after the export job recounted the participant: those frames were counted already."""
-    from framesink_core.totals import set_exact_totals
+    from framesink_core.ingest.totals import set_exact_totals
 
     leftover = ParticipantTotals(stack.table, aws["dynamodb"], interval=3600)
     frames = [frame(ms) for ms in (0, 500, 1000, 1500)]
@@ -269,8 +271,8 @@ def test_a_closed_writer_refuses_new_items(stack, aws):
 
 def _gated_ingestor(stack, aws, monkeypatch, *, fail: bool = False):
     """An Ingestor whose batched index writes wait for ``gate`` (and then fail, with ``fail``)."""
-    from framesink_core.ingest import Ingestor
-    from framesink_core.storage import FrameStore
+    from framesink_core.ingest.ingestor import Ingestor
+    from framesink_core.ingest.storage import FrameStore
 
     gate = threading.Event()
     real = aws["dynamodb"].batch_write_item
@@ -289,7 +291,7 @@ def _gated_ingestor(stack, aws, monkeypatch, *, fail: bool = False):
 
 def test_a_frame_is_stored_only_once_its_index_item_is_durable_and_holds_no_thread_meanwhile(stack, aws, monkeypatch):
     from framesink.synthetic import frame_message, make_png
-    from framesink_core.ingest import STORED
+    from framesink_core.ingest.ingestor import STORED
 
     ingestor, gate = _gated_ingestor(stack, aws, monkeypatch)
     frame = ingestor.accept(frame_message(make_png(32, 24, seed=1, detailed=False), recording_id="rec-two",
@@ -306,7 +308,7 @@ def test_a_frame_is_stored_only_once_its_index_item_is_durable_and_holds_no_thre
 
 def test_a_frame_whose_index_write_fails_is_reported_failed_and_not_counted(stack, aws, monkeypatch):
     from framesink.synthetic import frame_message, make_png
-    from framesink_core.ingest import FAILED
+    from framesink_core.ingest.ingestor import FAILED
 
     ingestor, gate = _gated_ingestor(stack, aws, monkeypatch, fail=True)
     frame = ingestor.accept(frame_message(make_png(32, 24, seed=2, detailed=False), recording_id="rec-two-f",

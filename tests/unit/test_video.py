@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from framesink.synthetic import make_png
-from framesink_core.video import VideoWriter, probe
+from framesink_core.read.video import VideoWriter, probe
 
 
 def write(path, frames, **kwargs):

@@ -19,7 +19,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from .settings import DEFAULT_MAX_FRAME_PIXELS
+from framesink_core.shared.settings import DEFAULT_MAX_FRAME_PIXELS
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHUNK_HEAD = struct.Struct(">I4s")

@@ -29,22 +29,20 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from . import schema
-from .contact_sheet import MAX_FRAMES, SheetEntry, make_contact_sheet, sample_evenly
-from .tombstones import is_deleted
-from .objects import error_code
-from .query import FrameIndex
-from .storage import from_item, to_item
-from .video import DEFAULT_GAP_MS, VideoStats, VideoWriter
+from framesink_core.ingest.tombstones import is_deleted
+from framesink_core.read.contact_sheet import MAX_FRAMES, SheetEntry, make_contact_sheet, sample_evenly
+from framesink_core.read.query import FrameIndex
+from framesink_core.read.video import DEFAULT_GAP_MS, VideoStats, VideoWriter
+from framesink_core.shared import schema
+from framesink_core.shared.items import from_item, to_item
+from framesink_core.shared.objects import error_code
+from framesink_core.shared.settings import STALE_RUNNING_SECONDS
 
 PREFETCH = 8  # frames downloaded ahead of the encoder: bounds memory, hides S3 latency
 # The export starts once the newest frame is this old: every index item written (the receiver
 # batches them for 50 ms), so the totals' recount is final (totals.py, counted_through).
 SETTLE_SECONDS = 5
 RESTARTABLE = ("queued", "pending", "failed")
-# A job still "running" this long after it started was stranded (its planner died between
-# its steps): a later plan message or bot.done may start it again.
-STALE_RUNNING_SECONDS = 2 * 3600
 
 
 @dataclass
@@ -162,7 +160,7 @@ class ExportJobs:
 
     def __init__(self, s3, bucket: str, store, send: Callable[[dict, int], None], *, quiet_seconds: int = 600,
                  gap_fill: str | None = None):
-        from .reindex import retotal_recording
+        from framesink_core.read.reindex import retotal_recording
 
         self._retotal = retotal_recording
         self.s3, self.bucket, self.store = s3, bucket, store

@@ -10,11 +10,11 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from .events import Frame, OtherEvent, Rejected, parse_message
-from .observability import count, count_with_dimension, logger
-from .png import DEFAULT_MAX_PIXELS
-from .spool import SPOOLABLE, Spool
-from .storage import FrameConflict, FrameStore, StoreError, resolved
+from framesink_core.ingest.events import Frame, OtherEvent, Rejected, parse_message
+from framesink_core.ingest.png import DEFAULT_MAX_PIXELS
+from framesink_core.ingest.spool import SPOOLABLE, Spool
+from framesink_core.ingest.storage import FrameConflict, FrameStore, StoreError, resolved
+from framesink_core.shared.observability import count, count_with_dimension, logger
 
 STORED, DUPLICATE, IGNORED, REJECTED, FAILED = "stored", "duplicate", "ignored", "rejected", "failed"
 # Not stored yet, kept on the receiver's disk and stored when S3 and DynamoDB answer (spool.py).

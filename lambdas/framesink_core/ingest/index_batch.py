@@ -23,7 +23,8 @@ from concurrent.futures import Future
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .storage import StoreError, _describe, to_item
+from framesink_core.ingest.storage import StoreError, _describe
+from framesink_core.shared.items import to_item
 
 MAX_BATCH = 25  # BatchWriteItem's limit
 DEFAULT_MAX_WAIT = 0.05

@@ -22,8 +22,8 @@ from datetime import datetime
 import orjson
 from pybase64 import b64decode
 
-from .png import DEFAULT_MAX_PIXELS, PngError, inspect_png
-from .schema import FRAME_TYPES, ID_PATTERN, MAX_RELATIVE_MS, frame_key
+from framesink_core.ingest.png import DEFAULT_MAX_PIXELS, PngError, inspect_png
+from framesink_core.shared.schema import FRAME_TYPES, ID_PATTERN, MAX_RELATIVE_MS, frame_key
 
 FRAME_EVENT = "video_separate_png.data"
 

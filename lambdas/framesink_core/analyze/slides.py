@@ -28,12 +28,13 @@ from itertools import chain
 
 from botocore.exceptions import ClientError
 
-from . import schema
-from .feed import FrameRef
-from .objects import error_code
-from .query import FrameIndex
-from .storage import MetadataError, StoredFrame, to_item
-from .tombstones import is_deleted
+from framesink_core.ingest.stored_frame import MetadataError, StoredFrame
+from framesink_core.ingest.tombstones import is_deleted
+from framesink_core.read.feed import FrameRef
+from framesink_core.read.query import FrameIndex
+from framesink_core.shared import schema
+from framesink_core.shared.items import to_item
+from framesink_core.shared.objects import error_code
 
 THUMB = (32, 18)
 DEFAULT_THRESHOLD = 4.0

@@ -17,9 +17,9 @@ import time
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import schema
-from .observability import logger
-from .storage import to_item
+from framesink_core.shared import schema
+from framesink_core.shared.items import to_item
+from framesink_core.shared.observability import logger
 
 TOMBSTONE_DAYS = 30  # how long late writers are told; the frames' default lifetime
 RECHECK_SECONDS = 2.0  # how old a "not deleted" answer may be on the ingest path

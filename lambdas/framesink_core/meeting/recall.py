@@ -25,10 +25,10 @@ import orjson
 import urllib3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .auth import TokenStore, mint_token
-from .events import FRAME_EVENT, KNOWN_EVENTS
-from .observability import logger
-from .schema import ID_PATTERN
+from framesink_core.access.auth import TokenStore, mint_token
+from framesink_core.ingest.events import FRAME_EVENT, KNOWN_EVENTS
+from framesink_core.shared.observability import logger
+from framesink_core.shared.schema import ID_PATTERN
 
 REGIONS = {
     "us-east-1": "https://us-east-1.recall.ai",

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import schema
+from framesink_core.shared import schema
 
 FRAMES_PREFIX = "recordings/"
 SCREENSHARE_WILDCARD = "recordings/*/screenshare/*"

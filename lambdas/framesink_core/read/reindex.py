@@ -24,10 +24,12 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from . import schema
-from .query import check_id
-from .storage import FrameStore, MetadataError, StoredFrame, from_item, to_item
-from .totals import set_exact_totals, write_recording_items
+from framesink_core.ingest.storage import FrameStore
+from framesink_core.ingest.stored_frame import MetadataError, StoredFrame
+from framesink_core.ingest.totals import set_exact_totals, write_recording_items
+from framesink_core.read.query import check_id
+from framesink_core.shared import schema
+from framesink_core.shared.items import from_item, to_item
 
 
 @dataclass

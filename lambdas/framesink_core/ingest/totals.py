@@ -32,10 +32,11 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import schema
-from .objects import error_code
-from .observability import count, logger
-from .storage import StoredFrame, from_item, to_item
+from framesink_core.ingest.stored_frame import StoredFrame
+from framesink_core.shared import schema
+from framesink_core.shared.items import from_item, to_item
+from framesink_core.shared.objects import error_code
+from framesink_core.shared.observability import count, logger
 
 DEFAULT_FLUSH_SECONDS = 5.0
 ATTRIBUTES = ("participant_name", "is_host", "platform")
@@ -322,7 +323,7 @@ def write_recording_items(dynamodb, table: str, recording_id: str, bot_id: str |
             "first_seen = if_not_exists(first_seen, :now)" + ttl + remove,
             ExpressionAttributeValues=to_item(bot_values),
         )
-        from .meetings import inherit_bot_status  # statuses that came before the first frame
+        from framesink_core.ingest.status import inherit_bot_status  # statuses that came before the first frame
 
         inherit_bot_status(dynamodb, table, bot_id, recording_id)
 

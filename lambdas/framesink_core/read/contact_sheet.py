@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from .timefmt import clock
+from framesink_core.shared.timefmt import clock
 
 THUMB = (192, 108)  # 16:9 cells; 4:3 webcam frames are letterboxed, not cropped
 COLUMNS = 8

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 
 from boto3.dynamodb.table import BatchWriter
 
-from . import schema
-from .query import FrameIndex, check_id
-from .storage import from_item, to_item
-from .tombstones import SETTLE_SECONDS, TOMBSTONE_DAYS, is_deleted, write_tombstone  # noqa: F401 - re-exported
+from framesink_core.ingest.tombstones import SETTLE_SECONDS, write_tombstone
+from framesink_core.read.query import FrameIndex, check_id
+from framesink_core.shared import schema
+from framesink_core.shared.items import from_item, to_item
 
 
 @dataclass

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 
-from . import schema
-from .storage import from_item, to_item
+from framesink_core.shared import schema
+from framesink_core.shared.items import from_item, to_item
 
 TOKEN_BYTES = 32
 

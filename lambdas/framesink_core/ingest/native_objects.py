@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
-from .objects import CHECKSUM_METADATA, ObjectExists, ObjectWriteError, WriteRace
+from framesink_core.shared.objects import CHECKSUM_METADATA, ObjectExists, ObjectWriteError, WriteRace
 
 
 class NativeObjects:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
-from . import schema
-from .storage import from_item, to_item
+from framesink_core.shared import schema
+from framesink_core.shared.items import from_item, to_item
 
 
 class ConnectionRegistry:

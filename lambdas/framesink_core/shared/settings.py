@@ -48,7 +48,7 @@ class Settings:
     secret_max_age_seconds: int = 300
     # Lifetime of the presigned frame URLs the query API returns (SigV4 allows up to 7 days).
     presign_expiry_seconds: int = 900
-    # create-bot (framesink_core/recall.py). The ingress websocket URL the bots are sent to
+    # create-bot (framesink_core/meeting/recall.py). The ingress websocket URL the bots are sent to
     # (wss://.../<stage>, no token); Recall's region or an explicit base URL (any
     # Recall-compatible server); the Recall API key's Secrets Manager ARN/name.
     ws_url: str = ""
@@ -149,3 +149,7 @@ class Settings:
         if all(getattr(self, f) == getattr(defaults, f) for f in names.values()):
             return {}
         return {env: str(getattr(self, f)) for env, f in names.items() if getattr(self, f) != ""}
+
+# A job still "running" this long after it started was stranded (its planner died between
+# its steps): a later plan message or bot.done may start it again.
+STALE_RUNNING_SECONDS = 2 * 3600

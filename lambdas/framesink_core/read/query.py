@@ -41,8 +41,8 @@ import boto3
 import orjson
 from botocore.config import Config
 
-from . import schema
-from .storage import BOTO_CONFIG, from_item, to_item
+from framesink_core.shared import schema
+from framesink_core.shared.items import BOTO_CONFIG, from_item, to_item
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000

@@ -33,8 +33,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .events import Frame
-from .observability import count, logger
+from framesink_core.ingest.events import Frame
+from framesink_core.shared.observability import count, logger
 
 SUFFIX = ".frame"
 TMP_SUFFIX = ".tmp"

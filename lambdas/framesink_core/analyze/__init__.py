@@ -1,0 +1,1 @@
+"""Analyzers that run on stored frames: the slide-change detector (slides)."""
