@@ -63,7 +63,7 @@ from constructs import Construct
 
 from framesink_core.shared.settings import Settings
 from framesink_receiver import DEFAULT_MAX_IN_FLIGHT, HEALTH_PATH, MAX_IN_FLIGHT_ENV, PORT_ENV
-from framesink_receiver.server import (
+from framesink_receiver.config import (
     DEFAULT_SHUTDOWN_GRACE,
     DEREGISTRATION_WATCH_ENV,
     SHUTDOWN_GRACE_ENV,

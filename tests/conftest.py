@@ -21,7 +21,7 @@ os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "framesink")
 
 from moto import mock_aws  # noqa: E402
 
-from framesink.local_aws import provision  # noqa: E402
+from framesink.local.aws import provision  # noqa: E402
 from framesink.synthetic import make_png  # noqa: E402
 from framesink_core.shared.items import BOTO_CONFIG  # noqa: E402
 from framesink_core.shared.settings import Settings  # noqa: E402

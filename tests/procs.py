@@ -13,7 +13,7 @@ from pathlib import Path
 
 import boto3
 
-from framesink.local_aws import provision
+from framesink.local.aws import provision
 from framesink_core.shared.settings import Settings
 
 REGION = "us-east-1"

@@ -153,10 +153,10 @@ def put_local_api_key(where: target.Target, api_key: str) -> str:
 
 def create_local(body: dict, args: argparse.Namespace, where: target.Target) -> tuple[int, dict]:
     """The create-bot handler in this process, with the Lambda environment the local stack gives
-    its functions (framesink.emulator)."""
+    its functions (framesink.local)."""
     from framesink_core.meeting.recall import base_url_for, without_token
 
-    from ..emulator import lambda_environment, local_lambda_env
+    from ..local import lambda_environment, local_lambda_env
 
     api_key = os.environ["RECALL_API_KEY"]  # checked in run()
     state = where.state

@@ -25,7 +25,7 @@ from pathlib import Path
 from framesink_core.shared import schema
 from framesink_core.shared.items import from_item, to_item
 
-from ..emulator import APIGW_MAX_FRAME_BYTES, APIGW_MAX_MESSAGE_BYTES, LocalConfig, LocalStack
+from ..local import APIGW_MAX_FRAME_BYTES, APIGW_MAX_MESSAGE_BYTES, LocalConfig, LocalStack
 from ..simulator import Bot, SimConfig, build_streams, simulate
 
 

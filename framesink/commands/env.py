@@ -13,7 +13,7 @@ import argparse
 import shlex
 
 from .. import target
-from ..emulator import FAKE_CREDENTIALS  # what the local Lambdas get: moto takes any
+from ..local import FAKE_CREDENTIALS  # what the local Lambdas get: moto takes any
 
 
 def register(sub) -> None:

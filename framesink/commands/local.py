@@ -1,4 +1,4 @@
-"""`framesink local`: the whole stack on this machine (framesink/emulator.py does the work)."""
+"""`framesink local`: the whole stack on this machine (framesink/local/ does the work)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import urllib.request
 from pathlib import Path
 
 from ..cli import CliError, need_extra
-from ..emulator import APIGW_IDLE_TIMEOUT, APIGW_MAX_AGE, DEFAULT_PORT, LocalConfig, LocalStack
-from ..emulator import write_state_file
+from ..local import APIGW_IDLE_TIMEOUT, APIGW_MAX_AGE, DEFAULT_PORT, LocalConfig, LocalStack
+from ..local import write_state_file
 from ..target import DEFAULT_STATE_FILE, STATE_FILE_ENV, user_state_file
 
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from .server import main
+from framesink_receiver.main import main
 
 sys.exit(main())

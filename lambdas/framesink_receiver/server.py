@@ -63,15 +63,9 @@ which imports nothing but this module, the core, websockets, boto3 and Powertool
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import http
-import json
 import logging
-import os
-import signal
-import sys
-import time
 import uuid
 import weakref
 from collections import Counter
@@ -83,88 +77,25 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from framesink_core.access.auth import AuthError, Principal
+from framesink_core.access.auth import AuthError
 from framesink_core.ingest.events import Frame
 from framesink_core.ingest.ingestor import FAILED, SPOOLED, Outcome
-from framesink_core.ingest.spool import DEFAULT_MAX_BYTES as DEFAULT_SPOOL_MAX_BYTES
 from framesink_core.ingest.spool import Spool
 from framesink_core.service import Service
 from framesink_core.shared.observability import count, count_with_dimension, flush_metrics, logger
-from framesink_core.shared.settings import Settings
-
-HEALTH_PATH = "/healthz"
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8080
-DEFAULT_MAX_IN_FLIGHT = 32
-# One Recall connection carries every participant of a meeting (up to 16 streams at 2 fps):
-# 8 in flight is 32 frames/s at 250 ms per store, and leaves 3/4 of the slots to others.
-DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION = 8
-DEFAULT_MAX_QUEUE = 4  # frames websockets buffers per connection before it stops reading
-DEFAULT_METRICS_INTERVAL = 60.0
-DEFAULT_TOTALS_TICK = 1.0  # how often the timer looks for participant totals that are due
-DEFAULT_SHUTDOWN_GRACE = 90.0  # fits ECS stopTimeout (120 s) with room for the close handshakes
-# How often the bot tokens of open connections are checked again: a revoked or expired one
-# is closed with 1008 within this (one GetItem per distinct token per interval).
-DEFAULT_TOKEN_RECHECK = 60.0
-# Connections one bot token may hold open on a task: Recall opens one per realtime endpoint
-# and, reconnecting, briefly a second; past this a leaked token is a lever on the task.
-DEFAULT_MAX_CONNECTIONS_PER_TOKEN = 10
-POLICY_VIOLATION = 1008
-# The JSON around the base64 buffer (ids, names, timestamps, metadata echoed from Create Bot).
-ENVELOPE_SLACK_BYTES = 64 * 1024
-NORMAL_CLOSURE, GOING_AWAY, INTERNAL_ERROR, ABNORMAL = 1000, 1001, 1011, 1006
-
-# Environment the container sets (Dockerfile ENV / the task definition); flags override.
-HOST_ENV, PORT_ENV, HEALTH_PORT_ENV = "FRAMESINK_RECEIVER_HOST", "FRAMESINK_RECEIVER_PORT", "FRAMESINK_HEALTH_PORT"
-MAX_IN_FLIGHT_ENV = "FRAMESINK_MAX_IN_FLIGHT"
-DRAIN_GRACE_ENV = "FRAMESINK_DRAIN_GRACE_SECONDS"
-METRICS_INTERVAL_ENV = "FRAMESINK_METRICS_INTERVAL_SECONDS"
-SHUTDOWN_GRACE_ENV = "FRAMESINK_SHUTDOWN_GRACE_SECONDS"
-# Set only where CloudFront is the one way in (its VPC origin): then CloudFront-Viewer-Address
-# is the bot's own address. Anywhere else a client could forge it.
-TRUST_CLOUDFRONT_ENV = "FRAMESINK_TRUST_CLOUDFRONT_HEADERS"
-DEREGISTRATION_WATCH_ENV = "FRAMESINK_DEREGISTRATION_WATCH_SECONDS"
-MAX_CONNECTIONS_PER_TOKEN_ENV = "FRAMESINK_MAX_CONNECTIONS_PER_TOKEN"
-SPOOL_DIR_ENV, SPOOL_MAX_BYTES_ENV = "FRAMESINK_SPOOL_DIR", "FRAMESINK_SPOOL_MAX_BYTES"
-TRY_AGAIN_LATER = 1013
-# The spool's drain: frames stored at once, and the back-off while the store still fails.
-SPOOL_DRAIN_BATCH = 32
-SPOOL_RETRY_SECONDS = (1.0, 5.0)  # at most 5 s between the outage and the drain
-
-
-
-def max_message_bytes(max_frame_bytes: int) -> int:
-    """Largest websocket message accepted: a maximal PNG in base64 plus its JSON envelope.
-
-    Anything larger is closed by websockets with 1009 before it is buffered; anything
-    between this and a too-large PNG is rejected by the core with reason frame_too_large.
-    """
-    return (max_frame_bytes + 2) // 3 * 4 + ENVELOPE_SLACK_BYTES
-
-
-@dataclass
-class ReceiverConfig:
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT  # 0 = any free port
-    health_port: int | None = None  # None: /healthz on the websocket port only
-    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT  # messages in the store at once (all connections)
-    max_in_flight_per_connection: int = DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION
-    max_queue: int = DEFAULT_MAX_QUEUE
-    metrics_interval: float = DEFAULT_METRICS_INTERVAL
-    totals_tick: float = DEFAULT_TOTALS_TICK
-    drain_grace: float = 0.0  # seconds between SIGTERM and closing connections (health says 503)
-    ping_interval: float | None = 20.0  # keeps idle connections alive through CloudFront and the ALB
-    ping_timeout: float = 20.0  # a pong this late closes with 1011, unless this side is behind
-    close_timeout: float = 10.0
-    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
-    deregistration_watch: float | None = None  # seconds without a health check => close with 1001
-    trust_cloudfront: bool = False  # take the bot's address from CloudFront-Viewer-Address
-    token_recheck: float | None = DEFAULT_TOKEN_RECHECK  # None: a token is checked at the handshake only
-    max_connections_per_token: int = DEFAULT_MAX_CONNECTIONS_PER_TOKEN  # per bot token, on this task
-    # Frames the store failed after retries wait here (spool.py); None: a directory per stack
-    # under the system's temp dir. spool_max_bytes 0: no spool (a failed frame is lost).
-    spool_dir: str | None = None
-    spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
+from framesink_receiver.config import (
+    GOING_AWAY,
+    HEALTH_PATH,
+    INTERNAL_ERROR,
+    POLICY_VIOLATION,
+    SPOOL_DRAIN_BATCH,
+    SPOOL_RETRY_SECONDS,
+    TRY_AGAIN_LATER,
+    ReceiverConfig,
+    default_spool_dir,
+    max_message_bytes,
+)
+from framesink_receiver.connection import Accepted, BoundedConnection, Conn, client_ip, close_of
 
 
 @dataclass
@@ -207,28 +138,6 @@ def _keyed(counter: Counter) -> dict[str, int]:
     return {str(k): v for k, v in sorted(counter.items())}
 
 
-@dataclass(frozen=True)
-class _Accepted:
-    connection_id: str
-    principal: Principal
-    source_ip: str | None
-    at_ms: int = field(default_factory=lambda: int(time.time() * 1000))
-
-
-@dataclass
-class _Conn:
-    """One open connection's state, for the keepalive and the shutdown."""
-
-    ws: ServerConnection
-    connection_id: str
-    token_hash: str | None = None  # a bot token's, checked again while the connection is open
-    waiting_for_slot: bool = False
-    in_flight: int = 0
-    # S3 key -> the outcome of the frame in flight for it: a second message for the same key
-    # waits for the first, so within a connection the first *sent* is the first written.
-    keys: dict = field(default_factory=dict)
-
-
 class Receiver:
     """The websocket server. ``start()``, then ``drain()`` / ``stop()``; ``stats`` counts."""
 
@@ -245,8 +154,8 @@ class Receiver:
         self._store_pool = ThreadPoolExecutor(self.config.max_in_flight, thread_name_prefix="store")
         self._control_pool = ThreadPoolExecutor(4, thread_name_prefix="control")
         self._slots: asyncio.Semaphore | None = None
-        self._accepted: weakref.WeakKeyDictionary[ServerConnection, _Accepted] = weakref.WeakKeyDictionary()
-        self._conns: dict[ServerConnection, _Conn] = {}
+        self._accepted: weakref.WeakKeyDictionary[ServerConnection, Accepted] = weakref.WeakKeyDictionary()
+        self._conns: dict[ServerConnection, Conn] = {}
         self._server: Server | None = None
         self._health_server: Server | None = None
         self._tasks: list[asyncio.Task] = []
@@ -292,7 +201,7 @@ class Receiver:
             # AWS are free. A client that offers it is answered without it (RFC 7692 sec. 5);
             # API Gateway does not negotiate it either.
             compression=None,
-            create_connection=_BoundedConnection,
+            create_connection=BoundedConnection,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         if self.config.health_port is not None:
@@ -397,7 +306,7 @@ class Receiver:
         if url.path == HEALTH_PATH:
             return self._health(ws, request.path)
         count("ConnectionAttempt")
-        source_ip = _client_ip(ws, request, self.config.trust_cloudfront)
+        source_ip = client_ip(ws, request, self.config.trust_cloudfront)
         if self.draining:
             return self._refuse(ws, http.HTTPStatus.SERVICE_UNAVAILABLE, "draining",
                                 "this task is shutting down; reconnect", source_ip)
@@ -421,7 +330,7 @@ class Receiver:
             return self._refuse(ws, http.HTTPStatus.TOO_MANY_REQUESTS, "too_many_connections",
                                 f"this bot token already holds {self.config.max_connections_per_token} connections "
                                 "on this task", source_ip)
-        self._accepted[ws] = _Accepted(uuid.uuid4().hex, principal, source_ip)
+        self._accepted[ws] = Accepted(uuid.uuid4().hex, principal, source_ip)
         return None
 
     def _connections_of(self, token_hash: str) -> int:
@@ -464,7 +373,7 @@ class Receiver:
     async def _serve_connection(self, ws: ServerConnection) -> None:
         accepted = self._accepted.pop(ws)
         cid, bot_id = accepted.connection_id, accepted.principal.bot_id
-        conn = self._conns[ws] = _Conn(ws, cid, accepted.principal.token_hash)
+        conn = self._conns[ws] = Conn(ws, cid, accepted.principal.token_hash)
         stats = self.stats
         stats.accepted += 1
         stats.open += 1
@@ -552,7 +461,7 @@ class Receiver:
             del self._conns[ws]
             if messages and not self._stopped:  # the bot left (often a meeting's end): write its counts now
                 loop.run_in_executor(self._control_pool, self._flush_totals, True)  # (stop() flushes them all)
-            code, reason = _close_of(ws)
+            code, reason = close_of(ws)
             stats.closes[code] += 1
             stats.open -= 1
             self._record_close(accepted, code, reason)
@@ -561,7 +470,7 @@ class Receiver:
             logger.info("connection closed", extra={"connection_id": cid, "close_code": code,
                                                     "close_reason": reason, "messages": messages})
 
-    def _record_close(self, accepted: _Accepted, code: int, reason: str) -> None:
+    def _record_close(self, accepted: Accepted, code: int, reason: str) -> None:
         """The connection's whole record (a put) with its close, batched with the index items
         (25 per BatchWriteItem, at most 50 ms later): 2,000 connections closing at once were
         2,000 UpdateItems through the control pool, most still unrecorded 5 s later."""
@@ -614,7 +523,7 @@ class Receiver:
         except RuntimeError:  # the loop is closed: nobody waits for it any more
             pass
 
-    def _done(self, future: asyncio.Future, size: int, pending: set, conn: _Conn,
+    def _done(self, future: asyncio.Future, size: int, pending: set, conn: Conn,
               mine: asyncio.Semaphore | None, key: str) -> None:
         pending.discard(future)
         if conn.keys.get(key) is future:
@@ -697,12 +606,12 @@ class Receiver:
                 "detail": "stored by the next receiver started on this disk; lost if the disk goes with the task"})
             count("SpoolLeftAtExit", self.stats.spool_left)
 
-    def _behind(self, conn: _Conn) -> bool:
+    def _behind(self, conn: Conn) -> bool:
         """True when this side, not the peer, is why a pong may be late: the connection's
         next message waits for a store slot, so its socket is not being read."""
         return conn.waiting_for_slot or self._slots.locked()
 
-    async def _keepalive(self, conn: _Conn) -> None:
+    async def _keepalive(self, conn: Conn) -> None:
         loop = asyncio.get_running_loop()
         ws = conn.ws
         try:
@@ -797,26 +706,6 @@ class Receiver:
                     asyncio.create_task(conn.ws.close(GOING_AWAY, "target deregistered"))
 
 
-# What this side may owe a peer that does not read: pongs to its pings (websockets answers each
-# at once) and our own frames. A peer that sends pings and never reads would grow the write
-# buffer by what it sends; past this it is closed (aborted: a close frame would not be read).
-MAX_WRITE_DEBT = 1024 * 1024
-
-
-class _BoundedConnection(ServerConnection):
-    """A ServerConnection that aborts a peer owing more than MAX_WRITE_DEBT of unread bytes."""
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        transport = self.transport
-        if transport is not None and not transport.is_closing() and transport.get_write_buffer_size() > MAX_WRITE_DEBT:
-            logger.warning("peer does not read: connection aborted", extra={
-                "reason": "write_debt", "owed_bytes": transport.get_write_buffer_size(),
-                "remote": str(self.remote_address)})
-            count_with_dimension("ConnectionAborted", "reason", "write_debt")
-            transport.abort()
-
-
 async def _never_called(ws: ServerConnection) -> None:  # the health listener never upgrades
     await ws.close()
 
@@ -830,96 +719,6 @@ def _internal_error(exc: BaseException | None = None) -> str:
         logger.error("frame not stored", extra={"reason": "internal_error"}, exc_info=exc)
     count_with_dimension("FrameStoreFailed", "reason", "internal_error")
     return FAILED
-
-
-def _close_of(ws: ServerConnection) -> tuple[int, str]:
-    """The close code and reason of the side that closed first (1006 if neither did).
-
-    ``ws.close_code`` is the code received, which is absent when this side closed a
-    connection (1009 message too big, 1001 going away) and the peer never answered.
-    """
-    p = ws.protocol
-    frame = p.close_sent if p.close_sent and not p.close_rcvd_then_sent else (p.close_rcvd or p.close_sent)
-    return (frame.code, frame.reason) if frame else (ABNORMAL, "")
-
-
-def _client_ip(ws: ServerConnection, request: Request, trust_cloudfront: bool = False) -> str | None:
-    # Behind CloudFront (its VPC origin the only way in), CloudFront states the viewer's
-    # address and port ("198.51.100.7:4711", or "[2001:db8::1]:4711").
-    viewer = request.headers.get("CloudFront-Viewer-Address") if trust_cloudfront else None
-    if viewer:
-        return viewer.rpartition(":")[0].strip("[]")[:64] or None
-    # Behind the ALB the peer is the load balancer. The ALB appends the address it saw to
-    # X-Forwarded-For, so the last entry is the one a client cannot forge (only the ALB's
-    # security group can reach the task).
-    forwarded = request.headers.get("X-Forwarded-For")
-    if forwarded:
-        return forwarded.split(",")[-1].strip() or None
-    return ws.remote_address[0] if ws.remote_address else None
-
-
-# --- command line (``framesink receive`` and ``python -m framesink_receiver``) ------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    env = os.environ
-    parser.add_argument("--host", default=env.get(HOST_ENV, DEFAULT_HOST),
-                        help=f"address to listen on (default ${HOST_ENV} or {DEFAULT_HOST}; the container sets 0.0.0.0)")
-    parser.add_argument("--port", type=int, default=int(env.get(PORT_ENV, DEFAULT_PORT)),
-                        help=f"websocket port, also serving GET {HEALTH_PATH} (0 = any free port; default ${PORT_ENV} or {DEFAULT_PORT})")
-    parser.add_argument("--health-port", type=int,
-                        default=int(env[HEALTH_PORT_ENV]) if env.get(HEALTH_PORT_ENV) else None,
-                        help=f"also answer GET {HEALTH_PATH} on this port (default: the websocket port only)")
-    parser.add_argument("--max-in-flight", type=int, default=int(env.get(MAX_IN_FLIGHT_ENV, DEFAULT_MAX_IN_FLIGHT)),
-                        help="messages being stored at once; beyond it connections stop being read (backpressure)")
-    parser.add_argument("--drain-grace", type=float, default=float(env.get(DRAIN_GRACE_ENV, 0)), metavar="SECONDS",
-                        help="after SIGTERM, answer health 503 this long before closing connections "
-                        "(for load balancers that do not deregister first; ECS does)")
-    parser.add_argument("--metrics-interval", type=float,
-                        default=float(env.get(METRICS_INTERVAL_ENV, DEFAULT_METRICS_INTERVAL)), metavar="SECONDS",
-                        help="how often batched EMF metrics are written")
-    parser.add_argument("--ping-interval", type=float, default=20.0, metavar="SECONDS",
-                        help="server keepalive ping interval (0 = no pings; CloudFront closes after 10 min idle)")
-    parser.add_argument("--ping-timeout", type=float, default=20.0, metavar="SECONDS",
-                        help="close with 1011 when a pong is this late while the receiver is keeping up")
-    parser.add_argument("--shutdown-grace", type=float,
-                        default=float(env.get(SHUTDOWN_GRACE_ENV, DEFAULT_SHUTDOWN_GRACE)), metavar="SECONDS",
-                        help="after SIGTERM, the most time to store what was read before exiting")
-    parser.add_argument("--trust-cloudfront", action="store_true",
-                        default=env.get(TRUST_CLOUDFRONT_ENV, "").lower() == "true",
-                        help="take the bot's address from CloudFront-Viewer-Address (only where CloudFront is "
-                        "the one way in)")
-    parser.add_argument("--max-connections-per-token", type=int, metavar="N",
-                        default=int(env.get(MAX_CONNECTIONS_PER_TOKEN_ENV, DEFAULT_MAX_CONNECTIONS_PER_TOKEN)),
-                        help="connections one bot token may hold open on this receiver; past it a handshake gets "
-                        f"429 (default ${MAX_CONNECTIONS_PER_TOKEN_ENV} or {DEFAULT_MAX_CONNECTIONS_PER_TOKEN})")
-    parser.add_argument("--spool-dir", default=env.get(SPOOL_DIR_ENV) or None, metavar="DIR",
-                        help="where frames wait while S3 or DynamoDB is down (default $" + SPOOL_DIR_ENV
-                        + " or a directory per stack under the temp dir)")
-    parser.add_argument("--spool-max-bytes", type=int, metavar="BYTES",
-                        default=int(env.get(SPOOL_MAX_BYTES_ENV, DEFAULT_SPOOL_MAX_BYTES)),
-                        help=f"most the spool holds; past it frames are lost and connections closed with 1013 "
-                        f"(0 = no spool; default ${SPOOL_MAX_BYTES_ENV} or {DEFAULT_SPOOL_MAX_BYTES})")
-    parser.add_argument("--deregistration-watch", type=float, metavar="SECONDS",
-                        default=float(env[DEREGISTRATION_WATCH_ENV]) if env.get(DEREGISTRATION_WATCH_ENV) else None,
-                        help="behind a load balancer: close connections (1001) after this long without a health check")
-
-
-def config_from_args(args: argparse.Namespace) -> ReceiverConfig:
-    if args.max_in_flight < 1:
-        raise ValueError("--max-in-flight must be at least 1")
-    if args.max_connections_per_token < 1:
-        raise ValueError("--max-connections-per-token must be at least 1")
-    if args.spool_max_bytes < 0:
-        raise ValueError("--spool-max-bytes must be 0 (no spool) or more")
-    return ReceiverConfig(host=args.host, port=args.port, health_port=args.health_port,
-                          max_in_flight=args.max_in_flight, drain_grace=args.drain_grace,
-                          metrics_interval=args.metrics_interval, shutdown_grace=args.shutdown_grace,
-                          deregistration_watch=args.deregistration_watch,
-                          ping_interval=args.ping_interval or None, ping_timeout=args.ping_timeout,
-                          trust_cloudfront=args.trust_cloudfront,
-                          max_connections_per_token=args.max_connections_per_token,
-                          spool_dir=args.spool_dir, spool_max_bytes=args.spool_max_bytes)
 
 
 def return_large_buffers_to_the_os() -> None:
@@ -936,60 +735,3 @@ def return_large_buffers_to_the_os() -> None:
         libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):
         pass
-
-
-async def serve_until_signalled(service: Service, config: ReceiverConfig) -> dict:
-    """Run until SIGTERM/SIGINT, then shut down gracefully. Prints a ready line and a summary."""
-    receiver = Receiver(service, config)
-    await receiver.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    # One JSON line each at start and end, for scripts and tests (logs go to stdout too).
-    print(json.dumps({"framesink_receiver": "ready", "host": config.host, "port": receiver.port,
-                      "health_port": receiver.health_port or receiver.port}), flush=True)
-    await stop.wait()
-    receiver.drain()
-    if config.drain_grace > 0:
-        await asyncio.sleep(config.drain_grace)
-    summary = await receiver.stop()
-    print(json.dumps({"framesink_receiver": "stopped", **summary}), flush=True)
-    return summary
-
-
-def default_spool_dir(settings: Settings) -> str:
-    """One spool per stack (bucket and table) under the temp dir: a restarted local receiver
-    finds its frames, two stacks never share. The container sets $FRAMESINK_SPOOL_DIR."""
-    import tempfile
-
-    name = f"{settings.bucket}-{settings.table}".replace(os.sep, "_")
-    return os.path.join(tempfile.gettempdir(), "framesink-spool", name)
-
-
-def receiver_service(settings: Settings | None = None) -> Service:
-    """The core as the container runs it: index items batched (index_batch.py) and frames
-    written with obstore (native_objects.py). `framesink receive` and `framesink local
-    --ingress direct` both start from here."""
-    return Service(settings, batch_index_writes=True, native_s3=True)
-
-
-def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
-    settings = Settings.from_env()
-    if not settings.bucket or not settings.table:
-        print("framesink receive: FRAMESINK_BUCKET and FRAMESINK_TABLE must be set "
-              "(the task definition sets them; locally, use `framesink local --ingress direct`)", file=sys.stderr)
-        return 2
-    asyncio.run(serve_until_signalled(receiver_service(settings), config))
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="framesink receive", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,7 +22,7 @@ import pytest
 from aws_cdk.assertions import Template
 
 from framesink_core.shared.settings import Settings
-from framesink_receiver.server import DEFAULT_SHUTDOWN_GRACE
+from framesink_receiver.config import DEFAULT_SHUTDOWN_GRACE
 from infra import build, error_annotations
 from infra.container_ingress import (
     ALB_IDLE_TIMEOUT,

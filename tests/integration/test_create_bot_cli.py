@@ -32,7 +32,7 @@ from framesink_core.shared.items import from_item, to_item
 @pytest.fixture
 def local_stack(tmp_path):
     """`framesink local` in a background event loop; its state file in tmp_path."""
-    from framesink.emulator import LocalConfig, background_stack
+    from framesink.local import LocalConfig, background_stack
 
     # moto's backend is process-wide: each stack gets its own names.
     name = f"framesink-{uuid.uuid4().hex[:8]}"

@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from framesink.emulator import LocalConfig, background_stack
+from framesink.local import LocalConfig, background_stack
 from framesink.simulator import SimConfig, simulate
 from framesink_core.ingest.tombstones import is_deleted
 from framesink_core.read.delete import delete_recording

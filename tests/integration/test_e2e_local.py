@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEven
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
-from framesink.emulator import APIGW_MAX_FRAME_BYTES, APIGW_MAX_MESSAGE_BYTES, LocalConfig, background_stack
+from framesink.local import APIGW_MAX_FRAME_BYTES, APIGW_MAX_MESSAGE_BYTES, LocalConfig, background_stack
 from framesink.simulator import SimConfig, simulate
 from framesink.synthetic import frame_message, make_png
 from framesink_core.access.connections import ConnectionRegistry

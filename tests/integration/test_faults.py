@@ -289,7 +289,7 @@ def test_a_long_outage_drains_the_retry_quota_and_later_frames_are_stored(svc, a
 
 def local_stack(ingress: str):
     """`framesink local` with ``ingress`` on a background loop (``local.run(coro)``)."""
-    from framesink.emulator import LocalConfig, background_stack
+    from framesink.local import LocalConfig, background_stack
 
     return background_stack(LocalConfig.isolated("faults", ingress=ingress, max_frame_bytes=512 * 1024),
                             timeout=GUARD)

@@ -16,7 +16,7 @@ import pytest
 from hostile import cases, good_frame
 from websockets.asyncio.client import connect
 
-from framesink.emulator import LocalConfig, background_stack
+from framesink.local import LocalConfig, background_stack
 
 GUARD = 120  # seconds: hang guard only
 

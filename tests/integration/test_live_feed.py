@@ -20,7 +20,7 @@ import pytest
 from hostile import png_bytes
 from websockets.asyncio.client import connect
 
-from framesink.emulator import LocalConfig, background_stack
+from framesink.local import LocalConfig, background_stack
 from framesink.synthetic import frame_message, make_png, make_slide
 from framesink_core.read.feed import FrameRef
 

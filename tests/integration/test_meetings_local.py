@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from framesink.emulator import LocalConfig, background_stack
+from framesink.local import LocalConfig, background_stack
 from framesink_core.read.video import probe
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ from conftest import api_event as http_event
 from websockets.asyncio.client import connect
 
 from framesink.cli import main
-from framesink.emulator import LocalConfig, background_stack
+from framesink.local import LocalConfig, background_stack
 from framesink.synthetic import frame_message, make_png
 from framesink_core.shared import schema
 

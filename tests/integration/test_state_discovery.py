@@ -15,7 +15,7 @@ import pytest
 
 from framesink.cli import CliError
 from framesink.commands.local import refuse_a_live_stack
-from framesink.emulator import LocalConfig, background_stack
+from framesink.local import LocalConfig, background_stack
 
 GUARD = 120
 FRAMESINK = [sys.executable, "-m", "framesink"]

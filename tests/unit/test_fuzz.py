@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 
-from framesink.local_aws import provision
+from framesink.local.aws import provision
 from framesink.synthetic import frame_event, make_png
 from framesink_core.shared import schema
 from framesink_core.shared.items import BOTO_CONFIG, from_item, to_item
