@@ -1,6 +1,7 @@
 """framesink core: everything the ingresses, handlers and CLI share, in folders that follow a
-frame. Each layer imports only from its own package and the layers below it (checked by
-tests/unit/test_import_structure.py):
+frame, listed from the bottom up: each folder imports only from itself and the folders listed
+before it, and access/ingest and read/meeting are peers that do not import each other.
+import-linter checks it (pyproject.toml's contracts; tests/unit/test_import_structure.py):
 
     shared    schema, settings, DynamoDB items, the S3 write contract, logging and metrics
     access    who may send: bot tokens, signed headers, connection records, the handshake probe
@@ -10,6 +11,3 @@ tests/unit/test_import_structure.py):
     analyze   analyzers on stored frames (slides)
     service   one of each, wired for a Lambda handler or the receiver
 """
-
-# Lowest first; packages on one line are peers and may not import each other.
-LAYERS = (("shared",), ("access", "ingest"), ("read", "meeting"), ("analyze",), ("service",))
