@@ -11,7 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # jsii prints a full-screen banner on Node 20 (end of life); it runs fine. Deploy from Node 22+.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: demo test synth bench clean
+.PHONY: demo test synth bench docs clean
 
 $(SETUP): requirements.txt requirements-dev.txt lambdas/requirements.txt pyproject.toml package.json package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,5 +33,8 @@ synth: $(SETUP)
 bench: $(SETUP)
 	$(PY) -m bench
 
+docs: $(SETUP)
+	$(VENV)/bin/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) node_modules cdk.out .framesink .pytest_cache
+	rm -rf $(VENV) node_modules cdk.out .framesink .pytest_cache site

@@ -63,7 +63,7 @@ class Row:
 
 
 def machine() -> dict:
-    """What the numbers were measured on (the README quotes it)."""
+    """What the numbers were measured on (docs/performance.md quotes it)."""
     model = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

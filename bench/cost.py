@@ -8,7 +8,7 @@ each Lambda invocation writes) and prints the cost of one participant streaming 
 behind CloudFront (``cloudfront``, the default) and behind an internet-facing ALB with your
 certificate (``alb``: the other TLS path). ``make bench`` runs it with the end-to-end figures
 of the same run (receiver CPU per frame, peak memory). Importable: ``estimate(...)``,
-``monthly_fixed(...)`` and ``PRICES`` are what the README's tables need.
+``monthly_fixed(...)`` and ``PRICES`` are what docs/costs.md's tables need.
 
 Prices: AWS list prices, us-east-1, on-demand, no free tier, as published on the AWS pricing
 pages and quoted by public pricing guides up to mid-2026; the model is as of 2026-11-29
@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 # The emulator enforces API Gateway's limits; one definition of them.
-from framesink.emulator import APIGW_MAX_FRAME_BYTES
+from framesink.local import APIGW_MAX_FRAME_BYTES
 
 REGION = "us-east-1"
 PRICES_AS_OF = f"2026-11-29 (list prices, {REGION})"

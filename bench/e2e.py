@@ -117,7 +117,7 @@ def local_stack(ingress: str):
     """`framesink local --ingress <ingress>` in a background event loop; yields (stack, run)."""
     import logging
 
-    from framesink.emulator import LocalConfig, background_stack
+    from framesink.local import LocalConfig, background_stack
 
     logging.getLogger("framesink").setLevel(logging.WARNING)
     config = LocalConfig.isolated("bench", ingress=ingress)

@@ -33,7 +33,7 @@ def _watch(state_file: Path, recording_id: str, source: str) -> subprocess.Popen
 
 
 def run(quick: bool = False) -> tuple[list[Row], dict]:
-    from framesink.emulator import LocalConfig, background_stack
+    from framesink.local import LocalConfig, background_stack
     from framesink.simulator import SimConfig, simulate
 
     participants, seconds = (3, 6.0) if quick else (6, 20.0)

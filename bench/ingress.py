@@ -25,7 +25,7 @@ import uuid
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from framesink.emulator import APIGW_MAX_FRAME_BYTES, APIGW_MAX_MESSAGE_BYTES
+from framesink.local import APIGW_MAX_FRAME_BYTES, APIGW_MAX_MESSAGE_BYTES
 
 from . import ROOT, cost, e2e, machine
 

@@ -82,7 +82,7 @@ def run(quick: bool = False) -> tuple[list[Row], dict]:
     import boto3
     from moto.server import ThreadedMotoServer
 
-    from framesink.local_aws import provision
+    from framesink.local.aws import provision
 
     frames_per_round = 200 if quick else 400
     rounds = 2 if quick else 4

@@ -1,11 +1,11 @@
 """A stand-in Recall bot: streams `video_separate_png.data` events over a real websocket.
 
-Like a Recall bot (recall/EVENTS.md): one connection per realtime endpoint carrying every
+Like a Recall bot (docs/recall-events.md): one connection per realtime endpoint carrying every
 participant's frames at 2 fps each (plus an optional 1280x720 screenshare), and after a drop
 or a failed connect it retries every 3 s, at most 30 times per incident, then gives up.
 Frames that fall due while it is disconnected are lost, as they are with Recall.
 
-With a webhook URL and secret it also plays Recall's bot status webhooks (recall/EVENTS.md),
+With a webhook URL and secret it also plays Recall's bot status webhooks (docs/recall-events.md),
 signed as Svix signs them: ``bot.joining_call`` and ``bot.in_call_recording`` before the first
 frame, ``bot.call_ended`` and ``bot.done`` after the last.
 """

@@ -1,7 +1,7 @@
 """Synthetic Recall traffic: PNG frames and `video_separate_png.data` events.
 
 Used by the simulator, the demo, the benchmarks and the tests, so all of them send exactly
-the payload shape of ../shared/recall/EVENTS.md.
+the payload shape in docs/recall-events.md.
 """
 
 from __future__ import annotations

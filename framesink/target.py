@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +42,7 @@ from framesink_core.shared.settings import Settings
 
 from .cli import CliError
 
-DEFAULT_STATE_FILE = Path(".framesink/local.json")  # `framesink local` writes it (DESIGN.md)
+DEFAULT_STATE_FILE = Path(".framesink/local.json")  # `framesink local` writes it (docs/cli.md)
 STATE_FILE_ENV = "FRAMESINK_STATE_FILE"
 
 
@@ -234,3 +235,17 @@ def resolve(args: argparse.Namespace, *, need: tuple[str, ...] = ("bucket", "tab
         target.region = target.region or outputs.get(OUTPUT_REGION)
     target.require(*[n for n in need if n in ("bucket", "table")])
     return target
+
+
+def same_stack(args: argparse.Namespace) -> str:
+    """The options that name the stack ``args`` named, for a command a hint suggests next
+    (`framesink slides --recording R --local`): a hint without them talks to another stack."""
+    if getattr(args, "local", False):
+        state_file = getattr(args, "state_file", None)
+        return " --local" + (f" --state-file {shlex.quote(str(state_file))}" if state_file else "")
+    flags = ""
+    for name in ("stack_name", "region", "bucket", "table"):
+        value = getattr(args, name, None)
+        if value:
+            flags += f" --{name.replace('_', '-')} {shlex.quote(str(value))}"
+    return flags

@@ -1,4 +1,4 @@
-"""The live feed (README "Live frames"): every stored frame on EventBridge, an optional queue
+"""The live feed (docs/live-feed.md): every stored frame on EventBridge, an optional queue
 to pull them from, and the example slide analyzer.
 
 - The frames bucket sends its Object Created events to the account's default event bus

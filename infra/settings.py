@@ -49,10 +49,10 @@ DEFAULTS: dict[str, Any] = {
     "staticToken": True,
     # true: the stack sets the account's API Gateway CloudWatch role (one per account and
     # region, needed for WebSocket access logs). Off by default: it is an account-wide setting
-    # that the last stack to set it owns; README "Before your first deploy" shows the check
+    # that the last stack to set it owns; docs/deploy.md "Before your first deploy" shows the check
     # (`aws apigateway get-account`) and when to turn it on (once per account and region).
     "apiGatewayCloudWatchRole": False,
-    # Which websocket ingress to deploy (README "choose your ingress"): "both" (the default: the
+    # Which websocket ingress to deploy (docs/ingest.md, "choosing an ingress"): "both" (the default: the
     # container stores real frames, API Gateway stays for tiny ones), "container" (ECS Fargate
     # behind an ALB; no size limit but maxFrameBytes) or "apigw" (API Gateway + Lambda: 32 KB
     # frames, so no camera frame fits). With a container, create-bot hands out its URL.
@@ -90,7 +90,7 @@ DEFAULTS: dict[str, Any] = {
     "exports": True,
     # The export function's memory (MB; CPU grows with it, x264 uses it). 3008 is the most a
     # new account's Lambda quota allows; with it one invocation (15 min) encodes about three
-    # hours of 1280x720 screenshare or 20+ hours of 480x360 webcam (README "Export").
+    # hours of 1280x720 screenshare or 20+ hours of 480x360 webcam (docs/meetings.md).
     "exportMemoryMb": 3008,
     # The container receiver's spool (MB of the task's 20 GiB disk): frames whose S3 or index
     # write fails after retries wait there and are stored when AWS answers; 0 = no spool.
@@ -110,7 +110,7 @@ DEFAULTS: dict[str, Any] = {
     "exportQuietMinutes": 10,
     # Container ingress task count: CPU autoscaling between these (1 <= min <= max <= 100).
     # One 0.5-vCPU task holds ~30 webcams at the 60 % CPU target (receiver CPU per frame in
-    # README "Performance"), so max = concurrent participants / 30, rounded up, with headroom.
+    # docs/performance.md), so max = concurrent participants / 30, rounded up, with headroom.
     "containerMinTasks": 1,
     "containerMaxTasks": 4,
     # create-bot (infra/bot_api.py). The Recall region whose API (and API key) the bots use.

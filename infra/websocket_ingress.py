@@ -2,7 +2,7 @@
 
 Recall connects to ``wss://<api>.execute-api.<region>.amazonaws.com/<stage>?token=...``;
 $connect authenticates (framesink_core.access.auth), $default stores each message, $disconnect
-records the close. API Gateway's limits (32 KB frames, 128 KB messages) apply: see README.
+records the close. API Gateway's limits (32 KB frames, 128 KB messages) apply: see docs/ingest.md.
 """
 
 from __future__ import annotations

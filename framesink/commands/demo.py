@@ -138,7 +138,7 @@ async def _burst(out: "_Printer", stack: LocalStack, seconds: float) -> None:
              f"{APIGW_MAX_MESSAGE_BYTES // 1024} KB per message, so each real")
     out.line("   frame closes the connection (1009) and the frames due during Recall's 3 s reconnect wait")
     out.line("   are lost. The container receiver (`framesink local --ingress direct`, ECS Fargate in AWS)")
-    out.line("   runs the same core without those limits (README: \"API Gateway limits\"): it is the URL the")
+    out.line("   runs the same core without those limits (docs/ingest.md: \"API Gateway limits\"): it is the URL the")
     out.line("   default deploy hands Recall.")
 
 

@@ -49,6 +49,6 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"export job of {recording} is {status or 'missing'}: not restarted{hint}")
     where.client("sqs").send_message(QueueUrl=queue_url, MessageBody=json.dumps(
         {"kind": "recording", "recording_id": recording, "trigger": trigger}))
-    print(f"export job of {recording} queued; `framesink recording {recording}"
-          f"{' --local' if where.local else ''}` shows it and its MP4s once done")
+    print(f"export job of {recording} queued; `framesink recording {recording}{target.same_stack(args)}` "
+          "shows it and its MP4s once done")
     return 0

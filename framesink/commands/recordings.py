@@ -86,7 +86,8 @@ def run_one(args: argparse.Namespace) -> int:
                 p["frame_count"], clock(p["first_ms"]), clock(p["last_ms"])) for p in found["participants"]],
               ["PARTICIPANT", "NAME", "TYPES", "FRAMES", "FIRST", "LAST"], right={"FRAMES", "FIRST", "LAST"})
     if found["slides"]:
-        print(f"\n  {len(found['slides'])} slide changes (framesink slides --recording {found['recording_id']})")
+        print(f"\n  {len(found['slides'])} slide changes (framesink slides --recording {found['recording_id']}"
+              f"{target.same_stack(args)})")
     job = found.get("export_job")
     if job:
         print(f"\n  export: {job.get('job_status')} (trigger {job.get('trigger')}, attempts {job.get('attempts')})")

@@ -1,7 +1,7 @@
 """An API Gateway WebSocket stage on 127.0.0.1 that feeds the real Lambda handlers
 (lambdas/framesink_handlers), for `framesink local --ingress apigw`.
 
-What is emulated, and how (DESIGN.md "API Gateway WebSocket limits"):
+What is emulated, and how (docs/ingest.md, "API Gateway limits, and choosing an ingress"):
 - routes: ``$connect`` runs before the upgrade completes and a non-2xx result refuses the
   handshake with that HTTP status; every text message is one ``$default`` invocation;
   ``$disconnect`` runs once the connection is gone, with its close code and reason.

@@ -662,7 +662,7 @@ class Receiver:
         """Close the connections whose bot token was revoked or expired since their handshake
         (1008, "token revoked or expired"): a revoke means new handshakes are refused *and*
         what is open stops within ``token_recheck``. The shared static token is not rechecked:
-        rotating it moves new handshakes only (README "Rotating a secret")."""
+        rotating it moves new handshakes only (docs/security.md, "Operating it")."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.config.token_recheck)

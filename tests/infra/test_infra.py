@@ -234,7 +234,7 @@ def test_stage_auto_deploys_throttles_and_logs_without_the_token(default):
     log_group = stage["AccessLogSettings"]["DestinationArn"]["Fn::GetAtt"][0]
     assert default.resources[log_group]["Type"] == "AWS::Logs::LogGroup"
     # The account-wide API Gateway CloudWatch role is opt-in (the last stack to set it owns it):
-    # the default leaves it to the account (README "Before your first deploy"); the variant sets it.
+    # the default leaves it to the account (docs/deploy.md "Before your first deploy"); the variant sets it.
     assert not default.of_type("AWS::ApiGateway::Account")
 
 

@@ -1,6 +1,6 @@
 """The receiver killed mid-meeting (SIGKILL: no drain, no close frames) while a simulated bot
 reconnects like Recall (every 3 s, 30 tries), then a replacement started on the same port, as
-ECS would behind the ALB. Measured and printed (README "Operating it"): frames sent, stored,
+ECS would behind the ALB. Measured and printed (docs/security.md, "Operating it"): frames sent, stored,
 lost while disconnected, lost in flight at the kill, and the time until frames flow again.
 
 Asserted, not timed: the bot reconnects by itself, every frame sent after the replacement is
@@ -90,7 +90,7 @@ def test_sigkill_mid_meeting_loses_only_the_gap_and_frames_flow_again(moto):
 
 
 def test_rotating_the_shared_token_keeps_open_connections_and_moves_new_handshakes(moto):
-    """README "Rotating a secret": put-secret-value on the shared token. The connection opened
+    """docs/security.md, "Operating it": put-secret-value on the shared token. The connection opened
     with the old token keeps storing; once the secret cache expires (5 min in a deploy, 1 s
     here) a new handshake needs the new token and the old one gets 403."""
     from websockets.asyncio.client import connect

@@ -12,7 +12,7 @@ idempotency have to survive:
 - ``connect_timeout``: botocore ConnectTimeoutError, nothing sent;
 - ``read_timeout``: the write lands, then botocore ReadTimeoutError.
 
-The promise under test (DESIGN.md "Ingest rules"): a frame is either stored (after retries),
+The promise under test (docs/ingest.md): a frame is either stored (after retries),
 exactly once in S3 and in the index, or reported failed (log + metric) and never reported
 stored; an index write lost after the S3 write is repaired by reindex; and the connection
 stays open through all of it. First through the Lambda handlers with API Gateway events,

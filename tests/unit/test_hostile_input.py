@@ -3,7 +3,7 @@ outcome with one log line and one metric, in bounded CPU, and nothing it stores 
 limit downstream (S3's 2 KB of metadata, a 1 KB index item, a name a terminal can show).
 
 tests/integration/test_hostile_sockets.py sends the same corpus over real sockets to both
-ingresses. The CPU each message costs is printed (``-s``) for the README's limits table;
+ingresses. The CPU each message costs is printed (``-s``) for the limits table in docs/ingest.md;
 nothing here asserts a time.
 """
 

@@ -93,3 +93,13 @@ def test_local_reads_the_state_file(tmp_path):
         target.resolve(parse("--local", "--state-file", str(path)))
     with pytest.raises(CliError, match="start one with `framesink local`"):
         target.resolve(parse("--local", "--state-file", str(tmp_path / "absent.json")))
+
+
+def test_a_hint_names_the_stack_the_command_used():
+    """`framesink recording R --local` suggests `framesink slides ... --local`, not a command
+    that would talk to the default deployed stack."""
+    assert target.same_stack(parse("--local")) == " --local"
+    assert target.same_stack(parse("--local", "--state-file", "/tmp/a b.json")) == " --local --state-file '/tmp/a b.json'"
+    assert target.same_stack(parse("--stack-name", "framesink-dev", "--region", "eu-west-1")) == \
+        " --stack-name framesink-dev --region eu-west-1"
+    assert target.same_stack(parse()) == ""

@@ -1,6 +1,6 @@
 """Who may open a websocket: the connection token, and optionally Recall's signed headers.
 
-Rules (DESIGN.md "Connection auth"): the URL carries ``?token=...``; a missing or wrong token
+Rules (docs/auth.md, a contract): the URL carries ``?token=...``; a missing or wrong token
 is refused before any frame is read. A token is either the shared static token (Secrets
 Manager) or a per-bot token whose SHA-256 hash create-bot stored in the table. When a
 ``whsec_`` verification secret is configured, the Standard Webhooks headers are verified too.
@@ -175,7 +175,7 @@ class OnceStore:
                                   Key=to_item({"pk": schema.once_pk(scope, message_id), "sk": schema.META_SK}))
 
 
-# --- Recall's signed headers (Standard Webhooks; recall/VERIFY.md) -------------------------
+# --- Recall's signed headers (Standard Webhooks; docs/recall-events.md) -------------------------
 # Hand-written (30 lines): the `standardwebhooks` package would pull httpx, attrs and
 # dateutil into every Lambda asset for one HMAC. Every header is bounded before use.
 

@@ -1,4 +1,4 @@
-"""Slide changes in screenshare frames: the logic of the example analyzer (README "Write your
+"""Slide changes in screenshare frames: the logic of the example analyzer (docs/live-feed.md, "Write your
 own analyzer"; the Lambda is framesink_handlers/slides.py).
 
 The perceptual signature of a frame is a 32x18 grayscale thumbnail (box-filtered: every

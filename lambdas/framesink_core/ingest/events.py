@@ -2,7 +2,7 @@
 
 Written out by hand rather than with a pydantic model: the rules are few, each failure needs
 its own stable reason label (the log line and metric name it), and pydantic's import would
-be most of the ingest Lambda's cold start. See ../shared/recall/EVENTS.md for the payloads.
+be most of the ingest Lambda's cold start. docs/recall-events.md has the payloads.
 
 Every field is bounded and handled in linear time: orjson parses (it refuses NaN, numbers
 that overflow a double, integers beyond 64 bits as integers, lone surrogates and nesting
@@ -27,7 +27,7 @@ from framesink_core.shared.schema import FRAME_TYPES, ID_PATTERN, MAX_RELATIVE_M
 
 FRAME_EVENT = "video_separate_png.data"
 
-# Event names a websocket endpoint can subscribe to (recall/EVENTS.md). Other names are
+# Event names a websocket endpoint can subscribe to (docs/recall-events.md). Other names are
 # acknowledged too; they are counted as "other" so a metric dimension stays low-cardinality.
 KNOWN_EVENTS = frozenset(
     {

@@ -1,4 +1,4 @@
-"""A meeting's life, from Recall's bot status webhooks (recall/EVENTS.md): verify, record a
+"""A meeting's life, from Recall's bot status webhooks (docs/recall-events.md): verify, record a
 status and a timeline, and start the export when the meeting is over.
 
 Webhooks are delivered by Svix, signed like Recall's websocket handshakes (Standard Webhooks,

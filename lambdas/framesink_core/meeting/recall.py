@@ -1,6 +1,6 @@
 """Recall's Create Bot API: the request body, the HTTP client, and bot creation with a token.
 
-What is in the body and how Recall answers is in ../shared/recall/EVENTS.md ("Create Bot").
+What is in the body and how Recall answers is in docs/recall-events.md ("Create Bot").
 
 Per-bot tokens and the chicken-and-egg (the token must be in the URL Recall is given, but
 the bot id exists only once Recall has answered): ``create_streaming_bot`` mints the token
@@ -263,7 +263,7 @@ def redact_token(url: str) -> str:
 
 
 def create_bot_body(request: BotRequest, endpoint_url: str, endpoint_form: str = "flat") -> dict:
-    """The Create Bot JSON body (recall/EVENTS.md)."""
+    """The Create Bot JSON body (docs/recall-events.md)."""
     if endpoint_form == "flat":
         endpoint = {"type": "websocket", "url": endpoint_url, "events": list(request.events)}
     elif endpoint_form == "nested":
@@ -356,7 +356,7 @@ class RecallClient:
         api_key = api_key_from_secret(self._api_key())
         if not api_key:
             raise RecallError(None, "no_api_key", "the Recall API key secret is not set: put the key into it "
-                              "(README, 'Creating bots')")
+                              "(docs/meetings.md, 'Creating bots')")
         headers = {"Authorization": f"Token {api_key}", "Accept": "application/json", **(extra_headers or {})}
         payload = None
         if body is not None:

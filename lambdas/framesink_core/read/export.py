@@ -5,7 +5,7 @@ Started by Recall's ``bot.done`` webhook (or ``bot.call_ended`` after a quiet pe
 meetings.py), through a queue. One job per recording (its ``JOB#export`` item, created once:
 a redelivered webhook finds it and queues nothing), fanned out into one message per stream
 (participant x type), each encoded by its own invocation: measured on one core, an hour of a
-480x360 webcam is ~1.5 min of CPU and an hour of 1280x720 screenshare ~7 min (README
+480x360 webcam is ~1.5 min of CPU and an hour of 1280x720 screenshare ~7 min (docs/performance.md
 "Exports"), so a stream fits a Lambda's 15 minutes where a whole meeting might not. The last
 stream to finish marks the job done; a failing stream is retried by the queue, then parked
 in its dead-letter queue, which alarms.

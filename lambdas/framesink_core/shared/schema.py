@@ -3,7 +3,7 @@
 The CDK stack (infra/storage.py), the local emulator and the tests all build the table
 from TABLE_SCHEMA, so keys and indexes cannot drift between the cloud and a laptop.
 
-Single-table design (README "Storage layout"). A recording's items share one partition, so
+Single-table design (docs/storage.md). A recording's items share one partition, so
 one Query reads any slice of it; sort keys that start with a digit are frames (in time
 order), every other item's sort key starts with a capital letter, so the two never mix:
 
@@ -110,7 +110,7 @@ def relative_ms_text(relative_ms: int) -> str:
 
 
 def frame_key(recording_id: str, participant_id: str, frame_type: str, relative_ms: int) -> str:
-    """S3 key of a frame (DESIGN.md storage contract). Ids must already be validated."""
+    """S3 key of a frame (docs/storage.md, a contract). Ids must already be validated."""
     return (
         f"recordings/{recording_id}/participants/{participant_id}/{frame_type}/"
         f"{relative_ms_text(relative_ms)}.png"
