@@ -41,6 +41,9 @@ PRICES = {
     "lambda_request_per_million": 0.20,
     "lambda_gb_second_arm64": 0.0000133334,
     "lambda_gb_second_x86_64": 0.0000166667,
+    # EventBridge custom events (PutEvents), each 64 KB chunk one event; delivery to rule targets
+    # is not charged (the frame events of ingest/outlet.py are ~0.7 KB: one each).
+    "eventbridge_event_per_million": 1.00,
     # S3 Standard.
     "s3_put_per_thousand": 0.005,
     "s3_get_per_thousand": 0.0004,
@@ -122,7 +125,7 @@ class Workload:
     totals_flush_seconds: float = 5.0  # participant totals: one write per participant this often
     # The default deployment's standing parts (a test keeps these equal to the synthesized
     # template: tests/infra/test_infra.py).
-    alarms: int = 33  # 30 + the canary's own alarm and its function's error and throttle alarms
+    alarms: int = 34  # 31 + the canary's own alarm and its function's error and throttle alarms
     dashboards: int = 1
     secrets: int = 3  # the shared token, the Recall API key, the webhook signing secret
     kms_keys: int = 1  # the alarm topic's
@@ -333,6 +336,7 @@ def units_per_frame(profile: FrameProfile, ingress: str, workload: Workload, ass
         1 if ingress == "apigw" else workload.fps * workload.totals_flush_seconds)
     units = {
         "s3_puts": 1,
+        "frame_events": 1,  # the ingress's "Frame Stored" event (ingest/outlet.py)
         "s3_gb_stored": profile.png_bytes / 1e9,
         "dynamodb_wru": frame_wru + totals_wru,
         "dynamodb_wru_frame": frame_wru,
@@ -378,6 +382,7 @@ def estimate(profile: FrameProfile, ingress: str, workload: Workload | None = No
         # Index items expire with their objects (framesink_core.ingest.storage: expires_at, TTL).
         f"DynamoDB storage ({w.frame_expiry_days} d)": frames * u["dynamodb_gb_stored"] * months_kept
         * p["dynamodb_gb_month"],
+        "EventBridge frame events": frames * u["frame_events"] * p["eventbridge_event_per_million"] / 1e6,
     }
     lines = dict(storage)
     if ingress not in INGRESSES:

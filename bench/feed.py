@@ -1,13 +1,14 @@
 """The live feed's latency, locally: stored -> seen by a consumer, p50 and p99, through the
-frame queue (S3 -> EventBridge -> SQS, in moto) against polling the index (one Query a
-second, `framesink watch --source index`), both measured on the same frames in one run.
+frame queue (the receiver's frame event -> EventBridge -> SQS, in moto) against polling the
+index (one Query a second, `framesink watch --source index`), both measured on the same
+frames in one run.
 
 Two `framesink watch --json` processes (one per source) follow one recording while a
 simulated bot streams it through the container receiver; each frame's lag is the watcher's
-clock minus the ``stored-at`` the core wrote. moto delivers S3's events at once, so the
-queue's number here is framesink's own overhead (store, event, receive, HEAD): in AWS add
-S3 -> EventBridge delivery, which AWS documents as "typically in seconds but can sometimes
-take a minute or longer" (S3 User Guide, Event Notifications).
+clock minus the ``stored-at`` the core wrote (the start of the S3 write), so it includes the
+index write, the outlet's batching (<= 20 ms), PutEvents, the rule's delivery and the
+receive. In AWS, EventBridge's own hop is documented only as "near real time"
+(docs/live-feed.md has each hop).
 
     python -m bench.feed [--quick]
 """

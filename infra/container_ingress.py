@@ -39,6 +39,7 @@ Networking, chosen for cost with nothing reachable but CloudFront (or the ALB):
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +50,7 @@ from aws_cdk import aws_cloudfront as cloudfront
 from aws_cdk import aws_cloudfront_origins as origins
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_ecr_assets as ecr_assets
@@ -149,7 +151,7 @@ class ContainerIngress(Construct):
 
     def __init__(self, scope: Construct, id: str, *, settings: InfraSettings, bucket: s3.IBucket,
                  table: dynamodb.ITable, secret_statements: Sequence[iam.PolicyStatement], core: Settings,
-                 service_name: str):
+                 service_name: str, frame_bus: events.IEventBus):
         super().__init__(scope, id)
         cpu_architecture, platform = ARCHITECTURES[settings.architecture_name]
         behind_cloudfront = settings.container_front == "cloudfront"
@@ -227,12 +229,13 @@ class ContainerIngress(Construct):
         # (UpdateItem), FrameStore.put_frame (PutObject under recordings/, GetItem to check a
         # duplicate's index item, BatchWriteItem of index items), Service.secret (GetSecretValue).
         # A redelivered frame is compared with the stored one: GetObject (HeadObject is
-        # GetObject in IAM) under recordings/.
+        # GetObject in IAM) under recordings/. BatchingOutlet: PutEvents on the stack's frame bus.
         self.task_policy = iam.Policy(self, "TaskAccess", roles=[self.task_role], statements=[
             iam.PolicyStatement(actions=["s3:PutObject", "s3:GetObject"],
                                 resources=[bucket.arn_for_objects("recordings/*")]),
             iam.PolicyStatement(actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
                                          "dynamodb:BatchWriteItem"], resources=[table.table_arn]),
+            iam.PolicyStatement(actions=["events:PutEvents"], resources=[frame_bus.event_bus_arn]),
             *secret_statements,
         ])
         NagSuppressions.add_resource_suppressions(self.task_policy, [NagPackSuppression(
@@ -251,7 +254,8 @@ class ContainerIngress(Construct):
         self.container = self.task_definition.add_container(
             "Receiver",
             image=self.image,
-            environment=task_environment(core, service_name=service_name, behind_cloudfront=behind_cloudfront,
+            environment=task_environment(dataclasses.replace(core, event_bus=frame_bus.event_bus_name),
+                                         service_name=service_name, behind_cloudfront=behind_cloudfront,
                                          spool_max_mb=settings.spool_max_mb),
             logging=ecs.LogDrivers.aws_logs(stream_prefix="receiver", log_group=self.log_group),
             port_mappings=[ecs.PortMapping(container_port=CONTAINER_PORT)],

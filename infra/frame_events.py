@@ -1,11 +1,10 @@
-"""The live feed (docs/live-feed.md): every stored frame on EventBridge, an optional queue
-to pull them from, and the example slide analyzer.
+"""The live feed (docs/live-feed.md): the rules on the stack's frame bus, where each ingress
+publishes one "Frame Stored" event per durable frame (framesink_core/ingest/outlet.py), an
+optional queue to pull them from, and the example slide analyzer.
 
-- The frames bucket sends its Object Created events to the account's default event bus
-  (infra/storage.py turns that on; AWS service events there cost nothing).
-- ``frameQueue=true``: an encrypted SQS queue fed by a rule on ``recordings/`` of this
-  bucket, with a dead-letter queue; output ``FrameQueueUrl``. Only EventBridge (that rule)
-  may send to it; `framesink watch` and your consumers read it.
+- ``frameQueue=true``: an encrypted SQS queue fed by a rule on every frame event, with a
+  dead-letter queue; output ``FrameQueueUrl``. Only EventBridge (that rule) may send to it;
+  `framesink watch` and your consumers read it.
 - ``analyzer=slides``: a Lambda (framesink_handlers/slides.py, on the media asset: Pillow)
   invoked by a rule on screenshare frames; what fails twice waits in a dead-letter queue
   that alarms. It may read frames and their index, and write its results beside them.
@@ -23,7 +22,7 @@ from aws_cdk import aws_sqs as sqs
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
-from framesink_core.read.feed import SCREENSHARE_WILDCARD, frames_pattern
+from framesink_core.read.feed import frames_pattern
 from framesink_core.shared import schema
 
 from .functions import FunctionFactory
@@ -31,7 +30,8 @@ from .settings import InfraSettings
 
 
 def event_pattern(pattern: dict) -> events.EventPattern:
-    return events.EventPattern(source=pattern["source"], detail_type=pattern["detail-type"], detail=pattern["detail"])
+    return events.EventPattern(source=pattern["source"], detail_type=pattern["detail-type"],
+                               detail=pattern.get("detail"))
 
 
 def encrypted_queue(scope: Construct, id: str, *, retention: Duration, visibility: Duration | None = None,
@@ -55,7 +55,7 @@ class FrameEvents(Construct):
     """``queue``/``dead_letters`` (frameQueue), ``analyzer``/``analyzer_dead_letters``."""
 
     def __init__(self, scope: Construct, id: str, *, settings: InfraSettings, bucket: s3.IBucket,
-                 table: dynamodb.ITable, functions: FunctionFactory):
+                 table: dynamodb.ITable, functions: FunctionFactory, bus: events.IEventBus):
         super().__init__(scope, id)
         self.queue: sqs.Queue | None = None
         self.dead_letters: sqs.Queue | None = None
@@ -67,7 +67,7 @@ class FrameEvents(Construct):
             self.queue = encrypted_queue(self, "FrameQueue", retention=Duration.days(1),
                                          visibility=Duration.seconds(30), dead_letter=self.dead_letters)
             rule = events.Rule(self, "FramesToQueue", description="framesink: every stored frame, to the frame queue",
-                               event_pattern=event_pattern(frames_pattern(bucket.bucket_name)))
+                               event_bus=bus, event_pattern=event_pattern(frames_pattern()))
             # CDK's SqsQueue target adds the queue policy: events.amazonaws.com, this rule only.
             rule.add_target(targets.SqsQueue(self.queue))
 
@@ -103,8 +103,7 @@ class FrameEvents(Construct):
             )])
             rule = events.Rule(self, "ScreensharesToAnalyzer",
                                description="framesink: stored screenshare frames, to the slide analyzer",
-                               event_pattern=event_pattern(frames_pattern(bucket.bucket_name,
-                                                                          wildcard=SCREENSHARE_WILDCARD)))
+                               event_bus=bus, event_pattern=event_pattern(frames_pattern(frame_type="screenshare")))
             rule.add_target(targets.LambdaFunction(
                 self.analyzer.function, retry_attempts=2, max_event_age=Duration.hours(1),
                 dead_letter_queue=self.analyzer_dead_letters))

@@ -46,6 +46,7 @@ PERIOD = Duration.minutes(5)
 # framesink_core: StoreError.reason ("<stage>_write_failed"), the receiver's internal_error, and
 # spool_full (the receiver's spool had no room: the frame is lost).
 STORE_FAILURE_REASONS = ("s3_write_failed", "index_write_failed", "internal_error", "spool_full")
+EVENT_FAILURE_REASONS = ("rejected", "internal_error", "closed")  # FrameEventFailed (ingest/outlet.py)
 # The receiver's spool holds frames while S3 or DynamoDB fails (framesink_core/ingest/spool.py): one
 # minute of it is an outage the spool rides out; this many minutes in a row is worth a look.
 SPOOL_MINUTES_TO_ALARM = 5
@@ -201,6 +202,17 @@ class Monitoring(Construct):
             self._alarm("MessagesRejected", filters[0].metric(statistic="Sum", period=PERIOD), REJECTIONS_PER_PERIOD,
                         "The ingest function or container receiver rejected messages (bad JSON, bad PNG, ids, size, "
                         "conflicts); see its log lines with message='message rejected' for the reason.")
+
+        # Frame events the ingress could not publish (ingest/outlet.py): the frames are stored,
+        # but consumers on the feed (watch, analyzers) never hear of them.
+        self._alarm("FrameEventsNotPublished", cloudwatch.MathExpression(
+            expression=" + ".join(f"FILL(e{i}, 0)" for i in range(len(EVENT_FAILURE_REASONS))),
+            using_metrics={f"e{i}": metric("FrameEventFailed", period=PERIOD, dimensions={"reason": reason})
+                           for i, reason in enumerate(EVENT_FAILURE_REASONS)},
+            label="Frame events not published", period=PERIOD), 1,
+            "EventBridge refused frame events after retries (log lines 'frame event not published'): those frames "
+            "are stored and indexed, but the live feed's consumers missed them; `framesink watch --source index` "
+            "and the index's queries still list them.")
 
         # --- the AWS services -------------------------------------------------------------------
         for made in watch.functions:

@@ -8,6 +8,7 @@ wires them together. Monitoring comes last: it watches what the others made.
 from __future__ import annotations
 
 from aws_cdk import Annotations, CfnOutput, Stack, Tags
+from aws_cdk import aws_events as events
 from constructs import Construct
 
 from framesink_core.shared.settings import Settings
@@ -43,6 +44,9 @@ class FramesinkStack(Stack):
         self.storage = Storage(self, "Storage", settings=settings)
         self.secrets = Secrets(self, "Secrets", settings=settings)
         bucket, table = self.storage.bucket, self.storage.table
+        # Frame events: each ingress publishes one per durable frame here (ingest/outlet.py);
+        # only the ingresses know its name (FRAMESINK_EVENT_BUS) and may put events on it.
+        self.frame_bus = events.EventBus(self, "FrameBus", event_bus_name=f"{service_name}-frames")
         # The core's settings: the same for every function and the container receiver.
         core = Settings(
             bucket=bucket.bucket_name,
@@ -60,12 +64,13 @@ class FramesinkStack(Stack):
         # default). With a container, bots are sent to it: only it takes real-size frames.
         self.websocket = (
             WebSocketIngress(self, "WebSocket", settings=settings, functions=self.functions, bucket=bucket,
-                             table=table, secret_statements=secret_statements)
+                             table=table, secret_statements=secret_statements, frame_bus=self.frame_bus)
             if settings.apigw_ingress else None
         )
         self.container = (
             ContainerIngress(self, "Container", settings=settings, bucket=bucket, table=table,
-                             secret_statements=secret_statements, core=core, service_name=service_name)
+                             secret_statements=secret_statements, core=core, service_name=service_name,
+                             frame_bus=self.frame_bus)
             if settings.container_ingress else None
         )
         self.ingress_url: str = self.container.url if self.container else self.websocket.url
@@ -76,9 +81,9 @@ class FramesinkStack(Stack):
                 "(480x360 webcams are 130-370 KB as messages): they are closed with 1009 and not stored. "
                 "Use the default ingress=both (or container) for real meetings.")
 
-        # The live feed: frames on EventBridge, the optional queue and analyzer.
+        # The live feed: rules on the frame bus, the optional queue and analyzer.
         self.frame_events = FrameEvents(self, "FrameEvents", settings=settings, bucket=bucket, table=table,
-                                        functions=self.functions)
+                                        functions=self.functions, bus=self.frame_bus)
 
         # Meetings: Recall's status webhooks, the end-of-meeting export.
         self.meetings = Meetings(self, "Meetings", settings=settings, functions=self.functions, bucket=bucket,

@@ -6,7 +6,7 @@ the tests use), so keys and indexes cannot drift between the cloud and a laptop.
 
 from __future__ import annotations
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_s3 as s3
 from cdk_nag import NagPackSuppression, NagSuppressions
@@ -14,7 +14,6 @@ from constructs import Construct
 
 from framesink_core.shared import schema
 
-from .nag import suppress_singletons
 from .settings import InfraSettings
 
 ATTRIBUTE_TYPES = {"S": dynamodb.AttributeType.STRING, "N": dynamodb.AttributeType.NUMBER, "B": dynamodb.AttributeType.BINARY}
@@ -65,9 +64,9 @@ class Storage(Construct):
             versioned=False,
             server_access_logs_bucket=self.access_logs,
             server_access_logs_prefix="frames/",
-            # Every stored frame is an Object Created event on the default bus (the live feed,
-            # infra/frame_events.py); AWS service events there cost nothing.
-            event_bridge_enabled=True,
+            # No S3 event notifications: frame events come from the ingress itself, once the
+            # frame is durable and within a second (framesink_core/ingest/outlet.py); S3's take
+            # "typically seconds, sometimes a minute or longer" and nothing needs them.
             lifecycle_rules=(
                 [
                     s3.LifecycleRule(
@@ -83,20 +82,6 @@ class Storage(Construct):
             auto_delete_objects=destroy,
         )
 
-        # CDK sets the bucket's EventBridge notification with a custom resource (a Lambda made
-        # once per stack).
-        suppress_singletons(Stack.of(self), "BucketNotificationsHandler", [
-            NagPackSuppression(
-                id="AwsSolutions-IAM4",
-                reason="CDK's BucketNotificationsHandler (the custom resource that turns on the bucket's "
-                "EventBridge notifications at deploy time) uses AWSLambdaBasicExecutionRole for its logs.",
-                applies_to=["Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"]),
-            NagPackSuppression(
-                id="AwsSolutions-IAM5",
-                reason="CDK's BucketNotificationsHandler needs s3:PutBucketNotification on the buckets it configures; "
-                "CDK grants it on '*' since the handler is shared by every bucket of the stack.",
-                applies_to=["Resource::*"]),
-        ])
 
         self.table = index_table(self, "Index", settings)
 

@@ -13,6 +13,7 @@ from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk.aws_apigatewayv2_integrations import WebSocketLambdaIntegration
@@ -53,7 +54,8 @@ class WebSocketIngress(Construct):
     table the functions write, and the Secrets Manager statements $connect needs."""
 
     def __init__(self, scope: Construct, id: str, *, settings: InfraSettings, functions: FunctionFactory,
-                 bucket: s3.IBucket, table: dynamodb.ITable, secret_statements: Sequence[iam.PolicyStatement]):
+                 bucket: s3.IBucket, table: dynamodb.ITable, secret_statements: Sequence[iam.PolicyStatement],
+                 frame_bus: events.IEventBus):
         super().__init__(scope, id)
         factory = functions
         table_arn = table.table_arn
@@ -81,7 +83,8 @@ class WebSocketIngress(Construct):
         # FrameStore.put_frame: S3 PutObject under recordings/ (If-None-Match), GetObject there
         # for a redelivery's comparison (HeadObject is GetObject in IAM), the index PutItem,
         # GetItem (a duplicate's item exists?), UpdateItem of participant/recording totals;
-        # ConnectionRegistry.bot_of (GetItem); DeletedRecordings (GetItem of a recording's tombstone).
+        # ConnectionRegistry.bot_of (GetItem); DeletedRecordings (GetItem of a recording's tombstone);
+        # DirectOutlet: PutEvents of the frame's event on the stack's frame bus, nowhere else.
         self.ingest = factory.create(
             self,
             "Ingest",
@@ -92,7 +95,9 @@ class WebSocketIngress(Construct):
                     actions=["s3:PutObject", "s3:GetObject"], resources=[bucket.arn_for_objects("recordings/*")]
                 ),
                 table("GetItem", "PutItem", "UpdateItem"),
+                iam.PolicyStatement(actions=["events:PutEvents"], resources=[frame_bus.event_bus_arn]),
             ],
+            environment={"FRAMESINK_EVENT_BUS": frame_bus.event_bus_name},
             # More memory is more CPU for base64 + PNG checks. 30 s: a store retried by
             # botocore (5 attempts) finishes and logs even if API Gateway (29 s) gave up.
             memory_size=512,

@@ -231,8 +231,9 @@ class Doctor:
         if waiting:
             self.report(Step("live feed", FAIL, f"{len(waiting)} of {len(self.stored_keys)} frame events not on the "
                                                 f"queue after {FEED_WAIT_SECONDS:g} s",
-                             "S3 -> EventBridge -> queue is broken: the bucket's EventBridge notifications, the rule, "
-                             "or the queue policy (events.amazonaws.com may sqs:SendMessage)",
+                             "ingress -> frame bus -> queue is broken: the ingress's events:PutEvents on the bus "
+                             "(log lines 'frame event not published'), the rule, or the queue policy "
+                             "(events.amazonaws.com may sqs:SendMessage)",
                              "check the rule's FailedInvocations metric; redeploy"))
         else:
             self.report(Step("live feed", PASS, f"both frame events on the queue in {time.monotonic() - started:.1f} s"))
@@ -452,10 +453,13 @@ def _get(s3, bucket: str, key: str) -> bytes | None:
 
 
 def _event_key(body: str) -> str | None:
+    from framesink_core.read.feed import FrameRef
+
     try:
-        return json.loads(body)["detail"]["object"]["key"]
-    except (ValueError, KeyError, TypeError):
+        ref = FrameRef.from_event(json.loads(body))
+    except ValueError:
         return None
+    return ref.key if ref else None
 
 
 def _delete_partition(where: target.Target, bot_id: str) -> int:

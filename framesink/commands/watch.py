@@ -131,12 +131,10 @@ class Watch:
                 if ref is None or ref.bucket != self.bucket or not self.wants(ref):
                     continue  # another consumer's: it comes back after the visibility timeout
                 if not self.stopping.is_set():
+                    record = ref.frame_record()  # the event carries the index item's fields
                     try:
-                        head = self.s3.head_object(Bucket=self.bucket, Key=ref.key)
-                        stored = head.get("Metadata", {}).get("stored-at")
-                        self.show(ref, int(stored) if stored and stored.isdigit() else None,
-                                  _record_from_metadata(head.get("Metadata", {})))
-                    except ClientError as exc:
+                        self.show(ref, record.get("stored_at"), record)
+                    except ClientError as exc:  # --out: the object went between the event and the read
                         if not object_missing(exc):
                             raise
                         self.skip_gone(ref)
@@ -169,19 +167,6 @@ class Watch:
             if self.args.idle_exit and time.monotonic() - last >= self.args.idle_exit:
                 return
             self.stopping.wait(1.0)
-
-
-def _record_from_metadata(meta: dict) -> dict:
-    from urllib.parse import unquote
-
-    out = {"participant_name": unquote(meta["participant-name"]) if "participant-name" in meta else None}
-    for key, field, convert in (("width", "width", int), ("height", "height", int), ("absolute", "absolute", str)):
-        if meta.get(key):
-            try:
-                out[field] = convert(meta[key])
-            except ValueError:
-                pass
-    return out
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,17 +1,17 @@
 """Provision framesink's bucket, table, secrets and live feed in any AWS-compatible endpoint (moto).
 
 The table comes from framesink_core.shared.schema, the same definition the CDK stack deploys; the
-feed is what infra/frame_events.py deploys: the bucket's Object Created events on the
-default EventBridge bus, when asked a rule on recordings/ into a frame queue (`framesink
-watch`; the deploy's -c frameQueue=true), and a rule on screenshare frames into the queue the
-local slide analyzer reads (in AWS that rule invokes the Lambda directly).
+feed is what infra/frame_events.py deploys: an event bus the ingresses publish frame events on
+(ingest/outlet.py), when asked a rule for every frame into a frame queue (`framesink watch`;
+the deploy's -c frameQueue=true), and a rule on screenshare frames into the queue the local
+slide analyzer reads (in AWS that rule invokes the Lambda directly).
 """
 
 from __future__ import annotations
 
 import json
 
-from framesink_core.read.feed import SCREENSHARE_WILDCARD, frames_pattern
+from framesink_core.read.feed import frames_pattern
 from framesink_core.shared import schema
 
 
@@ -20,8 +20,9 @@ def provision(*, s3, dynamodb, secretsmanager, bucket: str, table: str, token: s
               verification_secret: str | None = None,
               verification_secret_name: str = "framesink/recall-verification-secret",
               events=None, sqs=None, frame_queue: bool = False) -> dict:
-    """Create the resources; returns the settings env entries that name the secrets, and with
-    ``events`` and ``sqs`` clients the analyzer's queue URL (``analyzer_queue_url``) and, with
+    """Create the resources; returns the settings env entries that name the secrets and, with
+    ``events`` and ``sqs`` clients, the event bus (``FRAMESINK_EVENT_BUS``), the analyzer's queue
+    URL (``analyzer_queue_url``) and, with
     ``frame_queue`` (the deploy's ``-c frameQueue=true``), the frame queue's (``frame_queue_url``,
     else None)."""
     s3.create_bucket(Bucket=bucket)
@@ -39,21 +40,22 @@ def provision(*, s3, dynamodb, secretsmanager, bucket: str, table: str, token: s
         arn = secretsmanager.create_secret(Name=verification_secret_name, SecretString=verification_secret)["ARN"]
         env["FRAMESINK_VERIFICATION_SECRET_ID"] = arn
     if events is not None and sqs is not None:
-        s3.put_bucket_notification_configuration(Bucket=bucket,
-                                                 NotificationConfiguration={"EventBridgeConfiguration": {}})
+        bus = f"{bucket}-frames"
+        events.create_event_bus(Name=bus)
+        env["FRAMESINK_EVENT_BUS"] = bus
         # moto scans a queue's every message on each send, so a frame queue nobody reads makes
         # every store slower as it fills (linearly: ~3 ms per S3 put per 1,000 messages held).
         # Like the deploy, it exists only when asked for.
-        env["frame_queue_url"] = _queue_rule(events, sqs, f"{bucket}-frames", frames_pattern(bucket)) \
+        env["frame_queue_url"] = _queue_rule(events, sqs, bus, f"{bucket}-frames", frames_pattern()) \
             if frame_queue else None
-        env["analyzer_queue_url"] = _queue_rule(events, sqs, f"{bucket}-screenshares",
-                                                frames_pattern(bucket, wildcard=SCREENSHARE_WILDCARD))
+        env["analyzer_queue_url"] = _queue_rule(events, sqs, bus, f"{bucket}-screenshares",
+                                                frames_pattern(frame_type="screenshare"))
     return env
 
 
-def _queue_rule(events, sqs, name: str, pattern: dict) -> str:
+def _queue_rule(events, sqs, bus: str, name: str, pattern: dict) -> str:
     url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    events.put_rule(Name=name, EventPattern=json.dumps(pattern))
-    events.put_targets(Rule=name, Targets=[{"Id": "queue", "Arn": arn}])
+    events.put_rule(Name=name, EventBusName=bus, EventPattern=json.dumps(pattern))
+    events.put_targets(Rule=name, EventBusName=bus, Targets=[{"Id": "queue", "Arn": arn}])
     return url

@@ -138,7 +138,7 @@ class LocalStack:
                 token_secret_id=secret_env.get("FRAMESINK_TOKEN_SECRET_ID", ""),
                 verification_secret_id=secret_env.get("FRAMESINK_VERIFICATION_SECRET_ID", ""),
                 webhook_secret_id=webhook_secret_arn, export_queue_url=export_queue_url,
-                export_quiet_seconds=cfg.export_quiet_seconds,
+                export_quiet_seconds=cfg.export_quiet_seconds, event_bus=secret_env.get("FRAMESINK_EVENT_BUS", ""),
             )
             self._lambda_env.enter_context(lambda_environment(
                 {**settings.as_env(), **local_lambda_env(self.endpoint_url, cfg.region)}, cfg.handler_log_level))
@@ -206,6 +206,9 @@ class LocalStack:
             await asyncio.sleep(0.05)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.flush_totals)
+        # Frame events leave the receiver up to 20 ms after their frame (ingest/outlet.py).
+        while self.receiver is not None and not self.receiver.service.store.outlet.idle():
+            await asyncio.sleep(0.01)
         while analyzer and self.analyzer is not None and not await loop.run_in_executor(None, self.analyzer.idle):
             await asyncio.sleep(0.1)
         while exports and self.exporter is not None and not await loop.run_in_executor(None, self.exporter.idle):

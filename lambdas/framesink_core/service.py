@@ -53,7 +53,24 @@ class Service:
         interval = self.settings.totals_flush_seconds if self.batch_index_writes else 0.0
         return FrameStore(self.settings.bucket, self.settings.table, self.s3, self.dynamodb,
                           frame_expiry_days=self.settings.frame_expiry_days, index_writer=writer,
-                          totals_interval=interval, objects=objects)
+                          totals_interval=interval, objects=objects, outlet=self.outlet)
+
+    @cached_property
+    def outlet(self):
+        """Frame events on the stack's bus (outlet.py): batched in the receiver, one per
+        frame in a Lambda; none without a bus."""
+        from framesink_core.ingest.outlet import BatchingOutlet, DirectOutlet, Outlet
+
+        if not self.settings.event_bus:
+            return Outlet()
+        import boto3
+
+        from framesink_core.shared.items import BOTO_CONFIG
+
+        events = boto3.client("events", config=BOTO_CONFIG, region_name=self.s3.meta.region_name,
+                              endpoint_url=self._endpoint_url)
+        kind = BatchingOutlet if self.batch_index_writes else DirectOutlet
+        return kind(events, self.settings.event_bus)
 
     @cached_property
     def index(self):

@@ -276,10 +276,12 @@ class Receiver:
             logger.error("shutdown grace ran out", extra={"reason": "shutdown_timeout", "held": held,
                                                            "unfinished": self.stats.unfinished,
                                                            "spooled": self.stats.outcomes[SPOOLED]})
-        # Queued index writes, then participant totals: what a frame reported stored needs.
-        await loop.run_in_executor(None, self.service.store.close)
+        # The spool's last chance while the store is still open (a drained frame needs the index
+        # writer), then queued index writes, participant totals and the frame events of all of it.
         if self.spool is not None:
-            await self._drain_spool_until(deadline)
+            await self._drain_spool_until(deadline - min(2.0, reserve / 4))  # a moment left to close
+        await loop.run_in_executor(None, self.service.store.close)
+        await loop.run_in_executor(None, self.service.store.outlet.close)
         for pool in (self._store_pool, self._control_pool, self._drain_pool):
             if pool is not None:
                 await loop.run_in_executor(None, lambda: pool.shutdown(wait=not timed_out, cancel_futures=timed_out))

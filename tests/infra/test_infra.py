@@ -272,9 +272,11 @@ def test_each_function_has_exactly_the_permissions_its_handler_uses(default):
         HANDLERS["$connect"]: pairs(["dynamodb:GetItem", "dynamodb:PutItem"], table)
         | pairs(["secretsmanager:GetSecretValue"], token),
         HANDLERS["$disconnect"]: pairs(["dynamodb:UpdateItem"], table),
-        # PutObject (If-None-Match), GetObject to compare a redelivery with the stored frame.
+        # PutObject (If-None-Match), GetObject to compare a redelivery with the stored frame;
+        # PutEvents of the frame's event, on the stack's frame bus only.
         HANDLERS["$default"]: pairs(["s3:PutObject", "s3:GetObject"], frames)
-        | pairs(["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], table),
+        | pairs(["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], table)
+        | pairs(["events:PutEvents"], arn(default.only("AWS::Events::EventBus"))),
     }
     roles = set()
     for handler, function_id in functions.items():

@@ -419,7 +419,7 @@ def test_task_definition_platform_and_environment(synths):
         assert container["ReadonlyRootFilesystem"] is True and container["LogConfiguration"]["LogDriver"] == "awslogs"
         assert "Secrets" not in container  # no secret values, not even as ECS secrets: the core reads them
         env = synth.environment()
-        expected = task_environment(Settings(bucket="b", table="t", token_secret_id="s"), service_name="x",
+        expected = task_environment(Settings(bucket="b", table="t", token_secret_id="s", event_bus="e"), service_name="x",
                                     behind_cloudfront=name in CLOUDFRONT_VARIANTS)
         assert sorted(env) == sorted(expected)
         expiry = InfraSettings.from_context(CONTEXTS[name]).frame_expiry_days
@@ -438,7 +438,7 @@ def test_task_role_holds_what_the_core_calls_and_nothing_more(synths):
     granted = synth.role_statements(task_role)
     assert {a for a, _ in granted} == {"s3:PutObject", "s3:GetObject", "dynamodb:GetItem", "dynamodb:PutItem",
                                        "dynamodb:UpdateItem", "dynamodb:BatchWriteItem",
-                                       "secretsmanager:GetSecretValue"}
+                                       "secretsmanager:GetSecretValue", "events:PutEvents"}
     s3_resources = [json.loads(r) for a, r in granted if a.startswith("s3:")]
     assert all(r["Fn::Join"][1][-1] == "/recordings/*" for r in s3_resources)
     # The websocket Lambdas (the same core) hold the same data-plane actions, but BatchWriteItem:

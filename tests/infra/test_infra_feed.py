@@ -1,7 +1,7 @@
-"""The live feed in the synthesized stack: the bucket's EventBridge notifications (always),
-and with frameQueue=true and analyzer=slides the queue, its dead-letter queue, the rules, the
-analyzer's least-privilege role on the media asset, the alarms on both dead-letter queues;
-cdk-nag and cfn-lint clean."""
+"""The live feed in the synthesized stack: the frame bus every ingress may publish to (and
+its rules listen on), and with frameQueue=true and analyzer=slides the queue, its dead-letter
+queue, the rules, the analyzer's least-privilege role on the media asset, the alarms on both
+dead-letter queues; cdk-nag and cfn-lint clean."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from framesink_core.read.feed import SCREENSHARE_WILDCARD
+from framesink_core.ingest.outlet import FRAME_STORED, SOURCE
 from infra import build, error_annotations
 
 pytestmark = pytest.mark.slow
@@ -49,12 +49,38 @@ def test_nag_and_cfn_lint_are_clean(synth):
     assert [str(m) for m in lint(json.dumps(template), config=ManualArgs(regions=["us-east-1"], ignore_checks=["W3005"]))] == []
 
 
-def test_the_frames_bucket_sends_its_events_to_eventbridge(synth):
+def frame_bus(template) -> str:
+    (bus_id,) = of_type(template, "AWS::Events::EventBus")
+    return bus_id
+
+
+def test_every_ingress_may_publish_frame_events_on_the_bus_the_rules_listen_on(synth):
+    """PutEvents needs events:PutEvents on the target bus's ARN (EventBridge User Guide, "Using
+    identity-based policies": the resource of PutEvents is the event bus), and a rule sees
+    only events put on its own bus (EventBusName; the default bus when absent)."""
     _, template, _ = synth
-    (notifications,) = of_type(template, "Custom::S3BucketNotifications").values()
-    assert notifications["Properties"]["NotificationConfiguration"] == {"EventBridgeConfiguration": {}}
-    frames = [k for k, v in of_type(template, "AWS::S3::Bucket").items() if "LoggingConfiguration" in v["Properties"]]
-    assert notifications["Properties"]["BucketName"] == {"Ref": frames[0]}
+    bus_id = frame_bus(template)
+    bus_arn = json.dumps({"Fn::GetAtt": [bus_id, "Arn"]}, sort_keys=True)
+    publishers = {
+        "ingest Lambda": [v for v in of_type(template, "AWS::Lambda::Function").values()
+                          if v["Properties"].get("Handler") == "framesink_handlers.ingest.handler"],
+        "receiver task": [v for v in of_type(template, "AWS::ECS::TaskDefinition").values()],
+    }
+    for name, (resource,) in publishers.items():
+        props = resource["Properties"]
+        role = props["Role"] if "Role" in props else props["TaskRoleArn"]
+        role_id = role["Fn::GetAtt"][0]
+        assert ("events:PutEvents", bus_arn) in statements(template, role_id), name
+        env = (props["Environment"]["Variables"] if "Environment" in props else
+               {e["Name"]: e["Value"] for e in props["ContainerDefinitions"][0]["Environment"]})
+        assert env["FRAMESINK_EVENT_BUS"] == {"Ref": bus_id}, name  # Ref of an EventBus is its name
+    rules = of_type(template, "AWS::Events::Rule").values()
+    frame_rules = [r["Properties"] for r in rules if r["Properties"].get("EventPattern", {}).get("source") == [SOURCE]]
+    assert len(frame_rules) == 2
+    assert all(r["EventBusName"] == {"Ref": bus_id} for r in frame_rules)
+    assert all(r["EventPattern"]["detail-type"] == [FRAME_STORED] for r in frame_rules)
+    # and S3 no longer notifies EventBridge: nothing needs its slower events
+    assert not of_type(template, "Custom::S3BucketNotifications")
 
 
 def test_the_frame_queue_is_encrypted_with_a_dead_letter_queue_and_fed_by_one_rule(synth):
@@ -69,8 +95,8 @@ def test_the_frame_queue_is_encrypted_with_a_dead_letter_queue_and_fed_by_one_ru
     rules = [v["Properties"] for v in of_type(template, "AWS::Events::Rule").values()
              if any(t["Arn"] == {"Fn::GetAtt": [queue_id, "Arn"]} for t in v["Properties"]["Targets"])]
     (rule,) = rules
-    assert rule["EventPattern"]["detail"]["object"]["key"] == [{"prefix": "recordings/"}]
-    assert rule["EventPattern"]["detail-type"] == ["Object Created"]
+    assert rule["EventPattern"] == {"source": [SOURCE], "detail-type": [FRAME_STORED]}  # every frame
+    assert rule["EventBusName"] == {"Ref": frame_bus(template)}
     # Only that rule may send to the queue; everything else is refused over plain HTTP.
     policies = [v["Properties"] for v in of_type(template, "AWS::SQS::QueuePolicy").values()
                 if {"Ref": queue_id} in v["Properties"]["Queues"]]
@@ -90,7 +116,8 @@ def test_the_analyzer_gets_screenshares_and_holds_only_what_it_uses(synth):
     rules = [v["Properties"] for v in of_type(template, "AWS::Events::Rule").values()
              if any(t["Arn"] == {"Fn::GetAtt": [fn_id, "Arn"]} for t in v["Properties"]["Targets"])]
     (rule,) = rules
-    assert rule["EventPattern"]["detail"]["object"]["key"] == [{"wildcard": SCREENSHARE_WILDCARD}]
+    assert rule["EventPattern"]["detail"] == {"type": ["screenshare"]}
+    assert rule["EventBusName"] == {"Ref": frame_bus(template)}
     (target,) = rule["Targets"]
     assert target["RetryPolicy"]["MaximumRetryAttempts"] == 2 and "DeadLetterConfig" in target
     granted = {a for a, _ in statements(template, fn["Properties"]["Role"]["Fn::GetAtt"][0])}

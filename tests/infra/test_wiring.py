@@ -18,6 +18,10 @@ every writer -> target pair and look for the Allow AWS documents, whatever code 
   rule (same guide: AWS Lambda permissions).
 - S3 -> EventBridge: the bucket has EventBridge notifications on, and every rule on its events
   sits on the default bus, the only one S3 sends to (S3 User Guide, "Using EventBridge").
+- a publisher -> its custom event bus: every function or task whose environment names a bus
+  (``FRAMESINK_EVENT_BUS``) may ``events:PutEvents`` on that bus's ARN, and every rule on a
+  custom bus has such a publisher (EventBridge User Guide, "Using identity-based policies":
+  PutEvents is authorized on the event bus resource; a rule sees only its own bus's events).
 - API Gateway -> Lambda integration: a Lambda permission for ``apigateway.amazonaws.com``
   scoped to that API (API Gateway Developer Guide, "Control access to a Lambda integration").
 - SQS -> Lambda event source mapping: the function's role may ReceiveMessage, DeleteMessage
@@ -210,6 +214,32 @@ def s3_event_gaps(t: Template) -> list[str]:
     return gaps
 
 
+def event_bus_gaps(t: Template) -> list[str]:
+    gaps = []
+    buses = set(t.of_type("AWS::Events::EventBus"))
+    publishers: dict[str, set[str]] = {bus: set() for bus in buses}
+    writers = [(fid, f["Properties"].get("Environment", {}).get("Variables", {}), logical_id(f["Properties"]["Role"]))
+               for fid, f in t.of_type("AWS::Lambda::Function").items()]
+    writers += [(tid, {e["Name"]: e.get("Value") for c in d["Properties"]["ContainerDefinitions"]
+                       for e in c.get("Environment", [])}, logical_id(d["Properties"].get("TaskRoleArn")))
+                for tid, d in t.of_type("AWS::ECS::TaskDefinition").items()]
+    for writer_id, env, role_id in writers:
+        bus = logical_id(env.get("FRAMESINK_EVENT_BUS"))
+        if bus is None:
+            continue
+        if bus not in buses:
+            gaps.append(f"{writer_id}: FRAMESINK_EVENT_BUS names {bus}, not an event bus of this stack")
+        elif role_id is None or not role_allows(t, role_id, "events:PutEvents", bus):
+            gaps.append(f"{writer_id}: its role may not events:PutEvents on {bus}")
+        else:
+            publishers[bus].add(writer_id)
+    for rule_id, rule in t.of_type("AWS::Events::Rule").items():
+        bus = logical_id(rule["Properties"].get("EventBusName"))
+        if bus in buses and not publishers[bus]:
+            gaps.append(f"{rule_id}: nothing in the stack may publish to its bus {bus}")
+    return gaps
+
+
 def api_integration_gaps(t: Template) -> list[str]:
     gaps = []
     for integration_id, integration in t.of_type("AWS::ApiGatewayV2::Integration").items():
@@ -281,6 +311,7 @@ CHECKS = {
     "CloudWatch -> SNS": alarm_topic_gaps,
     "EventBridge -> targets": rule_target_gaps,
     "S3 -> EventBridge": s3_event_gaps,
+    "ingress -> frame bus": event_bus_gaps,
     "API Gateway -> Lambda": api_integration_gaps,
     "SQS -> Lambda": event_source_gaps,
     "CodeBuild -> ECR, logs": image_build_gaps,
@@ -314,6 +345,21 @@ def test_the_pairs_are_really_there(templates):
     assert any("DeadLetterConfig" in target for target in targets)
     assert t.of_type("AWS::ApiGatewayV2::Integration") and t.of_type("AWS::Lambda::EventSourceMapping")
     assert t.of_type("Custom::CDKContainerImageBuild")
+    assert t.of_type("AWS::Events::EventBus") and any(
+        logical_id(r["Properties"].get("EventBusName")) for r in t.of_type("AWS::Events::Rule").values())
+
+
+def test_the_walk_catches_an_ingress_that_may_not_publish(templates):
+    """Take events:PutEvents away from the roles: each publisher is named, and the rules on
+    the bus are flagged as hearing nothing."""
+    t = Template(json.loads(json.dumps({"Resources": templates["everything"].resources})))
+    for policy in t.of_type("AWS::IAM::Policy").values():
+        document = policy["Properties"]["PolicyDocument"]
+        document["Statement"] = [st for st in document["Statement"] if st.get("Action") != "events:PutEvents"]
+    gaps = event_bus_gaps(t)
+    assert sum("may not events:PutEvents" in g for g in gaps) == 2  # the ingest function, the task
+    assert sum("nothing in the stack may publish" in g for g in gaps) == len(
+        [r for r in t.of_type("AWS::Events::Rule").values() if r["Properties"].get("EventBusName")])
 
 
 def test_the_walk_catches_a_topic_policy_without_cloudwatch(templates):

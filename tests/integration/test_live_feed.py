@@ -109,9 +109,11 @@ def test_watch_sees_every_frame_of_a_stream_in_order_within_two_seconds(local, s
     assert f"{n} frames seen" in err
 
 
-def test_watch_skips_frames_deleted_before_it_read_them_and_goes_on(local):
+def test_watch_skips_frames_deleted_before_it_read_them_and_goes_on(local, tmp_path):
     """Queued events of frames deleted before watch read them (framesink delete, expiry): one
-    line each, and the frames stored after them are shown (they made every run exit 1)."""
+    line each, and the frames stored after them are shown (they made every run exit 1). The
+    event carries the frame's record, so a watch that reads the bytes (--out, --exec) is the
+    one that finds a frame gone."""
     rec = f"rec-{uuid.uuid4().hex[:8]}"
     early = [frame_message(make_png(32, 24, seed=k, detailed=False), recording_id=rec, participant_id=3, relative=k)
              for k in range(3)]
@@ -123,7 +125,7 @@ def test_watch_skips_frames_deleted_before_it_read_them_and_goes_on(local):
             for k in range(10, 12)]
     send(local, late)
     # Every event is already queued: watch reads them all, then stops after 3 s without a new one.
-    proc = watch(local, "--recording", rec, "--source", "queue", "--idle-exit", "3")
+    proc = watch(local, "--recording", rec, "--source", "queue", "--idle-exit", "3", "--out", str(tmp_path))
     out, err = proc.communicate(timeout=GUARD)
     assert proc.returncode == 0, err
     # (a standard queue keeps no order: the two were stored together)

@@ -12,6 +12,7 @@ import pytest
 
 from framesink.synthetic import frame_message, make_slide
 from framesink_core.analyze.slides import DEFAULT_THRESHOLD, SlideAnalyzer, distance, signature
+from framesink_core.ingest.outlet import FRAME_STORED, SOURCE
 from framesink_core.read.feed import FrameRef
 from framesink_core.service import Service
 
@@ -96,44 +97,51 @@ def test_a_repeat_analyzed_before_its_original_is_marked_when_the_original_comes
         (0, None), (1000, None), (2000, 0), (3000, None)]
 
 
+def frame_event(bucket: str, key: str, **detail) -> dict:
+    """A "Frame Stored" event as the ingress publishes it (ingest/outlet.py), for ``key``."""
+    parts = key.split("/")
+    ids = ({"recording_id": parts[1], "participant_id": parts[3], "type": parts[4]} if len(parts) == 6 else {})
+    return json.loads(json.dumps({"source": SOURCE, "detail-type": FRAME_STORED, "time": "2026-11-23T19:00:12Z",
+                                  "detail": {"bucket": bucket, "key": key, **ids, **detail}}))
+
+
 def test_the_handler_skips_what_it_cannot_use(svc, deck, lambda_context, caplog_json, aws, stack):
     from framesink_handlers import slides
 
     slides._analyzer.cache_clear()
-    event = {"detail-type": "Object Created", "time": "2026-11-23T19:00:00Z",
-             "detail": {"bucket": {"name": stack.bucket}, "object": {"key": "notes/readme.txt", "size": 3}}}
-    assert slides.handler(event, lambda_context) == {"slide": False}
+    assert slides.handler(frame_event(stack.bucket, "notes/readme.txt"), lambda_context) == {"slide": False}
     # a screenshare object whose pixels cannot be decoded (it would not pass ingest; say it got there)
     key = "recordings/rec-bad/participants/1/screenshare/0000000000.png"
     aws["s3"].put_object(Bucket=stack.bucket, Key=key, Body=b"\x89PNG\r\n\x1a\n not really")
-    event["detail"]["object"]["key"] = key
-    assert slides.handler(event, lambda_context) == {"slide": False}
+    assert slides.handler(frame_event(stack.bucket, key), lambda_context) == {"slide": False}
     lines = caplog_json()
     assert [line["reason"] for line in lines if line.get("message") in ("not a frame event", "frame not analyzed")] == [
         "not_a_frame", "undecodable"]
     # and a good one goes through the same entry point
     ref = store_show(svc, deck, "rec-handler", [2])[0]
-    event["detail"]["object"]["key"] = ref.key
-    assert slides.handler(event, lambda_context) == {"slide": True}
+    assert slides.handler(frame_event(stack.bucket, ref.key), lambda_context) == {"slide": True}
     # a frame deleted before its event was handled (framesink delete): skipped, not retried
     gone = store_show(svc, deck, "rec-gone", [1])[0]
     aws["s3"].delete_object(Bucket=stack.bucket, Key=gone.key)
-    event["detail"]["object"]["key"] = gone.key
-    assert slides.handler(event, lambda_context) == {"slide": False}
+    assert slides.handler(frame_event(stack.bucket, gone.key), lambda_context) == {"slide": False}
     assert [line["reason"] for line in caplog_json() if line.get("message") == "frame not analyzed"][-1] == "deleted"
     slides._analyzer.cache_clear()
 
 
 def test_frame_refs_from_events_follow_the_storage_contract():
-    event = json.loads(json.dumps({"source": "aws.s3", "detail-type": "Object Created", "time": "2026-11-23T19:00:12Z",
-                                   "detail": {"bucket": {"name": "b"}, "object": {
-                                       "key": "recordings/r-1/participants/100/webcam/0000012500.png", "size": 9}}}))
+    key = "recordings/r-1/participants/100/webcam/0000012500.png"
+    event = frame_event("b", key, bytes=9, relative_ms=12500, participant_name="Ada")
     ref = FrameRef.from_event(event)
     assert (ref.recording_id, ref.participant_id, ref.frame_type, ref.relative_ms, ref.size) == ("r-1", "100", "webcam",
                                                                                                   12500, 9)
+    assert ref.frame_record()["participant_name"] == "Ada" and ref.frame_record()["s3_key"] == key
     assert ref.matches("r-1", "100", "webcam") and not ref.matches("r-2")
-    for bad in ({}, {"detail-type": "Object Deleted"}, {**event, "detail": {"bucket": {"name": "b"}, "object": {
-            "key": "exports/r-1/100/webcam.mp4"}}}, "not a dict"):
+    s3_event = {"source": "aws.s3", "detail-type": "Object Created", "detail": {"bucket": {"name": "b"},
+                                                                                 "object": {"key": key}}}
+    disagreeing = frame_event("b", key)
+    disagreeing["detail"]["recording_id"] = "r-2"  # ids that are not the key's: not trusted
+    for bad in ({}, s3_event, {**event, "source": "someone.else"}, frame_event("b", "exports/r-1/100/webcam.mp4"),
+                disagreeing, {**event, "detail": "text"}, "not a dict"):
         assert FrameRef.from_event(bad) is None
 
 

@@ -34,6 +34,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from framesink_core.ingest.events import Frame
+from framesink_core.ingest.outlet import Outlet, frame_event
 from framesink_core.ingest.stored_frame import MetadataError, StoredFrame
 from framesink_core.ingest.totals import DEFAULT_FLUSH_SECONDS, ParticipantTotals
 from framesink_core.shared.items import BOTO_CONFIG, to_item
@@ -89,6 +90,7 @@ class StoreResult:
     key: str
     duplicate: bool
     repaired: bool = False  # a duplicate whose missing index item was written now
+    record: StoredFrame | None = None  # the repaired item's frame
 
 
 def resolved(fn, *args) -> Future:
@@ -130,7 +132,7 @@ class DirectIndexWriter:
 class FrameStore:
     def __init__(self, bucket: str, table: str, s3=None, dynamodb=None, *,
                  frame_expiry_days: int = DEFAULT_FRAME_EXPIRY_DAYS, index_writer=None,
-                 totals_interval: float | None = None, objects=None):
+                 totals_interval: float | None = None, objects=None, outlet: Outlet | None = None):
         if s3 is None or dynamodb is None:
             s3_default, ddb_default = clients()
             s3 = s3 or s3_default
@@ -146,6 +148,8 @@ class FrameStore:
         self.objects = objects or BotoObjects(s3, bucket)
         self.totals = ParticipantTotals(
             table, dynamodb, interval=DEFAULT_FLUSH_SECONDS if totals_interval is None else totals_interval)
+        # Frame events for what this store makes durable (outlet.py); the base Outlet sends none.
+        self.outlet = outlet or Outlet()
 
     def put_frame(
         self, frame: Frame, *, bot_id: str | None = None, connection_id: str | None = None
@@ -168,6 +172,8 @@ class FrameStore:
         write_id = uuid.uuid4().hex
         result = self._put_object(record, frame.png, write_id)
         if result is not None:  # a duplicate: decided (and its index repaired) already
+            if result.repaired:  # its first writer died before the index: new to consumers
+                self.outlet.publish(frame_event(result.record, self.bucket))
             done = resolved(lambda: result)
         else:  # written now (or by a retry of this very call)
             done = Future()
@@ -177,6 +183,7 @@ class FrameStore:
                 try:
                     item.result()  # StoreError("index")
                     self.totals.add(record, expires_at)  # counted once its item is durable
+                    self.outlet.publish(frame_event(record, self.bucket))  # durable: say so
                 except BaseException as exc:  # noqa: BLE001 - whoever waits on `done` gets it
                     done.set_exception(exc)
                     return
@@ -244,7 +251,7 @@ class FrameStore:
         if "Item" in found:
             return StoreResult(key, duplicate=True)
         self._write_index(first)
-        return StoreResult(key, duplicate=True, repaired=True)
+        return StoreResult(key, duplicate=True, repaired=True, record=first)
 
     def _write_index(self, record: StoredFrame) -> None:
         """Raises StoreError("index"): DirectIndexWriter's botocore errors are turned into it
@@ -255,7 +262,8 @@ class FrameStore:
             raise StoreError("index", _describe(exc)) from exc
 
     def close(self) -> None:
-        """Flush what is pending: queued index writes, then participant totals."""
+        """Flush what is pending: queued index writes, then participant totals. The outlet is
+        closed by its owner once nothing more is stored (the receiver's spool drains after)."""
         self.index_writer.close()
         self.totals.flush_all()
 

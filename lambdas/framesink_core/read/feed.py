@@ -1,45 +1,49 @@
-"""The live feed: every stored frame is an S3 "Object Created" event on EventBridge.
+"""The live feed: one "Frame Stored" event per durable frame, published by the ingress that
+stored it on the stack's event bus (ingest/outlet.py has when and how). An event::
 
-The frames bucket sends its events to the account's default event bus (no cost for AWS
-service events there). An event, trimmed to what a consumer reads::
+    {"source": "framesink", "detail-type": "Frame Stored", "time": "2026-11-23T19:00:12Z",
+     "detail": {"bucket": "<frames bucket>",
+                "key": "recordings/<rec>/participants/<pid>/<type>/<relms10>.png",
+                "recording_id": "<rec>", "participant_id": "<pid>", "participant_name": "Ada",
+                "is_host": true, "platform": "desktop", "type": "webcam", "relative_ms": 12500,
+                "absolute": "...", "width": 480, "height": 360, "bytes": 212345,
+                "stored_at": 1796417237341, "bot_id": "...", "connection_id": "..."}}
 
-    {"source": "aws.s3", "detail-type": "Object Created", "time": "2026-11-23T19:00:12Z",
-     "detail": {"bucket": {"name": "<frames bucket>"},
-                "object": {"key": "recordings/<rec>/participants/<pid>/<type>/<relms10>.png",
-                           "size": 212345, "etag": "..."}}}
-
-``FrameRef.from_event`` maps ``detail.object.key`` to the storage contract's parts. Only
-stored frames produce events: S3's conditional write refuses duplicates and conflicts
-(412: no object created), and rejected messages never reach S3. A frame whose index write
-failed after its object landed does produce one (its index item arrives with a redelivery
-or ``framesink reindex``).
-
-Rule patterns (EventBridge content filters) for the common subscriptions::
-
-    this recording:   {"detail": {"object": {"key": [{"prefix": "recordings/<rec>/"}]}}}
-    screenshare only: {"detail": {"object": {"key": [{"wildcard": "recordings/*/screenshare/*"}]}}}
+``frames_pattern`` builds the rule pattern for a subscription (a recording, participants,
+a type); ``FrameRef.from_event`` reads an event back, trusting only a key that follows the
+storage contract (its parts must agree with the ids the event names).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from framesink_core.ingest.outlet import FRAME_STORED, SOURCE
 from framesink_core.shared import schema
 
 FRAMES_PREFIX = "recordings/"
-SCREENSHARE_WILDCARD = "recordings/*/screenshare/*"
 
 
-def frames_pattern(bucket_name: str, *, wildcard: str | None = None) -> dict:
-    """The EventBridge pattern for frames stored in ``bucket_name`` (optionally narrowed)."""
-    key = [{"wildcard": wildcard}] if wildcard else [{"prefix": FRAMES_PREFIX}]
-    return {"source": ["aws.s3"], "detail-type": ["Object Created"],
-            "detail": {"bucket": {"name": [bucket_name]}, "object": {"key": key}}}
+def frames_pattern(*, recording_id: str | None = None, participant_ids: list[str] | None = None,
+                   frame_type: str | None = None) -> dict:
+    """The EventBridge pattern for frame events, optionally narrowed (each field an exact
+    match; give a rule its stack's bus, which only this stack's ingresses may publish to)."""
+    detail: dict[str, list] = {}
+    if recording_id:
+        detail["recording_id"] = [recording_id]
+    if participant_ids:
+        detail["participant_id"] = list(participant_ids)
+    if frame_type:
+        detail["type"] = [frame_type]
+    pattern: dict = {"source": [SOURCE], "detail-type": [FRAME_STORED]}
+    if detail:
+        pattern["detail"] = detail
+    return pattern
 
 
 @dataclass(frozen=True)
 class FrameRef:
-    """A stored frame, as an event names it."""
+    """A stored frame, as an event names it; ``record`` is the event's whole detail."""
 
     bucket: str
     key: str
@@ -49,28 +53,46 @@ class FrameRef:
     relative_ms: int
     size: int | None = None
     event_time: str | None = None
+    record: dict | None = field(default=None, compare=False, hash=False)
 
     @classmethod
-    def from_key(cls, bucket: str, key: str, size: int | None = None, event_time: str | None = None) -> "FrameRef | None":
+    def from_key(cls, bucket: str, key: str, size: int | None = None, event_time: str | None = None,
+                 record: dict | None = None) -> "FrameRef | None":
         match = schema.FRAME_KEY_PATTERN.fullmatch(key)
         if not match:
             return None
         return cls(bucket, key, match["recording_id"], match["participant_id"], match["type"],
-                   int(match["relative_ms"]), size, event_time)
+                   int(match["relative_ms"]), size, event_time, record)
 
     @classmethod
     def from_event(cls, event: dict) -> "FrameRef | None":
-        """The frame an S3 Object Created event (EventBridge) names, or None for anything else."""
-        if not isinstance(event, dict) or event.get("detail-type") != "Object Created":
+        """The frame a "Frame Stored" event names, or None for anything else (another event,
+        a key outside the contract, ids that disagree with the key)."""
+        if not isinstance(event, dict) or event.get("detail-type") != FRAME_STORED or event.get("source") != SOURCE:
             return None
-        detail = event.get("detail") or {}
-        bucket = (detail.get("bucket") or {}).get("name")
-        obj = detail.get("object") or {}
-        key = obj.get("key")
+        detail = event.get("detail")
+        if not isinstance(detail, dict):
+            return None
+        bucket, key = detail.get("bucket"), detail.get("key")
         if not isinstance(bucket, str) or not isinstance(key, str):
             return None
-        size = obj.get("size") if isinstance(obj.get("size"), int) else None
-        return cls.from_key(bucket, key, size, event.get("time"))
+        size = detail.get("bytes") if isinstance(detail.get("bytes"), int) else None
+        ref = cls.from_key(bucket, key, size, event.get("time"), detail)
+        if ref is None or (detail.get("recording_id"), detail.get("participant_id"), detail.get("type")) != (
+                ref.recording_id, ref.participant_id, ref.frame_type):
+            return None
+        return ref
+
+    def frame_record(self) -> dict:
+        """The frame in the index's public shape (query.frame_record: `frames --json`, the
+        HTTP API), from the event alone: a consumer needs no read to know what it got."""
+        from framesink_core.read.query import FRAME_FIELDS
+
+        detail = self.record or {}
+        record = {name: detail.get(name) for name in FRAME_FIELDS}
+        record.update(recording_id=self.recording_id, participant_id=self.participant_id, type=self.frame_type,
+                      relative_ms=self.relative_ms, s3_key=self.key)
+        return record
 
     def matches(self, recording_id: str | None = None, participant_id: str | None = None,
                 frame_type: str | None = None) -> bool:

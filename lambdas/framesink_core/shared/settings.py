@@ -64,6 +64,8 @@ class Settings:
     webhook_secret_id: str = ""
     export_queue_url: str = ""
     export_quiet_seconds: int = DEFAULT_EXPORT_QUIET_SECONDS
+    # The EventBridge bus the ingress publishes frame events on (ingest/outlet.py; "" = none).
+    event_bus: str = ""
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "Settings":
@@ -97,6 +99,7 @@ class Settings:
             webhook_secret_id=env.get("FRAMESINK_WEBHOOK_SECRET_ID", ""),
             export_queue_url=env.get("FRAMESINK_EXPORT_QUEUE_URL", ""),
             export_quiet_seconds=int(env.get("FRAMESINK_EXPORT_QUIET_SECONDS", DEFAULT_EXPORT_QUIET_SECONDS)),
+            event_bus=env.get("FRAMESINK_EVENT_BUS", ""),
         )
 
     def as_env(self) -> dict[str, str]:
@@ -119,6 +122,8 @@ class Settings:
             env["FRAMESINK_TOKEN_SECRET_ID"] = self.token_secret_id
         if self.verification_secret_id:
             env["FRAMESINK_VERIFICATION_SECRET_ID"] = self.verification_secret_id
+        if self.event_bus:
+            env["FRAMESINK_EVENT_BUS"] = self.event_bus
         return env
 
     def meetings_env(self) -> dict[str, str]:
