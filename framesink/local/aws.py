@@ -46,15 +46,20 @@ def provision(*, s3, dynamodb, secretsmanager, bucket: str, table: str, token: s
         # moto scans a queue's every message on each send, so a frame queue nobody reads makes
         # every store slower as it fills (linearly: ~3 ms per S3 put per 1,000 messages held).
         # Like the deploy, it exists only when asked for.
-        env["frame_queue_url"] = _queue_rule(events, sqs, bus, f"{bucket}-frames", frames_pattern()) \
-            if frame_queue else None
+        env["frame_queue_url"] = _queue_rule(events, sqs, bus, f"{bucket}-frames", frames_pattern(),
+                                             dead_letters=f"{bucket}-frames-dead-letters") if frame_queue else None
         env["analyzer_queue_url"] = _queue_rule(events, sqs, bus, f"{bucket}-screenshares",
                                                 frames_pattern(frame_type="screenshare"))
     return env
 
 
-def _queue_rule(events, sqs, bus: str, name: str, pattern: dict) -> str:
-    url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
+def _queue_rule(events, sqs, bus: str, name: str, pattern: dict, dead_letters: str | None = None) -> str:
+    attributes = {"VisibilityTimeout": "30"}
+    if dead_letters:  # as deployed: after 5 receives (a consumer failing on it), the event moves there
+        dlq = sqs.create_queue(QueueName=dead_letters)["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        attributes["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5})
+    url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     events.put_rule(Name=name, EventBusName=bus, EventPattern=json.dumps(pattern))
     events.put_targets(Rule=name, EventBusName=bus, Targets=[{"Id": "queue", "Arn": arn}])

@@ -1,4 +1,5 @@
-"""The live feed over the local stack: S3 -> EventBridge -> SQS in moto, as in AWS.
+"""The live feed over the local stack: the receiver's frame events -> EventBridge -> SQS in
+moto, as in AWS.
 
 One event per stored frame and none for a rejected, duplicate or conflicting one; `framesink
 watch` (a real process) sees every frame of a stream, in order, each within 2 s, from the
@@ -149,6 +150,86 @@ def test_watch_exec_runs_per_frame_with_the_record_on_stdin(local, tmp_path):
         assert path.read_bytes() == png
         record = json.loads(Path(f"{path}.json").read_text())
         assert record["s3_key"].endswith(f"/4/webcam/{k * 1000:010d}.png") and record["path"] == str(path)
+
+
+EXEC_SCRIPT = r"""
+import json, os, sys, time
+path = sys.argv[1]
+record = json.load(sys.stdin)
+log = os.environ["WATCH_LOG"]
+with open(log, "a") as f:
+    f.write(json.dumps({"key": record["s3_key"], "start": time.time()}) + "\n")
+time.sleep(0.8)
+marker = path + ".tried"
+first = not os.path.exists(marker)
+open(marker, "w").close()
+with open(log, "a") as f:
+    f.write(json.dumps({"key": record["s3_key"], "end": time.time(), "ok": not first}) + "\n")
+sys.exit(1 if first else 0)  # fails the first time for each frame
+"""
+
+
+def test_watch_runs_commands_at_once_and_tries_a_failed_one_again(local, tmp_path, monkeypatch):
+    """4 frames, a command that takes 0.8 s and fails once per frame: with --exec-workers 4
+    the runs overlap, each failed frame's event stays on the queue and comes back, and every
+    frame ends handled once successfully; nothing reaches the dead-letter queue."""
+    rec = f"rec-{uuid.uuid4().hex[:8]}"
+    script, log = tmp_path / "model.py", tmp_path / "runs.jsonl"
+    script.write_text(EXEC_SCRIPT)
+    monkeypatch.setenv("WATCH_LOG", str(log))
+    send(local, [frame_message(make_png(32, 24, seed=k, detailed=False), recording_id=rec, participant_id=5,
+                               relative=k) for k in range(4)])
+    proc = watch(local, "--recording", rec, "--source", "queue", "--idle-exit", "6", "--out", str(tmp_path / "out"),
+                 "--exec", f"{sys.executable} {script}", "--exec-workers", "4", "--retry-seconds", "1")
+    out, err = proc.communicate(timeout=GUARD)
+    assert proc.returncode == 0, err
+    runs = [json.loads(line) for line in log.read_text().splitlines()]
+    starts = sorted(r["start"] for r in runs if "start" in r)
+    ends = sorted(r["end"] for r in runs if "end" in r)
+    assert len(starts) == 8  # every frame twice: failed, then tried again
+    assert sum(1 for t in starts if t < ends[0]) >= 2  # a second run started before the first ended
+    assert sorted(r["key"] for r in runs if r.get("ok")) == sorted(
+        f"recordings/{rec}/participants/5/webcam/{k * 1000:010d}.png" for k in range(4))
+    assert "4 frames seen" in err and "4 failed command runs (tried again)" in err
+    dead = local.client("sqs").get_queue_url(QueueName=f"{local.config.bucket}-frames-dead-letters")["QueueUrl"]
+    assert drain(local, dead) == []
+
+
+def test_a_frame_whose_command_keeps_failing_ends_in_the_dead_letter_queue(local, tmp_path):
+    rec = f"rec-{uuid.uuid4().hex[:8]}"
+    send(local, [frame_message(make_png(32, 24, seed=1, detailed=False), recording_id=rec, participant_id=5,
+                               relative=0)])
+    proc = watch(local, "--recording", rec, "--source", "queue", "--idle-exit", "4", "--exec", "false",
+                 "--retry-seconds", "0")
+    _, err = proc.communicate(timeout=GUARD)
+    assert proc.returncode == 0, err
+    assert "0 frames seen" in err and "5 failed command runs (tried again)" in err  # the queue's 5 receives
+    dead = local.client("sqs").get_queue_url(QueueName=f"{local.config.bucket}-frames-dead-letters")["QueueUrl"]
+    (parked,) = drain(local, dead)
+    assert parked.recording_id == rec
+
+
+def test_watch_all_follows_every_recording_with_one_record_shape(local, tmp_path):
+    """--all takes every recording's frames from the queue; a queue record and an index record
+    of the same frame carry the same fields (the event holds the index item)."""
+    recs = [f"rec-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    send(local, [frame_message(make_png(32, 24, seed=k, detailed=False), recording_id=r, participant_id=6,
+                               relative=k) for r in recs for k in range(2)])
+    proc = watch(local, "--all", "--source", "queue", "--idle-exit", "3")
+    out, err = proc.communicate(timeout=GUARD)
+    assert proc.returncode == 0, err
+    from_queue = [json.loads(line) for line in out.splitlines()]
+    assert sorted((r["recording_id"], r["relative_ms"]) for r in from_queue) == sorted(
+        (r, k * 1000) for r in recs for k in range(2))
+    proc = watch(local, "--recording", recs[0], "--source", "index", "--idle-exit", "2")
+    out, err = proc.communicate(timeout=GUARD)
+    from_index = [json.loads(line) for line in out.splitlines()]
+    by_key = {r["s3_key"]: r for r in from_queue}
+    for record in from_index:
+        twin = by_key[record["s3_key"]]
+        assert set(record) == set(twin)
+        assert {k: v for k, v in record.items() if k not in ("seen_at", "lag_ms")} == {
+            k: v for k, v in twin.items() if k not in ("seen_at", "lag_ms")}
 
 
 def test_the_local_analyzer_finds_the_slides_and_export_writes_the_distinct_ones(local, tmp_path):
