@@ -8,6 +8,7 @@ from one minute to the next while ratios hold. One module per topic:
 - coldstart: import time of each Lambda handler module vs ``import boto3``
 - assets:    zipped/unzipped size of each function's code asset in a fresh ``cdk synth``
 - e2e:       frames/s and send-to-stored latency through ``framesink local`` vs raw moto puts
+- outlet:    the receiver's CPU per frame event, batched PutEvents vs one call per frame
 - cost:      billable units per frame and cost per participant-hour (also ``python -m bench.cost``)
 
 Results are printed as one table and written to bench/results/ (gitignored) as JSON.
