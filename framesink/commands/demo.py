@@ -148,7 +148,7 @@ async def _live_feed(out: "_Printer", stack: LocalStack, slides: int, tmp: Path)
     seconds = 2.0 * slides
     recording_id = f"demo-slides-{secrets.token_hex(4)}"
     out.line(f"3. The live feed: a participant shares a deck of {slides} slides (1280x720, {seconds:g} s) through")
-    out.line("   the container receiver. Every stored frame is an S3 event on EventBridge -> the frame queue;")
+    out.line("   the container receiver. Every stored frame is a frame event on EventBridge -> the frame queue;")
     out.line("   `framesink watch` follows it in another process while the example slide analyzer runs on")
     out.line("   the same events and writes a slide item beside the frames for each change it sees...")
     direct_url = stack.receiver_url or await stack.start_direct()

@@ -1,7 +1,7 @@
 """The example analyzer: subscribe, read the frame, write your result beside it.
 
 Copy this file to build your own (docs/live-feed.md, "Write your own analyzer"). Deployed with
-``-c analyzer=slides``: an EventBridge rule sends each stored screenshare frame's S3 event
+``-c analyzer=slides``: a rule on the frame bus sends each stored screenshare frame's event
 here (an asynchronous invoke: Lambda retries twice, then the event goes to a dead-letter
 queue that alarms). Locally, `framesink local` feeds it the same events from an SQS queue.
 
