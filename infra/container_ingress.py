@@ -63,6 +63,7 @@ from aws_cdk import custom_resources as cr
 from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
+from framesink_core.shared.schema import RECEIVERS_PK
 from framesink_core.shared.settings import Settings
 from framesink_receiver import DEFAULT_MAX_IN_FLIGHT, HEALTH_PATH, MAX_IN_FLIGHT_ENV, PORT_ENV
 from framesink_receiver.config import (
@@ -230,11 +231,18 @@ class ContainerIngress(Construct):
         # duplicate's index item, BatchWriteItem of index items), Service.secret (GetSecretValue).
         # A redelivered frame is compared with the stored one: GetObject (HeadObject is
         # GetObject in IAM) under recordings/. BatchingOutlet: PutEvents on the stack's frame bus.
+        # Receiver leases (ConnectionRegistry.renew_lease / sweep_lost / end_lease): Query and
+        # DeleteItem only on the leases' partition, by the dynamodb:LeadingKeys condition key
+        # ("access items that have a specific partition key value", DynamoDB developer guide,
+        # "Using IAM policy conditions for fine-grained access control"); PutItem and the
+        # lost records' UpdateItem are already granted above.
         self.task_policy = iam.Policy(self, "TaskAccess", roles=[self.task_role], statements=[
             iam.PolicyStatement(actions=["s3:PutObject", "s3:GetObject"],
                                 resources=[bucket.arn_for_objects("recordings/*")]),
             iam.PolicyStatement(actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
                                          "dynamodb:BatchWriteItem"], resources=[table.table_arn]),
+            iam.PolicyStatement(actions=["dynamodb:Query", "dynamodb:DeleteItem"], resources=[table.table_arn],
+                                conditions={"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [RECEIVERS_PK]}}),
             iam.PolicyStatement(actions=["events:PutEvents"], resources=[frame_bus.event_bus_arn]),
             *secret_statements,
         ])

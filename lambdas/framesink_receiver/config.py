@@ -24,6 +24,10 @@ DEFAULT_SHUTDOWN_GRACE = 90.0  # fits ECS stopTimeout (120 s) with room for the 
 # How often the bot tokens of open connections are checked again: a revoked or expired one
 # is closed with 1008 within this (one GetItem per distinct token per interval).
 DEFAULT_TOKEN_RECHECK = 60.0
+# How often the receiver renews its lease (the connections it holds open) and sweeps the
+# leases of receivers that stopped renewing theirs (access/connections.py): a crashed task's
+# connection records are closed within 4 intervals while any receiver runs.
+DEFAULT_LEASE_INTERVAL = 60.0
 # Connections one bot token may hold open on a task: Recall opens one per realtime endpoint
 # and, reconnecting, briefly a second; past this a leaked token is a lever on the task.
 DEFAULT_MAX_CONNECTIONS_PER_TOKEN = 10
@@ -43,6 +47,7 @@ SHUTDOWN_GRACE_ENV = "FRAMESINK_SHUTDOWN_GRACE_SECONDS"
 TRUST_CLOUDFRONT_ENV = "FRAMESINK_TRUST_CLOUDFRONT_HEADERS"
 DEREGISTRATION_WATCH_ENV = "FRAMESINK_DEREGISTRATION_WATCH_SECONDS"
 MAX_CONNECTIONS_PER_TOKEN_ENV = "FRAMESINK_MAX_CONNECTIONS_PER_TOKEN"
+LEASE_INTERVAL_ENV = "FRAMESINK_LEASE_INTERVAL_SECONDS"
 SPOOL_DIR_ENV, SPOOL_MAX_BYTES_ENV = "FRAMESINK_SPOOL_DIR", "FRAMESINK_SPOOL_MAX_BYTES"
 TRY_AGAIN_LATER = 1013
 # The spool's drain: frames stored at once, and the back-off while the store still fails.
@@ -79,6 +84,7 @@ class ReceiverConfig:
     trust_cloudfront: bool = False  # take the bot's address from CloudFront-Viewer-Address
     token_recheck: float | None = DEFAULT_TOKEN_RECHECK  # None: a token is checked at the handshake only
     max_connections_per_token: int = DEFAULT_MAX_CONNECTIONS_PER_TOKEN  # per bot token, on this task
+    lease_interval: float | None = DEFAULT_LEASE_INTERVAL  # None: no lease, no sweep
     # Frames the store failed after retries wait here (spool.py); None: a directory per stack
     # under the system's temp dir. spool_max_bytes 0: no spool (a failed frame is lost).
     spool_dir: str | None = None
@@ -124,6 +130,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=int(env.get(SPOOL_MAX_BYTES_ENV, DEFAULT_SPOOL_MAX_BYTES)),
                         help=f"most the spool holds; past it frames are lost and connections closed with 1013 "
                         f"(0 = no spool; default ${SPOOL_MAX_BYTES_ENV} or {DEFAULT_SPOOL_MAX_BYTES})")
+    parser.add_argument("--lease-interval", type=float, metavar="SECONDS",
+                        default=float(env.get(LEASE_INTERVAL_ENV, DEFAULT_LEASE_INTERVAL)),
+                        help="how often this receiver renews its lease on its open connections and closes the "
+                        f"records of receivers that stopped (0 = neither; default ${LEASE_INTERVAL_ENV} or "
+                        f"{DEFAULT_LEASE_INTERVAL:g})")
     parser.add_argument("--deregistration-watch", type=float, metavar="SECONDS",
                         default=float(env[DEREGISTRATION_WATCH_ENV]) if env.get(DEREGISTRATION_WATCH_ENV) else None,
                         help="behind a load balancer: close connections (1001) after this long without a health check")
@@ -134,6 +145,8 @@ def config_from_args(args: argparse.Namespace) -> ReceiverConfig:
         raise ValueError("--max-in-flight must be at least 1")
     if args.max_connections_per_token < 1:
         raise ValueError("--max-connections-per-token must be at least 1")
+    if args.lease_interval < 0:
+        raise ValueError("--lease-interval must be 0 (no lease) or more")
     if args.spool_max_bytes < 0:
         raise ValueError("--spool-max-bytes must be 0 (no spool) or more")
     return ReceiverConfig(host=args.host, port=args.port, health_port=args.health_port,
@@ -143,7 +156,8 @@ def config_from_args(args: argparse.Namespace) -> ReceiverConfig:
                           ping_interval=args.ping_interval or None, ping_timeout=args.ping_timeout,
                           trust_cloudfront=args.trust_cloudfront,
                           max_connections_per_token=args.max_connections_per_token,
-                          spool_dir=args.spool_dir, spool_max_bytes=args.spool_max_bytes)
+                          spool_dir=args.spool_dir, spool_max_bytes=args.spool_max_bytes,
+                          lease_interval=args.lease_interval or None)
 
 
 def default_spool_dir(settings: Settings) -> str:

@@ -168,6 +168,9 @@ class Receiver:
         self._spool_closed = False  # connections were closed because the spool is full
         self._pool_closed = False  # the shutdown's grace ran out: the store pool takes no more
         self._drain_pool: ThreadPoolExecutor | None = None
+        # This process's name on its lease: a restarted receiver is a new one, and the old
+        # one's records are swept once its lease runs out.
+        self.receiver_id = uuid.uuid4().hex
 
     @property
     def url(self) -> str:
@@ -220,6 +223,8 @@ class Receiver:
             self._tasks.append(asyncio.create_task(self._recheck_tokens_periodically()))
         if self.spool is not None:
             self._tasks.append(asyncio.create_task(self._drain_spool_continuously()))
+        if self.config.lease_interval:
+            self._tasks.append(asyncio.create_task(self._keep_lease()))
         logger.info("receiver listening", extra={"port": self.port, "health_port": self.health_port,
                                                   "max_message_bytes": self.max_message_bytes,
                                                   "max_in_flight": self.config.max_in_flight})
@@ -282,6 +287,11 @@ class Receiver:
             await self._drain_spool_until(deadline - min(2.0, reserve / 4))  # a moment left to close
         await loop.run_in_executor(None, self.service.store.close)
         await loop.run_in_executor(None, self.service.store.outlet.close)
+        if self.config.lease_interval and not timed_out:  # every close is recorded: nothing to sweep
+            try:
+                await loop.run_in_executor(None, self.service.connections.end_lease, self.receiver_id)
+            except Exception:  # it runs out instead; the sweep finds every record closed
+                logger.exception("lease not ended", extra={"reason": "lease_failed"})
         for pool in (self._store_pool, self._control_pool, self._drain_pool):
             if pool is not None:
                 await loop.run_in_executor(None, lambda: pool.shutdown(wait=not timed_out, cancel_futures=timed_out))
@@ -685,6 +695,37 @@ class Receiver:
                 for conn in closing:
                     conn.token_hash = None  # closed once
                     asyncio.create_task(conn.ws.close(POLICY_VIOLATION, "token revoked or expired"))
+
+    async def _keep_lease(self) -> None:
+        """Renew this receiver's lease (its open connections) every ``lease_interval`` and within
+        a second of a change; sweep the leases of receivers that stopped renewing (a crashed
+        task, whose connection records would otherwise never get an end)."""
+        loop = asyncio.get_running_loop()
+        interval = self.config.lease_interval
+        connections = self.service.connections
+        renewed_at, leased, swept_at = None, None, None
+        while True:
+            now = loop.time()
+            open_ids = frozenset(conn.connection_id for conn in self._conns.values())
+            if renewed_at is None or open_ids != leased or now - renewed_at >= interval:
+                try:
+                    await loop.run_in_executor(self._control_pool, lambda ids=open_ids: connections.renew_lease(
+                        self.receiver_id, list(ids), interval_s=interval))
+                    renewed_at, leased = now, open_ids
+                except Exception as exc:  # DynamoDB unavailable: try again next tick (no traceback each second)
+                    logger.warning("lease not renewed", extra={"reason": "lease_failed", "detail": str(exc)[:200]})
+            if swept_at is None or now - swept_at >= interval:
+                swept_at = now
+                try:
+                    swept = await loop.run_in_executor(
+                        self._control_pool, lambda: connections.sweep_lost(own_id=self.receiver_id))
+                    if swept["closed"]:
+                        logger.warning("closed the records of a lost receiver's connections",
+                                       extra={"reason": "receiver_lost", **swept})
+                        count("LostConnectionsClosed", swept["closed"])
+                except Exception as exc:
+                    logger.warning("lease sweep failed", extra={"reason": "lease_failed", "detail": str(exc)[:200]})
+            await asyncio.sleep(min(1.0, interval))
 
     async def _watch_deregistration(self) -> None:
         """Close connections with 1001 when the load balancer stops health-checking us."""

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from aws_cdk.assertions import Template
 
+from framesink_core.shared.schema import RECEIVERS_PK
 from framesink_core.shared.settings import Settings
 from framesink_receiver.config import DEFAULT_SHUTDOWN_GRACE
 from infra import build, error_annotations
@@ -437,8 +438,8 @@ def test_task_role_holds_what_the_core_calls_and_nothing_more(synths):
     task_role = synth.props("AWS::ECS::TaskDefinition")["TaskRoleArn"]["Fn::GetAtt"][0]
     granted = synth.role_statements(task_role)
     assert {a for a, _ in granted} == {"s3:PutObject", "s3:GetObject", "dynamodb:GetItem", "dynamodb:PutItem",
-                                       "dynamodb:UpdateItem", "dynamodb:BatchWriteItem",
-                                       "secretsmanager:GetSecretValue", "events:PutEvents"}
+                                       "dynamodb:UpdateItem", "dynamodb:BatchWriteItem", "dynamodb:Query",
+                                       "dynamodb:DeleteItem", "secretsmanager:GetSecretValue", "events:PutEvents"}
     s3_resources = [json.loads(r) for a, r in granted if a.startswith("s3:")]
     assert all(r["Fn::Join"][1][-1] == "/recordings/*" for r in s3_resources)
     # The websocket Lambdas (the same core) hold the same data-plane actions, but BatchWriteItem:
@@ -447,7 +448,19 @@ def test_task_role_holds_what_the_core_calls_and_nothing_more(synths):
     for handler in ("connect", "disconnect", "ingest"):
         lambdas |= synth.role_statements(synth.function_role(f"framesink_handlers.{handler}.handler"))
     data_plane = {(a, r) for a, r in lambdas if not a.startswith(("logs:", "xray:"))}
-    assert granted - data_plane == {(a, r) for a, r in granted if a == "dynamodb:BatchWriteItem"}
+    receiver_only = ("dynamodb:BatchWriteItem", "dynamodb:Query", "dynamodb:DeleteItem")
+    assert granted - data_plane == {(a, r) for a, r in granted if a in receiver_only}
+    # Query and DeleteItem are the receiver leases' (access/connections.py): only on that one
+    # partition, by the dynamodb:LeadingKeys condition ("access items that have a specific
+    # partition key value", DynamoDB developer guide, fine-grained access control).
+    lease_statements = [st for policy in synth.of_type("AWS::IAM::Policy").values()
+                        if {"Ref": task_role} in policy["Properties"]["Roles"]
+                        for st in policy["Properties"]["PolicyDocument"]["Statement"]
+                        if {"dynamodb:Query", "dynamodb:DeleteItem"} & set(st["Action"] if isinstance(st["Action"], list)
+                                                                          else [st["Action"]])]
+    assert lease_statements and all(
+        st.get("Condition") == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [RECEIVERS_PK]}}
+        for st in lease_statements)
     assert "ManagedPolicyArns" not in synth.resources[task_role]["Properties"]
 
 

@@ -128,3 +128,64 @@ def test_rotating_the_shared_token_keeps_open_connections_and_moves_new_handshak
         moto.client("secretsmanager").put_secret_value(SecretId=moto.settings.token_secret_id, SecretString=TOKEN)
     assert statuses == (403, 101)
     assert len(moto.keys(f"recordings/{recording}/")) == 2  # the old connection went on storing
+
+
+def test_a_killed_receivers_connection_records_are_closed_by_the_next_receivers_sweep(moto):
+    """Issue 21, item 8: a task that crashes never records its connections' ends. Its lease
+    (the connections it holds, renewed every interval) runs out after 3 intervals and the next
+    receiver's sweep closes those records with 1006 receiver_lost. Interval 0.5 s here (60 s
+    deployed: closed within 4 minutes while any receiver runs)."""
+    from websockets.asyncio.client import connect
+
+    from framesink.synthetic import frame_message, make_png
+    from framesink_core.shared.items import from_item
+
+    interval = 0.5
+    env = moto.env({"FRAMESINK_LEASE_INTERVAL_SECONDS": str(interval)})
+    argv = [str(VENV_BIN / "framesink"), "receive", "--host", "127.0.0.1", "--port", "0"]
+    dynamodb = moto.client("dynamodb")
+
+    def record(cid: str) -> dict:
+        item = dynamodb.get_item(TableName=moto.table, Key={"pk": {"S": f"CONN#{cid}"}, "sk": {"S": "META"}})
+        return from_item(item["Item"]) if "Item" in item else {}
+
+    def leased() -> set[str]:
+        items = dynamodb.query(TableName=moto.table, KeyConditionExpression="pk = :pk",
+                               ExpressionAttributeValues={":pk": {"S": "RECEIVERS"}})["Items"]
+        return {cid for item in items for cid in from_item(item).get("open", [])}
+
+    crashed, replacement = ReceiverProcess(argv, env), None
+    try:
+        port = crashed.wait_ready()
+
+        async def hold_a_connection_and_kill():
+            async with connect(f"ws://127.0.0.1:{port}/?token={TOKEN}", compression=None) as ws:
+                await ws.send(frame_message(make_png(64, 48, seed=2, detailed=False),
+                                            recording_id=f"lease-{uuid.uuid4().hex[:8]}", participant_id=1,
+                                            relative=0.0))
+                for _ in range(GUARD * 10):  # the lease lists it within a second of the open
+                    if leased():
+                        break
+                    await asyncio.sleep(0.1)
+                crashed.proc.send_signal(signal.SIGKILL)
+                crashed.proc.wait(GUARD)
+                return time.monotonic()
+
+        killed_at = asyncio.run(hold_a_connection_and_kill())
+        (cid,) = leased()
+        assert record(cid) and "disconnected_at" not in record(cid)  # as a crash leaves it
+        replacement = ReceiverProcess(argv, env)
+        replacement.wait_ready()
+        for _ in range(GUARD * 10):
+            if "disconnected_at" in record(cid):
+                break
+            time.sleep(0.1)
+        closed_after = time.monotonic() - killed_at
+        lost = record(cid)
+        assert lost.get("close_code") == 1006 and lost["close_reason"].startswith("receiver_lost")
+        assert not leased()  # the lost lease is gone; the replacement's lists nothing open
+        print(f"lease sweep: record closed {closed_after:.2f} s after the kill (interval {interval} s)")
+    finally:
+        for receiver in (crashed, replacement):
+            if receiver is not None:
+                receiver.close()

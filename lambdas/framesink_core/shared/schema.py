@@ -19,6 +19,7 @@ order), every other item's sort key starts with a capital letter, so the two nev
 | bot status event     | BOT#<bot>           | EVENT#<iso time>#<msg id>   |                                          |
 | recording of a bot   | BOT#<bot>           | REC#<rec>                   |                                          |
 | connection           | CONN#<connection id>| META                        |                                          |
+| receiver lease       | RECEIVERS           | <receiver id>               |                                          |
 | bot token            | TOKEN#<sha256>      | META                        |                                          |
 | webhook / handshake  | ONCE#<scope>#<id>   | META                        |                                          |
 
@@ -193,6 +194,13 @@ def bot_recording_sk(recording_id: str) -> str:
 
 def bot_event_sk(at: str, message_id: str) -> str:
     return f"EVENT#{at}#{message_id}"
+
+
+RECEIVERS_PK = "RECEIVERS"  # one lease per live receiver process (access/connections.py)
+
+
+def receiver_sk(receiver_id: str) -> str:
+    return receiver_id
 
 
 def connection_pk(connection_id: str) -> str:
