@@ -103,6 +103,11 @@ ASSUMPTIONS = {
     "s3_access_log_bytes": 450,  # one server access log record per PUT (kept log_retention_days)
     "xray_sampled_fraction": 0.05,  # default sampling rule beyond the 1/s reservoir
     "cpu_speed_vs_lambda_vcpu": 1.0,  # this machine's core vs one Lambda (Graviton) vCPU
+    # Novelty (analyze/novelty.py): Pillow decode + thumbnail per megapixel, measured here
+    # (4.9 ms for 480x360, 22 ms for 1280x720: docs/performance.md), and the function's calls:
+    # GetObject, GetItem, UpdateItem, PutEvents.
+    "novelty_decode_ms_per_megapixel": 25.0,
+    "novelty_io_ms": 45.0,
 }
 
 
@@ -125,7 +130,10 @@ class Workload:
     totals_flush_seconds: float = 5.0  # participant totals: one write per participant this often
     # The default deployment's standing parts (a test keeps these equal to the synthesized
     # template: tests/infra/test_infra.py).
-    alarms: int = 34  # 31 + the canary's own alarm and its function's error and throttle alarms
+    alarms: int = 37  # 31 + the canary's own alarm and its function's error and throttle alarms,
+    # + the novelty function's error and throttle alarms and its dead-letter queue's
+    novelty: bool = True  # the novelty function on every frame event (cdk.json novelty)
+    novelty_memory_mb: int = 1024
     dashboards: int = 1
     secrets: int = 3  # the shared token, the Recall API key, the webhook signing secret
     kms_keys: int = 1  # the alarm topic's
@@ -344,6 +352,20 @@ def units_per_frame(profile: FrameProfile, ingress: str, workload: Workload, ass
         "dynamodb_gb_stored": (profile.index_item_bytes + 100) * 2 / 1e9,
         "access_log_gb": assume["s3_access_log_bytes"] / 1e9,
     }
+    if workload.novelty:
+        # One asynchronous invoke per frame: GetObject, a consistent GetItem of the stream's state
+        # (1 RRU), UpdateItem of the frame's item and its GSI copy, one "Frame Scored" event. A
+        # novel frame's conditional PutItem of the state is a few per minute: left out.
+        share = min(1.0, workload.novelty_memory_mb / LAMBDA_FULL_VCPU_MB)
+        decode_ms = (profile.width * profile.height / 1e6 * assume["novelty_decode_ms_per_megapixel"]
+                     * assume["cpu_speed_vs_lambda_vcpu"] / share)
+        novelty_ms = math.ceil(decode_ms + assume["novelty_io_ms"])
+        units.update({
+            "novelty_requests": 1, "novelty_billed_ms": novelty_ms,
+            "novelty_gb_seconds": workload.novelty_memory_mb / 1024 * novelty_ms / 1000,
+            "novelty_s3_gets": 1, "novelty_rru": 1, "novelty_wru": frame_wru, "novelty_events": 1,
+            "novelty_log_gb": assume["lambda_platform_log_bytes"] / 1e9,
+        })
     if ingress == "apigw":
         duration = _lambda_duration_ms(profile, workload, assume)
         units.update({
@@ -385,6 +407,15 @@ def estimate(profile: FrameProfile, ingress: str, workload: Workload | None = No
         "EventBridge frame events": frames * u["frame_events"] * p["eventbridge_event_per_million"] / 1e6,
     }
     lines = dict(storage)
+    if w.novelty:
+        lines["Novelty function (Lambda, GET, index, event)"] = frames * (
+            p["lambda_request_per_million"] / 1e6
+            + u["novelty_gb_seconds"] * p[f"lambda_gb_second_{w.architecture}"]
+            + u["novelty_s3_gets"] * p["s3_get_per_thousand"] / 1000
+            + u["novelty_rru"] * p["dynamodb_rru_per_million"] / 1e6
+            + u["novelty_wru"] * p["dynamodb_wru_per_million"] / 1e6
+            + u["novelty_events"] * p["eventbridge_event_per_million"] / 1e6
+            + u["novelty_log_gb"] * p["cloudwatch_logs_ingest_gb"])
     if ingress not in INGRESSES:
         raise ValueError(f"ingress must be one of {INGRESSES}, got {ingress!r}")
     if ingress == "apigw":

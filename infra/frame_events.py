@@ -5,6 +5,10 @@ optional queue to pull them from, and the example slide analyzer.
 - ``frameQueue=true``: an encrypted SQS queue fed by a rule on every frame event, with a
   dead-letter queue; output ``FrameQueueUrl``. Only EventBridge (that rule) may send to it;
   `framesink watch` and your consumers read it.
+- ``novelty=true`` (the default): a Lambda (framesink_handlers/novelty.py, media asset)
+  invoked by a rule on every frame event; it flags the frame's index item and publishes
+  "Frame Scored" on the same bus (the only publisher besides the ingresses). Fails twice ->
+  a dead-letter queue that alarms.
 - ``analyzer=slides``: a Lambda (framesink_handlers/slides.py, on the media asset: Pillow)
   invoked by a rule on screenshare frames; what fails twice waits in a dead-letter queue
   that alarms. It may read frames and their index, and write its results beside them.
@@ -61,6 +65,42 @@ class FrameEvents(Construct):
         self.dead_letters: sqs.Queue | None = None
         self.analyzer = None
         self.analyzer_dead_letters: sqs.Queue | None = None
+        self.novelty = None
+        self.novelty_dead_letters: sqs.Queue | None = None
+
+        if settings.novelty:
+            self.novelty_dead_letters = encrypted_queue(self, "NoveltyDeadLetters", retention=Duration.days(14))
+            # framesink_core.analyze.novelty.NoveltyScorer: GetObject (the frame); GetItem (the
+            # stream's last novel frame, the recording's tombstone), PutItem (a new last novel
+            # frame, conditional), UpdateItem (novel on the frame's item, never creating one),
+            # DeleteItem (its own item when the recording was deleted meanwhile); PutEvents
+            # ("Frame Scored") on this bus only.
+            self.novelty = functions.create(
+                self, "Novelty",
+                handler="framesink_handlers.novelty.handler",
+                description="Novelty: each stored frame's change score and novel flag",
+                statements=[
+                    iam.PolicyStatement(actions=["s3:GetObject"], resources=[bucket.arn_for_objects("recordings/*")]),
+                    iam.PolicyStatement(actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+                                                 "dynamodb:DeleteItem"], resources=[table.table_arn]),
+                    iam.PolicyStatement(actions=["events:PutEvents"], resources=[bus.event_bus_arn]),
+                ],
+                # Decoding is CPU: 1,024 MB is ~0.6 vCPU (Lambda allocates CPU with memory), a
+                # 1280x720 PNG's thumbnail ~40 ms there (22 ms on a full core, docs/performance.md).
+                memory_size=1024, timeout=Duration.seconds(30), code=functions.media_code,
+                environment={"FRAMESINK_EVENT_BUS": bus.event_bus_name},
+            )
+            NagSuppressions.add_resource_suppressions(self.novelty.policy, [NagPackSuppression(
+                id="AwsSolutions-IAM5",
+                reason="s3:GetObject is limited to the frames bucket's recordings/ prefix; which frame is scored is "
+                "only known per event.",
+                applies_to=[{"regex": r"/^Resource::<.*Frames.*\.Arn>\/recordings\/\*$/g"}],
+            )])
+            rule = events.Rule(self, "FramesToNovelty", description="framesink: every stored frame, to novelty",
+                               event_bus=bus, event_pattern=event_pattern(frames_pattern()))
+            rule.add_target(targets.LambdaFunction(
+                self.novelty.function, retry_attempts=2, max_event_age=Duration.hours(1),
+                dead_letter_queue=self.novelty_dead_letters))
 
         if settings.frame_queue:
             self.dead_letters = encrypted_queue(self, "FrameQueueDeadLetters", retention=Duration.days(14))

@@ -81,6 +81,9 @@ DEFAULTS: dict[str, Any] = {
     "alarmEmail": "",
     # true: an SQS queue of every stored frame's event (output FrameQueueUrl), with a DLQ.
     "frameQueue": False,
+    # true: score every stored frame's novelty (a function on the frame events: flag on the
+    # index item, a "Frame Scored" event for consumers of novel frames; docs/live-feed.md).
+    "novelty": True,
     # "slides": deploy the example analyzer (slide changes in screenshare frames); "" none.
     "analyzer": "",
     # Recall's bot status webhooks: the name of an existing secret holding the whsec_ signing
@@ -193,6 +196,7 @@ class InfraSettings:
     container_image: str = DEFAULTS["containerImage"]
     alarm_email: str = DEFAULTS["alarmEmail"]
     frame_queue: bool = DEFAULTS["frameQueue"]
+    novelty: bool = DEFAULTS["novelty"]
     analyzer: str = DEFAULTS["analyzer"]
     recall_webhook_secret_name: str = DEFAULTS["recallWebhookSecretName"]
     exports: bool = DEFAULTS["exports"]
@@ -297,6 +301,7 @@ class InfraSettings:
             raise SettingsError(f"context 'containerImage' must be empty (build in CodeBuild), 'local' (build with "
                                 f"Docker/CDK_DOCKER) or an image URI with a tag or digest; got {image!r}")
         frame_queue = _boolean(value("frameQueue"), "frameQueue")
+        novelty = _boolean(value("novelty"), "novelty")
         analyzer = _text(value("analyzer"), "analyzer").strip().lower()
         if analyzer not in ANALYZERS:
             raise SettingsError(f"context 'analyzer' must be one of {sorted(k for k in ANALYZERS if k)} or empty; "
@@ -374,6 +379,7 @@ class InfraSettings:
             container_image=image,
             alarm_email=alarm_email,
             frame_queue=frame_queue,
+            novelty=novelty,
             analyzer=analyzer,
             recall_webhook_secret_name=webhook_secret,
             exports=_boolean(value("exports"), "exports"),

@@ -113,6 +113,7 @@ class FramesinkStack(Stack):
             dead_letter_queues={name: queue for name, queue in (
                 ("FrameQueue", self.frame_events.dead_letters),
                 ("SlideAnalyzer", self.frame_events.analyzer_dead_letters),
+                ("Novelty", self.frame_events.novelty_dead_letters),
                 ("Export", self.meetings.export_dead_letters)) if queue is not None},
         ))
 

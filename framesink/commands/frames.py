@@ -25,18 +25,25 @@ def register(sub) -> None:
     p.add_argument("--type", choices=["webcam", "screenshare"], help="only this type")
     p.add_argument("--since", metavar="MS", help="from this relative millisecond (inclusive)")
     p.add_argument("--until", metavar="MS", help="up to this relative millisecond (exclusive)")
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--novel", action="store_true",
+                   help="only frames the novelty function flagged novel (a stream's first, a change, or one per "
+                   "heartbeat on a static stream); frames not scored yet are left out")
+    p.add_argument("--json", action="store_true", help="one JSON object per line (with novel and change_score "
+                   "once scored)")
     target.add_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from framesink_core.read.query import NOVELTY_FIELDS
+
     index = target.resolve(args, need=("table",)).index()
     try:
         frames = index.iter_frames(args.recording, participant_id=args.participant, frame_type=args.type,
-                                   since=args.since, until=args.until)
+                                   since=args.since, until=args.until, novel=args.novel)
         if args.json:
-            count = json_lines({k: f[k] for k in JSON_FIELDS} for f in frames)
+            count = json_lines({**{k: f[k] for k in JSON_FIELDS}, **{k: f[k] for k in NOVELTY_FIELDS if k in f}}
+                               for f in frames)
         else:
             rows = [
                 (clock(f["relative_ms"]), f["relative_ms"], f["participant_id"], f["participant_name"], f["type"],
@@ -50,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
     except BrokenPipeError:
         quiet_broken_pipe()
         return 0
-    if count == 0 and not index.has_recording(args.recording):
+    if count == 0 and not args.novel and not index.has_recording(args.recording):
         raise CliError(f"recording {args.recording} has no indexed frames (reindex it if its objects are in S3)")
     if not args.json:
-        print(f"{count} frame{'s' if count != 1 else ''}")
+        print(f"{count}{' novel' if args.novel else ''} frame{'s' if count != 1 else ''}")
     return 0

@@ -4,7 +4,8 @@ The table comes from framesink_core.shared.schema, the same definition the CDK s
 feed is what infra/frame_events.py deploys: an event bus the ingresses publish frame events on
 (ingest/outlet.py), when asked a rule for every frame into a frame queue (`framesink watch`;
 the deploy's -c frameQueue=true), and a rule on screenshare frames into the queue the local
-slide analyzer reads (in AWS that rule invokes the Lambda directly).
+slide analyzer reads and one on every frame into the novelty function's (in AWS those rules
+invoke the Lambdas directly).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ def provision(*, s3, dynamodb, secretsmanager, bucket: str, table: str, token: s
               verification_secret_name: str = "framesink/recall-verification-secret",
               events=None, sqs=None, frame_queue: bool = False) -> dict:
     """Create the resources; returns the settings env entries that name the secrets and, with
-    ``events`` and ``sqs`` clients, the event bus (``FRAMESINK_EVENT_BUS``), the analyzer's queue
-    URL (``analyzer_queue_url``) and, with
+    ``events`` and ``sqs`` clients, the event bus (``FRAMESINK_EVENT_BUS``), the analyzer's and
+    the novelty function's queue URLs (``analyzer_queue_url``, ``novelty_queue_url``) and, with
     ``frame_queue`` (the deploy's ``-c frameQueue=true``), the frame queue's (``frame_queue_url``,
     else None)."""
     s3.create_bucket(Bucket=bucket)
@@ -50,6 +51,8 @@ def provision(*, s3, dynamodb, secretsmanager, bucket: str, table: str, token: s
                                              dead_letters=f"{bucket}-frames-dead-letters") if frame_queue else None
         env["analyzer_queue_url"] = _queue_rule(events, sqs, bus, f"{bucket}-screenshares",
                                                 frames_pattern(frame_type="screenshare"))
+        # Every frame, to the novelty function (deployed: a rule invoking it directly).
+        env["novelty_queue_url"] = _queue_rule(events, sqs, bus, f"{bucket}-novelty", frames_pattern())
     return env
 
 

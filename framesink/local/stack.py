@@ -39,6 +39,7 @@ from framesink_core.shared.settings import DEFAULT_MAX_FRAME_BYTES, Settings
 log = logging.getLogger("local_stack")
 
 DEFAULT_PORT = 3456
+NOVELTY_WORKERS = 3
 
 
 @dataclass
@@ -96,6 +97,7 @@ class LocalStack:
         self.emulator: ApiGatewayEmulator | None = None
         self.receiver = None  # the container receiver, when started (ingress "direct")
         self.analyzer: QueueWorker | None = None  # the example slide analyzer's event loop
+        self.novelty: list[QueueWorker] = []  # the novelty function's event loops
         self.exporter: QueueWorker | None = None  # the export job's
         self.webhooks: WebhookServer | None = None  # Recall's webhook route
         self.webhook_secret: str | None = None
@@ -127,6 +129,7 @@ class LocalStack:
             )
             frame_queue_url = secret_env.pop("frame_queue_url")
             analyzer_queue_url = secret_env.pop("analyzer_queue_url")
+            novelty_queue_url = secret_env.pop("novelty_queue_url")
             sqs, secrets_client = self.client("sqs"), self.client("secretsmanager")
             export_queue_url = sqs.create_queue(QueueName=f"{cfg.bucket}-exports",
                                                 Attributes={"VisibilityTimeout": "600"})["QueueUrl"]
@@ -147,6 +150,12 @@ class LocalStack:
             self.analyzer = QueueWorker(self.client("sqs"), analyzer_queue_url, handler_of("slides"),
                                         "framesink-slide-analyzer")
             self.analyzer.start()
+            # Novelty on every frame: Lambda runs one invocation per event at once; NOVELTY_WORKERS
+            # loops keep up with a local meeting (the stream's state item orders them).
+            self.novelty = [QueueWorker(self.client("sqs"), novelty_queue_url, handler_of("novelty"),
+                                        f"framesink-novelty-{n}") for n in range(NOVELTY_WORKERS)]
+            for worker in self.novelty:
+                worker.start()
             # The export job, fed by its queue as Lambda's SQS event source feeds it (batch 1).
             self.exporter = QueueWorker(self.client("sqs"), export_queue_url, handler_of("export"),
                                         "framesink-export", sqs_records=True)
@@ -194,7 +203,7 @@ class LocalStack:
         """Return once every message received so far (by either ingress) has been handled (a
         frame in the receiver's spool, once stored from it), and the participant totals it added are written (they are otherwise written every
         few seconds: framesink_core/ingest/totals.py); with ``analyzer``, once the slide analyzer
-        has handled every event queued for it too; with ``exports``, once the export queue
+        and the novelty function have handled every event queued for them too; with ``exports``, once the export queue
         is empty (delayed messages included)."""
         if self.emulator is not None:
             await self.emulator.wait_idle()
@@ -210,6 +219,8 @@ class LocalStack:
         while self.receiver is not None and not self.receiver.service.store.outlet.idle():
             await asyncio.sleep(0.01)
         while analyzer and self.analyzer is not None and not await loop.run_in_executor(None, self.analyzer.idle):
+            await asyncio.sleep(0.1)
+        while analyzer and self.novelty and not await loop.run_in_executor(None, self.novelty[0].idle):
             await asyncio.sleep(0.1)
         while exports and self.exporter is not None and not await loop.run_in_executor(None, self.exporter.idle):
             await asyncio.sleep(0.1)
@@ -233,7 +244,7 @@ class LocalStack:
             if self.emulator is not None:
                 await self.emulator.stop()
                 stats = self.emulator.stats.as_dict()
-            for part in (self.webhooks, self.analyzer, self.exporter):
+            for part in (self.webhooks, self.analyzer, *self.novelty, self.exporter):
                 if part is not None:
                     await asyncio.get_running_loop().run_in_executor(None, part.stop)
             if self.moto is not None:

@@ -65,7 +65,8 @@ class Synth:
             (key,) = {self.resources[functions[h]]["Properties"]["Code"]["S3Key"] for h in handlers if h in functions}
             return outdir / f"asset.{key.removesuffix('.zip')}"
 
-        media = {"framesink_handlers.export.handler", "framesink_handlers.slides.handler"}
+        media = {"framesink_handlers.export.handler", "framesink_handlers.slides.handler",
+                 "framesink_handlers.novelty.handler"}
         self.asset = key_of(set(self.functions()) - media)
         self.media_asset = key_of(media) if media & set(self.functions()) else None
 

@@ -65,6 +65,9 @@ def test_every_ingress_may_publish_frame_events_on_the_bus_the_rules_listen_on(s
         "ingest Lambda": [v for v in of_type(template, "AWS::Lambda::Function").values()
                           if v["Properties"].get("Handler") == "framesink_handlers.ingest.handler"],
         "receiver task": [v for v in of_type(template, "AWS::ECS::TaskDefinition").values()],
+        # and "Frame Scored" events, after the frame's (analyze/novelty.py)
+        "novelty Lambda": [v for v in of_type(template, "AWS::Lambda::Function").values()
+                           if v["Properties"].get("Handler") == "framesink_handlers.novelty.handler"],
     }
     for name, (resource,) in publishers.items():
         props = resource["Properties"]
@@ -76,8 +79,10 @@ def test_every_ingress_may_publish_frame_events_on_the_bus_the_rules_listen_on(s
         assert env["FRAMESINK_EVENT_BUS"] == {"Ref": bus_id}, name  # Ref of an EventBus is its name
     rules = of_type(template, "AWS::Events::Rule").values()
     frame_rules = [r["Properties"] for r in rules if r["Properties"].get("EventPattern", {}).get("source") == [SOURCE]]
-    assert len(frame_rules) == 2
+    assert len(frame_rules) == 3  # frame queue, slide analyzer, novelty
     assert all(r["EventBusName"] == {"Ref": bus_id} for r in frame_rules)
+    # Every rule hears "Frame Stored" only: the novelty function's own "Frame Scored" events
+    # never come back to it (no loop).
     assert all(r["EventPattern"]["detail-type"] == [FRAME_STORED] for r in frame_rules)
     # and S3 no longer notifies EventBridge: nothing needs its slower events
     assert not of_type(template, "Custom::S3BucketNotifications")
@@ -142,4 +147,4 @@ def test_every_dead_letter_queue_alarms(synth):
     alarmed = {json.dumps(d["Value"]) for a in of_type(template, "AWS::CloudWatch::Alarm").values()
                for d in a["Properties"].get("Dimensions", []) if d["Name"] == "QueueName"}
     assert {json.dumps({"Fn::GetAtt": [q, "QueueName"]}) for q in dlqs} == alarmed
-    assert len(dlqs) == 3  # frame queue, analyzer, export job
+    assert len(dlqs) == 4  # frame queue, analyzer, novelty, export job

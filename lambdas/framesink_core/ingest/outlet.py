@@ -38,6 +38,9 @@ from framesink_core.shared.observability import count, count_with_dimension, log
 
 SOURCE = "framesink"
 FRAME_STORED = "Frame Stored"
+# The novelty function's event for the same frame: its "Frame Stored" detail plus novel,
+# change and novel_reason (analyze/novelty.py); subscribe to it for novel frames only.
+FRAME_SCORED = "Frame Scored"
 MAX_ENTRIES = 10  # PutEvents' limit per request
 DEFAULT_MAX_WAIT = 0.02
 DEFAULT_MAX_ATTEMPTS = 4
@@ -65,15 +68,15 @@ def frame_event(record: StoredFrame, bucket: str) -> dict:
     }
 
 
-def entry(bus: str, detail: dict) -> dict:
-    return {"Source": SOURCE, "DetailType": FRAME_STORED, "Detail": orjson.dumps(detail).decode(),
+def entry(bus: str, detail: dict, detail_type: str = FRAME_STORED) -> dict:
+    return {"Source": SOURCE, "DetailType": detail_type, "Detail": orjson.dumps(detail).decode(),
             "EventBusName": bus}
 
 
 class Outlet:
     """No event bus configured: nothing is published."""
 
-    def publish(self, detail: dict) -> None:
+    def publish(self, detail: dict, detail_type: str = FRAME_STORED) -> None:
         pass
 
     def idle(self) -> bool:
@@ -90,8 +93,8 @@ class DirectOutlet(Outlet):
     def __init__(self, events, bus: str, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS, sleep=time.sleep):
         self.events, self.bus, self.max_attempts, self._sleep = events, bus, max_attempts, sleep
 
-    def publish(self, detail: dict) -> None:
-        send(self.events, [entry(self.bus, detail)], self.max_attempts, self._sleep)
+    def publish(self, detail: dict, detail_type: str = FRAME_STORED) -> None:
+        send(self.events, [entry(self.bus, detail, detail_type)], self.max_attempts, self._sleep)
 
 
 class BatchingOutlet(Outlet):
@@ -108,8 +111,8 @@ class BatchingOutlet(Outlet):
         self._thread = threading.Thread(target=self._run, name="frame-events", daemon=True)
         self._thread.start()
 
-    def publish(self, detail: dict) -> None:
-        item = (time.monotonic(), entry(self.bus, detail))
+    def publish(self, detail: dict, detail_type: str = FRAME_STORED) -> None:
+        item = (time.monotonic(), entry(self.bus, detail, detail_type))
         with self._cond:
             if self._closing:  # a frame stored during the last moments of a shutdown
                 logger.error("frame event not published", extra={

@@ -9,8 +9,11 @@ stored it on the stack's event bus (ingest/outlet.py has when and how). An event
                 "absolute": "...", "width": 480, "height": 360, "bytes": 212345,
                 "stored_at": 1796417237341, "bot_id": "...", "connection_id": "..."}}
 
+The novelty function (analyze/novelty.py) answers each with a "Frame Scored" event: the same
+detail plus ``novel`` (true/false), ``change_score`` and ``novel_reason``.
+
 ``frames_pattern`` builds the rule pattern for a subscription (a recording, participants,
-a type); ``FrameRef.from_event`` reads an event back, trusting only a key that follows the
+a type, novel frames only); ``FrameRef.from_event`` reads an event back, trusting only a key that follows the
 storage contract (its parts must agree with the ids the event names).
 """
 
@@ -18,24 +21,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from framesink_core.ingest.outlet import FRAME_STORED, SOURCE
+from framesink_core.ingest.outlet import FRAME_SCORED, FRAME_STORED, SOURCE
 from framesink_core.shared import schema
 
 FRAMES_PREFIX = "recordings/"
 
 
 def frames_pattern(*, recording_id: str | None = None, participant_ids: list[str] | None = None,
-                   frame_type: str | None = None) -> dict:
+                   frame_type: str | None = None, novel_only: bool = False) -> dict:
     """The EventBridge pattern for frame events, optionally narrowed (each field an exact
-    match; give a rule its stack's bus, which only this stack's ingresses may publish to)."""
-    detail: dict[str, list] = {}
+    match; give a rule its stack's bus, which only this stack's publishers may put events on).
+    ``novel_only``: the novelty function's "Frame Scored" events of novel frames instead of
+    every "Frame Stored" one."""
+    detail: dict[str, list] = {"novel": [True]} if novel_only else {}
     if recording_id:
         detail["recording_id"] = [recording_id]
     if participant_ids:
         detail["participant_id"] = list(participant_ids)
     if frame_type:
         detail["type"] = [frame_type]
-    pattern: dict = {"source": [SOURCE], "detail-type": [FRAME_STORED]}
+    pattern: dict = {"source": [SOURCE], "detail-type": [FRAME_SCORED if novel_only else FRAME_STORED]}
     if detail:
         pattern["detail"] = detail
     return pattern
@@ -66,9 +71,10 @@ class FrameRef:
 
     @classmethod
     def from_event(cls, event: dict) -> "FrameRef | None":
-        """The frame a "Frame Stored" event names, or None for anything else (another event,
-        a key outside the contract, ids that disagree with the key)."""
-        if not isinstance(event, dict) or event.get("detail-type") != FRAME_STORED or event.get("source") != SOURCE:
+        """The frame a "Frame Stored" (or "Frame Scored") event names, or None for anything else
+        (another event, a key outside the contract, ids that disagree with the key)."""
+        if (not isinstance(event, dict) or event.get("detail-type") not in (FRAME_STORED, FRAME_SCORED)
+                or event.get("source") != SOURCE):
             return None
         detail = event.get("detail")
         if not isinstance(detail, dict):
@@ -86,10 +92,11 @@ class FrameRef:
     def frame_record(self) -> dict:
         """The frame in the index's public shape (query.frame_record: `frames --json`, the
         HTTP API), from the event alone: a consumer needs no read to know what it got."""
-        from framesink_core.read.query import FRAME_FIELDS
+        from framesink_core.read.query import FRAME_FIELDS, NOVELTY_FIELDS
 
         detail = self.record or {}
         record = {name: detail.get(name) for name in FRAME_FIELDS}
+        record.update({name: detail[name] for name in NOVELTY_FIELDS if name in detail})
         record.update(recording_id=self.recording_id, participant_id=self.participant_id, type=self.frame_type,
                       relative_ms=self.relative_ms, s3_key=self.key)
         return record

@@ -65,6 +65,9 @@ FRAME_FIELDS = (
     "connection_id",
     "stored_at",
 )
+# Written by the novelty function after the frame is stored (analyze/novelty.py): in a
+# record only once the frame was scored.
+NOVELTY_FIELDS = ("novel", "change_score")
 PARTICIPANT_FIELDS = (
     "recording_id",
     "participant_id",
@@ -206,6 +209,7 @@ def frame_record(item: dict) -> dict:
     record = _record(values, FRAME_FIELDS)
     record["s3_key"] = schema.frame_key(record["recording_id"], record["participant_id"], record["type"],
                                         record["relative_ms"])
+    record.update({name: _plain(values[name]) for name in NOVELTY_FIELDS if name in values})
     return record
 
 
@@ -233,8 +237,10 @@ class FrameIndex:
         limit: int | None = None,
         cursor: str | None = None,
         newest_first: bool = False,
+        novel: bool = False,
     ) -> Page:
-        """One page of frames in time order, ``since <= relative_ms < until``."""
+        """One page of frames in time order, ``since <= relative_ms < until``; ``novel``: only
+        the frames the novelty function flagged (a filter: the others are read and billed)."""
         plan = self._plan(recording_id, participant_id, frame_type)
         since = 0 if since is None else parse_int(since, "since", maximum=schema.MAX_RELATIVE_MS)
         if until is not None:
@@ -269,6 +275,10 @@ class FrameIndex:
             kwargs["FilterExpression"] += " AND #t = :t"
             names["#t"] = "type"
             values[":t"] = plan.filter_type
+        if novel:
+            kwargs["FilterExpression"] += " AND #n = :novel"
+            names["#n"] = "novel"
+            values[":novel"] = True
         kwargs["ExpressionAttributeValues"] = to_item(values)
         if start_key:
             kwargs["ExclusiveStartKey"] = start_key

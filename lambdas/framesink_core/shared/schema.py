@@ -13,6 +13,7 @@ order), every other item's sort key starts with a capital letter, so the two nev
 | recording            | REC#<rec>           | META                        | RECORDINGS / <first seen ms13>#<rec>     |
 | participant          | REC#<rec>           | PART#<pid>                  |                                          |
 | slide (analyzer)     | REC#<rec>           | SLIDE#<relms10>#<pid>       |                                          |
+| stream's last novel  | REC#<rec>           | NOVEL#<type>#<pid>          |                                          |
 | export               | REC#<rec>           | EXPORT#<pid>#<type>         |                                          |
 | export job           | REC#<rec>           | JOB#export                  |                                          |
 | bot                  | BOT#<bot>           | META                        |                                          |
@@ -165,6 +166,11 @@ def participant_sk(participant_id: str) -> str:
 
 def recordings_gsi_sk(first_seen_ms: int, recording_id: str) -> str:
     return f"{first_seen_ms:013d}#{recording_id}"
+
+
+def novelty_sk(frame_type: str, participant_id: str) -> str:
+    """A stream's last novel frame (analyze/novelty.py)."""
+    return f"NOVEL#{frame_type}#{participant_id}"
 
 
 def slide_sk(relative_ms: int, participant_id: str) -> str:

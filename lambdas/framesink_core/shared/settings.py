@@ -27,6 +27,10 @@ DEFAULT_RECALL_DEADLINE_SECONDS = 25
 # Days S3 keeps a frame (the bucket's lifecycle rule) and so its index items; 0 = forever.
 # infra/settings.py takes its frameExpiryDays default from here: one source of truth.
 DEFAULT_FRAME_EXPIRY_DAYS = 30
+# Novelty (analyze/novelty.py): a change score over this is novel; a static stream yields a
+# novel frame every heartbeat seconds of meeting time.
+DEFAULT_NOVELTY_THRESHOLD = 4.0
+DEFAULT_NOVELTY_HEARTBEAT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,8 @@ class Settings:
     export_quiet_seconds: int = DEFAULT_EXPORT_QUIET_SECONDS
     # The EventBridge bus the ingress publishes frame events on (ingest/outlet.py; "" = none).
     event_bus: str = ""
+    novelty_threshold: float = DEFAULT_NOVELTY_THRESHOLD
+    novelty_heartbeat_seconds: float = DEFAULT_NOVELTY_HEARTBEAT_SECONDS
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "Settings":
@@ -100,6 +106,9 @@ class Settings:
             export_queue_url=env.get("FRAMESINK_EXPORT_QUEUE_URL", ""),
             export_quiet_seconds=int(env.get("FRAMESINK_EXPORT_QUIET_SECONDS", DEFAULT_EXPORT_QUIET_SECONDS)),
             event_bus=env.get("FRAMESINK_EVENT_BUS", ""),
+            novelty_threshold=float(env.get("FRAMESINK_NOVELTY_THRESHOLD", DEFAULT_NOVELTY_THRESHOLD)),
+            novelty_heartbeat_seconds=float(
+                env.get("FRAMESINK_NOVELTY_HEARTBEAT_SECONDS", DEFAULT_NOVELTY_HEARTBEAT_SECONDS)),
         )
 
     def as_env(self) -> dict[str, str]:
@@ -124,6 +133,10 @@ class Settings:
             env["FRAMESINK_VERIFICATION_SECRET_ID"] = self.verification_secret_id
         if self.event_bus:
             env["FRAMESINK_EVENT_BUS"] = self.event_bus
+        if self.novelty_threshold != DEFAULT_NOVELTY_THRESHOLD:
+            env["FRAMESINK_NOVELTY_THRESHOLD"] = f"{self.novelty_threshold:g}"
+        if self.novelty_heartbeat_seconds != DEFAULT_NOVELTY_HEARTBEAT_SECONDS:
+            env["FRAMESINK_NOVELTY_HEARTBEAT_SECONDS"] = f"{self.novelty_heartbeat_seconds:g}"
         return env
 
     def meetings_env(self) -> dict[str, str]:
