@@ -9,6 +9,7 @@ from one minute to the next while ratios hold. One module per topic:
 - assets:    zipped/unzipped size of each function's code asset in a fresh ``cdk synth``
 - e2e:       frames/s and send-to-stored latency through ``framesink local`` vs raw moto puts
 - outlet:    the receiver's CPU per frame event, batched PutEvents vs one call per frame
+- novelty:   scoring a frame (decode + thumbnail + state) vs storing it; novel fractions
 - cost:      billable units per frame and cost per participant-hour (also ``python -m bench.cost``)
 
 Results are printed as one table and written to bench/results/ (gitignored) as JSON.

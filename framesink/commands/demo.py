@@ -176,7 +176,10 @@ async def _live_feed(out: "_Printer", stack: LocalStack, slides: int, tmp: Path)
     out.line(f"   slides shown: {slides}; slide changes the analyzer found: {len(found)}"
              + (" at " + ", ".join(f"{s['relative_ms'] / 1000:.1f} s" for s in found) if found else ""))
     out.line(f"   (framesink slides --local --recording {recording_id}; export --slides writes them as PNGs)")
-    return len(found) == slides and len(seen) == report.frames_sent
+    shared_novel = list(stack.index().iter_frames(recording_id, frame_type="screenshare", novel=True))
+    out.line(f"   novelty: {len(shared_novel)} of {shared} shared-screen frames novel (a stream's first, a change, or one")
+    out.line(f"   per 10 s heartbeat): framesink frames --local --novel --recording {recording_id}")
+    return len(found) == slides and len(seen) == report.frames_sent and len(shared_novel) == slides
 
 
 async def _meeting_end(out: "_Printer", stack: LocalStack, recording_id: str, report, tmp: Path) -> bool:

@@ -28,8 +28,8 @@ def register(sub) -> None:
     p.add_argument("--novel", action="store_true",
                    help="only frames the novelty function flagged novel (a stream's first, a change, or one per "
                    "heartbeat on a static stream); frames not scored yet are left out")
-    p.add_argument("--json", action="store_true", help="one JSON object per line (with novel and change_score "
-                   "once scored)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line (novel and change_score are "
+                   "null until the frame is scored)")
     target.add_arguments(p)
     p.set_defaults(func=run)
 
@@ -42,8 +42,7 @@ def run(args: argparse.Namespace) -> int:
         frames = index.iter_frames(args.recording, participant_id=args.participant, frame_type=args.type,
                                    since=args.since, until=args.until, novel=args.novel)
         if args.json:
-            count = json_lines({**{k: f[k] for k in JSON_FIELDS}, **{k: f[k] for k in NOVELTY_FIELDS if k in f}}
-                               for f in frames)
+            count = json_lines({k: f[k] for k in JSON_FIELDS + NOVELTY_FIELDS} for f in frames)
         else:
             rows = [
                 (clock(f["relative_ms"]), f["relative_ms"], f["participant_id"], f["participant_name"], f["type"],

@@ -96,7 +96,7 @@ class FrameRef:
 
         detail = self.record or {}
         record = {name: detail.get(name) for name in FRAME_FIELDS}
-        record.update({name: detail[name] for name in NOVELTY_FIELDS if name in detail})
+        record.update({name: detail.get(name) for name in NOVELTY_FIELDS})
         record.update(recording_id=self.recording_id, participant_id=self.participant_id, type=self.frame_type,
                       relative_ms=self.relative_ms, s3_key=self.key)
         return record

@@ -65,8 +65,8 @@ FRAME_FIELDS = (
     "connection_id",
     "stored_at",
 )
-# Written by the novelty function after the frame is stored (analyze/novelty.py): in a
-# record only once the frame was scored.
+# Written by the novelty function after the frame is stored (analyze/novelty.py): null in a
+# record until the frame was scored (and in a "Frame Stored" event, sent before).
 NOVELTY_FIELDS = ("novel", "change_score")
 PARTICIPANT_FIELDS = (
     "recording_id",
@@ -209,7 +209,7 @@ def frame_record(item: dict) -> dict:
     record = _record(values, FRAME_FIELDS)
     record["s3_key"] = schema.frame_key(record["recording_id"], record["participant_id"], record["type"],
                                         record["relative_ms"])
-    record.update({name: _plain(values[name]) for name in NOVELTY_FIELDS if name in values})
+    record.update({name: _plain(values.get(name)) for name in NOVELTY_FIELDS})
     return record
 
 
