@@ -39,7 +39,7 @@ from framesink_core.shared.observability import count, count_with_dimension, log
 SOURCE = "framesink"
 FRAME_STORED = "Frame Stored"
 # The novelty function's event for the same frame: its "Frame Stored" detail plus novel,
-# change and novel_reason (analyze/novelty.py); subscribe to it for novel frames only.
+# change_score and novel_reason (analyze/novelty.py); subscribe to it for novel frames only.
 FRAME_SCORED = "Frame Scored"
 MAX_ENTRIES = 10  # PutEvents' limit per request
 DEFAULT_MAX_WAIT = 0.02
