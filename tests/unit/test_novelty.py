@@ -128,8 +128,7 @@ def test_handler_skips_a_deleted_frame_and_other_events(svc, deck, lambda_contex
                         "participant_id": ref.participant_id, "type": ref.frame_type}}
     assert novelty.handler(event, lambda_context) == {"novel": None}
     assert novelty.handler({**event, "detail-type": FRAME_SCORED}, lambda_context) == {"novel": None}
-    reasons = [line.get("reason") for line in caplog_json() if line.get("message") in (
-        "frame not scored", "not a frame event")]
+    reasons = [line.get("reason") for line in caplog_json() if line.get("message") == "frame not analyzed"]
     assert reasons == ["deleted", "not_a_frame"]
 
 

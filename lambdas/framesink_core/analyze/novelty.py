@@ -32,7 +32,8 @@ from decimal import Decimal
 
 from botocore.exceptions import ClientError
 
-from framesink_core.analyze.slides import distance, signature
+from framesink_core.analyze.kit import Context, Frame
+from framesink_core.analyze.slides import distance, image_signature
 from framesink_core.ingest.outlet import FRAME_SCORED, Outlet
 from framesink_core.ingest.tombstones import is_deleted
 from framesink_core.read.feed import FrameRef
@@ -67,11 +68,13 @@ class NoveltyScorer:
         self.threshold = threshold
         self.heartbeat_ms = int(heartbeat_seconds * 1000)
 
-    def score(self, ref: FrameRef) -> Score:
-        """Score the frame, record the flag on its index item and publish "Frame Scored".
-        Raises botocore's ClientError (a missing object: NoSuchKey) and Pillow's errors for an
-        undecodable frame; the handler decides what each means."""
-        mine = signature(self.s3.get_object(Bucket=self.bucket, Key=ref.key)["Body"].read())
+    def score(self, ref: FrameRef | Frame) -> Score:
+        """Score the frame (a kit Frame, or a FrameRef read here), record the flag on its index
+        item and publish "Frame Scored". Raises botocore's ClientError (a missing object:
+        NoSuchKey) and the kit's UndecodableFrame; the runner decides what each means."""
+        frame = ref if isinstance(ref, Frame) else Frame.from_ref(ref, self.s3)
+        ref = frame.ref()
+        mine = image_signature(frame.image())
         state_key = {"pk": schema.recording_pk(ref.recording_id),
                      "sk": schema.novelty_sk(ref.frame_type, ref.participant_id)}
         change, reason = None, None
@@ -144,3 +147,14 @@ class NoveltyScorer:
                 raise
             return False
         return True
+
+
+def score(frame: Frame, ctx: Context) -> dict:
+    """Novelty as a kit function (framesink_handlers/novelty.py deploys it on every frame)."""
+    scorer = ctx.cache.get("novelty")
+    if scorer is None:
+        s = ctx.settings
+        scorer = ctx.cache["novelty"] = NoveltyScorer(
+            ctx.bucket, ctx.table, ctx.s3, ctx.dynamodb, ctx.outlet, threshold=s.novelty_threshold,
+            heartbeat_seconds=s.novelty_heartbeat_seconds, frame_expiry_days=ctx.frame_expiry_days)
+    return scorer.score(frame).fields()

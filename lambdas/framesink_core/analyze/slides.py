@@ -28,7 +28,7 @@ from itertools import chain
 
 from botocore.exceptions import ClientError
 
-from framesink_core.ingest.stored_frame import MetadataError, StoredFrame
+from framesink_core.analyze.kit import Context, Frame
 from framesink_core.ingest.tombstones import is_deleted
 from framesink_core.read.feed import FrameRef
 from framesink_core.read.query import FrameIndex
@@ -46,11 +46,17 @@ LOOKALIKE_SLIDES = 50
 
 def signature(png: bytes) -> bytes:
     """The frame's 32x18 grayscale thumbnail (576 bytes). Raises on an undecodable PNG."""
-    from PIL import Image  # only the analyzer and the CLI decode pixels
+    from PIL import Image  # only the analyzers and the CLI decode pixels
 
     with Image.open(io.BytesIO(png)) as img:
-        img.draft("L", THUMB)  # a no-op for PNG, but JPEG frames would decode smaller
-        return img.convert("L").resize(THUMB, Image.Resampling.BOX).tobytes()
+        return image_signature(img)
+
+
+def image_signature(img) -> bytes:
+    """signature() of a Pillow image already open (a kit Frame's .image())."""
+    from PIL import Image
+
+    return img.convert("L").resize(THUMB, Image.Resampling.BOX).tobytes()
 
 
 def distance(a: bytes, b: bytes) -> float:
@@ -95,14 +101,14 @@ class SlideAnalyzer:
         self._signatures: OrderedDict[str, bytes] = OrderedDict()
         self._cache_size = cache_size
 
-    def analyze(self, ref: FrameRef) -> Slide | None:
+    def analyze(self, ref: FrameRef | Frame) -> Slide | None:
         """The slide this frame starts, written to the index; None if it is not a change
-        (or not a screenshare frame)."""
+        (or not a screenshare frame). A kit Frame, or a FrameRef (read here)."""
+        frame = ref if isinstance(ref, Frame) else Frame.from_ref(ref, self.s3)
+        ref = frame.ref()
         if ref.frame_type != "screenshare":
             return None
-        obj = self.s3.get_object(Bucket=self.bucket, Key=ref.key)
-        png = obj["Body"].read()
-        mine = self._remember(ref.key, signature(png))
+        mine = self._remember(ref.key, image_signature(frame.image()))
         previous = self._previous_frame(ref)
         if previous is None:
             dist = None
@@ -112,12 +118,7 @@ class SlideAnalyzer:
                 return None
         slide = Slide(ref.recording_id, ref.participant_id, ref.relative_ms, ref.key, mine, dist,
                       self._earlier_look_alike(ref, mine))
-        try:
-            stored = StoredFrame.from_object(ref.key, obj.get("Metadata") or {}, len(png))
-            expires_at = stored.expires_at(self.frame_expiry_days)
-        except MetadataError:
-            expires_at = None
-        item = slide.item(expires_at)
+        item = slide.item(schema.index_expires_at(frame.stored_at, self.frame_expiry_days))
         self.dynamodb.put_item(TableName=self.table, Item=to_item(item))
         if is_deleted(self.dynamodb, self.table, ref.recording_id):  # written first, checked after (delete.py)
             self.dynamodb.delete_item(TableName=self.table, Key=to_item({"pk": item["pk"], "sk": item["sk"]}))
@@ -199,3 +200,17 @@ class SlideAnalyzer:
         if len(self._signatures) > self._cache_size:
             self._signatures.popitem(last=False)
         return sig
+
+
+
+def analyze(frame: Frame, ctx: Context) -> dict | None:
+    """The slide analyzer as a kit function (framesink_handlers/slides.py deploys it): writes
+    its SLIDE# item itself (``framesink slides`` reads those), returns what it found."""
+    analyzer = ctx.cache.get("slides")
+    if analyzer is None:  # one per context: its signature cache spans the frames it sees
+        analyzer = ctx.cache["slides"] = SlideAnalyzer(ctx.bucket, ctx.table, ctx.s3, ctx.dynamodb,
+                                                       frame_expiry_days=ctx.frame_expiry_days)
+    slide = analyzer.analyze(frame)
+    if slide is None:
+        return None
+    return {"slide": True, "distance": slide.distance, "repeat_of_ms": slide.repeat_of_ms}
