@@ -118,7 +118,8 @@ def build_streams(config: SimConfig) -> list[Stream]:
         for frame_type, (w, h) in kinds:
             pool = [
                 make_png(w, h, seed=config.seed * 100_003 + pid * 101 + k * 7 + len(frame_type),
-                         detailed=not config.small, label=f"{name} {frame_type} {k}")
+                         detailed=not config.small, label=f"{name} {frame_type} {k}",
+                         face=frame_type == "webcam")
                 for k in range(max(1, config.pool_size if frame_type == "webcam" else min(2, config.pool_size)))
             ] if not (frame_type == "screenshare" and config.slides) else []
             deck = None

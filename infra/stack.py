@@ -135,6 +135,8 @@ class FramesinkStack(Stack):
         CfnOutput(self, "BucketName", value=bucket.bucket_name)
         CfnOutput(self, "TableName", value=table.table_name)
         CfnOutput(self, "Region", value=self.region)
+        CfnOutput(self, "FrameBusName", value=self.frame_bus.event_bus_name,
+                  description="EventBridge bus of the frame events (framesink analyze subscribes to it)")
         CfnOutput(self, "FrameExpiryDays", value=str(settings.frame_expiry_days),
                   description="Days until frames and their index items expire (0 = never); framesink reindex reads it")  # fmt: skip
         CfnOutput(self, "QueryApiUrl", value=self.query_api.url,

@@ -183,6 +183,7 @@ class LocalStack:
             "token": self.token,
             "region": cfg.region,
             "frame_queue_url": frame_queue_url,
+            "event_bus": settings.event_bus,
             "export_queue_url": export_queue_url,
             "webhook_url": self.webhooks.url,
             "webhook_secret": self.webhook_secret,

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -83,6 +84,7 @@ PARTICIPANT_FIELDS = (
 )
 RECORDING_FIELDS = ("recording_id", "bot_id", "first_seen", "status", "status_at", "sub_code")
 SLIDE_FIELDS = ("recording_id", "participant_id", "relative_ms", "s3_key", "distance", "repeat_of_ms")
+RESULT_FIELDS = ("analyzer", "recording_id", "participant_id", "type", "relative_ms", "s3_key", "analyzed_at")
 EXPORT_FIELDS = ("recording_id", "participant_id", "type", "s3_key", "frames", "duration_ms", "bytes",
                  "width", "height", "created_at", "contact_sheet_key")
 
@@ -399,6 +401,23 @@ class FrameIndex:
         if limit:
             kwargs["Limit"] = limit  # what DynamoDB reads (and bills), not only what is returned
         return [_record(from_item(i), fields) for i in self._paginate(kwargs, limit)]
+
+    def results(self, recording_id: str, *, analyzer: str | None = None, limit: int | None = None) -> list[dict]:
+        """What kit analyzers returned for the recording's frames (analyze/kit.py), by analyzer,
+        then time (participant, type second); each with its ``result`` dict."""
+        pk = schema.recording_pk(check_id(recording_id, "recording"))
+        if analyzer is not None and not re.fullmatch(r"[a-z][a-z0-9_-]{0,39}", analyzer):
+            raise QueryError("analyzer", "1-40 of a-z, 0-9, _ and -, starting with a letter", "bad_analyzer")
+        out = []
+        for raw in self._query_prefix(pk, f"RESULT#{analyzer}#" if analyzer else "RESULT#", limit):
+            values = from_item(raw)
+            record = _record(values, RESULT_FIELDS)
+            try:
+                record["result"] = orjson.loads(values.get("result") or "null")
+            except orjson.JSONDecodeError:
+                record["result"] = None
+            out.append(record)
+        return out
 
     def bot_status(self, bot_id: str) -> dict | None:
         """The bot's status and its timeline (Recall's status webhooks), oldest first."""
