@@ -50,6 +50,10 @@ RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "python-dateu
 # Their top-level import names, for checks on the asset.
 RUNTIME_PROVIDED_MODULES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six", "urllib3")
 
+# Lambda's deployment package limit, unzipped (Lambda quotas: "250 MB ... including layers").
+LAMBDA_UNZIPPED_LIMIT = 250 * 1000 * 1000
+ANALYZER_CACHE_DIR = ROOT / ".cache" / "analyzers"
+
 # Bump when the way the cache is built changes, so old cache entries are not reused.
 CACHE_FORMAT = "4"
 
@@ -123,7 +127,7 @@ def python_version(runtime: lambda_.Runtime) -> str:
 
 
 def dependencies_dir(platform: str | tuple[str, ...], version: str, requirements: Path = REQUIREMENTS,
-                     cache_dir: Path = CACHE_DIR) -> Path:
+                     cache_dir: Path = CACHE_DIR, check_pins: bool = True) -> Path:
     """The pip --target directory for these requirements, built once and then reused."""
     platforms = (platform,) if isinstance(platform, str) else tuple(platform)
     key = hashlib.sha256(
@@ -151,7 +155,8 @@ def dependencies_dir(platform: str | tuple[str, ...], version: str, requirements
             f"(exit {result.returncode}):\n{result.stderr.strip()[-2000:]}"
         )
     try:
-        _check_pinned(work, requirements, _requirements_bytes(requirements))
+        if check_pins:  # a user's analyzer requirements may float; framesink's own never do
+            _check_pinned(work, requirements, _requirements_bytes(requirements))
     except RuntimeError:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -168,14 +173,25 @@ def dependencies_dir(platform: str | tuple[str, ...], version: str, requirements
 class LocalPythonBundling:
     """Builds the asset on the host; CDK never falls back to Docker (tryBundle returns True)."""
 
-    def __init__(self, platform: str | tuple[str, ...], version: str, requirements: Path = REQUIREMENTS):
+    def __init__(self, platform: str | tuple[str, ...], version: str, requirements: Path = REQUIREMENTS,
+                 analyzer_dir: Path | None = None):
         self.platform = platform
         self.version = version
         self.requirements = requirements
+        self.analyzer_dir = analyzer_dir  # a kit analyzer's own directory, copied to the asset's root
 
     def try_bundle(self, output_dir: str, options: BundlingOptions) -> bool:  # noqa: ARG002
         out = Path(output_dir)
-        shutil.copytree(dependencies_dir(self.platform, self.version, self.requirements), out, dirs_exist_ok=True)
+        shutil.copytree(dependencies_dir(self.platform, self.version, self.requirements,
+                                         check_pins=self.analyzer_dir is None), out, dirs_exist_ok=True)
+        if self.analyzer_dir is not None:
+            shutil.copytree(self.analyzer_dir, out, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
+            size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+            if size > LAMBDA_UNZIPPED_LIMIT:
+                raise RuntimeError(
+                    f"the analyzer {self.analyzer_dir} makes a {size / 1e6:.0f} MB Lambda asset; Lambda takes at most "
+                    f"{LAMBDA_UNZIPPED_LIMIT / 1e6:.0f} MB unzipped: deploy it with \"runtime\": \"container\"")
         for package in PACKAGES:
             shutil.copytree(
                 LAMBDAS_DIR / package,
@@ -203,3 +219,86 @@ def lambda_code(runtime: lambda_.Runtime, architecture: lambda_.Architecture, *,
             local=LocalPythonBundling(platform, python_version(runtime), MEDIA_REQUIREMENTS if media else REQUIREMENTS),
         ),
     )
+
+
+def analyzer_requirements(analyzer_dir: Path) -> Path:
+    """The requirements of a kit analyzer's asset: framesink's base closure, Pillow (the kit's
+    Frame.image()) and the analyzer's own requirements.txt, if it has one."""
+    pillow = pinned(MEDIA_REQUIREMENTS)["pillow"]
+    own = analyzer_dir / "requirements.txt"
+    text = f"-r {REQUIREMENTS}\npillow=={pillow}\n" + (f"-r {own}\n" if own.is_file() else "")
+    path = ANALYZER_CACHE_DIR / f"requirements-{hashlib.sha256(_text_with_includes(text)).hexdigest()[:16]}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_text(text)
+    return path
+
+
+def _text_with_includes(text: str) -> bytes:
+    out = []
+    for line in text.splitlines():
+        included = re.fullmatch(r"\s*-r\s+(\S+)\s*", line)
+        out.append(_requirements_bytes(Path(included[1])) if included else line.encode())
+    return b"\n".join(out)
+
+
+def analyzer_code(runtime: lambda_.Runtime, architecture: lambda_.Architecture, analyzer_dir: Path) -> lambda_.Code:
+    """A kit analyzer's own asset: its directory at the root, framesink_core and the handlers,
+    and the wheels (analyzer_requirements) for the Lambda platform."""
+    return lambda_.Code.from_asset(
+        str(analyzer_dir),
+        asset_hash_type=AssetHashType.OUTPUT,
+        bundling=BundlingOptions(
+            image=runtime.bundling_image,
+            environment={"FRAMESINK_ASSET": f"analyzer:{analyzer_dir}"},
+            local=LocalPythonBundling(MEDIA_PLATFORMS[architecture.name], python_version(runtime),
+                                      analyzer_requirements(analyzer_dir), analyzer_dir=analyzer_dir),
+        ),
+    )
+
+
+# The container analyzer's image: the kit worker (python -m framesink_core.analyze.worker)
+# with the analyzer's directory on its path. Its base and user as the receiver's
+# (container/Dockerfile).
+ANALYZER_DOCKERFILE = """\
+# Generated by infra/bundling.py (analyzer_image_context): a framesink kit analyzer reading its queue.
+FROM public.ecr.aws/docker/library/python:3.13-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /app
+COPY requirements.txt analyzer-requirements.txt /app/
+RUN pip install --no-cache-dir -r /app/requirements.txt -r /app/analyzer-requirements.txt
+COPY framesink_core /app/framesink_core
+COPY analyzer /app/analyzer
+ENV PYTHONPATH=/app:/app/analyzer
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin framesink
+USER 10001:10001
+CMD ["python", "-m", "framesink_core.analyze.worker"]
+"""
+# What the worker imports besides the analyzer's own: framesink_core's runtime closure.
+ANALYZER_IMAGE_PACKAGES = ("boto3", "aws-lambda-powertools", "orjson", "pybase64")
+
+
+def analyzer_image_context(name: str, analyzer_dir: Path) -> Path:
+    """The Docker build context of a container analyzer, staged from the sources at each synth
+    under .cache/analyzers/images/<name>-<content hash> (parallel synths of the same sources
+    share one; a changed source makes a new one, and a new asset hash)."""
+    context = ANALYZER_CACHE_DIR / "images" / f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    context.mkdir(parents=True)
+    pins = {**pinned(ROOT / "container" / "requirements.txt"), **pinned(MEDIA_REQUIREMENTS)}
+    (context / "requirements.txt").write_text(
+        "".join(f"{p}=={pins[canonical(p)]}\n" for p in (*ANALYZER_IMAGE_PACKAGES, "pillow")))
+    own = analyzer_dir / "requirements.txt"
+    (context / "analyzer-requirements.txt").write_text(own.read_text() if own.is_file() else "")
+    (context / "Dockerfile").write_text(ANALYZER_DOCKERFILE)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
+    shutil.copytree(LAMBDAS_DIR / "framesink_core", context / "framesink_core", ignore=ignore)
+    shutil.copytree(analyzer_dir, context / "analyzer", ignore=ignore)
+    digest = hashlib.sha256()
+    for file in sorted(f for f in context.rglob("*") if f.is_file()):
+        digest.update(str(file.relative_to(context)).encode() + b"\0" + file.read_bytes() + b"\0")
+    final = context.with_name(f"{name}-{digest.hexdigest()[:16]}")
+    try:
+        context.rename(final)
+    except OSError:  # already staged (by another worker): the same bytes
+        shutil.rmtree(context, ignore_errors=True)
+    return final

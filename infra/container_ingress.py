@@ -424,48 +424,9 @@ class ContainerIngress(Construct):
         _suppress_sdk_call_singleton(Stack.of(self))
 
     def _image(self, settings: InfraSettings, platform: ecr_assets.Platform) -> ecs.ContainerImage:
-        if settings.container_image == "local":
-            # cdk deploy runs `docker build` (or $CDK_DOCKER: podman, finch); synth only stages.
-            return ecs.ContainerImage.from_asset(str(REPO_ROOT), file=DOCKERFILE, platform=platform)
-        if settings.container_image:
-            uri = settings.container_image
-            registry, _, rest = uri.partition("/")
-            ecr_host = re.fullmatch(r"(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com", registry)
-            if not ecr_host:
-                return ecs.ContainerImage.from_registry(uri)  # a public registry: no credentials
-            # A private ECR image: the execution role may pull from that repository only.
-            name, tag = rest.split("@", 1) if "@" in rest else rest.rsplit(":", 1)
-            repository = ecr.Repository.from_repository_attributes(
-                self, "ImageRepository", repository_name=name,
-                repository_arn=Stack.of(self).format_arn(service="ecr", resource="repository", resource_name=name,
-                                                         region=ecr_host["region"], account=ecr_host["account"]))
-            return ecs.ContainerImage.from_ecr_repository(repository, tag)  # a tag, or sha256:<digest>
-        from cdklabs.deploy_time_build import ContainerImageBuild
-
-        # Every deploy pushes a new image: keep the last few (a rollback needs the previous one),
-        # not every image forever. Emptied and deleted with the stack: it holds only builds.
-        self.image_repository = ecr.Repository(
-            self, "ImageRepository", image_scan_on_push=True, empty_on_delete=True,
-            removal_policy=RemovalPolicy.DESTROY,
-            lifecycle_rules=[ecr.LifecycleRule(max_image_count=IMAGES_KEPT,
-                                               description=f"keep the {IMAGES_KEPT} newest receiver images")],
-        )
-        build = ContainerImageBuild(
-            self, "Image", directory=str(REPO_ROOT), file=DOCKERFILE, platform=platform,
-            repository=self.image_repository,
-            # The source is zipped as an S3 asset under the same allow-list the Dockerfile
-            # assumes (the construct reads .dockerignore; Docker's matching rules apply).
-            ignore_mode=_docker_ignore_mode(),
-        )
-        # The build answers CloudFormation from its buildspec's last step. If CodeBuild fails
-        # before that (a concurrent-build quota of 0 on a new account, an image pull refused),
-        # nothing answers: without a service timeout CloudFormation waits an hour
-        # (AWS::CloudFormation::CustomResource ServiceTimeout, in seconds, at most 3600).
-        build.node.find_child("Resource").node.default_child.add_property_override(
-            "ServiceTimeout", str(int(IMAGE_BUILD_TIMEOUT.to_seconds())))
-        self.image_build = build
-        _tidy_image_build(Stack.of(self), settings)
-        return build.to_ecs_docker_image_code()
+        image, self.image_repository, self.image_build = container_image(
+            self, settings, platform, directory=REPO_ROOT, file=DOCKERFILE, what="receiver")
+        return image
 
     def _rate_limit(self, settings: InfraSettings) -> str:
         """A web ACL with one rate-based rule: more than ``rateLimitPerIp`` requests (here:
@@ -572,6 +533,53 @@ def _suppress_sdk_call_singleton(stack: Stack) -> None:
                 NagPackSuppression(id="AwsSolutions-L1", reason="CDK's AwsCustomResource pins its Node.js runtime "
                                    "to the one its bundled SDK is built and tested with."),
             ], apply_to_children=True)
+
+
+def container_image(scope: Construct, settings: InfraSettings, platform: ecr_assets.Platform, *, directory: Path,
+                    file: str, what: str):
+    """The image of a service (the receiver, a container analyzer), as ``containerImage`` says:
+    built in CodeBuild at deploy time (the default), by the local Docker ("local"), or an image
+    URI. Returns (image, its ECR repository or None, the CodeBuild build or None)."""
+    if settings.container_image == "local":
+        # cdk deploy runs `docker build` (or $CDK_DOCKER: podman, finch); synth only stages.
+        return ecs.ContainerImage.from_asset(str(directory), file=file, platform=platform), None, None
+    if settings.container_image and what == "receiver":
+        uri = settings.container_image
+        registry, _, rest = uri.partition("/")
+        ecr_host = re.fullmatch(r"(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com", registry)
+        if not ecr_host:
+            return ecs.ContainerImage.from_registry(uri), None, None  # a public registry: no credentials
+        # A private ECR image: the execution role may pull from that repository only.
+        name, tag = rest.split("@", 1) if "@" in rest else rest.rsplit(":", 1)
+        repository = ecr.Repository.from_repository_attributes(
+            scope, "ImageRepository", repository_name=name,
+            repository_arn=Stack.of(scope).format_arn(service="ecr", resource="repository", resource_name=name,
+                                                      region=ecr_host["region"], account=ecr_host["account"]))
+        return ecs.ContainerImage.from_ecr_repository(repository, tag), None, None  # a tag, or sha256:<digest>
+    from cdklabs.deploy_time_build import ContainerImageBuild
+
+    # Every deploy pushes a new image: keep the last few (a rollback needs the previous one),
+    # not every image forever. Emptied and deleted with the stack: it holds only builds.
+    repository = ecr.Repository(
+        scope, "ImageRepository", image_scan_on_push=True, empty_on_delete=True,
+        removal_policy=RemovalPolicy.DESTROY,
+        lifecycle_rules=[ecr.LifecycleRule(max_image_count=IMAGES_KEPT,
+                                           description=f"keep the {IMAGES_KEPT} newest {what} images")],
+    )
+    build = ContainerImageBuild(
+        scope, "Image", directory=str(directory), file=file, platform=platform, repository=repository,
+        # The source is zipped as an S3 asset under the same allow-list the Dockerfile
+        # assumes (the construct reads .dockerignore; Docker's matching rules apply).
+        ignore_mode=_docker_ignore_mode(),
+    )
+    # The build answers CloudFormation from its buildspec's last step. If CodeBuild fails
+    # before that (a concurrent-build quota of 0 on a new account, an image pull refused),
+    # nothing answers: without a service timeout CloudFormation waits an hour
+    # (AWS::CloudFormation::CustomResource ServiceTimeout, in seconds, at most 3600).
+    build.node.find_child("Resource").node.default_child.add_property_override(
+        "ServiceTimeout", str(int(IMAGE_BUILD_TIMEOUT.to_seconds())))
+    _tidy_image_build(Stack.of(scope), settings)
+    return build.to_ecs_docker_image_code(), repository, build
 
 
 def _docker_ignore_mode():

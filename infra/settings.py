@@ -8,6 +8,7 @@ that names the key, what it accepts and what it got.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -86,6 +87,11 @@ DEFAULTS: dict[str, Any] = {
     "novelty": True,
     # "slides": deploy the example analyzer (slide changes in screenshare frames); "" none.
     "analyzer": "",
+    # Your kit analyzers (docs/analyzers.md), each deployed from its own directory without
+    # editing infra/: a list of {"name", "path", "handler": "module:function", "runtime":
+    # "lambda" | "container", optional "novelOnly", "type", "memoryMb", "timeoutSeconds" (lambda),
+    # "cpu", "workers", "latestOnly", "minTasks", "maxTasks" (container)}. See ANALYZER_KEYS.
+    "analyzers": [],
     # Recall's bot status webhooks: the name of an existing secret holding the whsec_ signing
     # secret; empty = the stack creates one with a placeholder (output RecallWebhookSecretArn).
     "recallWebhookSecretName": "",
@@ -198,6 +204,7 @@ class InfraSettings:
     frame_queue: bool = DEFAULTS["frameQueue"]
     novelty: bool = DEFAULTS["novelty"]
     analyzer: str = DEFAULTS["analyzer"]
+    analyzers: tuple["AnalyzerSpec", ...] = ()
     recall_webhook_secret_name: str = DEFAULTS["recallWebhookSecretName"]
     exports: bool = DEFAULTS["exports"]
     export_quiet_minutes: int = DEFAULTS["exportQuietMinutes"]
@@ -306,6 +313,10 @@ class InfraSettings:
         if analyzer not in ANALYZERS:
             raise SettingsError(f"context 'analyzer' must be one of {sorted(k for k in ANALYZERS if k)} or empty; "
                                 f"got {analyzer!r}")
+        analyzers = _analyzers(value("analyzers"))
+        if not novelty and any(a.novel_only for a in analyzers):
+            raise SettingsError("context 'analyzers': novelOnly takes the novelty function's \"Frame Scored\" events, "
+                                "which novelty=false turns off: set novelty=true or novelOnly=false")
         webhook_secret = _text(value("recallWebhookSecretName"), "recallWebhookSecretName").strip()
         if webhook_secret.startswith("whsec_"):
             raise SettingsError("context 'recallWebhookSecretName' looks like the secret itself: store the whsec_ "
@@ -381,6 +392,7 @@ class InfraSettings:
             frame_queue=frame_queue,
             novelty=novelty,
             analyzer=analyzer,
+            analyzers=analyzers,
             recall_webhook_secret_name=webhook_secret,
             exports=_boolean(value("exports"), "exports"),
             export_quiet_minutes=quiet,
@@ -450,6 +462,132 @@ def check_region(settings: InfraSettings, region: str | None) -> None:
     if settings.rate_limit_per_ip and region != "us-east-1":
         raise SettingsError(f"context 'rateLimitPerIp' needs a CloudFront web ACL, which AWS WAF creates only in "
                             f"us-east-1; this stack deploys to {region}: deploy it in us-east-1 or set rateLimitPerIp=0")
+
+
+ANALYZER_RUNTIMES = ("lambda", "container")
+# key -> (default, what it accepts); "name", "path", "handler" and "runtime" are required.
+ANALYZER_KEYS: dict[str, Any] = {
+    "name": None, "path": None, "handler": None, "runtime": None,
+    "novelOnly": False,  # only frames the novelty function flagged (needs novelty=true)
+    "type": "",  # "webcam" or "screenshare": only that type; "" both
+    "memoryMb": "",  # lambda: 128-10240 (default 1024); container: a Fargate memory for cpu (default 2 x cpu)
+    "timeoutSeconds": 60,  # lambda: 1-900
+    "cpu": 1024,  # container: Fargate CPU units (256, 512, 1024, 2048, 4096, 8192, 16384)
+    "workers": 4,  # container: frames analyzed at once per task
+    "latestOnly": False,  # container: each stream's newest waiting frame only
+    "minTasks": 1,  # container: 0-100 (0: no task until frames wait; the first waits ~1 minute to start)
+    "maxTasks": 4,  # container: scaled out by the queue's depth
+}
+# Fargate's CPU units -> the task memories (MiB) each allows (ECS developer guide, "Task CPU and memory").
+FARGATE_MEMORY = {
+    256: (512, 1024, 2048), 512: tuple(range(1024, 4097, 1024)), 1024: tuple(range(2048, 8193, 1024)),
+    2048: tuple(range(4096, 16385, 1024)), 4096: tuple(range(8192, 30721, 1024)),
+    8192: tuple(range(16384, 61441, 4096)), 16384: tuple(range(32768, 122881, 8192)),
+}
+FARGATE_CPU = tuple(FARGATE_MEMORY)
+ANALYZER_NAME_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,29}")
+HANDLER_PATTERN = re.compile(r"(?P<module>[A-Za-z_]\w*(\.[A-Za-z_]\w*)*):[A-Za-z_]\w*")
+REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class AnalyzerSpec:
+    """One entry of ``analyzers``, checked."""
+
+    name: str
+    path: str  # absolute
+    handler: str
+    runtime: str
+    novel_only: bool = False
+    frame_type: str = ""
+    memory_mb: int = 1024
+    timeout_seconds: int = 60
+    cpu: int = 1024
+    workers: int = 4
+    latest_only: bool = False
+    min_tasks: int = 1
+    max_tasks: int = 4
+
+    @property
+    def construct_id(self) -> str:
+        return "Analyzer" + "".join(part.capitalize() for part in self.name.split("-"))
+
+
+def _analyzers(raw: Any) -> tuple[AnalyzerSpec, ...]:
+    import json
+    from pathlib import Path
+
+    key = "analyzers"
+    if isinstance(raw, str):  # -c analyzers='[{...}]'
+        try:
+            raw = json.loads(raw) if raw.strip() else []
+        except ValueError as exc:
+            raise SettingsError(f"context {key!r} must be a JSON list of analyzers; got {raw!r} ({exc})") from None
+    if not isinstance(raw, list):
+        raise SettingsError(f"context {key!r} must be a list of analyzers; got {raw!r}")
+    specs, names = [], set()
+    for n, entry in enumerate(raw):
+        where = f"context 'analyzers'[{n}]"
+        if not isinstance(entry, dict):
+            raise SettingsError(f"{where} must be an object like {{\"name\": \"faces\", \"path\": \"analyzers/faces\", "
+                                f"\"handler\": \"faces:analyze\", \"runtime\": \"container\"}}; got {entry!r}")
+        unknown = sorted(set(entry) - set(ANALYZER_KEYS))
+        if unknown:
+            raise SettingsError(f"{where} has unknown keys {unknown}; known: {sorted(ANALYZER_KEYS)}")
+        missing = [k for k, default in ANALYZER_KEYS.items() if default is None and k not in entry]
+        if missing:
+            raise SettingsError(f"{where} lacks {missing}")
+        v = {**{k: d for k, d in ANALYZER_KEYS.items() if d is not None}, **entry}
+        name = _text(v["name"], f"analyzers[{n}].name")
+        if not ANALYZER_NAME_PATTERN.fullmatch(name) or name in names:
+            raise SettingsError(f"{where}.name must be unique and match {ANALYZER_NAME_PATTERN.pattern} (its results' "
+                                f"prefix and part of resource names); got {name!r}")
+        names.add(name)
+        handler = _text(v["handler"], f"analyzers[{n}].handler")
+        match = HANDLER_PATTERN.fullmatch(handler)
+        if not match:
+            raise SettingsError(f"{where}.handler must be module:function (e.g. faces:analyze); got {handler!r}")
+        path = Path(_text(v["path"], f"analyzers[{n}].path"))
+        path = (path if path.is_absolute() else REPO_ROOT / path).resolve()
+        module = path / (match["module"].replace(".", "/") + ".py")
+        package = path / match["module"].replace(".", "/") / "__init__.py"
+        if not path.is_dir() or not (module.is_file() or package.is_file()):
+            raise SettingsError(f"{where}.path must be a directory holding {match['module'].replace('.', '/')}.py "
+                                f"(relative paths are from {REPO_ROOT}); {path} does not")
+        runtime = _choice(v["runtime"], f"analyzers[{n}].runtime", dict.fromkeys(ANALYZER_RUNTIMES))
+        frame_type = _text(v["type"], f"analyzers[{n}].type").strip()
+        if frame_type not in ("", "webcam", "screenshare"):
+            raise SettingsError(f"{where}.type must be webcam, screenshare or empty (both); got {frame_type!r}")
+        spec = AnalyzerSpec(
+            name=name, path=str(path), handler=handler, runtime=runtime,
+            novel_only=_boolean(v["novelOnly"], f"analyzers[{n}].novelOnly"), frame_type=frame_type,
+            memory_mb=_integer(v["memoryMb"], f"analyzers[{n}].memoryMb") if v["memoryMb"] != "" else 0,
+            timeout_seconds=_integer(v["timeoutSeconds"], f"analyzers[{n}].timeoutSeconds"),
+            cpu=_integer(v["cpu"], f"analyzers[{n}].cpu"), workers=_integer(v["workers"], f"analyzers[{n}].workers"),
+            latest_only=_boolean(v["latestOnly"], f"analyzers[{n}].latestOnly"),
+            min_tasks=_integer(v["minTasks"], f"analyzers[{n}].minTasks"),
+            max_tasks=_integer(v["maxTasks"], f"analyzers[{n}].maxTasks"))
+        if not spec.memory_mb:
+            spec = dataclasses.replace(spec, memory_mb=1024 if runtime == "lambda" else 2 * max(spec.cpu, 256))
+        if runtime == "lambda":
+            if not 128 <= spec.memory_mb <= 10240 or not 1 <= spec.timeout_seconds <= 900:
+                raise SettingsError(f"{where}: a lambda analyzer's memoryMb must be 128-10240 and timeoutSeconds "
+                                    f"1-900 (Lambda's limits); got {spec.memory_mb}, {spec.timeout_seconds}")
+            if spec.latest_only:
+                raise SettingsError(f"{where}.latestOnly needs runtime container (Lambda takes each event as it comes)")
+        else:
+            if spec.memory_mb not in FARGATE_MEMORY.get(spec.cpu, ()):
+                allowed = FARGATE_MEMORY.get(spec.cpu)
+                raise SettingsError(f"{where}: cpu must be one of {FARGATE_CPU} and memoryMb one Fargate allows with "
+                                    f"it ({f'{allowed[0]}-{allowed[-1]} in steps of {allowed[1] - allowed[0]}' if allowed else 'see ECS docs'}); "
+                                    f"got cpu={spec.cpu}, memoryMb={spec.memory_mb}")
+            if not 1 <= spec.workers <= 64 or not 0 <= spec.min_tasks <= spec.max_tasks <= MAX_CONTAINER_TASKS \
+                    or spec.max_tasks < 1:
+                raise SettingsError(f"{where}: workers must be 1-64 and 0 <= minTasks <= maxTasks <= "
+                                    f"{MAX_CONTAINER_TASKS}, maxTasks >= 1; got workers={spec.workers}, "
+                                    f"minTasks={spec.min_tasks}, maxTasks={spec.max_tasks}")
+        specs.append(spec)
+    return tuple(specs)
 
 
 def _text(raw: Any, key: str) -> str:

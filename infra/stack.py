@@ -13,6 +13,7 @@ from constructs import Construct
 
 from framesink_core.shared.settings import Settings
 
+from .analyzers import Analyzers
 from .bot_api import BotApi
 from .canary import Canary
 from .container_ingress import ContainerIngress
@@ -85,6 +86,12 @@ class FramesinkStack(Stack):
         self.frame_events = FrameEvents(self, "FrameEvents", settings=settings, bucket=bucket, table=table,
                                         functions=self.functions, bus=self.frame_bus)
 
+        # Your kit analyzers (the `analyzers` setting), on the container ingress's network if any.
+        self.analyzers = Analyzers(self, "Analyzers", settings=settings, bucket=bucket, table=table,
+                                   functions=self.functions, bus=self.frame_bus, core=core, service_name=service_name,
+                                   vpc=self.container.vpc if self.container else None,
+                                   cluster=self.container.cluster if self.container else None)
+
         # Meetings: Recall's status webhooks, the end-of-meeting export.
         self.meetings = Meetings(self, "Meetings", settings=settings, functions=self.functions, bucket=bucket,
                                  table=table, verification_statements=self.secrets.verification_statements())
@@ -114,7 +121,9 @@ class FramesinkStack(Stack):
                 ("FrameQueue", self.frame_events.dead_letters),
                 ("SlideAnalyzer", self.frame_events.analyzer_dead_letters),
                 ("Novelty", self.frame_events.novelty_dead_letters),
-                ("Export", self.meetings.export_dead_letters)) if queue is not None},
+                ("Export", self.meetings.export_dead_letters),
+                *((f"Analyzer-{name}", queue) for name, queue in self.analyzers.dead_letters.items()))
+                if queue is not None},
         ))
 
         # Output ids are a contract for the CLI (it reads them with describe-stacks).

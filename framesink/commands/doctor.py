@@ -395,7 +395,7 @@ def topic_policy_gaps(template: dict) -> list[str]:
     topics = {action.get("Ref") for r in resources.values() if r.get("Type") == "AWS::CloudWatch::Alarm"
               for action in r.get("Properties", {}).get("AlarmActions", []) if isinstance(action, dict)}
     gaps = []
-    for topic in sorted(t for t in topics if t in resources):
+    for topic in sorted(t for t in topics if resources.get(t, {}).get("Type") == "AWS::SNS::Topic"):
         policies = [r["Properties"]["PolicyDocument"] for r in resources.values()
                     if r.get("Type") == "AWS::SNS::TopicPolicy" and {"Ref": topic} in r["Properties"].get("Topics", [])]
         if policies and not any(_allows(p, "cloudwatch.amazonaws.com", "sns:publish") for p in policies):

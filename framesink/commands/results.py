@@ -1,5 +1,5 @@
 """`framesink results`: what analyzers of the kit returned for a recording's frames
-(`framesink analyze`, or one the ``analyzers`` setting deploys; docs/analyzers.md)."""
+(`framesink analyze`, or one the analyzers setting deploys; docs/analyzers.md)."""
 
 from __future__ import annotations
 

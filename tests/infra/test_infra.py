@@ -528,6 +528,7 @@ def test_asset_holds_the_packages_and_aarch64_wheels_but_no_sdk(default):
 # Core modules that decode pixels: only the functions on the media asset (export job,
 # analyzer) import them, and nothing on the base asset imports them at module level.
 MEDIA_MODULES = {"framesink_core/read/video.py", "framesink_core/analyze/slides.py", "framesink_core/read/contact_sheet.py",
+                 "framesink_core/analyze/kit.py", "framesink_handlers/analyzer.py",  # kit analyzers: Pillow, on their own asset
                  "framesink_core/read/export.py", "framesink_handlers/export.py", "framesink_handlers/slides.py"}
 
 

@@ -45,8 +45,13 @@ pytestmark = pytest.mark.slow
 
 CONTEXTS = {
     "default": {},
-    # Every optional writer on: the frame queue, the analyzer (rule -> Lambda, DLQ), an email.
-    "everything": {"frameQueue": "true", "analyzer": "slides", "alarmEmail": "oncall@example.com"},
+    # Every optional writer on: the frame queue, the analyzer (rule -> Lambda, DLQ), an email,
+    # and kit analyzers (rule -> Lambda with its DLQ; rule -> a container analyzer's queue).
+    "everything": {"frameQueue": "true", "analyzer": "slides", "alarmEmail": "oncall@example.com",
+                   "analyzers": [{"name": "mean", "path": "tests/fixtures/analyzers/mean", "handler": "mean:analyze",
+                                  "runtime": "lambda"},
+                                 {"name": "faces", "path": "analyzers/faces", "handler": "faces:analyze",
+                                  "runtime": "container", "novelOnly": True}]},
 }
 
 
@@ -157,6 +162,11 @@ def alarm_topic_gaps(t: Template) -> list[str]:
         for kind in ("AlarmActions", "OKActions", "InsufficientDataActions"):
             for action in alarm["Properties"].get(kind, []):
                 topic_id = logical_id(action)
+                if topic_id and t.resources[topic_id]["Type"] == "AWS::ApplicationAutoScaling::ScalingPolicy":
+                    # A step-scaling alarm (a container analyzer's queue depth): CloudWatch invokes
+                    # Application Auto Scaling through its service-linked role, no resource policy
+                    # ("Step scaling policies for Application Auto Scaling").
+                    continue
                 if topic_id is None or t.resources[topic_id]["Type"] != "AWS::SNS::Topic":
                     gaps.append(f"{alarm_id}: {kind} {action} is not a topic of this stack")
                     continue

@@ -90,3 +90,13 @@ def test_the_contracts_live_in_the_project():
                  and not name.endswith("test_docs.py") and (ROOT / name).is_file()
                  and outside.search((ROOT / name).read_text(errors="replace"))]
     assert offenders == []
+
+
+def test_the_readme_shows_the_face_counter_whole_and_it_is_short():
+    """The face-count analyzer the README shows is the file in analyzers/faces, and it stays
+    within the 15 lines of user code the kit promises (blank lines and its docstring aside)."""
+    source = (ROOT / "analyzers" / "faces" / "faces.py").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert "```python\n" + source + "```" in readme
+    code = [line for line in source.splitlines() if line.strip() and not line.startswith('"""')]
+    assert len(code) <= 15

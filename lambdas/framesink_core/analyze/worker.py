@@ -273,3 +273,45 @@ def _ref_of(body) -> FrameRef | None:
         return FrameRef.from_event(json.loads(body))
     except (TypeError, ValueError):
         return None
+
+
+def main() -> int:
+    """The container analyzer (infra/analyzers.py): ``FRAMESINK_ANALYZER`` (module:function),
+    ``FRAMESINK_ANALYZER_NAME``, ``FRAMESINK_ANALYZER_QUEUE_URL``, ``FRAMESINK_ANALYZER_WORKERS``,
+    ``FRAMESINK_ANALYZER_LATEST_ONLY`` and the core's settings (bucket, table) from the task's
+    environment. SIGTERM (ECS stopping the task) lets the frames being analyzed finish; the
+    ones not yet taken stay in the queue for another task."""
+    import os
+    import signal
+
+    import boto3
+
+    from framesink_core.analyze.kit import Context, load
+    from framesink_core.shared.items import BOTO_CONFIG
+    from framesink_core.shared.observability import flush_metrics
+    from framesink_core.shared.settings import Settings
+
+    name, fn = load(os.environ["FRAMESINK_ANALYZER"])
+    s = Settings.from_env()
+    ctx = Context(s.bucket, s.table, boto3.client("s3", config=BOTO_CONFIG), boto3.client("dynamodb", config=BOTO_CONFIG),
+                  s.frame_expiry_days, settings=s)
+    runner = Runner(os.environ.get("FRAMESINK_ANALYZER_NAME") or name, fn, ctx)
+    pool = AnalyzerPool(runner, workers=int(os.environ.get("FRAMESINK_ANALYZER_WORKERS", "4")),
+                        latest_only=os.environ.get("FRAMESINK_ANALYZER_LATEST_ONLY", "").lower() == "true")
+    signal.signal(signal.SIGTERM, lambda *_: pool.stopping.set())
+
+    def flush_every_minute() -> None:  # metrics are EMF lines on stdout, as in the receiver
+        while not pool.stopping.wait(60):
+            flush_metrics()
+
+    threading.Thread(target=flush_every_minute, name="metrics", daemon=True).start()
+    logger.info("analyzer started", extra={"analyzer": runner.name, "workers": pool.workers,
+                                           "latest_only": pool.latest_only})
+    stats = pool.run_queue(boto3.client("sqs", config=BOTO_CONFIG), os.environ["FRAMESINK_ANALYZER_QUEUE_URL"])
+    flush_metrics()
+    logger.info("analyzer stopped", extra={"analyzer": runner.name, **stats.summary()})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
