@@ -25,6 +25,7 @@ import argparse
 import json
 import signal
 import sys
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -169,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
 class Printer:
     def __init__(self, args: argparse.Namespace, name: str):
         self.args, self.name = args, name
+        self._lock = threading.Lock()  # lines come from every worker thread: one at a time
 
     def frame(self, ref: FrameRef, outcome, lag_ms: float | None) -> None:
         if self.args.quiet:
@@ -186,7 +188,9 @@ class Printer:
                     else f"{outcome.status}: {outcome.reason} {outcome.detail or ''}".strip())
             line = (f"{now}  {ref.recording_id} {ref.participant_id:>6} {ref.frame_type:<11} "
                     f"{ref.relative_ms / 1000:>9.3f} s  lag {lag:>8}  {printable(what)}")
-        print(line, flush=True)
+        with self._lock:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
 
     def summary(self, stats, dead_letters: int | None, replay: bool = False) -> None:
         summary = {"analyzer": self.name, **stats.summary()}

@@ -11,6 +11,9 @@ import json
 import logging
 import os
 import secrets
+import subprocess
+import sys
+import tempfile
 import threading
 import urllib.request
 import uuid
@@ -72,6 +75,11 @@ class LocalConfig:
     # The frame queue `framesink watch` reads (the deploy's -c frameQueue=true); off as there:
     # without a reader, moto's queue slows every store as it fills (framesink/local/aws.py).
     frame_queue: bool = False
+    # moto in a process of its own (`python -m moto.server`): its request handling then has a
+    # core of its own instead of sharing this process's GIL with the receiver, the novelty
+    # workers and the analyzers. Measured (docs/performance.md): at 10 participants the frame
+    # queue's stored -> seen p50 went from ~4 s to ~0.2 s. False: a thread of this process.
+    moto_process: bool = True
 
     @classmethod
     def isolated(cls, name: str, **changes) -> "LocalConfig":
@@ -107,17 +115,13 @@ class LocalStack:
         self.loop: asyncio.AbstractEventLoop | None = None  # set by background_stack()
 
     async def start(self) -> dict:
-        from moto.server import ThreadedMotoServer
-
         cfg = self.config
         # moto's server logs every request through werkzeug; the handlers' logs say what matters.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         # Metrics are off locally, so Powertools warns on every invocation that none were added.
         warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
-        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.config.moto_port, verbose=False)
-        self.moto.start()
-        host, port = self.moto.get_host_and_port()
-        self.endpoint_url = f"http://{host}:{port}"
+        self.moto = MotoProcess(cfg.moto_port) if cfg.moto_process else MotoThread(cfg.moto_port)
+        self.endpoint_url = await asyncio.get_running_loop().run_in_executor(None, self.moto.start)
         try:
             secret_env = provision(
                 **{name: self.client(name) for name in ("s3", "dynamodb", "secretsmanager", "events", "sqs")},
@@ -253,8 +257,8 @@ class LocalStack:
                 await asyncio.get_running_loop().run_in_executor(None, self.flush_totals)
         finally:
             if self.moto is not None:
-                if self.config.reset_on_stop if reset is None else reset:
-                    self._reset_moto()
+                if (self.config.reset_on_stop if reset is None else reset) and not self.config.moto_process:
+                    self._reset_moto()  # a moto process takes its state with it
                 self.moto.stop()
                 self.moto = None
             self._lambda_env.close()
@@ -296,6 +300,68 @@ class LocalStack:
     def run(self, coro, timeout: float = 180):
         """Run ``coro`` on the stack's background loop (background_stack) and return its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+
+class MotoThread:
+    """moto's server on a thread of this process (its state is this process's)."""
+
+    def __init__(self, port: int = 0):
+        from moto.server import ThreadedMotoServer
+
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+
+    def start(self) -> str:
+        self.server.start()
+        host, port = self.server.get_host_and_port()
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+class MotoProcess:
+    """moto's server in a process of its own, stopped (and its state gone) with the stack."""
+
+    def __init__(self, port: int = 0):
+        self.port = port
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30) -> str:
+        import socket
+        import time
+
+        port = self.port
+        if not port:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+        # Its request log goes to a file, never a pipe nobody drains (a full pipe would stall moto).
+        self.log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen([sys.executable, "-m", "framesink.local.moto_process", "-H", "127.0.0.1", "-p", str(port)],
+                                        stdout=subprocess.DEVNULL, stderr=self.log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.log.seek(0)
+                raise RuntimeError(f"moto did not start on port {port}: {self.log.read()[-500:].decode(errors='replace').strip()}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    return f"http://127.0.0.1:{port}"
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"moto did not answer on port {port} within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process is not None:
+            self.log.close()
 
 
 @contextlib.contextmanager
