@@ -110,6 +110,8 @@ async def _demo(args: argparse.Namespace) -> int:
                 ok = await _live_feed(out, stack, args.slides, Path(tmp)) and ok
             out.blank()
             ok = await _meeting_end(out, stack, meeting.recording_id, report, Path(tmp)) and ok
+            out.blank()
+            ok = await _analyzer(out, stack, meeting.recording_id) and ok
         out.blank()
         out.line(f"Stack stopped, nothing left running. Demo took {time.perf_counter() - started:.0f} s.")
     return 0 if ok else 1
@@ -220,6 +222,37 @@ async def _meeting_end(out: "_Printer", stack: LocalStack, recording_id: str, re
     out.blank()
     out.line(f"   (framesink recording --local {recording_id}; framesink export --video writes the same locally)")
     return ok and meta.get("status") == "done" and forged == 401
+
+
+FACES_DIR = Path(__file__).resolve().parents[2] / "analyzers" / "faces"
+
+
+async def _analyzer(out: "_Printer", stack: LocalStack, recording_id: str) -> bool:
+    """The reference face counter (analyzers/faces, OpenCV), run by `framesink analyze` in its
+    own process on part 1's recording (--replay), its results read back with `framesink results`."""
+    import importlib.util
+
+    out.line("5. Your analyzer: analyzers/faces/faces.py (13 lines, OpenCV's face cascade) on part 1's meeting,")
+    out.line("   run by `framesink analyze faces:analyze --replay` in its own process (live, it subscribes instead)...")
+    if not (FACES_DIR / "faces.py").is_file() or importlib.util.find_spec("cv2") is None:
+        out.line("   skipped: needs the project's analyzers/faces and opencv-python-headless (make demo installs both)")
+        return True
+    base = [sys.executable, "-m", "framesink"]
+    where = ["--local", "--state-file", str(stack.config.state_file)]
+    run = await asyncio.to_thread(subprocess.run, [*base, "analyze", "faces:analyze", "--replay", recording_id,
+                                                   "--quiet", "--workers", "2", *where],
+                                  cwd=FACES_DIR, capture_output=True, text=True, timeout=300)
+    listed = await asyncio.to_thread(subprocess.run, [*base, "results", "--recording", recording_id, "--analyzer",
+                                                      "faces", "--json", *where], capture_output=True, text=True,
+                                     timeout=120)
+    results = [json.loads(line) for line in listed.stdout.splitlines() if line.startswith("{")]
+    one = sum(1 for r in results if r["result"]["faces"] == 1)
+    out.blank()
+    out.line(f"   {run.stderr.strip().splitlines()[-1] if run.stderr.strip() else 'no summary'}")
+    out.line(f"   framesink results: {len(results)} results; exactly one face in {one} of them "
+             "(the simulator draws one face per webcam frame)")
+    out.line(f"   (framesink results --local --recording {recording_id} --analyzer faces; docs/analyzers.md)")
+    return run.returncode == 0 and listed.returncode == 0 and len(results) > 0 and one >= len(results) * 0.8
 
 
 def read_back(s3, dynamodb, bucket: str, table: str, recording_id: str) -> list[dict]:

@@ -319,6 +319,19 @@ class MotoThread:
         self.server.stop()
 
 
+def _die_with_parent() -> None:
+    """In the moto child, before it runs: on Linux, SIGTERM it when this process dies, even by
+    SIGKILL, so a killed `framesink local` leaves no moto behind (prctl PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
 class MotoProcess:
     """moto's server in a process of its own, stopped (and its state gone) with the stack."""
 
@@ -338,7 +351,7 @@ class MotoProcess:
         # Its request log goes to a file, never a pipe nobody drains (a full pipe would stall moto).
         self.log = tempfile.TemporaryFile()
         self.process = subprocess.Popen([sys.executable, "-m", "framesink.local.moto_process", "-H", "127.0.0.1", "-p", str(port)],
-                                        stdout=subprocess.DEVNULL, stderr=self.log)
+                                        stdout=subprocess.DEVNULL, stderr=self.log, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -50,7 +50,7 @@ def test_sigterm_stops_local_cleanly_after_storing_every_frame_it_received(tmp_p
     try:
         state = wait_for_state(proc, state_file)
         assert set(state) == {"ws_url", "endpoint_url", "bucket", "table", "token", "region", "frame_queue_url",
-                              "export_queue_url",
+                              "export_queue_url", "event_bus",
                               "webhook_url", "webhook_secret"}
         assert state["webhook_secret"].startswith("whsec_") and state["webhook_url"].endswith("/recall/events")
         assert state["token"] == "tok-e2e-cli" and state["ws_url"].endswith("?token=tok-e2e-cli")
@@ -112,3 +112,6 @@ def test_demo_stores_every_frame_shows_the_limits_the_live_feed_and_the_meetings
     assert "forged signature is answered 401" in out
     mp4s = re.findall(r"exports/demo-[0-9a-f]+/(\d+)/webcam\.mp4\s+480x360\s+h264\s+(\d+)", out)
     assert len(mp4s) == 3 and all(int(frames) == 4 for _, frames in mp4s)  # 2 s at 2 fps each
+    # part 5: the face counter ran through the kit on part 1's 12 webcam frames, results read back
+    faces = re.search(r"framesink results: (\d+) results; exactly one face in (\d+) of them", out)
+    assert faces and int(faces[1]) == 12 and int(faces[2]) >= 10
