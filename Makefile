@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 SETUP := $(VENV)/.setup-done
+BROWSER := $(VENV)/.browser-done
 export CDK_DISABLE_VERSION_CHECK := 1
 export CDK_DISABLE_CLI_TELEMETRY := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -24,7 +25,20 @@ $(SETUP): requirements.txt requirements-dev.txt lambdas/requirements.txt pyproje
 demo: $(SETUP)
 	$(VENV)/bin/framesink demo
 
-test: $(SETUP)
+# The live view's test drives Debian's Chromium with chromedriver (Playwright's own browser
+# download is not reachable here); installed with apt-get when missing and we may (root).
+$(BROWSER):
+	@if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] \
+	    && command -v apt-get >/dev/null; then \
+	  echo "make: installing chromium and chromium-driver (apt-get) for the live view's browser test"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+	    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null; }; \
+	fi
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then touch $@; \
+	else echo "make: no chromium/chromedriver: the live view's browser test will fail (apt-get install chromium chromium-driver)" >&2; fi
+
+test: $(SETUP) $(BROWSER)
 	$(PY) -m pytest -n 2 --dist loadfile
 
 synth: $(SETUP)

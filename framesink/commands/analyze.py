@@ -36,10 +36,8 @@ from framesink_core.shared import schema
 
 from .. import target
 from ..cli import CliError
+from ..subscription import Subscription, frame_bus
 from ..output import printable
-
-OUTPUT_FRAME_BUS = "FrameBusName"
-
 
 def register(sub) -> None:
     p = sub.add_parser("analyze", help="run your analyze(frame) function on frames as they are stored",
@@ -64,52 +62,6 @@ def register(sub) -> None:
     p.add_argument("--idle-exit", type=float, metavar="SECONDS", help="stop after this long without a frame")
     target.add_arguments(p)
     p.set_defaults(func=run)
-
-
-class Subscription:
-    """The analyzer's own queue (+ dead-letter queue) and the rule that fills it from the bus."""
-
-    def __init__(self, where: target.Target, bus: str, name: str, pattern: dict, tries: int):
-        self.events, self.sqs = where.client("events"), where.client("sqs")
-        prefix = (where.bucket if where.local else where.stack_name or target.default_stack())[:20]
-        self.name = f"{prefix}-analyze-{name}"[:64]  # an EventBridge rule name is at most 64 characters
-        self.bus = bus
-        dlq = self.sqs.create_queue(QueueName=f"{self.name}-dlq", Attributes={
-            "SqsManagedSseEnabled": "true", "MessageRetentionPeriod": str(14 * 24 * 3600)})["QueueUrl"]
-        self.dead_letter_url = dlq
-        dlq_arn = self._arn(dlq)
-        rule_arn = self.events.put_rule(Name=self.name, EventBusName=bus, EventPattern=json.dumps(pattern),
-                                        Description="framesink analyze: frames for a local analyzer run")["RuleArn"]
-        queue_arn = f"arn:aws:sqs:{dlq_arn.split(':')[3]}:{dlq_arn.split(':')[4]}:{self.name}"
-        # Only this rule may send (https://docs.aws.amazon.com/eventbridge/latest/userguide/
-        # eb-use-resource-based.html#eb-sqs-permissions), and only over TLS.
-        policy = {"Version": "2012-10-17", "Statement": [
-            {"Sid": "EventBridgeRule", "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
-             "Action": "sqs:SendMessage", "Resource": queue_arn, "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}}},
-            {"Sid": "TlsOnly", "Effect": "Deny", "Principal": "*", "Action": "sqs:*", "Resource": queue_arn,
-             "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}
-        attributes = {"SqsManagedSseEnabled": "true", "VisibilityTimeout": "120",
-                      "MessageRetentionPeriod": str(24 * 3600),
-                      "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": tries})}
-        if not where.local:  # moto takes the policy, then refuses its own plain-HTTP calls
-            attributes["Policy"] = json.dumps(policy)
-        self.url = self.sqs.create_queue(QueueName=self.name, Attributes=attributes)["QueueUrl"]
-        self.sqs.set_queue_attributes(QueueUrl=self.url, Attributes=attributes)  # an existing queue: same settings
-        self.events.put_targets(Rule=self.name, EventBusName=bus, Targets=[{"Id": "queue", "Arn": self._arn(self.url)}])
-
-    def _arn(self, url: str) -> str:
-        return self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-
-    def dead_letters(self) -> int:
-        attributes = self.sqs.get_queue_attributes(QueueUrl=self.dead_letter_url,
-                                                   AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
-        return int(attributes.get("ApproximateNumberOfMessages", 0))
-
-    def remove(self) -> None:
-        self.events.remove_targets(Rule=self.name, EventBusName=self.bus, Ids=["queue"])
-        self.events.delete_rule(Name=self.name, EventBusName=self.bus)
-        self.sqs.delete_queue(QueueUrl=self.url)
-        self.sqs.delete_queue(QueueUrl=self.dead_letter_url)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -144,13 +96,9 @@ def run(args: argparse.Namespace) -> int:
         out.summary(stats, None, replay=True)
         return 0
 
-    bus = where.state.get("event_bus") if where.local else where.stack_outputs().get(OUTPUT_FRAME_BUS)
-    if not bus:
-        raise CliError("no frame bus: " + ("start a newer `framesink local`" if where.local
-                                           else f"stack {where.stack_name} has no {OUTPUT_FRAME_BUS} output: "
-                                           f"deploy this version, or use --replay"))
+    bus = frame_bus(where, "or use --replay")
     pattern = frames_pattern(recording_id=args.recording, frame_type=args.type, novel_only=args.novel_only)
-    subscription = Subscription(where, bus, name, pattern, args.tries)
+    subscription = Subscription(where, bus, name, [pattern], args.tries)
     print(f"framesink: analyzer {name} subscribed to {'novel' if args.novel_only else 'every'} "
           f"{args.type + ' ' if args.type else ''}frame{' of recording ' + args.recording if args.recording else ''} "
           f"({args.workers} worker{'s' if args.workers != 1 else ''}{', latest only' if args.latest_only else ''}); "

@@ -19,7 +19,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from framesink import target
-from framesink.commands.analyze import Subscription
+from framesink.subscription import Subscription
 from framesink.local import LocalConfig, background_stack
 from framesink.synthetic import frame_message, make_png, make_slide
 from framesink_core.analyze.kit import Context, Runner
@@ -65,7 +65,7 @@ def webcam(rec: str, pid: int, k: int, detailed: bool = False) -> str:
 
 def pool_on(local, name: str, fn, *, pattern: dict | None = None, tries: int = 5, **kwargs):
     w = where(local)
-    sub = Subscription(w, local.state["event_bus"], name, pattern or frames_pattern(), tries)
+    sub = Subscription(w, local.state["event_bus"], name, [pattern or frames_pattern()], tries)
     ctx = Context(w.bucket, w.table, w.client("s3"), w.client("dynamodb"), 30)
     return sub, AnalyzerPool(Runner(name, fn, ctx), retry_seconds=0, **kwargs)
 

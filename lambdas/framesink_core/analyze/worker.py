@@ -69,7 +69,7 @@ def percentiles(values: list[float]) -> dict:
 class _Job:
     ref: FrameRef
     message: dict | None  # None: a replayed frame
-    stream: tuple[str, str, str]
+    stream: tuple
     attempt: int = 1
 
 
@@ -230,7 +230,7 @@ class AnalyzerPool:
                             self.stats.skipped["not_a_frame"] += 1
                         sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
                         continue
-                    self._put(_Job(ref, message, (ref.recording_id, ref.participant_id, ref.frame_type)))
+                    self._put(_Job(ref, message, _stream(ref)))
                 if messages:
                     with self._lock:
                         self._last_activity = time.monotonic()
@@ -259,13 +259,19 @@ class AnalyzerPool:
                 with self._lock:  # backpressure: the index is read as fast as the workers go
                     while len(self._fifo) >= self.workers and not self.stopping.is_set():
                         self._lock.wait(0.2)
-                self._put(_Job(ref, None, (ref.recording_id, ref.participant_id, ref.frame_type)))
+                self._put(_Job(ref, None, _stream(ref)))
             while not self._idle() and not self.stopping.is_set():
                 time.sleep(0.05)
         finally:
             self.stopping.set()
             self._join()
         return self.stats
+
+
+def _stream(ref: FrameRef) -> tuple:
+    """What --latest-only keeps one frame of: a participant's frames of one type, and apart
+    from them the same stream's "Frame Scored" events (a subscriber of both keeps each)."""
+    return ref.recording_id, ref.participant_id, ref.frame_type, (ref.record or {}).get("novel") is not None
 
 
 def _ref_of(body) -> FrameRef | None:
