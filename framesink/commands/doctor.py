@@ -10,7 +10,10 @@ with its likely cause and fix):
 4. handshake with it: 101;
 5. frames: a 480x360 webcam and a 1280x720 screenshare PNG, read back byte-identical from S3
    and found in the index;
-6. live feed: both frames' events on the frame queue (when there is one);
+6. live feed: both frames' "Frame Stored" events, read from a subscription of the doctor's own
+   on the stack's frame bus (rules and a queue made for the run, removed after it; an older
+   stack without the FrameBusName output: the frame queue, when there is one);
+   novelty: both frames' "Frame Scored" events, when the novelty function is deployed;
 7. webhook: a signed bot status delivery answered 2xx, a forged one 401 (when the signing
    secret is set);
 8. alarm -> topic: the topic's policy lets CloudWatch publish (the deployed template, or
@@ -103,6 +106,8 @@ class Doctor:
     stored_keys: list[str] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     alarm_name: str | None = None
+    subscription: object | None = None  # framesink.subscription.Subscription, while the doctor runs
+    novelty: bool = True  # the novelty function is deployed: expect "Frame Scored" events
 
     def __post_init__(self):
         self.recording_id = self.bot_id.replace("framesink-", "")
@@ -208,7 +213,72 @@ class Doctor:
 
         return with_token(self.url, self.token)
 
+    def subscribe(self, bus: str | None) -> None:
+        """Before any frame is stored: the doctor's own rules (its recording's "Frame Stored" and
+        "Frame Scored" events) and queue on the frame bus."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from framesink_core.ingest.outlet import FRAME_SCORED, SOURCE
+        from framesink_core.read.feed import frames_pattern
+
+        from ..subscription import Subscription
+
+        if not bus:
+            return
+        try:
+            self.subscription = Subscription(self.where, bus, f"doctor-{uuid.uuid4().hex[:6]}", [
+                frames_pattern(recording_id=self.recording_id),
+                {"source": [SOURCE], "detail-type": [FRAME_SCORED], "detail": {"recording_id": [self.recording_id]}},
+            ], tries=1)
+        except (ClientError, BotoCoreError) as exc:
+            self.report(Step("live feed", FAIL, "could not subscribe to the frame bus", _one_line(exc),
+                             "your credentials need events:PutRule/PutTargets and sqs:CreateQueue"))
+
+    def bus_feed(self, novelty: bool) -> None:
+        """Both frames' "Frame Stored" (and with ``novelty``, "Frame Scored") events on the
+        doctor's own subscription."""
+        if not self.stored_keys:
+            self.report(Step("live feed", SKIP, "no frames were stored"))
+            return
+        from framesink_core.ingest.outlet import FRAME_SCORED
+
+        sqs, url = self.subscription.sqs, self.subscription.url
+        stored, scored = set(self.stored_keys), set(self.stored_keys) if novelty else set()
+        started, first_stored, first_scored = time.monotonic(), None, None
+        while (stored or scored) and time.monotonic() - started < FEED_WAIT_SECONDS:
+            for message in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                                               WaitTimeSeconds=1).get("Messages", []):
+                key = _event_key(message["Body"])
+                kind = json.loads(message["Body"]).get("detail-type")
+                (scored if kind == FRAME_SCORED else stored).discard(key)
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+            if not stored and first_stored is None:
+                first_stored = time.monotonic() - started
+            if not scored and first_scored is None:
+                first_scored = time.monotonic() - started
+        if stored:
+            self.report(Step("live feed", FAIL, f"{len(stored)} of {len(self.stored_keys)} \"Frame Stored\" events "
+                                                f"not on the frame bus after {FEED_WAIT_SECONDS:g} s",
+                             "the ingress's events:PutEvents on the bus (log lines 'frame event not published')",
+                             "check the ingress's logs and role; redeploy"))
+        else:
+            self.report(Step("live feed", PASS, f"both frames' events on the frame bus within {first_stored:.1f} s "
+                                                "(the doctor's own subscription)"))
+        if not novelty:
+            self.report(Step("novelty", SKIP, "the novelty function is not deployed (-c novelty=false)"))
+        elif scored:
+            self.report(Step("novelty", FAIL, f"{len(scored)} of {len(self.stored_keys)} frames not scored after "
+                                              f"{FEED_WAIT_SECONDS:g} s",
+                             "the rule -> novelty function invoke (its Lambda permission), the function's errors, or its "
+                             "events:PutEvents on the bus",
+                             "check the novelty function's logs and its dead-letter queue alarm"))
+        else:
+            self.report(Step("novelty", PASS, f"both frames scored (\"Frame Scored\") within {first_scored:.1f} s"))
+
     def live_feed(self, queue_url: str | None) -> None:
+        if self.subscription is not None:
+            self.bus_feed(self.novelty)
+            return
         if not queue_url:
             self.report(Step("live feed", SKIP, "no frame queue (deploy with -c frameQueue=true, or "
                                                 "`framesink local --frame-queue`)"))
@@ -329,6 +399,9 @@ class Doctor:
 
         done = []
         try:
+            if self.subscription is not None:
+                self.subscription.remove()
+                done.append("its bus subscription")
             result = delete_recording(self.where.client("s3"), self.where.client("dynamodb"), self.where.bucket,
                                       self.where.table, self.recording_id, dry_run=False,
                                       settle_seconds=0)  # its frames were all read back already
@@ -368,8 +441,11 @@ def run(args: argparse.Namespace) -> int:
         if template is None:
             template = _deployed_template(where)
     doctor = Doctor(where, url, template)
+    doctor.novelty = where.local or template is None or _deploys_novelty(template)
     doctor.outputs()
     try:
+        doctor.subscribe(where.state.get("event_bus") if where.local
+                         else where.stack_outputs().get("FrameBusName"))
         if doctor.handshake_without_token() and doctor.mint_token() and doctor.handshake_with_token():
             doctor.frames(args.timeout)
         else:
@@ -450,6 +526,11 @@ def _get(s3, bucket: str, key: str) -> bytes | None:
         return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except ClientError:
         return None
+
+
+def _deploys_novelty(template: dict) -> bool:
+    return any(r.get("Properties", {}).get("Handler") == "framesink_handlers.novelty.handler"
+               for r in template.get("Resources", {}).values())
 
 
 def _event_key(body: str) -> str | None:

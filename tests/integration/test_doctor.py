@@ -75,8 +75,13 @@ def test_doctor_passes_on_the_container_receiver_and_leaves_nothing_behind(direc
     assert result.returncode == 0, result.stdout + result.stderr
     assert [s for s, line in steps.items() if line.startswith("PASS")] == [
         "outputs", "handshake without a token", "token", "handshake with the token", "frames", "live feed",
-        "webhook", "cleanup"]
+        "novelty", "webhook", "cleanup"]
     assert steps["alarm -> topic"].startswith("SKIP")
+    # the feed and novelty were proven on the doctor's own bus subscription, which it removed
+    assert "the doctor's own subscription" in steps["live feed"] and "Frame Scored" in steps["novelty"]
+    assert not [r for r in aws(state, "events").list_rules(EventBusName=state["event_bus"])["Rules"]
+                if "doctor-" in r["Name"]]
+    assert not [q for q in aws(state, "sqs").list_queues().get("QueueUrls", []) if "doctor-" in q]
     assert "byte-identical in S3 and indexed" in steps["frames"] and "1280x720" in steps["frames"]
     # Never a token: not the stack's, and no ?token= at all.
     assert state["token"] not in result.stdout + result.stderr and "token=" not in result.stdout
