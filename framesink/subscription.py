@@ -30,15 +30,15 @@ class Subscription:
         prefix = (where.bucket if where.local else where.stack_name or target.default_stack())[:20]
         self.name = f"{prefix}-analyze-{name}"[:64]  # an EventBridge rule name is at most 64 characters
         self.bus = bus
-        dlq = self.sqs.create_queue(QueueName=f"{self.name}-dlq", Attributes={
-            "SqsManagedSseEnabled": "true", "MessageRetentionPeriod": str(14 * 24 * 3600)})["QueueUrl"]
+        dlq = self._queue(f"{self.name}-dlq", {"SqsManagedSseEnabled": "true",
+                                               "MessageRetentionPeriod": str(14 * 24 * 3600)})
         self.dead_letter_url = dlq
         dlq_arn = self._arn(dlq)
         self.rules = [self.name if n == 0 else f"{self.name[:60]}-{n}" for n in range(len(patterns))]
         rule_arns = [self.events.put_rule(Name=rule, EventBusName=bus, EventPattern=json.dumps(pattern),
                                           Description="framesink: frames for a command's own queue")["RuleArn"]
                      for rule, pattern in zip(self.rules, patterns)]
-        queue_arn = f"arn:aws:sqs:{dlq_arn.split(':')[3]}:{dlq_arn.split(':')[4]}:{self.name}"
+        queue_arn = f"{dlq_arn.rsplit(':', 1)[0]}:{self.name}"  # same partition, region and account
         # Only these rules may send (https://docs.aws.amazon.com/eventbridge/latest/userguide/
         # eb-use-resource-based.html#eb-sqs-permissions), and only over TLS.
         policy = {"Version": "2012-10-17", "Statement": [
@@ -51,10 +51,23 @@ class Subscription:
                       "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": tries})}
         if not where.local:  # moto takes the policy, then refuses its own plain-HTTP calls
             attributes["Policy"] = json.dumps(policy)
-        self.url = self.sqs.create_queue(QueueName=self.name, Attributes=attributes)["QueueUrl"]
-        self.sqs.set_queue_attributes(QueueUrl=self.url, Attributes=attributes)  # an existing queue: same settings
+        self.url = self._queue(self.name, attributes)
         for rule in self.rules:
             self.events.put_targets(Rule=rule, EventBusName=bus, Targets=[{"Id": "queue", "Arn": self._arn(self.url)}])
+
+    def _queue(self, name: str, attributes: dict) -> str:
+        """The queue, created, or (kept by an earlier run's --keep) given these attributes:
+        SQS refuses to create an existing queue with other attributes (QueueAlreadyExists)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("QueueAlreadyExists", "QueueNameExists"):
+                raise
+        url = self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        self.sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+        return url
 
     def _arn(self, url: str) -> str:
         return self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]

@@ -158,3 +158,30 @@ def test_the_lambda_handler_runs_the_function_its_environment_names(svc, stack, 
     assert [line["reason"] for line in caplog_json() if line.get("message") == "frame not analyzed"] == [
         "not_a_frame", "not_a_frame"]
     analyzer._runner.cache_clear()
+
+
+def test_a_subscription_is_only_for_its_rules_and_survives_a_kept_one(aws):
+    """`framesink analyze --stack`'s queue: only its rules may send (EventBridge User Guide,
+    "Amazon SQS permissions": a queue policy allowing events.amazonaws.com with aws:SourceArn
+    the rule), over TLS; a queue an earlier --keep run left is reused with this run's settings."""
+    import boto3
+
+    from framesink import target
+    from framesink.subscription import Subscription
+
+    boto3.client("events", region_name="us-east-1").create_event_bus(Name="frames")
+    where = target.Target(local=False, region="us-east-1", bucket="b", table="t", stack_name="framesink-live")
+    first = Subscription(where, "frames", "faces", [{"source": ["framesink"]}, {"source": ["framesink"]}], tries=3)
+    again = Subscription(where, "frames", "faces", [{"source": ["framesink"]}, {"source": ["framesink"]}], tries=5)
+    assert again.url == first.url
+    attributes = again.sqs.get_queue_attributes(QueueUrl=again.url, AttributeNames=["All"])["Attributes"]
+    assert json.loads(attributes["RedrivePolicy"])["maxReceiveCount"] == 5
+    allow, deny = json.loads(attributes["Policy"])["Statement"]
+    rule_arns = [again.events.describe_rule(Name=r, EventBusName="frames")["Arn"] for r in again.rules]
+    assert allow["Principal"] == {"Service": "events.amazonaws.com"} and allow["Action"] == "sqs:SendMessage"
+    assert allow["Condition"] == {"ArnEquals": {"aws:SourceArn": rule_arns}} and len(rule_arns) == 2
+    assert allow["Resource"] == attributes["QueueArn"]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    again.remove()
+    assert again.events.list_rules(EventBusName="frames")["Rules"] == []
+    assert again.sqs.list_queues().get("QueueUrls", []) == []
