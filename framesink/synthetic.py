@@ -150,3 +150,44 @@ def frame_event(
 
 def frame_message(png: bytes, **kwargs) -> str:
     return json.dumps(frame_event(png, **kwargs))
+
+
+def _envelope(event: str, inner: dict, recording_id: str, bot_id: str | None, media: str) -> str:
+    return json.dumps({"event": event, "data": {
+        "data": inner, "realtime_endpoint": {"id": str(uuid.uuid4()), "metadata": {}},
+        media: {"id": str(uuid.uuid4()), "metadata": {}}, "recording": {"id": recording_id, "metadata": {}},
+        "bot": {"id": bot_id, "metadata": {}} if bot_id else None}})
+
+
+def _participant(participant_id: int | str, name: str | None) -> dict:
+    return {"id": participant_id, "name": name, "is_host": False, "platform": "desktop", "extra_data": {}}
+
+
+def participant_event_message(kind: str, *, recording_id: str, participant_id: int | str, relative: float,
+                              name: str | None = "Ada Lovelace", text: str | None = None,
+                              bot_id: str | None = None) -> str:
+    """A `participant_events.<kind>` message as Recall sends it (``text``: a chat message's)."""
+    absolute = (datetime(2026, 11, 23, 19, 0, tzinfo=timezone.utc) + timedelta(seconds=relative))
+    return _envelope(f"participant_events.{kind}", {
+        "participant": _participant(participant_id, name),
+        "timestamp": {"absolute": absolute.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                      "relative": relative},
+        "data": {"text": text, "to": "everyone"} if text is not None else None,
+    }, recording_id, bot_id, "participant_events")
+
+
+def transcript_message(words: list[tuple[str, float, float | None]], *, recording_id: str,
+                       participant_id: int | str, name: str | None = "Ada Lovelace", bot_id: str | None = None,
+                       partial: bool = False) -> str:
+    """A `transcript.data` (or `.partial_data`) message: ``words`` as (text, start s, end s)."""
+    return _envelope("transcript.partial_data" if partial else "transcript.data", {
+        "words": [{"text": text, "start_timestamp": {"relative": start},
+                   "end_timestamp": {"relative": end} if end is not None else None} for text, start, end in words],
+        "participant": _participant(participant_id, name),
+    }, recording_id, bot_id, "transcript")
+
+
+def spoken(text: str, start: float, seconds_per_word: float = 0.3) -> list[tuple[str, float, float]]:
+    """``text``'s words, one every ``seconds_per_word`` from ``start``."""
+    return [(w, start + n * seconds_per_word, start + (n + 0.8) * seconds_per_word)
+            for n, w in enumerate(text.split())]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import binascii
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import orjson
@@ -94,9 +94,11 @@ class Frame:
 
 @dataclass(frozen=True)
 class OtherEvent:
-    """A well-formed message whose event is not a frame: acknowledged, counted, not stored."""
+    """A well-formed message whose event is not a frame: the ingestor stores the meeting's
+    context events (context_events.py); the rest are acknowledged, counted, not stored."""
 
     event: str
+    message: dict | None = field(default=None, compare=False, repr=False)
 
     @property
     def metric_label(self) -> str:
@@ -158,7 +160,7 @@ def parse_message(body: str | bytes, max_frame_bytes: int, max_pixels: int = DEF
     if not isinstance(event, str) or not event:
         raise Rejected("missing_event", "message has no string 'event'")
     if event != FRAME_EVENT:
-        return OtherEvent(event)
+        return OtherEvent(event, message)
 
     outer = _obj(message.get("data"), "missing_data", "'data'")
     inner = _obj(outer.get("data"), "missing_data", "'data.data'")

@@ -10,6 +10,7 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 
+from framesink_core.ingest.context_events import CONTEXT_EVENTS, Utterance, parse_context
 from framesink_core.ingest.events import Frame, OtherEvent, Rejected, parse_message
 from framesink_core.ingest.png import DEFAULT_MAX_PIXELS
 from framesink_core.ingest.spool import SPOOLABLE, Spool
@@ -17,6 +18,8 @@ from framesink_core.ingest.storage import FrameConflict, FrameStore, StoreError,
 from framesink_core.shared.observability import count, count_with_dimension, logger
 
 STORED, DUPLICATE, IGNORED, REJECTED, FAILED = "stored", "duplicate", "ignored", "rejected", "failed"
+# A participant event or a transcript utterance, queued to the index (context_events.py).
+RECORDED = "recorded"
 # Not stored yet, kept on the receiver's disk and stored when S3 and DynamoDB answer (spool.py).
 SPOOLED = "spooled"
 # A spooled frame refused this many times while the store took others is failed for good.
@@ -77,10 +80,47 @@ class Ingestor:
         ignored, already logged and counted). The receiver calls it in message order."""
         count("MessageReceived")
         parsed = self.parse(body)
+        if isinstance(parsed, OtherEvent) and parsed.event in CONTEXT_EVENTS:
+            return self.record_context(parsed)
         if isinstance(parsed, OtherEvent):
             count_with_dimension("EventIgnored", "event", parsed.metric_label)
             return Outcome(IGNORED, parsed.metric_label)
         return parsed
+
+    def record_context(self, parsed: OtherEvent) -> Outcome:
+        """A participant event or final utterance to the index: queued (the receiver's batching
+        writer; a Lambda's put is done when this returns). A write that fails after the
+        writer's retries is one log line and metric; it is not spooled (frames are)."""
+        try:
+            event = parse_context(parsed.message, parsed.event)
+        except Rejected as exc:
+            return self.reject(exc.reason, exc.detail, **exc.context)
+        ids = {"recording_id": event.recording_id, "participant_id": event.participant_id, "event": parsed.event}
+        if self.deleted is not None and self.deleted(event.recording_id):
+            return self.reject("recording_deleted", "this recording was deleted (framesink delete); its events are "
+                               "not stored", **ids)
+        try:
+            written = self.store.submit_context(event)
+        except StoreError as exc:
+            return self._context_failed(exc, ids)
+
+        def settled(future: Future) -> None:
+            if future.exception() is not None:
+                self._context_failed(future.exception(), ids)
+
+        written.add_done_callback(settled)
+        count_with_dimension("ContextRecorded", "kind", "utterance" if isinstance(event, Utterance) else "participant")
+        return Outcome(RECORDED, parsed.metric_label)
+
+    @staticmethod
+    def _context_failed(exc: BaseException, ids: dict) -> Outcome:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        reason = (exc.reason if isinstance(exc, StoreError) else "index_unavailable"
+                  if isinstance(exc, (ClientError, BotoCoreError)) else "internal_error")
+        logger.error("event not stored", extra={"reason": reason, "detail": str(exc)[:300], **ids})
+        count_with_dimension("ContextStoreFailed", "reason", reason)
+        return Outcome(FAILED, reason)
 
     def store_frame(self, frame: Frame, *, connection_id: str | None = None, bot_id: str | None = None) -> Outcome:
         return self.begin_store(frame, connection_id=connection_id, bot_id=bot_id).result()

@@ -37,6 +37,7 @@ from framesink_core.ingest.events import Frame
 from framesink_core.ingest.outlet import Outlet, frame_event
 from framesink_core.ingest.stored_frame import MetadataError, StoredFrame
 from framesink_core.ingest.totals import DEFAULT_FLUSH_SECONDS, ParticipantTotals
+from framesink_core.shared import schema
 from framesink_core.shared.items import BOTO_CONFIG, to_item
 from framesink_core.shared.objects import CHECKSUM_METADATA, BotoObjects, ObjectExists, ObjectWriteError, WriteRace
 from framesink_core.shared.objects import describe_client_error as _describe
@@ -150,6 +151,12 @@ class FrameStore:
             table, dynamodb, interval=DEFAULT_FLUSH_SECONDS if totals_interval is None else totals_interval)
         # Frame events for what this store makes durable (outlet.py); the base Outlet sends none.
         self.outlet = outlet or Outlet()
+
+    def submit_context(self, event) -> Future:
+        """A participant event or utterance (context_events.py) into the index, through the
+        same writer as frames' items (batched in the receiver); expires with the recording."""
+        expires_at = schema.index_expires_at(int(time.time() * 1000), self.frame_expiry_days)
+        return self.index_writer.submit(event.item(expires_at))
 
     def put_frame(
         self, frame: Frame, *, bot_id: str | None = None, connection_id: str | None = None

@@ -84,6 +84,8 @@ PARTICIPANT_FIELDS = (
 )
 RECORDING_FIELDS = ("recording_id", "bot_id", "first_seen", "status", "status_at", "sub_code")
 SLIDE_FIELDS = ("recording_id", "participant_id", "relative_ms", "s3_key", "distance", "repeat_of_ms")
+PARTICIPANT_EVENT_FIELDS = ("event", "participant_id", "participant_name", "relative_ms", "absolute", "text")
+UTTERANCE_FIELDS = ("participant_id", "participant_name", "start_ms", "end_ms", "text", "words")
 RESULT_FIELDS = ("analyzer", "recording_id", "participant_id", "type", "relative_ms", "s3_key", "analyzed_at")
 EXPORT_FIELDS = ("recording_id", "participant_id", "type", "s3_key", "frames", "duration_ms", "bytes",
                  "width", "height", "created_at", "contact_sheet_key")
@@ -418,6 +420,71 @@ class FrameIndex:
                 record["result"] = None
             out.append(record)
         return out
+
+    # -- the meeting's context (ingest/context_events.py) --------------------------------------
+
+    def participant_events(self, recording_id: str, *, kinds: tuple[str, ...] | None = None,
+                           since: int | None = None, until: int | None = None) -> list[dict]:
+        """Participant events in time order (``since <= relative_ms < until``), one Query."""
+        out = []
+        for values in self._context_range(recording_id, "PEV#", since, until):
+            if kinds is None or values.get("event") in kinds:
+                out.append(_record(values, PARTICIPANT_EVENT_FIELDS))
+        return out
+
+    def transcript(self, recording_id: str, *, since: int | None = None, until: int | None = None) -> list[dict]:
+        """Final utterances starting in ``since <= start_ms < until``, in time order, one Query."""
+        return [_record(v, UTTERANCE_FIELDS) for v in self._context_range(recording_id, "UTT#", since, until)]
+
+    def speaker_timeline(self, recording_id: str) -> list[dict]:
+        """Who spoke when: segments {participant_id, participant_name, start_ms, end_ms, source}
+        from speech_on/speech_off (one Query); a speech_on never closed ends at the speaker's
+        next event or stays open (end_ms None). With no speech events at all, the transcript's
+        utterances stand in (source "transcript")."""
+        segments, open_at = [], {}
+        for event in self.participant_events(recording_id, kinds=("speech_on", "speech_off", "leave")):
+            pid = event["participant_id"]
+            if event["event"] == "speech_on":
+                if pid in open_at:  # on twice: the first ends where the second starts
+                    segments.append({**open_at.pop(pid), "end_ms": event["relative_ms"]})
+                open_at[pid] = {"participant_id": pid, "participant_name": event.get("participant_name"),
+                                "start_ms": event["relative_ms"], "end_ms": None, "source": "speech"}
+            elif pid in open_at:  # speech_off, or leaving mid-sentence
+                segments.append({**open_at.pop(pid), "end_ms": event["relative_ms"]})
+        segments += open_at.values()
+        if not segments:
+            segments = [{"participant_id": u["participant_id"], "participant_name": u.get("participant_name"),
+                         "start_ms": u["start_ms"], "end_ms": u["end_ms"], "source": "transcript"}
+                        for u in self.transcript(recording_id)]
+        return sorted(segments, key=lambda s: (s["start_ms"], s["participant_id"]))
+
+    def speaking_at(self, recording_id: str, relative_ms: int) -> list[dict]:
+        """The segments of the speaker timeline that hold ``relative_ms``."""
+        return [s for s in self.speaker_timeline(recording_id)
+                if s["start_ms"] <= relative_ms and (s["end_ms"] is None or relative_ms < s["end_ms"])]
+
+    def talk_time(self, recording_id: str) -> dict[str, int]:
+        """participant id -> ms spoken (closed segments of the speaker timeline)."""
+        out: dict[str, int] = {}
+        for s in self.speaker_timeline(recording_id):
+            if s["end_ms"] is not None:
+                out[s["participant_id"]] = out.get(s["participant_id"], 0) + s["end_ms"] - s["start_ms"]
+        return out
+
+    def _context_range(self, recording_id: str, prefix: str, since: int | None, until: int | None) -> Iterator[dict]:
+        from framesink_core.ingest.context_events import MIN_RELATIVE_MS, time_text
+
+        pk = schema.recording_pk(check_id(recording_id, "recording"))
+        since = MIN_RELATIVE_MS if since is None else parse_int(since, "since", minimum=MIN_RELATIVE_MS,
+                                                                maximum=schema.MAX_RELATIVE_MS)
+        until_text = (f"{prefix}{time_text(parse_int(until, 'until', minimum=MIN_RELATIVE_MS + 1, maximum=schema.MAX_RELATIVE_MS + 1) - 1)}~"
+                      if until is not None else f"{prefix}~")
+        names, values = {}, {":pk": pk, ":lo": f"{prefix}{time_text(since)}", ":hi": until_text}
+        kwargs = {"TableName": self.table, "KeyConditionExpression": "pk = :pk AND sk BETWEEN :lo AND :hi",
+                  "FilterExpression": _live(names, values), "ExpressionAttributeNames": names,
+                  "ExpressionAttributeValues": to_item(values)}
+        for raw in self._paginate(kwargs):
+            yield from_item(raw)
 
     def bot_status(self, bot_id: str) -> dict | None:
         """The bot's status and its timeline (Recall's status webhooks), oldest first."""
