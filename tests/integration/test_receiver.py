@@ -310,7 +310,7 @@ def test_bad_messages_are_rejected_and_the_connection_stays_open(aws, stack, sma
     messages = [
         "not json",
         b"\x89PNG binary",
-        json.dumps({"event": "participant_events.join", "data": {}}),
+        json.dumps({"event": "audio_mixed_raw.data", "data": {}}),
         frame_message(b"not a png at all", recording_id=rec, participant_id=1, relative=0.5),
         frame_message(small_png, recording_id="bad id!", participant_id=1, relative=0.5),
         frame_message(small_png, recording_id=rec, participant_id=1, relative=1.0),
@@ -660,3 +660,30 @@ def test_every_connection_record_gets_its_close_and_a_burst_of_closes_is_batched
     assert len(records) == conns and {r["close_code"] for r in records} == {1000}
     assert all(r["auth_method"] and r["disconnected_at"] >= r["connected_at"] and r["expires_at"] for r in records)
     assert 0 < batches <= conns / 5  # batched: 25 per request when they close together
+
+
+def test_participant_events_and_utterances_go_through_the_receivers_batched_writer(aws, stack):
+    """The container path: context events are queued to the index writer from the event loop
+    (no blocking call there), written in batches, and readable once the receiver stopped."""
+    from framesink.synthetic import participant_event_message, spoken, transcript_message
+    from framesink_core.read.query import FrameIndex
+
+    service = service_for(aws, stack)
+    rec = rec_id()
+    messages = [participant_event_message("speech_on", recording_id=rec, participant_id=k % 3, relative=k)
+                for k in range(30)]
+    messages.append(transcript_message(spoken("all of this is stored", 2.0), recording_id=rec, participant_id=1))
+
+    async def scenario():
+        receiver = await started(service)
+        async with connect(url(receiver)) as ws:
+            for message in messages:
+                await ws.send(message)
+        await wait_until(lambda: receiver.stats.received == len(messages) and receiver.stats.held == 0, "handled")
+        return await receiver.stop()
+
+    summary = run(scenario())
+    assert summary["outcomes"] == {"recorded": 31}
+    index = FrameIndex(stack.table, aws["dynamodb"])
+    assert len(index.participant_events(rec)) == 30
+    assert [u["text"] for u in index.transcript(rec)] == ["all of this is stored"]

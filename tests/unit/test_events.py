@@ -70,8 +70,10 @@ def test_keys_sort_in_time_order():
 
 @pytest.mark.parametrize("name", ["participant_events.join", "transcript.data", "audio_mixed_raw.data"])
 def test_known_other_events_are_acknowledged(name):
+    """Not frames: handed on whole (the ingestor stores participant events and utterances,
+    tests/unit/test_context_events.py), counted under their own name."""
     result = parse({"event": name, "data": {"data": {"words": []}}})
-    assert result == OtherEvent(name) and result.metric_label == name
+    assert result == OtherEvent(name) and result.metric_label == name and result.message["event"] == name
 
 
 def test_unknown_event_counts_as_other():
