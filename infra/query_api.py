@@ -27,7 +27,8 @@ from .monitoring import HTTP_API_ACCESS_LOG_FORMAT, api_access_logs
 from .settings import InfraSettings
 
 ROUTES = ("/recordings", "/recordings/{recording_id}", "/recordings/{recording_id}/participants",
-          "/recordings/{recording_id}/frames")
+          "/recordings/{recording_id}/frames", "/recordings/{recording_id}/timeline",
+          "/recordings/{recording_id}/transcript")
 # People and scripts, not bots: a low cap bounds what a leaked key can run up.
 THROTTLE_RATE = 50
 THROTTLE_BURST = 100

@@ -5,6 +5,8 @@ GET /recordings?bot=&status=
 GET /recordings/{id}                (status and timeline, participants, slides, exports with URLs)
 GET /recordings/{id}/participants
 GET /recordings/{id}/frames?participant=&type=&since=&until=&limit=&cursor=
+GET /recordings/{id}/timeline?events=true    (speaker segments and talk time; or every participant event)
+GET /recordings/{id}/transcript?since=&until=
 
 Parameters are checked by framesink_core.read.query (ids against schema.ID_PATTERN); a bad one is
 a 400 naming it, with one log line and a QueryRejected metric; an unknown recording is a 404.
@@ -23,6 +25,7 @@ from ._runtime import logger, metrics, service, tracer
 
 app = APIGatewayHttpResolver()
 ALLOWED_FRAME_PARAMS = frozenset({"participant", "type", "since", "until", "limit", "cursor"})
+ALLOWED_TRANSCRIPT_PARAMS = frozenset({"since", "until"})
 
 
 @app.exception_handler(QueryError)
@@ -116,6 +119,49 @@ def frames(recording_id: str):
         "cursor": page.cursor,
         "url_expires_in": expiry,
     }
+
+
+def _only(params: dict, allowed: frozenset) -> None:
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise QueryError(unknown[0], f"unknown parameter; use {', '.join(sorted(allowed)) or 'none'}",
+                         reason="unknown_parameter")
+
+
+@app.get("/recordings/<recording_id>/timeline")
+@tracer.capture_method(capture_response=False)
+def timeline(recording_id: str):
+    recording_id = check_id(recording_id, "recording")
+    params = app.current_event.query_string_parameters or {}
+    _only(params, frozenset({"events"}))
+    index = service().index
+    if params.get("events") not in (None, "true", "false"):
+        raise QueryError("events", "must be true or false")
+    body: dict = {"recording_id": recording_id}
+    if params.get("events") == "true":
+        body["events"] = index.participant_events(recording_id)
+        found = body["events"]
+    else:
+        body["segments"] = found = index.speaker_timeline(recording_id)
+        body["talk_ms"] = index.talk_time(recording_id)
+    if not found and not index.has_recording(recording_id):
+        _not_found(recording_id)
+    count("QueryServed")
+    return body
+
+
+@app.get("/recordings/<recording_id>/transcript")
+@tracer.capture_method(capture_response=False)
+def transcript(recording_id: str):
+    recording_id = check_id(recording_id, "recording")
+    params = app.current_event.query_string_parameters or {}
+    _only(params, ALLOWED_TRANSCRIPT_PARAMS)
+    index = service().index
+    found = index.transcript(recording_id, since=params.get("since"), until=params.get("until"))
+    if not found and not index.has_recording(recording_id):
+        _not_found(recording_id)
+    count("QueryServed")
+    return {"recording_id": recording_id, "utterances": found}
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)

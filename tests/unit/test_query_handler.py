@@ -112,3 +112,23 @@ def test_recording_route_gives_status_participants_and_exports(stored, lambda_co
 def test_unknown_recording_route_is_404(stored, lambda_context):
     status, body = call(lambda_context, "/recordings/nope")
     assert status == 404 and "nope" in body["message"]
+
+
+def test_timeline_and_transcript_routes(stored, stack, aws, lambda_context):
+    from framesink.synthetic import participant_event_message, spoken, transcript_message
+
+    svc = Service(stack, s3=aws["s3"], dynamodb=aws["dynamodb"])
+    for message in (participant_event_message("speech_on", recording_id="rec-q", participant_id=7, relative=1),
+                    participant_event_message("speech_off", recording_id="rec-q", participant_id=7, relative=3),
+                    transcript_message(spoken("good morning", 1.0), recording_id="rec-q", participant_id=7)):
+        assert svc.ingestor.handle(message).status == "recorded"
+    status, body = call(lambda_context, "/recordings/rec-q/timeline")
+    assert status == 200 and body["talk_ms"] == {"7": 2000}
+    assert [(s["start_ms"], s["end_ms"]) for s in body["segments"]] == [(1000, 3000)]
+    events = call(lambda_context, "/recordings/rec-q/timeline", {"events": "true"})[1]["events"]
+    assert [e["event"] for e in events] == ["speech_on", "speech_off"]
+    body = call(lambda_context, "/recordings/rec-q/transcript", {"since": "0", "until": "2000"})[1]
+    assert [u["text"] for u in body["utterances"]] == ["good morning"]
+    assert call(lambda_context, "/recordings/rec-q/transcript", {"speaker": "7"})[0] == 400
+    assert call(lambda_context, "/recordings/rec-q/timeline", {"events": "maybe"})[0] == 400
+    assert call(lambda_context, "/recordings/nothing/transcript")[0] == 404
