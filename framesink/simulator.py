@@ -64,6 +64,10 @@ class SimConfig:
     webhook_url: str | None = None
     webhook_secret: str | None = None
     after_call_seconds: float = 0.0  # between bot.call_ended and bot.done (Recall: media processing)
+    # Participants also join (the first a second before the recording started: a negative
+    # time, as Recall sends it) and speak in turns of SPEECH_TURN seconds: speech_on, a final
+    # transcript utterance and speech_off per turn, on the same socket as the frames.
+    speech: bool = False
 
 
 @dataclass
@@ -100,6 +104,8 @@ class SimReport:
     seconds: float = 0.0
     streams: list = field(default_factory=list)
     webhooks: list = field(default_factory=list)  # [event, HTTP status or error] in the order sent
+    context_sent: int = 0  # participant events and transcript utterances (SimConfig.speech)
+    utterances: list = field(default_factory=list)  # [participant id, start s, text] of each one sent
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -247,6 +253,7 @@ class Bot:
         loop = asyncio.get_running_loop()
         interval = 1.0 / cfg.fps
         ticks = max(1, round(cfg.seconds * cfg.fps))
+        schedule = self._speech_schedule() if cfg.speech else []
         start = loop.time()
         for k in range(ticks):
             delay = start + k * interval - loop.time()
@@ -260,6 +267,46 @@ class Bot:
                 return
             for stream in self.streams:
                 await self._send_frame(stream, k, interval)
+            while schedule and schedule[0][0] <= k * interval:
+                await self._send_context(schedule.pop(0))
+        for item in schedule:  # the meeting's end: the last turn's utterance and speech_off
+            await self._send_context(item)
+
+    def _speech_schedule(self) -> list[tuple]:
+        """(relative s, message, utterance or None) of every join and speaking turn, in time order."""
+        from .synthetic import participant_event_message, spoken, transcript_message
+
+        people = [s for s in self.streams if s.frame_type == "webcam"]
+        out = []
+        for n, person in enumerate(people):
+            out.append((-1.0 if n == 0 else 0.0, participant_event_message(
+                "join", recording_id=self.recording_id, participant_id=person.participant_id,
+                relative=-1.0 if n == 0 else 0.0, name=person.name, bot_id=self.bot_id), None))
+        turns = int(self.config.seconds // SPEECH_TURN)
+        for turn in range(turns):
+            person = people[turn % len(people)]
+            begin, end = turn * SPEECH_TURN + 0.2, (turn + 1) * SPEECH_TURN - 0.2
+            text = SENTENCES[turn % len(SENTENCES)]
+            words = spoken(text, begin, (end - begin) / max(1, len(text.split())))
+            ids = {"recording_id": self.recording_id, "participant_id": person.participant_id, "name": person.name,
+                   "bot_id": self.bot_id}
+            out.append((begin, participant_event_message("speech_on", relative=begin, **ids), None))
+            out.append((end, transcript_message(words, **ids), (person.participant_id, begin, text)))
+            out.append((end, participant_event_message("speech_off", relative=end, **ids), None))
+        return sorted(out, key=lambda item: item[0])
+
+    async def _send_context(self, item: tuple) -> None:
+        _, message, utterance = item
+        ws = self._ws
+        if ws is None or ws.state is not State.OPEN:
+            return
+        try:
+            await ws.send(message)
+        except ConnectionClosed:
+            return
+        self.report.context_sent += 1
+        if utterance is not None:
+            self.report.utterances.append(list(utterance))
 
     async def _send_frame(self, stream: Stream, k: int, interval: float) -> None:
         r = self.report
@@ -293,6 +340,12 @@ class Bot:
         r.frames_sent += 1
         r.bytes_sent += len(message)
         r.largest_message = max(r.largest_message, len(message))
+
+
+SPEECH_TURN = 2.0  # seconds each participant speaks in turn (SimConfig.speech)
+SENTENCES = ("welcome everyone to the quarterly review", "revenue grew twelve percent this quarter",
+             "the chart shows where the growth came from", "next we look at the hiring plan",
+             "any questions before we move on", "thanks that is all for today")
 
 
 def post_webhook(url: str, body: bytes, headers: dict) -> int | str:

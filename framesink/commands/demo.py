@@ -73,7 +73,7 @@ async def _demo(args: argparse.Namespace) -> int:
             meeting = SimConfig(url=stack.state["ws_url"], participants=args.participants, seconds=args.seconds,
                                 small=True, recording_id=f"demo-{secrets.token_hex(4)}", seed=1,
                                 webhook_url=stack.state["webhook_url"], webhook_secret=stack.state["webhook_secret"],
-                                after_call_seconds=1.0)
+                                after_call_seconds=1.0, speech=True)
             out.line(f"1. A {args.seconds:g} s meeting: {args.participants} participants, 2 fps each, "
                      "small 480x360 PNG frames that fit API Gateway...")
             report = await simulate(meeting)
@@ -101,6 +101,7 @@ async def _demo(args: argparse.Namespace) -> int:
             out.line(f"   {report.frames_sent} frames sent, {total_stored} stored in S3, "
                      f"{sum(r['index_items'] for r in rows)} indexed: "
                      + ("every frame sent was stored exactly once." if ok else "MISMATCH, see above."))
+            ok = _context(out, stack, meeting.recording_id, report) and ok
 
             if args.burst_seconds > 0:
                 out.blank()
@@ -115,6 +116,23 @@ async def _demo(args: argparse.Namespace) -> int:
         out.blank()
         out.line(f"Stack stopped, nothing left running. Demo took {time.perf_counter() - started:.0f} s.")
     return 0 if ok else 1
+
+
+def _context(out: "_Printer", stack: LocalStack, recording_id: str, report) -> bool:
+    """The participant events and utterances the bot sent on the same socket, read back."""
+    index = stack.index()
+    segments, said = index.speaker_timeline(recording_id), index.transcript(recording_id)
+    talk = index.talk_time(recording_id)
+    out.blank()
+    out.line(f"   The bot also sent {report.context_sent} participant events and transcript utterances (joins, one a")
+    out.line("   second before the recording started, and speakers in turns). Who spoke when, read back:")
+    for s in segments:
+        words = next((u["text"] for u in said if u["participant_id"] == s["participant_id"]
+                      and s["start_ms"] <= u["start_ms"] < (s["end_ms"] or u["start_ms"] + 1)), "")
+        out.line(f"   {s['start_ms'] / 1000:>5.1f}-{(s['end_ms'] or 0) / 1000:>4.1f} s  {s['participant_name']:<14} \"{words}\"")
+    out.line("   talk time: " + ", ".join(f"{pid} {ms / 1000:.1f} s" for pid, ms in sorted(talk.items())))
+    out.line(f"   (framesink timeline --local --recording {recording_id}; framesink transcript ...)")
+    return len(said) == len(report.utterances) and len(segments) == len(report.utterances)
 
 
 async def _burst(out: "_Printer", stack: LocalStack, seconds: float) -> None:

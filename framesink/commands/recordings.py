@@ -64,6 +64,7 @@ def describe(where: target.Target, recording_id: str, url_expires: int = 900) ->
     firsts = [p["first_ms"] for p in parts if p.get("first_ms") is not None]
     lasts = [p["last_ms"] for p in parts if p.get("last_ms") is not None]
     found["duration_ms"] = max(lasts) - min(firsts) if firsts and lasts else 0
+    found["talk_ms"] = where.index().talk_time(recording_id)  # speech on/off (or the transcript)
     return found
 
 
@@ -82,9 +83,16 @@ def run_one(args: argparse.Namespace) -> int:
               + (f" ({printable(event['sub_code'])})" if event.get("sub_code") else ""))
     if found["participants"]:
         print()
+        talk = found["talk_ms"]
         table([(p["participant_id"], printable(p.get("participant_name") or "-"), ",".join(p.get("types") or []),
-                p["frame_count"], clock(p["first_ms"]), clock(p["last_ms"])) for p in found["participants"]],
-              ["PARTICIPANT", "NAME", "TYPES", "FRAMES", "FIRST", "LAST"], right={"FRAMES", "FIRST", "LAST"})
+                p["frame_count"], clock(p["first_ms"]), clock(p["last_ms"]),
+                f"{talk[p['participant_id']] / 1000:.1f} s" if p["participant_id"] in talk else "-")
+               for p in found["participants"]],
+              ["PARTICIPANT", "NAME", "TYPES", "FRAMES", "FIRST", "LAST", "TALK"], right={"FRAMES", "FIRST", "LAST", "TALK"})
+        if talk:
+            print(f"  speakers by talk time: " + ", ".join(f"{pid} {ms / 1000:.1f} s" for pid, ms in
+                                                           sorted(talk.items(), key=lambda kv: -kv[1]))
+                  + f" (framesink timeline --recording {found['recording_id']}{target.same_stack(args)})")
     if found["slides"]:
         print(f"\n  {len(found['slides'])} slide changes (framesink slides --recording {found['recording_id']}"
               f"{target.same_stack(args)})")

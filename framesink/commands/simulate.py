@@ -33,6 +33,8 @@ def register(subparsers) -> None:
     p.add_argument("--screenshare", action="store_true", help="the first participant also shares a 1280x720 screen")
     p.add_argument("--slides", type=_positive_int, metavar="N",
                    help="the shared screen shows a deck of N slides in order (implies --screenshare)")
+    p.add_argument("--speech", action="store_true",
+                   help="participants also join and speak in turns: speech on/off and transcript utterances")
     p.add_argument("--webhooks", action="store_true",
                    help="also send Recall's signed bot status webhooks (joining_call, in_call_recording, then "
                    "call_ended, done) to webhook_url from the state file (or --webhook-url)")
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         url=url, participants=args.participants, seconds=args.seconds, fps=args.fps,
         screenshare=args.screenshare or bool(args.slides), recording_id=args.recording_id, small=args.small,
         seed=args.seed, max_frame_bytes=args.max_frame_bytes, reconnect_delay=args.reconnect_delay,
-        max_retries=args.max_retries, slides=args.slides or 0, webhook_url=webhook_url, webhook_secret=webhook_secret,
+        max_retries=args.max_retries, slides=args.slides or 0, speech=args.speech, webhook_url=webhook_url, webhook_secret=webhook_secret,
     )
     report = asyncio.run(simulate(config))
     if args.json:

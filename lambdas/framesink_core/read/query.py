@@ -36,6 +36,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 from decimal import Decimal
 
 import boto3
@@ -357,17 +358,23 @@ class FrameIndex:
         return records
 
     def recording(self, recording_id: str) -> dict | None:
-        """Everything about a recording but its frames, in one Query: its META item (status),
-        participants, slides, exports and export job. None if nothing is known of it."""
+        """Everything about a recording but its frames and per-frame items, in two Queries: its
+        META item (status), participants, exports and export job (sort keys "A" .. "PART#~"),
+        then its slides. The per-frame and per-event items between and after them (analyzer
+        results, participant events, utterances: thousands in a long meeting) are not read.
+        None if nothing is known of it."""
         pk = schema.recording_pk(check_id(recording_id, "recording"))
-        names, values = {}, {":pk": pk, ":lo": schema.NON_FRAME_SK_LOW}
-        kwargs = {"TableName": self.table, "KeyConditionExpression": "pk = :pk AND sk >= :lo",
-                  "FilterExpression": _live(names, values), "ExpressionAttributeNames": names,
-                  "ExpressionAttributeValues": to_item(values)}
         out: dict = {"recording_id": recording_id, "meta": None, "participants": [], "slides": [], "exports": [],
                      "export_job": None}
         found = False
-        for raw in self._paginate(kwargs):
+
+        def between(low: str, high: str):
+            names, values = {}, {":pk": pk, ":lo": low, ":hi": high}
+            yield from self._paginate({"TableName": self.table, "FilterExpression": _live(names, values),
+                                       "KeyConditionExpression": "pk = :pk AND sk BETWEEN :lo AND :hi",
+                                       "ExpressionAttributeNames": names, "ExpressionAttributeValues": to_item(values)})
+
+        for raw in chain(between(schema.NON_FRAME_SK_LOW, "PART#~"), between("SLIDE#", "SLIDE#~")):
             found = True
             item = from_item(raw)
             sk = item["sk"]
