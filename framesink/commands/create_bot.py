@@ -38,7 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metadata", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="metadata Recall echoes in every event (repeatable)")
     p.add_argument("--events", nargs="+", action="extend", default=[], metavar="EVENT",
-                   help="extra realtime events besides video_separate_png.data, e.g. participant_events.join")
+                   help="what the bot sends, by group (video, participants, transcript, audio; comma-separated or "
+                   "repeated) or event name (e.g. participant_events.join). Default: video,participants,transcript "
+                   "(what the stack stores; transcript turns on Recall's realtime transcription, billed per hour)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     target.add_arguments(p, storage=False)
     p.add_argument("--recall-base-url", help="with --local: any Recall-compatible server "
@@ -64,7 +66,7 @@ def request_body(args: argparse.Namespace) -> dict:
             pairs[key] = value
         body["metadata"] = pairs
     if args.events:
-        body["events"] = list(args.events)
+        body["events"] = [name.strip() for item in args.events for name in item.split(",") if name.strip()]
     return body
 
 

@@ -39,6 +39,22 @@ REGIONS = {
 VIDEO_LAYOUT = "gallery_view_v2"  # Recall requires it for video_separate_png
 ENDPOINT_FORMS = ("flat", "nested")  # nested = the older {"type", "config": {url, events}}
 ALLOWED_EVENTS = KNOWN_EVENTS
+PARTICIPANT_EVENTS = tuple(sorted(e for e in KNOWN_EVENTS if e.startswith("participant_events.")))
+# What to ask Recall for, by name (create-bot --events video,participants,...): each group's
+# events, and the recording_config each needs (create_bot_body).
+EVENT_GROUPS: dict[str, tuple[str, ...]] = {
+    "video": (FRAME_EVENT,),
+    "participants": PARTICIPANT_EVENTS,  # recorded for every bot: no recording_config needed
+    "transcript": ("transcript.data",),  # needs recording_config.transcript (Recall's streaming provider)
+    "audio": ("audio_separate_raw.data",),  # needs recording_config.audio_separate_raw; not stored yet
+}
+# What this stack stores, so what a bot sends by default: frames, participant events and final
+# utterances (ingest/context_events.py). Recall bills its transcription per hour (README).
+DEFAULT_EVENTS: tuple[str, ...] = (*EVENT_GROUPS["video"], *EVENT_GROUPS["participants"],
+                                   *EVENT_GROUPS["transcript"])
+# Recall's realtime transcription: low latency (1-3 s, English) rather than the default
+# accuracy mode, whose realtime events come 3-10 minutes late (Recall's transcription guide).
+TRANSCRIPT_PROVIDER = {"recallai_streaming": {"mode": "prioritize_low_latency"}}
 
 RETRY_STATUSES = frozenset({409, 429, 502, 503, 504, 507})
 DEFAULT_WAIT_507 = 30.0  # Recall: "no bot free right now, retry after 30 s"
@@ -137,7 +153,7 @@ class BotRequest:
     bot_name: str | None = None
     join_at: datetime | None = None
     metadata: dict[str, str] = field(default_factory=dict)
-    events: tuple[str, ...] = (FRAME_EVENT,)
+    events: tuple[str, ...] = DEFAULT_EVENTS
 
     # Written out rather than with pydantic: five fields, and pydantic would dominate the
     # Lambda asset and its cold start (the same trade-off as events.py).
@@ -225,16 +241,21 @@ def _metadata(value: object) -> dict[str, str]:
 
 
 def _events(value: object) -> tuple[str, ...]:
+    """Event names and group names (EVENT_GROUPS), frames always first; None: DEFAULT_EVENTS."""
     if value is None:
-        return (FRAME_EVENT,)
+        return DEFAULT_EVENTS
     if isinstance(value, str) or not isinstance(value, Iterable):
-        raise InvalidBotRequest("events", "must be a list of event names")
+        raise InvalidBotRequest("events", "must be a list of event names (or groups)")
     events = [FRAME_EVENT]
     for name in list(value)[:100]:
-        if not isinstance(name, str) or name not in ALLOWED_EVENTS:
-            raise InvalidBotRequest("events", f"{str(name)[:64]!r} is not one of {', '.join(sorted(ALLOWED_EVENTS))}")
-        if name not in events:
-            events.append(name)
+        if isinstance(name, str) and name in EVENT_GROUPS:
+            names = EVENT_GROUPS[name]
+        elif isinstance(name, str) and name in ALLOWED_EVENTS:
+            names = (name,)
+        else:
+            raise InvalidBotRequest("events", f"{str(name)[:64]!r} is not one of the groups {', '.join(EVENT_GROUPS)} "
+                                    f"or the events {', '.join(sorted(ALLOWED_EVENTS))}")
+        events += [n for n in names if n not in events]
     return tuple(events)
 
 
@@ -282,6 +303,12 @@ def create_bot_body(request: BotRequest, endpoint_url: str, endpoint_form: str =
         "video_separate_png": {},
         "realtime_endpoints": [endpoint],
     }
+    # What the requested events need Recall to produce (docs/recall-events.md, "Create Bot").
+    if any(e.startswith("transcript.") for e in request.events):
+        body["recording_config"]["transcript"] = {"provider": TRANSCRIPT_PROVIDER}
+    for kind in ("audio_separate_raw", "audio_mixed_raw"):
+        if f"{kind}.data" in request.events:
+            body["recording_config"][kind] = {}
     return body
 
 
