@@ -528,6 +528,36 @@ def export_per_participant_hour(prices: dict | None = None, fps: float = 2.0) ->
     return out
 
 
+def context_per_participant_hour(prices: dict | None = None, speaking_share: float = 0.25,
+                                 utterance_seconds: float = 8.0) -> dict:
+    """USD per participant-hour for the meeting's context (ingest/context_events.py): the
+    participant's utterances (speaking ``speaking_share`` of the hour, in utterances of
+    ``utterance_seconds``), a speech_on and speech_off around each, a join and a leave; each one
+    item, sized here from the real items the core builds."""
+    from framesink.synthetic import participant_event_message, spoken, transcript_message
+    from framesink_core.ingest.context_events import parse_context
+    from framesink_core.shared.items import to_item
+
+    p = {**PRICES, **(prices or {})}
+    words = int(utterance_seconds / 0.35)  # ~170 words a minute
+    text = " ".join(["meeting"] * words)
+
+    def item(message: str) -> dict:
+        body = json.loads(message)
+        return to_item(parse_context(body, body["event"]).item(expires_at=2_000_000_000))
+
+    event_item = item(participant_event_message("speech_on", recording_id="r" * 36, participant_id=100, relative=1.0))
+    utterance_item = item(transcript_message(spoken(text, 1.0, 0.35), recording_id="r" * 36, participant_id=100))
+    utterances = 3600 * speaking_share / utterance_seconds
+    events = 2 * utterances + 2
+    wru = events * write_units(item_bytes(event_item)) + utterances * write_units(item_bytes(utterance_item))
+    stored_gb = (events * item_bytes(event_item) + utterances * item_bytes(utterance_item)) / 1e9
+    lines = {"DynamoDB writes": wru * p["dynamodb_wru_per_million"] / 1e6,
+             "DynamoDB storage (1 month)": stored_gb * p["dynamodb_gb_month"]}
+    return {"lines": lines, "total": sum(lines.values()), "items": round(events + utterances), "write_units": wru,
+            "event_item_bytes": item_bytes(event_item), "utterance_item_bytes": item_bytes(utterance_item)}
+
+
 def table(estimates: list[dict]) -> str:
     """A Markdown table: one column per (ingress, profile), one row per line item."""
     columns = [e for e in estimates if e["fits"]]
@@ -609,6 +639,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nexport of one {name} stream per hour: ${export['total']:.4f} ("
               + ", ".join(f"{k} ${v:.4f}" for k, v in export["lines"].items())
               + f"; ~{export['lambda_seconds']:.0f} s of the export Lambda)")
+    context = context_per_participant_hour()
+    print(f"\nparticipant events and transcript of one participant per hour (speaking a quarter of it): "
+          f"${context['total']:.5f} ({context['items']} items, {context['write_units']:.0f} write units; "
+          f"event item {context['event_item_bytes']} B, utterance item {context['utterance_item_bytes']} B)")
     for prof in details["profiles"]:
         print(f"\n{prof['name']}: PNG {prof['png_bytes'] / 1024:.0f} KB, message {prof['message_bytes'] / 1024:.0f} KB, "
               f"index item {prof['index_item_bytes']} B, Lambda handler CPU {prof['lambda_handler_cpu_ms']:.2f} ms, "
