@@ -28,6 +28,9 @@ def register(sub) -> None:
     p.add_argument("--novel", action="store_true",
                    help="only frames the novelty function flagged novel (a stream's first, a change, or one per "
                    "heartbeat on a static stream); frames not scored yet are left out")
+    p.add_argument("--speaking", action="store_true",
+                   help="with --participant: only the frames taken while that participant was speaking "
+                   "(speech on/off, or the transcript; framesink timeline)")
     p.add_argument("--json", action="store_true", help="one JSON object per line (novel and change_score are "
                    "null until the frame is scored)")
     target.add_arguments(p)
@@ -37,10 +40,14 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from framesink_core.read.query import NOVELTY_FIELDS
 
+    if args.speaking and (not args.participant or args.novel or args.since or args.until):
+        raise CliError("--speaking takes --participant (and --type), not --novel, --since or --until")
     index = target.resolve(args, need=("table",)).index()
     try:
-        frames = index.iter_frames(args.recording, participant_id=args.participant, frame_type=args.type,
-                                   since=args.since, until=args.until, novel=args.novel)
+        frames = (index.frames_while_speaking(args.recording, args.participant, frame_type=args.type)
+                  if args.speaking else
+                  index.iter_frames(args.recording, participant_id=args.participant, frame_type=args.type,
+                                    since=args.since, until=args.until, novel=args.novel))
         if args.json:
             count = json_lines({k: f[k] for k in JSON_FIELDS + NOVELTY_FIELDS} for f in frames)
         else:
@@ -56,8 +63,9 @@ def run(args: argparse.Namespace) -> int:
     except BrokenPipeError:
         quiet_broken_pipe()
         return 0
-    if count == 0 and not args.novel and not index.has_recording(args.recording):
+    if count == 0 and not (args.novel or args.speaking) and not index.has_recording(args.recording):
         raise CliError(f"recording {args.recording} has no indexed frames (reindex it if its objects are in S3)")
     if not args.json:
-        print(f"{count}{' novel' if args.novel else ''} frame{'s' if count != 1 else ''}")
+        print(f"{count}{' novel' if args.novel else ''} frame{'s' if count != 1 else ''}"
+              + (" while speaking" if args.speaking else ""))
     return 0

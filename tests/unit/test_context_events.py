@@ -176,3 +176,23 @@ def test_the_cli_prints_timeline_and_transcript(svc, stack, capsys, monkeypatch)
     assert main(["timeline", "--recording", "rec-cli", "--events", "--json"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 8  # 2 joins, 3 speech_on, 2 speech_off, a chat
     assert main(["transcript", "--recording", "nothing-here"]) == 1
+
+
+def test_a_participants_frames_while_speaking(svc, index, stack, capsys, monkeypatch):
+    from framesink.cli import main
+    from framesink.synthetic import frame_message, make_png
+
+    meeting(svc, "rec-speak")  # Ada (1) speaks 1.0-2.5 s and from 6.0 s on
+    for k in range(16):  # a frame of Ada every 0.5 s, 0-7.5 s
+        assert svc.ingestor.handle(frame_message(make_png(16, 12, seed=k, detailed=False), recording_id="rec-speak",
+                                                 participant_id=1, relative=k / 2)).stored
+    shown = [f["relative_ms"] for f in index.frames_while_speaking("rec-speak", "1")]
+    assert shown == [1000, 1500, 2000, 6000, 6500, 7000, 7500]
+    # Ada's frames while Grace (2) spoke, 3.0-5.0 s: how she reacted
+    assert [f["relative_ms"] for f in index.frames_while_speaking("rec-speak", "1", speaker="2")] == [
+        3000, 3500, 4000, 4500]
+    monkeypatch.setenv("FRAMESINK_TABLE", stack.table)
+    monkeypatch.setenv("FRAMESINK_BUCKET", stack.bucket)
+    assert main(["frames", "--recording", "rec-speak", "--participant", "1", "--speaking"]) == 0
+    assert "7 frames while speaking" in capsys.readouterr().out
+    assert main(["frames", "--recording", "rec-speak", "--speaking"]) == 1

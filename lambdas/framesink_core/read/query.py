@@ -470,6 +470,24 @@ class FrameIndex:
         return [s for s in self.speaker_timeline(recording_id)
                 if s["start_ms"] <= relative_ms and (s["end_ms"] is None or relative_ms < s["end_ms"])]
 
+    def frames_while_speaking(self, recording_id: str, participant_id: str, *, frame_type: str | None = None,
+                              speaker: str | None = None) -> Iterator[dict]:
+        """The participant's frames taken while ``speaker`` (default: the participant) was
+        speaking: the speaker timeline (one Query), then the participant's frames (the GSI,
+        one Query paged) from the first segment's start to the last one's end, kept when inside
+        a segment."""
+        speaker = speaker or participant_id
+        segments = [s for s in self.speaker_timeline(recording_id) if s["participant_id"] == speaker]
+        if not segments:
+            return
+        last = max((s["end_ms"] for s in segments if s["end_ms"] is not None), default=None)
+        until = None if any(s["end_ms"] is None for s in segments) or last is None else max(0, last)
+        for frame in self.iter_frames(recording_id, participant_id=participant_id, frame_type=frame_type,
+                                      since=max(0, segments[0]["start_ms"]), until=until):
+            ms = frame["relative_ms"]
+            if any(s["start_ms"] <= ms and (s["end_ms"] is None or ms < s["end_ms"]) for s in segments):
+                yield frame
+
     def talk_time(self, recording_id: str) -> dict[str, int]:
         """participant id -> ms spoken (closed segments of the speaker timeline)."""
         out: dict[str, int] = {}
