@@ -130,8 +130,9 @@ class Workload:
     totals_flush_seconds: float = 5.0  # participant totals: one write per participant this often
     # The default deployment's standing parts (a test keeps these equal to the synthesized
     # template: tests/infra/test_infra.py).
-    alarms: int = 37  # 31 + the canary's own alarm and its function's error and throttle alarms,
+    alarms: int = 38  # 31 + the canary's own alarm and its function's error and throttle alarms,
     # + the novelty function's error and throttle alarms and its dead-letter queue's
+    # + RealtimeEndpointFailed (Recall's realtime_endpoint.failed webhook)
     novelty: bool = True  # the novelty function on every frame event (cdk.json novelty)
     novelty_memory_mb: int = 1024
     dashboards: int = 1

@@ -236,6 +236,12 @@ class Monitoring(Construct):
                 self._alarm(f"WebSocket{name}", cloudwatch.Metric(
                     namespace="AWS/ApiGateway", metric_name=name, dimensions_map=dims, statistic="Sum", period=PERIOD),
                     1, f"WebSocket API {name}: {why}.")
+        # Recall's realtime_endpoint.failed webhook (meeting/meetings.py): Recall gave up
+        # reconnecting and sends nothing more, while the bot may still be in the call.
+        self._alarm("RealtimeEndpointFailed", metric("EndpointFailed", period=PERIOD), 1,
+                    "Recall reported a realtime endpoint failed (webhook realtime_endpoint.failed): after 30 failed "
+                    "reconnects it stopped sending frames for that recording; the bot may still be in the call. See "
+                    "the webhook function's 'realtime endpoint failed' log line, then the ingress (doctor).")
         if watch.target_group is not None and watch.load_balancer is not None:
             # SpoolDepth: the receiver's gauge (every minute) of frames waiting on its disk.
             spool_alarm = self._alarm("SpoolHoldingFrames", metric(

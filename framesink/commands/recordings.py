@@ -77,6 +77,10 @@ def run_one(args: argparse.Namespace) -> int:
     print(f"recording {found['recording_id']}  bot {meta.get('bot_id') or '-'}  status {meta.get('status') or '-'}"
           f"  first seen {_when(meta.get('first_seen'))}")
     print(f"  {len(found['participants'])} participants, {found['frames']} frames, {clock(found['duration_ms'])} long")
+    if meta.get("endpoint_status"):
+        print(f"  realtime endpoint: {meta['endpoint_status']} at {printable(str(meta.get('endpoint_status_at')))}"
+              + (" (Recall stopped sending: frames after this are missing)" if meta["endpoint_status"] == "failed"
+                 else ""))
     for event in (found["bot"] or {}).get("timeline", []):
         # text from the webhook body (signed by Recall, still escaped like every free text)
         print(f"  {printable(event.get('at') or _when(event.get('received_at')))}  {event['status']}"

@@ -44,7 +44,8 @@ def handler(event: dict, context):
         count_with_dimension("WebhookRejected", "reason", exc.reason)
         return _answer(exc.status, {"error": exc.reason, "detail": exc.detail})
     if result["result"] == "recorded":
-        count_with_dimension("BotStatus", "status", result["status"] if result["status"] in KNOWN else "other")
+        count_with_dimension("BotStatus", "status", result["status"] if result["status"] in KNOWN
+                             else "endpoint" if result.get("endpoint") else "other")
         logger.info("bot status", extra={k: result[k] for k in ("bot_id", "status", "recordings")})
     elif result["result"] == "ignored":
         count_with_dimension("WebhookIgnored", "event", "other")

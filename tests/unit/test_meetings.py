@@ -292,3 +292,36 @@ def test_done_takes_over_a_job_waiting_out_call_ended(meeting, aws, lambda_conte
     [message] = export_messages(meeting)  # no delay: done means all media is ready
     assert message["trigger"] == "bot.done"
     assert svc.exports.plan(message["recording_id"]).startswith("planned 1 streams")
+
+
+def endpoint_body(code: str, recording_id: str | None, bot: str = BOT) -> bytes:
+    """A realtime_endpoint.* status webhook (docs/meetings.md: its shape)."""
+    return json.dumps({"event": f"realtime_endpoint.{code}", "data": {
+        "data": {"code": code, "sub_code": "connection_failed" if code == "failed" else None,
+                 "updated_at": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())},
+        "realtime_endpoint": {"id": "ep-1", "metadata": {}},
+        "recording": {"id": recording_id, "metadata": {}} if recording_id else None,
+        "bot": {"id": bot, "metadata": {}}}}).encode()
+
+
+def test_realtime_endpoint_status_is_recorded_and_failed_alarms(meeting, aws, lambda_context, caplog_json):
+    """Verified like bot.*; on the bot's timeline and its recording, never the bot's status;
+    failed: one error line and the EndpointFailed metric the RealtimeEndpointFailed alarm reads."""
+    stream(aws, meeting["settings"], "rec-ep")
+    assert deliver(lambda_context, status_body("in_call_recording"))[0] == 200
+    assert deliver(lambda_context, endpoint_body("running", "rec-ep")) == (200, {"result": "recorded"})
+    assert deliver(lambda_context, endpoint_body("failed", None)) == (200, {"result": "recorded"})  # the bot's
+    bot = items(aws, meeting["settings"], f"BOT#{BOT}")
+    assert next(i for i in bot if i["sk"] == "META")["status"] == "in_call_recording"
+    assert sorted(i["event"] for i in bot if i["sk"].startswith("EVENT#")) == [
+        "bot.in_call_recording", "realtime_endpoint.failed", "realtime_endpoint.running"]
+    meta = next(i for i in items(aws, meeting["settings"], "REC#rec-ep") if i["sk"] == "META")
+    assert (meta["status"], meta["endpoint_status"], meta["endpoint_sub_code"]) == (
+        "in_call_recording", "failed", "connection_failed")
+    lines = caplog_json()
+    assert any(line.get("message") == "realtime endpoint failed" and line.get("reason") == "endpoint_failed"
+               for line in lines)
+    assert any(line.get("EndpointFailed") == [1.0] for line in lines)
+    assert export_messages(meeting) == []  # an endpoint's end starts no export
+    # a forged one changes nothing
+    assert deliver(lambda_context, endpoint_body("done", "rec-ep"), secret=OTHER)[0] == 401

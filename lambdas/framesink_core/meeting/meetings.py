@@ -31,6 +31,7 @@ from framesink_core.ingest.status import set_status
 from framesink_core.shared import schema
 from framesink_core.shared.items import from_item, to_item
 from framesink_core.shared.objects import error_code
+from framesink_core.shared.observability import count, logger
 
 # Recall's bot statuses in the order a call goes through them (v1.11 event names are
 # "bot.<code>"; the legacy "bot.status_change" carries data.status.code).
@@ -59,6 +60,7 @@ class StatusEvent:
     code: str  # the status (done, call_ended, ...)
     sub_code: str | None
     updated_at: str | None  # Recall's time of the change (ISO 8601), when it says
+    recording_id: str | None = None  # realtime_endpoint.* events name their recording
 
     def precedence(self, now: float) -> str:
         """A sortable key: terminal first, then the time of the change, then the stage.
@@ -116,6 +118,10 @@ def parse_status_event(body: bytes, message_id: str) -> StatusEvent | str:
         inner = data.get("data") if isinstance(data.get("data"), dict) else {}
         code = _text(inner.get("code")) or name[4:]
         sub_code, updated_at = _text(inner.get("sub_code")), _text(inner.get("updated_at"), 40)
+    elif name in ENDPOINT_EVENTS:
+        inner = data.get("data") if isinstance(data.get("data"), dict) else {}
+        code = name.removeprefix("realtime_endpoint.")
+        sub_code, updated_at = _text(inner.get("sub_code")), _text(inner.get("updated_at"), 40)
     else:
         return name
     bot = data.get("bot") if isinstance(data.get("bot"), dict) else {}
@@ -124,7 +130,17 @@ def parse_status_event(body: bytes, message_id: str) -> StatusEvent | str:
         raise WebhookError(400, "bad_bot_id", "the event names no valid bot id (data.bot.id or data.bot_id)")
     if not code or not schema.ID_PATTERN.fullmatch(code):
         raise WebhookError(400, "bad_status", "the event carries no status code")
-    return StatusEvent(message_id, name, bot_id, code, sub_code, updated_at)
+    recording = data.get("recording") if isinstance(data.get("recording"), dict) else {}
+    recording_id = recording.get("id") if isinstance(recording.get("id"), str) else None
+    if recording_id is not None and not schema.ID_PATTERN.fullmatch(recording_id):
+        raise WebhookError(400, "bad_recording_id", "data.recording.id is not a valid id")
+    return StatusEvent(message_id, name, bot_id, code, sub_code, updated_at, recording_id)
+
+
+# Recall's realtime endpoint status (docs/meetings.md): ``failed`` comes after 30 reconnects
+# failed, 3 s apart; from then on Recall sends nothing more while the bot may still be in the
+# call. Recorded on the bot's timeline and the recording, never as the bot's status.
+ENDPOINT_EVENTS = frozenset({"realtime_endpoint.running", "realtime_endpoint.done", "realtime_endpoint.failed"})
 
 
 class Meetings:
@@ -177,7 +193,8 @@ class Meetings:
             if isinstance(event, str):
                 return {"result": "ignored", "event": event}
             recordings = self.record(event, now)
-            return {"result": "recorded", "bot_id": event.bot_id, "status": event.code, "recordings": recordings}
+            return {"result": "recorded", "bot_id": event.bot_id, "status": event.code, "recordings": recordings,
+                    "endpoint": event.event in ENDPOINT_EVENTS}
         except Exception:
             self.once.release("webhook", message_id)  # Svix retries it: process it then
             raise
@@ -194,6 +211,8 @@ class Meetings:
             "kind": "bot_event", "bot_id": event.bot_id, "event": event.event, "status": event.code,
             "sub_code": event.sub_code, "at": event.updated_at, "received_at": received, schema.TTL_ATTRIBUTE: expires,
         }))
+        if event.event in ENDPOINT_EVENTS:
+            return self._endpoint(event, received_iso)
         status = {"status": event.code, "status_at": event.updated_at or received_iso, "sub_code": event.sub_code,
                   "status_key": event.precedence(now)}
         self._set_status({"pk": schema.bot_pk(event.bot_id), "sk": schema.META_SK},
@@ -215,6 +234,31 @@ class Meetings:
                 if claim_export(self.dynamodb, self.table, recording_id, "bot.call_ended", now,
                                 quiet_until=int(now) + self.quiet_seconds) == "pending":
                     self.queue_export(recording_id, "bot.call_ended", self.quiet_seconds)
+        return recordings
+
+    def _endpoint(self, event: StatusEvent, received_iso: str) -> list[str]:
+        """A realtime endpoint's status on its recording (or the bot's recordings): the META
+        item's endpoint_status, and for ``failed`` one error line and the EndpointFailed
+        metric, which alarms (infra/monitoring.py): frames stop while the bot may be in the call."""
+        recordings = [event.recording_id] if event.recording_id else self._recordings_of(event.bot_id)
+        at = event.updated_at or received_iso
+        values = {":s": event.code, ":at": at}
+        update = "SET endpoint_status = :s, endpoint_status_at = :at"
+        if event.sub_code:
+            values[":sub"] = event.sub_code
+            update += ", endpoint_sub_code = :sub"
+        else:
+            update += " REMOVE endpoint_sub_code"
+        for recording_id in recordings:
+            self.dynamodb.update_item(
+                TableName=self.table, Key=to_item({"pk": schema.recording_pk(recording_id), "sk": schema.META_SK}),
+                UpdateExpression=update, ExpressionAttributeValues=to_item(values))
+        if event.code == "failed":
+            logger.error("realtime endpoint failed", extra={
+                "reason": "endpoint_failed", "bot_id": event.bot_id, "recordings": recordings,
+                "sub_code": event.sub_code, "detail": "Recall stopped sending to framesink after its reconnects "
+                "failed; the bot may still be in the call (a gap in the frames from here)"})
+            count("EndpointFailed")
         return recordings
 
     def _set_status(self, key: dict, values: dict) -> None:

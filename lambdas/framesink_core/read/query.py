@@ -83,7 +83,8 @@ PARTICIPANT_FIELDS = (
     "bot_id",
     "types",
 )
-RECORDING_FIELDS = ("recording_id", "bot_id", "first_seen", "status", "status_at", "sub_code")
+RECORDING_FIELDS = ("recording_id", "bot_id", "first_seen", "status", "status_at", "sub_code", "endpoint_status",
+                    "endpoint_status_at", "endpoint_sub_code")
 SLIDE_FIELDS = ("recording_id", "participant_id", "relative_ms", "s3_key", "distance", "repeat_of_ms")
 PARTICIPANT_EVENT_FIELDS = ("event", "participant_id", "participant_name", "relative_ms", "absolute", "text")
 UTTERANCE_FIELDS = ("participant_id", "participant_name", "start_ms", "end_ms", "text", "words")
