@@ -19,7 +19,7 @@ from framesink_core.read.query import QueryError
 
 # Module names under framesink.commands; each defines register(subparsers).
 COMMANDS: list[str] = ["local", "simulate", "demo", "create_bot", "revoke_bot", "frames", "participants", "export", "export_job",
-                       "watch", "analyze", "results", "live", "context", "slides", "recordings", "delete", "reindex", "receive", "doctor", "env"]
+                       "watch", "analyze", "results", "live", "context", "notes", "slides", "recordings", "delete", "reindex", "receive", "doctor", "env"]
 
 
 def version() -> str:

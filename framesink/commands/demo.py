@@ -175,7 +175,7 @@ async def _live_feed(out: "_Printer", stack: LocalStack, slides: int, tmp: Path)
     # The deck's frames first (a few seconds of PNG work): `watch --idle-exit` counts from its
     # own start, so a watch started before them could give up before the first frame.
     config = SimConfig(url=direct_url, participants=1, seconds=seconds, small=True, slides=slides,
-                       recording_id=recording_id, seed=3)
+                       recording_id=recording_id, seed=3, speech=True)
     bot = Bot(config, await asyncio.to_thread(build_streams, config))
     watch = subprocess.Popen(
         [sys.executable, "-m", "framesink", "watch", "--local", "--state-file", str(stack.config.state_file),
@@ -199,7 +199,16 @@ async def _live_feed(out: "_Printer", stack: LocalStack, slides: int, tmp: Path)
     shared_novel = list(stack.index().iter_frames(recording_id, frame_type="screenshare", novel=True))
     out.line(f"   novelty: {len(shared_novel)} of {shared} shared-screen frames novel (a stream's first, a change, or one")
     out.line(f"   per 10 s heartbeat): framesink frames --local --novel --recording {recording_id}")
-    return len(found) == slides and len(seen) == report.frames_sent and len(shared_novel) == slides
+    from framesink_core.read.notes import build_notes
+
+    notes = build_notes(stack.index(), recording_id)
+    out.line("   slide notes (framesink notes --local --recording ... --out DIR writes them as Markdown + PNGs):")
+    for note in notes:
+        said = "; ".join(f"\"{u['text']}\"" for u in note.said) or "(nothing said)"
+        out.line(f"     slide {note.number} at {note.start_ms / 1000:.1f} s: {said}")
+    ok = all(note.said for note in notes) and len(notes) == slides
+    seen_events = [f for f in seen]
+    return (len(found) == slides and len(seen_events) == report.frames_sent and len(shared_novel) == slides and ok)
 
 
 async def _meeting_end(out: "_Printer", stack: LocalStack, recording_id: str, report, tmp: Path) -> bool:

@@ -1,0 +1,52 @@
+"""Slide notes for a simulated meeting (framesink_core/read/notes.py, `framesink notes`) over the
+local stack: the bot shares a 3-slide deck (a slide every 2 s) while its participants speak in
+2 s turns, so each slide has exactly one known utterance and speaker; the notes say so, the
+slide PNGs are the stored frames, and meeting text cannot inject Markdown."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from framesink.local import LocalConfig, background_stack
+from framesink.simulator import SENTENCES, SimConfig, simulate
+from framesink_core.read.notes import _escape, build_notes
+
+pytestmark = pytest.mark.slow
+
+GUARD = 180
+
+
+def test_notes_put_each_utterance_under_the_slide_it_was_said_over(tmp_path):
+    config = LocalConfig.isolated("notes", ingress="direct", state_file=tmp_path / "local.json")
+    with background_stack(config, timeout=GUARD) as stack:
+        sim = SimConfig(url=stack.state["ws_url"], participants=3, seconds=6.0, small=True, slides=3, speech=True,
+                        recording_id="notes-rec", seed=4)
+        report = stack.run(simulate(sim), GUARD)
+        stack.run(stack.wait_idle(analyzer=True), GUARD)
+        assert [u[2] for u in report.utterances] == list(SENTENCES[:3])
+        notes = build_notes(stack.index(), "notes-rec")
+        out = tmp_path / "notes"
+        cli = subprocess.run([sys.executable, "-m", "framesink", "notes", "--recording", "notes-rec", "--out",
+                              str(out), "--local", "--state-file", str(config.state_file)],
+                             capture_output=True, text=True, timeout=GUARD)
+        s3_bytes = [stack.client("s3").get_object(Bucket=config.bucket, Key=n.s3_key)["Body"].read() for n in notes]
+    assert cli.returncode == 0, cli.stderr
+    assert [n.number for n in notes] == [1, 2, 3]
+    assert [[s["text"] for s in n.said] for n in notes] == [[SENTENCES[0]], [SENTENCES[1]], [SENTENCES[2]]]
+    # the speaker over each slide: the simulator's turns go 100, 200, 300
+    assert [n.speakers[0]["participant_id"] for n in notes] == ["100", "200", "300"]
+    assert all(1000 <= n.speakers[0]["ms"] <= 2000 for n in notes)
+    text = (out / "notes.md").read_text()
+    for n, sentence in enumerate(SENTENCES[:3], start=1):
+        assert f"## Slide {n}:" in text and f"![Slide {n}](slide-{n:02d}.png)" in text and sentence in text
+    assert [(out / f"slide-{n:02d}.png").read_bytes() for n in (1, 2, 3)] == s3_bytes
+    assert [s["number"] for s in json.loads((out / "notes.json").read_text())["slides"]] == [1, 2, 3]
+
+
+def test_meeting_text_cannot_inject_markdown_or_html():
+    assert _escape("<script>alert(1)</script> [x](javascript:y) **b**\nnext") == (
+        "\\<script\\>alert\\(1\\)\\</script\\> \\[x\\]\\(javascript:y\\) \\*\\*b\\*\\* next")
