@@ -304,6 +304,16 @@ def test_one_bot_token_holds_at_most_max_connections_per_token(aws, stack, caplo
         "too_many_connections"]
 
 
+async def send_all_then_stop(service, messages: list) -> dict:
+    """One connection sends every message; the receiver stops once it handled them all."""
+    receiver = await started(service)
+    async with connect(url(receiver)) as ws:
+        for message in messages:
+            await ws.send(message)
+    await wait_until(lambda: receiver.stats.received == len(messages) and receiver.stats.held == 0, "handled")
+    return await receiver.stop()
+
+
 def test_bad_messages_are_rejected_and_the_connection_stays_open(aws, stack, small_png, caplog_json):
     service = service_for(aws, stack)
     rec = rec_id()
@@ -316,15 +326,7 @@ def test_bad_messages_are_rejected_and_the_connection_stays_open(aws, stack, sma
         frame_message(small_png, recording_id=rec, participant_id=1, relative=1.0),
     ]
 
-    async def scenario():
-        receiver = await started(service)
-        async with connect(url(receiver)) as ws:
-            for message in messages:
-                await ws.send(message)
-        await wait_until(lambda: receiver.stats.received == len(messages) and receiver.stats.held == 0, "handled")
-        return await receiver.stop()
-
-    summary = run(scenario())
+    summary = run(send_all_then_stop(service, messages))
     assert summary["outcomes"] == {"rejected": 4, "ignored": 1, "stored": 1}
     assert summary["closes"] == {"1000": 1}  # the client closed; the receiver never did
     reasons = sorted(line["reason"] for line in caplog_json() if line.get("message") == "message rejected")
@@ -674,15 +676,7 @@ def test_participant_events_and_utterances_go_through_the_receivers_batched_writ
                 for k in range(30)]
     messages.append(transcript_message(spoken("all of this is stored", 2.0), recording_id=rec, participant_id=1))
 
-    async def scenario():
-        receiver = await started(service)
-        async with connect(url(receiver)) as ws:
-            for message in messages:
-                await ws.send(message)
-        await wait_until(lambda: receiver.stats.received == len(messages) and receiver.stats.held == 0, "handled")
-        return await receiver.stop()
-
-    summary = run(scenario())
+    summary = run(send_all_then_stop(service, messages))
     assert summary["outcomes"] == {"recorded": 31}
     index = FrameIndex(stack.table, aws["dynamodb"])
     assert len(index.participant_events(rec)) == 30
