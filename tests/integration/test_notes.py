@@ -50,3 +50,21 @@ def test_notes_put_each_utterance_under_the_slide_it_was_said_over(tmp_path):
 def test_meeting_text_cannot_inject_markdown_or_html():
     assert _escape("<script>alert(1)</script> [x](javascript:y) **b**\nnext") == (
         "\\<script\\>alert\\(1\\)\\</script\\> \\[x\\]\\(javascript:y\\) \\*\\*b\\*\\* next")
+
+
+def test_the_export_job_writes_the_notes_beside_the_mp4s(tmp_path):
+    config = LocalConfig.isolated("notes-export", ingress="direct", state_file=tmp_path / "local.json",
+                                  export_quiet_seconds=2)
+    with background_stack(config, timeout=GUARD) as stack:
+        sim = SimConfig(url=stack.state["ws_url"], participants=2, seconds=4.0, small=True, slides=2, speech=True,
+                        recording_id="notes-export", seed=5, webhook_url=stack.state["webhook_url"],
+                        webhook_secret=stack.state["webhook_secret"])
+        stack.run(simulate(sim), GUARD)
+        stack.run(stack.wait_idle(analyzer=True, exports=True), GUARD)
+        s3 = stack.client("s3")
+        listed = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=config.bucket,
+                                                             Prefix="exports/notes-export/").get("Contents", []))
+        notes = s3.get_object(Bucket=config.bucket, Key="exports/notes-export/notes/notes.md")["Body"].read().decode()
+    assert "exports/notes-export/notes/slide-01.png" in listed and "exports/notes-export/notes/notes.json" in listed
+    assert any(key.endswith("webcam.mp4") for key in listed)
+    assert SENTENCES[0] in notes and SENTENCES[1] in notes and "## Slide 2" in notes

@@ -31,6 +31,7 @@ from botocore.exceptions import ClientError
 
 from framesink_core.ingest.tombstones import is_deleted
 from framesink_core.read.contact_sheet import MAX_FRAMES, SheetEntry, make_contact_sheet, sample_evenly
+from framesink_core.read.notes import write_notes
 from framesink_core.read.query import FrameIndex
 from framesink_core.read.video import DEFAULT_GAP_MS, VideoStats, VideoWriter
 from framesink_core.shared import schema
@@ -169,6 +170,7 @@ class ExportJobs:
         self.send = send
         self.quiet_seconds = quiet_seconds
         self.gap_fill = gap_fill
+        self._notes_written: dict[str, list[str]] = {}  # recording -> the notes' keys, for _undo
 
     def handle(self, message: dict) -> str:
         if message.get("kind") == "stream":
@@ -272,7 +274,8 @@ class ExportJobs:
         return outcome
 
     def _undo(self, recording_id: str, participant_id: str, frame_type: str) -> None:
-        for key in (video_key(recording_id, participant_id, frame_type), sheet_key(recording_id, participant_id, frame_type)):
+        for key in (video_key(recording_id, participant_id, frame_type), sheet_key(recording_id, participant_id, frame_type),
+                    *self._notes_written.pop(recording_id, ())):
             self.s3.delete_object(Bucket=self.bucket, Key=key)
         pk = schema.recording_pk(recording_id)
         for sk in (schema.export_sk(participant_id, frame_type), schema.EXPORT_JOB_SK):
@@ -291,6 +294,9 @@ class ExportJobs:
             ExpressionAttributeValues=to_item({":s": {f"{participant_id}#{frame_type}"}}), ReturnValues="ALL_NEW")
         job = from_item(answer["Attributes"])
         if len(job.get("streams_done", ())) >= int(job.get("streams_total", 0)):
+            # The last stream: the slide notes beside the MP4s (read/notes.py), then done.
+            # A delete that ran meanwhile removes them: they are under exports/<rec>/.
+            self._notes_written[recording_id] = write_notes(self.s3, self.bucket, self.index, recording_id)
             self.dynamodb.update_item(
                 TableName=self.table, Key=self._job_key(recording_id),
                 UpdateExpression="SET job_status = :done, finished_at = :now",
