@@ -61,7 +61,7 @@ def timeline(args: argparse.Namespace) -> int:
     table([(_seconds(s["start_ms"]), _seconds(s["end_ms"]), s["participant_id"],
             printable(s.get("participant_name") or ""), s["source"]) for s in found],
           ["FROM", "TO", "PARTICIPANT", "NAME", "FROM_EVENTS"], right={"FROM", "TO"})
-    talk = index.talk_time(args.recording)
+    talk = index.talk_time(args.recording, found)
     print(f"{len(found)} speaking segment{'s' if len(found) != 1 else ''}; talk time: "
           + (", ".join(f"{pid} {ms / 1000:.1f} s" for pid, ms in sorted(talk.items(), key=lambda kv: -kv[1])) or "-"))
     return 0

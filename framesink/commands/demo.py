@@ -122,7 +122,7 @@ def _context(out: "_Printer", stack: LocalStack, recording_id: str, report) -> b
     """The participant events and utterances the bot sent on the same socket, read back."""
     index = stack.index()
     segments, said = index.speaker_timeline(recording_id), index.transcript(recording_id)
-    talk = index.talk_time(recording_id)
+    talk = index.talk_time(recording_id, segments)
     out.blank()
     out.line(f"   The bot also sent {report.context_sent} participant events and transcript utterances (joins, one a")
     out.line("   second before the recording started, and speakers in turns). Who spoke when, read back:")

@@ -5,13 +5,9 @@ was: DIR/notes.md with the slides as DIR/slide-NN.png beside it, and DIR/notes.j
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from botocore.exceptions import ClientError
-
-from framesink_core.read.notes import build_notes, markdown
-from framesink_core.shared.objects import object_missing
+from framesink_core.read.notes import render
 
 from .. import target
 from ..cli import CliError
@@ -30,23 +26,12 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     where = target.resolve(args)
     index = where.index()
-    notes = build_notes(index, args.recording)
+    notes, files = render(where.client("s3"), where.bucket, index, args.recording)
     if not notes and not index.has_recording(args.recording):
         raise CliError(f"recording {args.recording} has nothing stored")
     args.out.mkdir(parents=True, exist_ok=True)
-    s3 = where.client("s3")
-    images: dict[int, str] = {}
-    for note in notes:
-        name = f"slide-{note.number:02d}.png"
-        try:
-            (args.out / name).write_bytes(s3.get_object(Bucket=where.bucket, Key=note.s3_key)["Body"].read())
-            images[note.number] = name
-        except ClientError as exc:
-            if not object_missing(exc):
-                raise
-    (args.out / "notes.md").write_text(markdown(args.recording, notes, images))
-    (args.out / "notes.json").write_text(json.dumps({"recording_id": args.recording,
-                                                     "slides": [n.as_dict() for n in notes]}, indent=2) + "\n")
+    for name, (body, _) in files.items():
+        (args.out / name).write_bytes(body)
     said = sum(len(n.said) for n in notes)
     print(f"{len(notes)} slide{'s' if len(notes) != 1 else ''}, {said} utterance{'s' if said != 1 else ''} over them: "
           f"{args.out / 'notes.md'}")

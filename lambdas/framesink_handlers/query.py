@@ -143,7 +143,7 @@ def timeline(recording_id: str):
         found = body["events"]
     else:
         body["segments"] = found = index.speaker_timeline(recording_id)
-        body["talk_ms"] = index.talk_time(recording_id)
+        body["talk_ms"] = index.talk_time(recording_id, found)
     if not found and not index.has_recording(recording_id):
         _not_found(recording_id)
     count("QueryServed")

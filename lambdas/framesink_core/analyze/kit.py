@@ -120,11 +120,7 @@ class Frame:
 
     def record(self) -> dict:
         """The frame's public fields (as `framesink frames --json` gives them)."""
-        return {"recording_id": self.recording_id, "participant_id": self.participant_id,
-                "participant_name": self.participant_name, "type": self.type, "relative_ms": self.relative_ms,
-                "absolute": self.absolute, "width": self.width, "height": self.height, "bytes": self.bytes,
-                "stored_at": self.stored_at, "bot_id": self.bot_id, "novel": self.novel,
-                "change_score": self.change_score, "s3_key": self.key}
+        return self.ref().frame_record()
 
 
 @dataclass

@@ -115,24 +115,24 @@ class AnalyzerPool:
             return len(self._fifo) + len(self._latest)
 
     def _put(self, job: _Job) -> None:
+        dropped = None
         with self._lock:
             if self.latest_only:
                 if job.ref.relative_ms <= self._done_ms.get(job.stream, -1):
-                    self._drop(job)  # older than what the stream already had analyzed
-                    return
-                older = self._latest.pop(job.stream, None)
-                if older is not None:
-                    if older.ref.relative_ms > job.ref.relative_ms:
+                    dropped = job  # older than what the stream already had analyzed
+                else:
+                    older = self._latest.pop(job.stream, None)
+                    if older is not None and older.ref.relative_ms > job.ref.relative_ms:
                         older, job = job, older
-                    self._drop(older)
-                self._latest[job.stream] = job
+                    dropped = older
+                    self._latest[job.stream] = job
             else:
                 self._fifo.append(job)
+            if dropped is not None:
+                self.stats.superseded += 1
             self._lock.notify()
-
-    def _drop(self, job: _Job) -> None:
-        self.stats.superseded += 1
-        self._settle(job, True)
+        if dropped is not None:  # its deletion from the queue, outside the lock the workers take jobs under
+            self._settle(dropped, True)
 
     def _take(self) -> _Job | None:
         with self._lock:

@@ -19,12 +19,22 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from framesink_core.ingest.events import MAX_NAME_BYTES, Rejected, _absolute, _id, _obj, bounded_text
+from framesink_core.ingest.events import (
+    KNOWN_EVENTS,
+    MAX_NAME_BYTES,
+    Rejected,
+    _absolute,
+    _id,
+    _obj,
+    bot_id_of,
+    bounded_text,
+)
 from framesink_core.shared import schema
 
 PARTICIPANT_PREFIX = "participant_events."
-PARTICIPANT_KINDS = frozenset({"join", "leave", "update", "speech_on", "speech_off", "webcam_on", "webcam_off",
-                               "screenshare_on", "screenshare_off", "chat_message"})
+# join, leave, update, speech_on/off, webcam_on/off, screenshare_on/off, chat_message: the names
+# events.KNOWN_EVENTS lists (the one list of what Recall sends)
+PARTICIPANT_KINDS = frozenset(e[len(PARTICIPANT_PREFIX):] for e in KNOWN_EVENTS if e.startswith(PARTICIPANT_PREFIX))
 TRANSCRIPT_EVENT = "transcript.data"
 CONTEXT_EVENTS = frozenset({*(PARTICIPANT_PREFIX + k for k in PARTICIPANT_KINDS), TRANSCRIPT_EVENT})
 
@@ -121,10 +131,7 @@ def parse_context(message: dict, event: str) -> ContextEvent:
         participant_id = context["participant_id"] = _id(participant.get("id"), "bad_participant_id",
                                                          "participant id", allow_number=True)
         name = bounded_text(participant.get("name"), MAX_NAME_BYTES)
-        bot = outer.get("bot")
-        bot_id = bot.get("id") if isinstance(bot, dict) else None
-        if bot_id is not None and not (isinstance(bot_id, str) and schema.ID_PATTERN.fullmatch(bot_id)):
-            raise Rejected("bad_bot_id", f"bot id {repr(bot_id)[:80]} does not match [A-Za-z0-9_-]{{1,128}}")
+        bot_id = bot_id_of(outer)
         if event == TRANSCRIPT_EVENT:
             return _utterance(inner, recording_id, participant_id, name, bot_id)
         timestamp = _obj(inner.get("timestamp"), "bad_timestamp", "'data.data.timestamp'")

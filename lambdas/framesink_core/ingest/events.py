@@ -134,6 +134,15 @@ def bounded_text(value, max_bytes: int) -> str | None:
     return raw[:max_bytes].decode("utf-8", "ignore")
 
 
+def bot_id_of(outer: dict) -> str | None:
+    """``data.bot.id`` of a realtime event: None when absent, Rejected when not an id."""
+    bot = outer.get("bot")
+    bot_id = bot.get("id") if isinstance(bot, dict) else None
+    if bot_id is not None and not (isinstance(bot_id, str) and ID_PATTERN.fullmatch(bot_id)):
+        raise Rejected("bad_bot_id", f"bot id {repr(bot_id)[:80]} does not match [A-Za-z0-9_-]{{1,128}}")
+    return bot_id
+
+
 def _absolute(value) -> str | None:
     if value is None:
         return None
@@ -216,10 +225,7 @@ def parse_message(body: str | bytes, max_frame_bytes: int, max_pixels: int = DEF
         except PngError as exc:
             raise Rejected(exc.reason, exc.detail) from None
 
-        bot = outer.get("bot")
-        bot_id = bot.get("id") if isinstance(bot, dict) else None
-        if bot_id is not None and not (isinstance(bot_id, str) and ID_PATTERN.fullmatch(bot_id)):
-            raise Rejected("bad_bot_id", f"bot id {repr(bot_id)[:80]} does not match [A-Za-z0-9_-]{{1,128}}")
+        bot_id = bot_id_of(outer)
         is_host = participant.get("is_host")
         return Frame(
             recording_id=recording_id,

@@ -129,6 +129,32 @@ def _escape(text: str) -> str:
     return "".join(out)
 
 
+def render(s3, bucket: str, index: FrameIndex, recording_id: str) -> tuple[list[SlideNote], dict[str, tuple[bytes, str]]]:
+    """The notes and their files: name -> (bytes, content type) for notes.md, notes.json and a
+    slide-NN.png per slide whose frame is still stored (`framesink notes` writes them to a
+    folder, the export job beside the MP4s)."""
+    import json
+
+    from framesink_core.shared.objects import object_missing
+
+    notes = build_notes(index, recording_id)
+    files: dict[str, tuple[bytes, str]] = {}
+    images: dict[int, str] = {}
+    for note in notes:
+        name = f"slide-{note.number:02d}.png"
+        try:
+            files[name] = (s3.get_object(Bucket=bucket, Key=note.s3_key)["Body"].read(), "image/png")
+        except Exception as exc:  # noqa: BLE001 - a frame gone (expiry, delete): the note stays, without its image
+            if not object_missing(exc):
+                raise
+            continue
+        images[note.number] = name
+    files["notes.md"] = (markdown(recording_id, notes, images).encode(), "text/markdown; charset=utf-8")
+    files["notes.json"] = ((json.dumps({"recording_id": recording_id, "slides": [n.as_dict() for n in notes]},
+                                       indent=2) + "\n").encode(), "application/json")
+    return notes, files
+
+
 def notes_prefix(recording_id: str) -> str:
     """Where the export job writes a recording's notes: beside its MP4s, under exports/."""
     from framesink_core.shared import schema
@@ -137,31 +163,12 @@ def notes_prefix(recording_id: str) -> str:
 
 
 def write_notes(s3, bucket: str, index: FrameIndex, recording_id: str) -> list[str]:
-    """The notes (notes.md, notes.json, slide-NN.png) under notes_prefix; the keys written.
-    Nothing when the recording shows no slide."""
-    import json
-
-    from framesink_core.shared.objects import object_missing
-
-    notes = build_notes(index, recording_id)
+    """The notes' files under notes_prefix; the keys written. Nothing when the recording shows
+    no slide."""
+    notes, files = render(s3, bucket, index, recording_id)
     if not notes:
         return []
-    prefix, keys, images = notes_prefix(recording_id), [], {}
-    for note in notes:
-        name = f"slide-{note.number:02d}.png"
-        try:
-            body = s3.get_object(Bucket=bucket, Key=note.s3_key)["Body"].read()
-        except Exception as exc:  # noqa: BLE001 - a frame gone (expiry, delete): the note stays, without its image
-            if not object_missing(exc):
-                raise
-            continue
-        s3.put_object(Bucket=bucket, Key=prefix + name, Body=body, ContentType="image/png")
-        keys.append(prefix + name)
-        images[note.number] = name
-    for name, body, kind in (
-            ("notes.md", markdown(recording_id, notes, images).encode(), "text/markdown; charset=utf-8"),
-            ("notes.json", json.dumps({"recording_id": recording_id, "slides": [n.as_dict() for n in notes]},
-                                      indent=2).encode(), "application/json")):
+    prefix = notes_prefix(recording_id)
+    for name, (body, kind) in files.items():
         s3.put_object(Bucket=bucket, Key=prefix + name, Body=body, ContentType=kind)
-        keys.append(prefix + name)
-    return keys
+    return [prefix + name for name in files]

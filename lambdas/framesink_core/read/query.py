@@ -468,8 +468,7 @@ class FrameIndex:
 
     def speaking_at(self, recording_id: str, relative_ms: int) -> list[dict]:
         """The segments of the speaker timeline that hold ``relative_ms``."""
-        return [s for s in self.speaker_timeline(recording_id)
-                if s["start_ms"] <= relative_ms and (s["end_ms"] is None or relative_ms < s["end_ms"])]
+        return [s for s in self.speaker_timeline(recording_id) if _holds(s, relative_ms)]
 
     def frames_while_speaking(self, recording_id: str, participant_id: str, *, frame_type: str | None = None,
                               speaker: str | None = None) -> Iterator[dict]:
@@ -485,14 +484,14 @@ class FrameIndex:
         until = None if any(s["end_ms"] is None for s in segments) or last is None else max(0, last)
         for frame in self.iter_frames(recording_id, participant_id=participant_id, frame_type=frame_type,
                                       since=max(0, segments[0]["start_ms"]), until=until):
-            ms = frame["relative_ms"]
-            if any(s["start_ms"] <= ms and (s["end_ms"] is None or ms < s["end_ms"]) for s in segments):
+            if any(_holds(s, frame["relative_ms"]) for s in segments):
                 yield frame
 
-    def talk_time(self, recording_id: str) -> dict[str, int]:
-        """participant id -> ms spoken (closed segments of the speaker timeline)."""
+    def talk_time(self, recording_id: str, segments: list[dict] | None = None) -> dict[str, int]:
+        """participant id -> ms spoken (closed segments of the speaker timeline; pass the
+        timeline as ``segments`` when it was read already)."""
         out: dict[str, int] = {}
-        for s in self.speaker_timeline(recording_id):
+        for s in self.speaker_timeline(recording_id) if segments is None else segments:
             if s["end_ms"] is not None:
                 out[s["participant_id"]] = out.get(s["participant_id"], 0) + s["end_ms"] - s["start_ms"]
         return out
@@ -548,6 +547,11 @@ class FrameIndex:
             kwargs = {**kwargs, "PaginationConfig": {"MaxItems": limit}}
         for page in paginator.paginate(**kwargs):
             yield from page.get("Items", [])
+
+
+def _holds(segment: dict, relative_ms: int) -> bool:
+    """A speaker segment covers this time (an open one, end_ms None, runs on)."""
+    return segment["start_ms"] <= relative_ms and (segment["end_ms"] is None or relative_ms < segment["end_ms"])
 
 
 def presigned_get_url(s3, bucket: str, key: str, expires_in: int) -> str:
