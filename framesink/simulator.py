@@ -68,6 +68,10 @@ class SimConfig:
     # time, as Recall sends it) and speak in turns of SPEECH_TURN seconds: speech_on, a final
     # transcript utterance and speech_off per turn, on the same socket as the frames.
     speech: bool = False
+    # Each participant's audio (a voice of their own pitch while it is their turn, nothing
+    # otherwise) and the meeting's mix (all the time), in AUDIO_CHUNK second chunks: implies
+    # the speaking turns.
+    audio: bool = False
 
 
 @dataclass
@@ -106,6 +110,8 @@ class SimReport:
     webhooks: list = field(default_factory=list)  # [event, HTTP status or error] in the order sent
     context_sent: int = 0  # participant events and transcript utterances (SimConfig.speech)
     utterances: list = field(default_factory=list)  # [participant id, start s, text] of each one sent
+    audio_sent: int = 0  # audio chunks (separate and mixed)
+    audio_lost: int = 0  # chunks due while disconnected
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -253,7 +259,7 @@ class Bot:
         loop = asyncio.get_running_loop()
         interval = 1.0 / cfg.fps
         ticks = max(1, round(cfg.seconds * cfg.fps))
-        schedule = self._speech_schedule() if cfg.speech else []
+        schedule = self._speech_schedule() if cfg.speech or cfg.audio else []
         start = loop.time()
         for k in range(ticks):
             delay = start + k * interval - loop.time()
@@ -267,10 +273,59 @@ class Bot:
                 return
             for stream in self.streams:
                 await self._send_frame(stream, k, interval)
+            if cfg.audio and k:
+                await self._send_audio((k - 1) * interval, k * interval)
             while schedule and schedule[0][0] <= k * interval:
                 await self._send_context(schedule.pop(0))
+        if cfg.audio:  # the last tick's audio
+            await self._send_audio((ticks - 1) * interval, ticks * interval)
         for item in schedule:  # the meeting's end: the last turn's utterance and speech_off
             await self._send_context(item)
+
+    def turns(self) -> list[tuple[int, float, float]]:
+        """(participant index among the webcams, begin s, end s) of each speaking turn."""
+        count = sum(1 for s in self.streams if s.frame_type == "webcam")
+        return [(turn % count, turn * SPEECH_TURN + 0.2, (turn + 1) * SPEECH_TURN - 0.2)
+                for turn in range(int(self.config.seconds // SPEECH_TURN))]
+
+    async def _send_audio(self, begin: float, end: float) -> None:
+        """The audio of [begin, end) s in AUDIO_CHUNK pieces: each speaker's own while it is
+        their turn, and the mix (the sum of the voices) throughout."""
+        from .synthetic import AUDIO_SAMPLE_RATE, audio_message, voice
+
+        people = [s for s in self.streams if s.frame_type == "webcam"]
+        turns = self.turns()
+        step = round(AUDIO_CHUNK * AUDIO_SAMPLE_RATE)
+        first, last = round(begin * AUDIO_SAMPLE_RATE), round(end * AUDIO_SAMPLE_RATE)
+        for start in range(first, last, step):
+            n = min(step, last - start)
+            mixed = [0] * n
+            for index, begin_s, end_s in turns:
+                lo, hi = max(start, round(begin_s * AUDIO_SAMPLE_RATE)), min(start + n, round(end_s * AUDIO_SAMPLE_RATE))
+                if lo >= hi:
+                    continue
+                pcm = voice(index, lo, hi - lo)
+                person = people[index]
+                await self._send_audio_chunk(audio_message(
+                    pcm, recording_id=self.recording_id, relative=lo / AUDIO_SAMPLE_RATE,
+                    participant_id=person.participant_id, name=person.name, bot_id=self.bot_id))
+                for i in range(hi - lo):
+                    mixed[lo - start + i] += int.from_bytes(pcm[2 * i:2 * i + 2], "little", signed=True)
+            pcm = b"".join(max(-32768, min(32767, v)).to_bytes(2, "little", signed=True) for v in mixed)
+            await self._send_audio_chunk(audio_message(pcm, recording_id=self.recording_id,
+                                                       relative=start / AUDIO_SAMPLE_RATE, bot_id=self.bot_id))
+
+    async def _send_audio_chunk(self, message: str) -> None:
+        ws = self._ws
+        if ws is None or ws.state is not State.OPEN:
+            self.report.audio_lost += 1
+            return
+        try:
+            await ws.send(message)
+        except ConnectionClosed:
+            self.report.audio_lost += 1
+            return
+        self.report.audio_sent += 1
 
     def _speech_schedule(self) -> list[tuple]:
         """(relative s, message, utterance or None) of every join and speaking turn, in time order."""
@@ -282,10 +337,8 @@ class Bot:
             out.append((-1.0 if n == 0 else 0.0, participant_event_message(
                 "join", recording_id=self.recording_id, participant_id=person.participant_id,
                 relative=-1.0 if n == 0 else 0.0, name=person.name, bot_id=self.bot_id), None))
-        turns = int(self.config.seconds // SPEECH_TURN)
-        for turn in range(turns):
-            person = people[turn % len(people)]
-            begin, end = turn * SPEECH_TURN + 0.2, (turn + 1) * SPEECH_TURN - 0.2
+        for turn, (index, begin, end) in enumerate(self.turns()):
+            person = people[index]
             text = SENTENCES[turn % len(SENTENCES)]
             words = spoken(text, begin, (end - begin) / max(1, len(text.split())))
             ids = {"recording_id": self.recording_id, "participant_id": person.participant_id, "name": person.name,
@@ -343,6 +396,7 @@ class Bot:
 
 
 SPEECH_TURN = 2.0  # seconds each participant speaks in turn (SimConfig.speech)
+AUDIO_CHUNK = 0.1  # seconds of audio per message (SimConfig.audio)
 SENTENCES = ("welcome everyone to the quarterly review", "revenue grew twelve percent this quarter",
              "the chart shows where the growth came from", "next we look at the hiring plan",
              "any questions before we move on", "thanks that is all for today")

@@ -191,3 +191,34 @@ def spoken(text: str, start: float, seconds_per_word: float = 0.3) -> list[tuple
     """``text``'s words, one every ``seconds_per_word`` from ``start``."""
     return [(w, start + n * seconds_per_word, start + (n + 0.8) * seconds_per_word)
             for n, w in enumerate(text.split())]
+
+
+AUDIO_SAMPLE_RATE = 16_000  # Recall's raw audio (docs/recall-events.md)
+
+
+def voice(participant_index: int, start_sample: int, samples: int) -> bytes:
+    """A synthetic voice, 16 kHz mono S16LE: a tone of this participant's own pitch (so a
+    listener, or a test, tells them apart) pulsed at syllable rate."""
+    import math
+
+    pitch = 180.0 + 70.0 * participant_index
+    out = bytearray()
+    for n in range(start_sample, start_sample + samples):
+        t = n / AUDIO_SAMPLE_RATE
+        level = 0.35 + 0.65 * abs(math.sin(math.pi * 3.0 * t))
+        out += int(7000 * level * math.sin(2 * math.pi * pitch * t)).to_bytes(2, "little", signed=True)
+    return bytes(out)
+
+
+def audio_message(pcm: bytes, *, recording_id: str, relative: float, participant_id: int | str | None = None,
+                  name: str | None = "Ada Lovelace", bot_id: str | None = None) -> str:
+    """An `audio_separate_raw.data` message (a participant's), or `audio_mixed_raw.data`
+    with ``participant_id`` None: base64 PCM stamped with the chunk's first sample's time."""
+    absolute = (datetime(2026, 11, 23, 19, 0, tzinfo=timezone.utc) + timedelta(seconds=relative))
+    inner = {"buffer": base64.b64encode(pcm).decode("ascii"),
+             "timestamp": {"absolute": absolute.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                           "relative": relative}}
+    if participant_id is not None:
+        inner["participant"] = _participant(participant_id, name)
+    return _envelope("audio_mixed_raw.data" if participant_id is None else "audio_separate_raw.data", inner,
+                     recording_id, bot_id, "audio_mixed" if participant_id is None else "audio_separate")

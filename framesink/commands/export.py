@@ -7,7 +7,10 @@ DIR/<participant>/contact_sheet.png. Re-running skips files already there at ful
 
 With --video: DIR/<participant>/<type>.mp4 instead of the PNGs: H.264, yuv420p,
 +faststart, variable frame rate (each frame shown from its relative time until the next, so a
-gap holds the last frame; --gap-fill black blacks out gaps over --gap-seconds). Frames are
+gap holds the last frame; --gap-fill black blacks out gaps over --gap-seconds), with sound
+when audio was stored: AAC of the participant's own audio in the webcam MP4, of the meeting's
+mix in the screenshare MP4, aligned on the frames' clock, silence where none was stored
+(--no-audio leaves it out). Frames are
 streamed through the encoder (memory stays flat however long the meeting); the contact
 sheet is drawn from frames sampled on the way.
 """
@@ -53,6 +56,9 @@ def register(sub) -> None:
                    help="skip the contact sheet")
     p.add_argument("--video", action="store_true",
                    help="write DIR/<participant>/<type>.mp4 (H.264, variable frame rate) instead of the PNGs")
+    p.add_argument("--no-audio", dest="audio", action="store_false",
+                   help="--video: leave the sound out (by default a webcam MP4 carries the participant's audio "
+                        "and a screenshare MP4 the meeting's mix, when stored)")
     p.add_argument("--gap-fill", choices=["hold", "black"], default="hold",
                    help="--video: a gap in the stream holds the last frame (default) or, past --gap-seconds, is black")
     p.add_argument("--gap-seconds", type=float, default=5.0, metavar="S",
@@ -190,7 +196,8 @@ def download_job_exports(t: target.Target, recording_id: str, participant: str |
 
 def export_video(args: argparse.Namespace, t: target.Target, s3, frames: list[dict], folder: Path) -> int:
     """One MP4 per type of the participant's frames (and the contact sheet)."""
-    from framesink_core.read.export import encode_stream
+    from framesink_core.ingest.audio import SAMPLE_RATE
+    from framesink_core.read.export import audio_for, encode_stream
     from framesink_core.read.video import DEFAULT_GAP_MS
 
     if not 0 < args.gap_seconds <= 86400:
@@ -206,8 +213,10 @@ def export_video(args: argparse.Namespace, t: target.Target, s3, frames: list[di
             continue
         path = folder / f"{frame_type}.mp4"
         with tqdm(total=len(stream), unit="frame", file=sys.stderr, disable=None, desc=f"{frame_type}.mp4") as bar:
+            audio = audio_for(s3, t.bucket, args.recording, args.participant, frame_type) if args.audio else None
             stats, sampled = encode_stream(stream, fetch, path, gap_fill=None if args.gap_fill == "hold" else "black",
-                                           gap_threshold_ms=gap_ms, ahead=max(1, args.workers), progress=bar.update)
+                                           gap_threshold_ms=gap_ms, ahead=max(1, args.workers), progress=bar.update,
+                                           audio=audio)
         if stats is None:
             print(f"framesink: warning: no {frame_type} frame of participant {args.participant} could be decoded",
                   file=sys.stderr)
@@ -215,7 +224,9 @@ def export_video(args: argparse.Namespace, t: target.Target, s3, frames: list[di
             continue
         entries += sampled
         extra = "".join([f", {stats.skipped} skipped (undecodable or unreadable)" if stats.skipped else "",
-                         f", {stats.filled} black gap frames" if stats.filled else ""])
+                         f", {stats.filled} black gap frames" if stats.filled else "",
+                         f", sound {stats.audio_samples / SAMPLE_RATE:.1f} s ({stats.audio_silent_samples / SAMPLE_RATE:.1f} s "
+                         "with nothing stored)" if stats.audio_samples else ", no sound stored"])
         print(f"video: {path} ({stats.width}x{stats.height}, {stats.frames} frames, "
               f"{stats.duration_ms / 1000:.1f} s, {path.stat().st_size / 1e6:.1f} MB{extra})")
     if args.contact_sheet and entries:

@@ -35,6 +35,9 @@ def register(subparsers) -> None:
                    help="the shared screen shows a deck of N slides in order (implies --screenshare)")
     p.add_argument("--speech", action="store_true",
                    help="participants also join and speak in turns: speech on/off and transcript utterances")
+    p.add_argument("--audio", action="store_true",
+                   help="also each speaker's audio (a synthetic voice, in 0.1 s chunks) and the meeting's mix "
+                   "(implies --speech)")
     p.add_argument("--webhooks", action="store_true",
                    help="also send Recall's signed bot status webhooks (joining_call, in_call_recording, then "
                    "call_ended, done) to webhook_url from the state file (or --webhook-url)")
@@ -78,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         url=url, participants=args.participants, seconds=args.seconds, fps=args.fps,
         screenshare=args.screenshare or bool(args.slides), recording_id=args.recording_id, small=args.small,
         seed=args.seed, max_frame_bytes=args.max_frame_bytes, reconnect_delay=args.reconnect_delay,
-        max_retries=args.max_retries, slides=args.slides or 0, speech=args.speech, webhook_url=webhook_url, webhook_secret=webhook_secret,
+        max_retries=args.max_retries, slides=args.slides or 0, speech=args.speech or args.audio, audio=args.audio,
+        webhook_url=webhook_url, webhook_secret=webhook_secret,
     )
     report = asyncio.run(simulate(config))
     if args.json:
@@ -98,6 +102,10 @@ def format_report(r: SimReport) -> str:
         + (f", refused {_codes(r.refused)}" if r.refused else "") + ")",
         f"  closes     {_codes(r.closes) or 'none'}" + ("   GAVE UP after too many failed tries" if r.gave_up else ""),
     ]
+    if r.context_sent:
+        lines.append(f"  context    {r.context_sent} participant events and utterances")
+    if r.audio_sent or r.audio_lost:
+        lines.append(f"  audio      {r.audio_sent} chunks sent, {r.audio_lost} lost")
     if r.webhooks:
         lines.append("  webhooks   " + ", ".join(f"{event} {status}" for event, status in r.webhooks))
     for s in r.streams:

@@ -51,9 +51,16 @@ class Service:
         # again, so it writes them with every frame (one UpdateItem more per frame): they are
         # exact as soon as the frame is stored (totals.py).
         interval = self.settings.totals_flush_seconds if self.batch_index_writes else 0.0
+        # Audio: the receiver joins a stream's chunks into 5 s objects; a Lambda writes each
+        # chunk as it comes (audio.py).
+        audio = None
+        if self.batch_index_writes:
+            from framesink_core.ingest.audio import BufferedAudio
+
+            audio = BufferedAudio(self.s3, self.settings.bucket)
         return FrameStore(self.settings.bucket, self.settings.table, self.s3, self.dynamodb,
                           frame_expiry_days=self.settings.frame_expiry_days, index_writer=writer,
-                          totals_interval=interval, objects=objects, outlet=self.outlet)
+                          totals_interval=interval, objects=objects, outlet=self.outlet, audio=audio)
 
     @cached_property
     def outlet(self):

@@ -663,6 +663,7 @@ class Receiver:
         """Participant totals that are due (or all of them); never raises: the timer goes on."""
         totals = self.service.store.totals
         try:
+            self.service.store.audio.flush_due()  # streams gone quiet (audio.py)
             totals.flush_all() if everything else totals.flush_due()
         except Exception:  # logged by totals.py per participant
             logger.exception("participant totals flush failed", extra={"reason": "totals_flush_failed"})

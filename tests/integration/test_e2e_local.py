@@ -121,7 +121,7 @@ def test_bad_input_is_rejected_and_the_connection_keeps_storing(local):
     png = make_png(16, 16, seed=3, detailed=False)
     deliver(local, [
         "not json",
-        json.dumps({"event": "audio_mixed_raw.data", "data": {}}),
+        json.dumps({"event": "transcript.partial_data", "data": {}}),
         frame_message(b"\x89PNG but not really", recording_id=rec, participant_id=1, relative=0.0),
         frame_message(png, recording_id="bad/id", participant_id=1, relative=0.5),
         frame_message(png, recording_id=rec, participant_id=1, relative=1.0),

@@ -320,7 +320,7 @@ def test_bad_messages_are_rejected_and_the_connection_stays_open(aws, stack, sma
     messages = [
         "not json",
         b"\x89PNG binary",
-        json.dumps({"event": "audio_mixed_raw.data", "data": {}}),
+        json.dumps({"event": "transcript.partial_data", "data": {}}),
         frame_message(b"not a png at all", recording_id=rec, participant_id=1, relative=0.5),
         frame_message(small_png, recording_id="bad id!", participant_id=1, relative=0.5),
         frame_message(small_png, recording_id=rec, participant_id=1, relative=1.0),

@@ -78,7 +78,7 @@ def test_default_stores_frame_and_disconnect_records_close(stack, aws, lambda_co
     key = "recordings/rec/participants/100/webcam/0000000500.png"
     assert aws["s3"].get_object(Bucket=stack.bucket, Key=key)["Body"].read() == png
     assert ingest.handler(ws_event("$default", "c1", body=body), lambda_context)["body"] == "duplicate"
-    assert ingest.handler(ws_event("$default", "c1", body=json.dumps({"event": "audio_mixed_raw.data", "data": {}})),
+    assert ingest.handler(ws_event("$default", "c1", body=json.dumps({"event": "transcript.partial_data", "data": {}})),
                           lambda_context)["body"] == "ignored"
     disconnect.handler(ws_event("$disconnect", "c1", close_code=1009, close_reason="Message too big"), lambda_context)
     item = connection_item(aws, stack, "c1")

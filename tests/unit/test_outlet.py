@@ -57,7 +57,7 @@ def test_one_event_per_frame_made_durable_and_none_for_the_rest(aws, feed):
         message("rec-e", 0),              # the same again: a duplicate
         message("rec-e", 0, seed=99),     # other bytes on that key: conflicting_frame
         "not json",                       # rejected
-        json.dumps({"event": "audio_mixed_raw.data", "data": {}}),  # ignored
+        json.dumps({"event": "transcript.partial_data", "data": {}}),  # ignored
         message("rec-e", 1),              # stored
     )]
     assert outcomes == ["stored", "duplicate", "rejected", "rejected", "ignored", "stored"]

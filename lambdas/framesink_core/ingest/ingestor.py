@@ -10,6 +10,7 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 
+from framesink_core.ingest.audio import AUDIO_EVENTS, parse_audio
 from framesink_core.ingest.context_events import CONTEXT_EVENTS, Utterance, parse_context
 from framesink_core.ingest.events import Frame, OtherEvent, Rejected, parse_message
 from framesink_core.ingest.png import DEFAULT_MAX_PIXELS
@@ -82,6 +83,8 @@ class Ingestor:
         parsed = self.parse(body)
         if isinstance(parsed, OtherEvent) and parsed.event in CONTEXT_EVENTS:
             return self.record_context(parsed)
+        if isinstance(parsed, OtherEvent) and parsed.event in AUDIO_EVENTS:
+            return self.record_audio(parsed)
         if isinstance(parsed, OtherEvent):
             count_with_dimension("EventIgnored", "event", parsed.metric_label)
             return Outcome(IGNORED, parsed.metric_label)
@@ -110,6 +113,23 @@ class Ingestor:
 
         written.add_done_callback(settled)
         count_with_dimension("ContextRecorded", "kind", "utterance" if isinstance(event, Utterance) else "participant")
+        return Outcome(RECORDED, parsed.metric_label)
+
+    def record_audio(self, parsed: OtherEvent) -> Outcome:
+        """An audio chunk to the stream's next object (audio.py): buffered in the receiver,
+        written now by a Lambda. A write S3 refuses is logged and counted where it fails."""
+        try:
+            chunk = parse_audio(parsed.message, parsed.event)
+        except Rejected as exc:
+            return self.reject(exc.reason, exc.detail, **exc.context)
+        if self.deleted is not None and self.deleted(chunk.recording_id):
+            return self.reject("recording_deleted", "this recording was deleted (framesink delete); its audio is "
+                               "not stored", recording_id=chunk.recording_id, participant_id=chunk.participant_id,
+                               event=parsed.event)
+        written = self.store.audio.add(chunk)  # a failed write is logged and counted by audio.py
+        if written is not None and written.done() and written.exception() is not None:
+            return Outcome(FAILED, "s3_unavailable")
+        count_with_dimension("ContextRecorded", "kind", "audio")
         return Outcome(RECORDED, parsed.metric_label)
 
     @staticmethod

@@ -133,7 +133,8 @@ class DirectIndexWriter:
 class FrameStore:
     def __init__(self, bucket: str, table: str, s3=None, dynamodb=None, *,
                  frame_expiry_days: int = DEFAULT_FRAME_EXPIRY_DAYS, index_writer=None,
-                 totals_interval: float | None = None, objects=None, outlet: Outlet | None = None):
+                 totals_interval: float | None = None, objects=None, outlet: Outlet | None = None,
+                 audio=None):
         if s3 is None or dynamodb is None:
             s3_default, ddb_default = clients()
             s3 = s3 or s3_default
@@ -151,6 +152,12 @@ class FrameStore:
             table, dynamodb, interval=DEFAULT_FLUSH_SECONDS if totals_interval is None else totals_interval)
         # Frame events for what this store makes durable (outlet.py); the base Outlet sends none.
         self.outlet = outlet or Outlet()
+        # Audio objects (audio.py): each chunk written now, or the receiver's buffered writer.
+        if audio is None:
+            from framesink_core.ingest.audio import DirectAudio
+
+            audio = DirectAudio(s3, bucket)
+        self.audio = audio
 
     def submit_context(self, event) -> Future:
         """A participant event or utterance (context_events.py) into the index, through the
@@ -271,6 +278,7 @@ class FrameStore:
     def close(self) -> None:
         """Flush what is pending: queued index writes, then participant totals. The outlet is
         closed by its owner once nothing more is stored (the receiver's spool drains after)."""
+        self.audio.close()
         self.index_writer.close()
         self.totals.flush_all()
 

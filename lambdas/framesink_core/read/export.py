@@ -29,7 +29,9 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
+from framesink_core.ingest.audio import SAMPLE_RATE
 from framesink_core.ingest.tombstones import is_deleted
+from framesink_core.read.audio_track import PcmTimeline, audio_keys, stored_segments
 from framesink_core.read.contact_sheet import MAX_FRAMES, SheetEntry, make_contact_sheet, sample_evenly
 from framesink_core.read.notes import write_notes
 from framesink_core.read.query import FrameIndex
@@ -60,6 +62,8 @@ class StreamExport:
     contact_sheet_key: str
     skipped: int
     filled: int
+    audio_ms: int = 0  # the audio track's length (0: video only)
+    audio_silent_ms: int = 0  # of it, where no audio was stored
 
     def item(self, expires_at: int | None) -> dict:
         return {"pk": schema.recording_pk(self.recording_id), "sk": schema.export_sk(self.participant_id, self.frame_type),
@@ -67,6 +71,7 @@ class StreamExport:
                 "type": self.frame_type, "s3_key": self.s3_key, "frames": self.frames, "duration_ms": self.duration_ms,
                 "bytes": self.bytes, "width": self.width, "height": self.height,
                 "contact_sheet_key": self.contact_sheet_key, "skipped": self.skipped, "filled": self.filled,
+                "audio_ms": self.audio_ms, "audio_silent_ms": self.audio_silent_ms,
                 "created_at": int(time.time() * 1000), schema.TTL_ATTRIBUTE: expires_at}
 
 
@@ -101,16 +106,29 @@ def prefetched(fetch: Callable[[dict], bytes], frames: list[dict], ahead: int = 
             yield frame, future.result()
 
 
+def audio_for(s3, bucket: str, recording_id: str, participant_id: str, frame_type: str,
+              ahead: int = PREFETCH) -> PcmTimeline | None:
+    """The audio an MP4 of this stream carries: the participant's own for a webcam, the
+    meeting's mix for a screenshare (Recall's separate audio has no screenshare audio); None
+    when none was stored (the MP4 is then video only)."""
+    owner = participant_id if frame_type == "webcam" else None
+    keys = audio_keys(s3, bucket, recording_id, owner)
+    if not keys:
+        return None
+    return PcmTimeline(stored_segments(s3, bucket, keys, lambda fetch, items: prefetched(fetch, items, ahead)))
+
+
 def encode_stream(frames: list[dict], fetch: Callable[[dict], bytes], path: Path, *, gap_fill: str | None = None,
                   gap_threshold_ms: int = DEFAULT_GAP_MS, ahead: int = PREFETCH, progress: Callable[[int], None] | None = None,
-                  ) -> tuple[VideoStats | None, list[SheetEntry]]:
+                  audio: PcmTimeline | None = None) -> tuple[VideoStats | None, list[SheetEntry]]:
     """One stream's frames (index records, in time order) into an MP4 at ``path``, fetched
-    ``ahead`` at a time; also the contact sheet's evenly sampled frames. (None, []) if no
-    frame decodes. Shared by the export job and ``framesink export --video``."""
+    ``ahead`` at a time, with ``audio`` (audio_for) as its sound; also the contact sheet's
+    evenly sampled frames. (None, []) if no frame decodes. Shared by the export job and
+    ``framesink export --video``."""
     sampled = {id(f) for f in sample_evenly(frames, MAX_FRAMES)}
     entries: list[SheetEntry] = []
     span = frames[-1]["relative_ms"] - frames[0]["relative_ms"] if frames else 0
-    writer = VideoWriter(path, gap_fill=gap_fill, gap_threshold_ms=gap_threshold_ms, span_ms=span)
+    writer = VideoWriter(path, gap_fill=gap_fill, gap_threshold_ms=gap_threshold_ms, span_ms=span, audio=audio)
     for frame, data in prefetched(fetch, frames, ahead):
         if data is not None and writer.add(frame["relative_ms"], data) and id(frame) in sampled:
             entries.append(SheetEntry(None, frame["relative_ms"], frame["type"], data))
@@ -133,7 +151,8 @@ def export_stream(s3, bucket: str, index: FrameIndex, recording_id: str, partici
     with tempfile.TemporaryDirectory(dir=workdir, prefix="framesink-export-") as tmp:
         video_path = Path(tmp) / f"{frame_type}.mp4"
         fetch = lambda f: s3.get_object(Bucket=bucket, Key=f["s3_key"])["Body"].read()  # noqa: E731
-        stats, entries = encode_stream(frames, fetch, video_path, gap_fill=gap_fill, progress=progress)
+        stats, entries = encode_stream(frames, fetch, video_path, gap_fill=gap_fill, progress=progress,
+                                       audio=audio_for(s3, bucket, recording_id, participant_id, frame_type))
         if stats is None:
             return None
         sheet_path = Path(tmp) / "contact-sheet.png"
@@ -143,7 +162,8 @@ def export_stream(s3, bucket: str, index: FrameIndex, recording_id: str, partici
         s3.upload_file(str(sheet_path), bucket, sheet, ExtraArgs={"ContentType": "image/png"})
         size = os.path.getsize(video_path)
     return StreamExport(recording_id, participant_id, frame_type, key, stats.frames, stats.duration_ms, size,
-                        stats.width, stats.height, sheet, stats.skipped, stats.filled)
+                        stats.width, stats.height, sheet, stats.skipped, stats.filled,
+                        stats.audio_samples * 1000 // SAMPLE_RATE, stats.audio_silent_samples * 1000 // SAMPLE_RATE)
 
 
 def restartable(job: dict, now: float) -> bool:

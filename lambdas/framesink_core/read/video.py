@@ -1,6 +1,11 @@
 """An MP4 per participant and type from its frames: H.264 (PyAV's bundled FFmpeg, libx264),
 yuv420p, ``+faststart`` (playable while downloading), variable frame rate.
 
+With an audio timeline (audio_track.py) the MP4 also carries AAC, 16 kHz mono: the audio of
+the frames' own span, sample for sample on the same clock (the first frame's time is 0 for
+both tracks), silence where nothing was stored, up to the end of the last frame's display.
+Audio is encoded as the video goes, so the muxer interleaves without holding either track.
+
 Each frame is shown from its own relative time until the next frame's: a timestamp in
 milliseconds, not a fixed rate, so a gap in the stream (a participant's camera off, a
 reconnect) holds the last frame. With ``gap_fill="black"`` a gap longer than
@@ -34,6 +39,8 @@ def time_base_for(span_ms: int) -> Fraction:
             return base
     raise ValueError(f"a stream spanning {span_ms} ms is longer than an MP4 can hold ({MAX_TICKS} s)")
 DEFAULT_GAP_MS = 5000
+FRAME_RATE = 2  # Recall's, also the nominal rate x264 is given: the last frame shows this long
+AUDIO_BLOCK = 4000  # samples per encode call (250 ms): the encoder re-frames them to AAC's 1024
 PRESET = "veryfast"  # ~3x the speed of x264's medium at these sizes, for a few % more bytes
 CRF = "23"
 
@@ -48,6 +55,8 @@ class VideoStats:
     skipped: int = 0  # frames that could not be decoded (left out, the previous one holds)
     first_ms: int | None = None
     last_ms: int | None = None
+    audio_samples: int = 0  # of the audio track (0: no audio track)
+    audio_silent_samples: int = 0  # of those, where nothing was stored
 
     @property
     def duration_ms(self) -> int:
@@ -58,7 +67,7 @@ class VideoWriter:
     """``add(relative_ms, png_bytes)`` frames in time order, then ``close()``."""
 
     def __init__(self, path: Path, *, gap_fill: str | None = None, gap_threshold_ms: int = DEFAULT_GAP_MS,
-                 threads: int = 0, span_ms: int = 0):
+                 threads: int = 0, span_ms: int = 0, audio=None):
         import av  # PyAV: only the export job and the CLI's --video load it
 
         self._av = av
@@ -75,6 +84,9 @@ class VideoWriter:
         self.time_base = time_base_for(span_ms)
         self._ms_per_tick = self.time_base * 1000
         self._last_tick: int | None = None
+        self.audio = audio  # a PcmTimeline (audio_track.py), or None: video only
+        self._audio_stream = None
+        self._audio_pos = 0  # samples encoded, from the first frame's time
 
     def _open(self, width: int, height: int) -> None:
         width, height = max(2, width - width % 2), max(2, height - height % 2)
@@ -91,6 +103,32 @@ class VideoWriter:
         stream.thread_count = self.threads
         self._stream = stream
         self.stats = VideoStats(self.path, width, height)
+        if self.audio is not None:
+            from framesink_core.ingest.audio import SAMPLE_RATE
+
+            audio = self._container.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
+            audio.time_base = Fraction(1, SAMPLE_RATE)
+            self._audio_stream = audio
+
+    def _encode_audio_to(self, relative_ms: int) -> None:
+        """The audio track up to ``relative_ms`` (the recording's clock)."""
+        from framesink_core.ingest.audio import SAMPLE_RATE, SAMPLES_PER_MS
+
+        if self._audio_stream is None:
+            return
+        target = (relative_ms - self.stats.first_ms) * SAMPLES_PER_MS
+        origin = self.stats.first_ms * SAMPLES_PER_MS
+        while self._audio_pos < target:
+            n = min(AUDIO_BLOCK, target - self._audio_pos)
+            pcm, silent = self.audio.read(origin + self._audio_pos, origin + self._audio_pos + n)
+            frame = self._av.AudioFrame(format="s16", layout="mono", samples=n)
+            frame.planes[0].update(pcm)
+            frame.sample_rate, frame.pts, frame.time_base = SAMPLE_RATE, self._audio_pos, Fraction(1, SAMPLE_RATE)
+            for packet in self._audio_stream.encode(frame):
+                self._container.mux(packet)
+            self._audio_pos += n
+            self.stats.audio_samples += n
+            self.stats.audio_silent_samples += silent
 
     def add(self, relative_ms: int, png: bytes) -> bool:
         """Encode one frame; False (and counted skipped) if it cannot be decoded."""
@@ -134,6 +172,7 @@ class VideoWriter:
             raise ValueError(f"frame at {pts_ms} ms is past what this MP4's time base holds (span_ms too small)")
         if self._last_tick is not None and tick <= self._last_tick:
             tick = self._last_tick + 1  # two frames within one coarse tick: keep their order
+        self._encode_audio_to(pts_ms)
         frame = self._av.VideoFrame.from_image(image)
         frame.pts = tick
         frame.time_base = self.time_base
@@ -145,8 +184,12 @@ class VideoWriter:
         """Flush and finish the file (None if no frame could be written: no file)."""
         if self._stream is None:
             return None
+        self._encode_audio_to(self.stats.last_ms + 1000 // FRAME_RATE)  # the last frame's display
         for packet in self._stream.encode():
             self._container.mux(packet)
+        if self._audio_stream is not None:
+            for packet in self._audio_stream.encode(None):
+                self._container.mux(packet)
         self._container.close()
         return self.stats
 
