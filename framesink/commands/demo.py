@@ -73,7 +73,7 @@ async def _demo(args: argparse.Namespace) -> int:
             meeting = SimConfig(url=stack.state["ws_url"], participants=args.participants, seconds=args.seconds,
                                 small=True, recording_id=f"demo-{secrets.token_hex(4)}", seed=1,
                                 webhook_url=stack.state["webhook_url"], webhook_secret=stack.state["webhook_secret"],
-                                after_call_seconds=1.0, speech=True)
+                                after_call_seconds=1.0, speech=True, audio=True)
             out.line(f"1. A {args.seconds:g} s meeting: {args.participants} participants, 2 fps each, "
                      "small 480x360 PNG frames that fit API Gateway...")
             report = await simulate(meeting)
@@ -125,7 +125,8 @@ def _context(out: "_Printer", stack: LocalStack, recording_id: str, report) -> b
     talk = index.talk_time(recording_id, segments)
     out.blank()
     out.line(f"   The bot also sent {report.context_sent} participant events and transcript utterances (joins, one a")
-    out.line("   second before the recording started, and speakers in turns). Who spoke when, read back:")
+    out.line(f"   second before the recording started, and speakers in turns) and {report.audio_sent} audio chunks (each")
+    out.line("   speaker's voice and the meeting's mix: they become the MP4s' sound in part 4). Who spoke when:")
     for s in segments:
         words = next((u["text"] for u in said if u["participant_id"] == s["participant_id"]
                       and s["start_ms"] <= u["start_ms"] < (s["end_ms"] or u["start_ms"] + 1)), "")
@@ -239,11 +240,15 @@ async def _meeting_end(out: "_Printer", stack: LocalStack, recording_id: str, re
         s3.download_file(stack.config.bucket, export["s3_key"], str(local))
         info = probe(local)  # read back: what a player will see
         ok = ok and info.frames == export["frames"]
+        # the sound: the participant's own in a webcam MP4, the meeting's mix in a screenshare's
+        sound = f"{info.audio_codec} {info.audio_ms / 1000:.1f} s" if info.audio_codec else "none"
+        ok = ok and info.audio_codec == "aac" and abs(info.audio_ms - info.duration_ms) <= 64
         rows.append([export["s3_key"], f"{info.width}x{info.height}", info.codec, info.frames,
-                     f"{info.duration_ms / 1000:.1f} s", _kb(local.stat().st_size)])
+                     f"{info.duration_ms / 1000:.1f} s", sound, _kb(local.stat().st_size)])
     out.blank()
     if rows:
-        out.table(["MP4 (read back with PyAV)", "size", "codec", "frames", "duration", "bytes"], rows, align="<<<>>>")
+        out.table(["MP4 (read back with PyAV)", "size", "codec", "frames", "duration", "sound", "bytes"], rows,
+                  align="<<<>>><>")
     else:
         out.line("   no export was written: MISMATCH")
     out.blank()

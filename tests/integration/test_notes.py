@@ -52,19 +52,50 @@ def test_meeting_text_cannot_inject_markdown_or_html():
         "\\<script\\>alert\\(1\\)\\</script\\> \\[x\\]\\(javascript:y\\) \\*\\*b\\*\\* next")
 
 
-def test_the_export_job_writes_the_notes_beside_the_mp4s(tmp_path):
+def audio_track(path) -> tuple[float, float, float]:
+    """(audio seconds, video seconds, loudest audio sample) of an MP4, read back with PyAV."""
+    import av
+    import numpy as np
+
+    with av.open(str(path)) as container:
+        a, v = container.streams.audio[0], container.streams.video[0]
+        seconds = float(a.duration * a.time_base), float(v.duration * v.time_base)
+        loudest = max(float(np.abs(f.to_ndarray()).max()) for f in container.decode(a))
+    return *seconds, loudest
+
+
+def test_the_export_job_writes_the_notes_and_the_sound_beside_the_mp4s(tmp_path):
+    """The simulated bot also sends each speaker's audio and the mix over the receiver: the
+    export job's webcam MP4s carry their participant's voice and the screenshare MP4 the mix,
+    each as long as its video (within one AAC frame)."""
     config = LocalConfig.isolated("notes-export", ingress="direct", state_file=tmp_path / "local.json",
                                   export_quiet_seconds=2)
     with background_stack(config, timeout=GUARD) as stack:
         sim = SimConfig(url=stack.state["ws_url"], participants=2, seconds=4.0, small=True, slides=2, speech=True,
-                        recording_id="notes-export", seed=5, webhook_url=stack.state["webhook_url"],
+                        audio=True, recording_id="notes-export", seed=5, webhook_url=stack.state["webhook_url"],
                         webhook_secret=stack.state["webhook_secret"])
-        stack.run(simulate(sim), GUARD)
+        report = stack.run(simulate(sim), GUARD)
         stack.run(stack.wait_idle(analyzer=True, exports=True), GUARD)
         s3 = stack.client("s3")
         listed = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=config.bucket,
                                                              Prefix="exports/notes-export/").get("Contents", []))
         notes = s3.get_object(Bucket=config.bucket, Key="exports/notes-export/notes/notes.md")["Body"].read().decode()
+        audio = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=config.bucket,
+                                                            Prefix="recordings/notes-export/").get("Contents", [])
+                       if o["Key"].endswith(".wav"))
+        for key in listed:
+            if key.endswith(".mp4"):
+                s3.download_file(config.bucket, key, str(tmp_path / key.replace("/", "_")))
     assert "exports/notes-export/notes/slide-01.png" in listed and "exports/notes-export/notes/notes.json" in listed
-    assert any(key.endswith("webcam.mp4") for key in listed)
     assert SENTENCES[0] in notes and SENTENCES[1] in notes and "## Slide 2" in notes
+    assert report.audio_sent > 0 and report.audio_lost == 0
+    # 4 s: each speaker's one turn and the mix, each shorter than an object: one object each
+    assert [k.split("/", 2)[2] for k in audio] == ["mixed/audio/0000000000.wav",
+                                                  "participants/100/audio/0000000200.wav",
+                                                  "participants/200/audio/0000002200.wav"]
+    mp4s = {p.name.split("_", 2)[2]: p for p in tmp_path.glob("exports_*.mp4")}
+    assert sorted(mp4s) == ["100_screenshare.mp4", "100_webcam.mp4", "200_webcam.mp4"]
+    for name, path in mp4s.items():
+        audio_s, video_s, loudest = audio_track(path)
+        assert abs(audio_s - video_s) <= 1024 / 16000, name
+        assert loudest > 0.1, name  # a voice, not silence

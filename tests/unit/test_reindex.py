@@ -3,7 +3,8 @@
 import pytest
 
 from framesink.cli import main
-from framesink.synthetic import frame_message, make_png
+from framesink_core.ingest.audio import audio_key, is_audio_key
+from framesink.synthetic import audio_message, frame_message, make_png
 from framesink_core.ingest.storage import FrameStore
 from framesink_core.ingest.stored_frame import StoredFrame
 from framesink_core.read.reindex import reindex_recording
@@ -124,6 +125,9 @@ def test_foreign_and_inconsistent_objects_are_skipped_with_a_reason(svc, stack, 
                             "width": "8", "height": "8"})
     bare = schema.frame_key(REC, "9", "webcam", 6000)
     s3.put_object(Bucket=stack.bucket, Key=bare, Body=make_png(8, 8, detailed=False))
+    # the recording's audio: not frames, and not reported as skipped either
+    svc.ingestor.handle(audio_message(b"\0\0" * 160, recording_id=REC, relative=1.0, participant_id=9))
+    assert is_audio_key(audio_key(REC, "9", 1000))
     result = reindex_recording(svc.store, REC)
     assert sorted(result.skipped) == sorted([(f"recordings/{REC}/notes.txt", "not_a_frame_key"),
                                              (forged, "metadata_mismatch"), (bare, "metadata_mismatch")])

@@ -32,6 +32,7 @@ from __future__ import annotations
 import binascii
 import io
 import math
+import re
 import threading
 import time
 import wave
@@ -87,6 +88,14 @@ def audio_key(recording_id: str, participant_id: str | None, start_ms: int) -> s
     """S3 key of an audio object (docs/storage.md). Ids must already be validated."""
     where = "mixed" if participant_id is None else f"participants/{participant_id}"
     return f"recordings/{recording_id}/{where}/audio/{schema.relative_ms_text(start_ms)}.wav"
+
+
+AUDIO_KEY_PATTERN = re.compile(
+    r"recordings/[A-Za-z0-9_-]{1,128}/(?:mixed|participants/[A-Za-z0-9_-]{1,128})/audio/\d{10}\.wav")
+
+
+def is_audio_key(key: str) -> bool:
+    return AUDIO_KEY_PATTERN.fullmatch(key) is not None
 
 
 def audio_prefix(recording_id: str, participant_id: str | None) -> str:

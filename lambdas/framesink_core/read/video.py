@@ -203,6 +203,8 @@ class VideoInfo:
     pix_fmt: str
     pts_ms: list[int]
     duration_ms: int
+    audio_codec: str | None = None  # None: video only
+    audio_ms: int = 0  # the audio track's length
 
 
 def probe(path: Path) -> VideoInfo:
@@ -214,4 +216,7 @@ def probe(path: Path) -> VideoInfo:
         pts = [int(frame.pts * frame.time_base * 1000) for frame in container.decode(stream)]
         ctx = stream.codec_context
         duration = int(container.duration * 1000 / av.time_base) if container.duration else (pts[-1] if pts else 0)
-        return VideoInfo(len(pts), ctx.width, ctx.height, ctx.name, ctx.pix_fmt or "", pts, duration)
+        audio = container.streams.audio[0] if container.streams.audio else None
+        audio_ms = int(audio.duration * audio.time_base * 1000) if audio is not None and audio.duration else 0
+        return VideoInfo(len(pts), ctx.width, ctx.height, ctx.name, ctx.pix_fmt or "", pts, duration,
+                         audio.codec_context.name if audio is not None else None, audio_ms)
