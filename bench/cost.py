@@ -559,6 +559,45 @@ def context_per_participant_hour(prices: dict | None = None, speaking_share: flo
             "event_item_bytes": item_bytes(event_item), "utterance_item_bytes": item_bytes(utterance_item)}
 
 
+def audio_per_participant_hour(prices: dict | None = None, chunk_seconds: float = 0.1,
+                               repeats: int = 200) -> dict:
+    """USD per hour of one audio stream (a participant's, or a recording's mix: ingest/audio.py),
+    on each ingress, from the real messages and objects the core builds: the container
+    receiver joins chunks into OBJECT_SECONDS objects; a Lambda writes each chunk as one object
+    (and is one API Gateway message and invocation per chunk). No index item: no write units.
+    ``chunk_seconds``: the size of Recall's chunks, not documented (0.1 s assumed)."""
+    from framesink.synthetic import audio_message, voice
+    from framesink_core.ingest.audio import OBJECT_SECONDS, SAMPLE_RATE, parse_audio, wav_bytes
+
+    p = {**PRICES, **(prices or {})}
+    samples = round(chunk_seconds * SAMPLE_RATE)
+    message = audio_message(voice(0, 0, samples), recording_id="r" * 36, relative=1.0, participant_id=100,
+                            bot_id=str(uuid.uuid4()))
+    body = json.loads(message)
+    started = time.process_time()
+    for _ in range(repeats):
+        parse_audio(json.loads(message), body["event"])
+    parse_ms = (time.process_time() - started) * 1000 / repeats
+    chunks = 3600 / chunk_seconds
+    wire_gb = chunks * len(message) / 1e9
+    object_bytes = len(wav_bytes(b"\0\0" * round(OBJECT_SECONDS * SAMPLE_RATE)))
+    stored_gb = 3600 / OBJECT_SECONDS * object_bytes / 1e9
+    storage = stored_gb * p["s3_gb_month"]
+    container = {"S3 PUT": 3600 / OBJECT_SECONDS * p["s3_put_per_thousand"] / 1000,
+                 "S3 storage (1 month)": storage,
+                 "CloudFront to origin": wire_gb * p["cloudfront_to_origin_gb"],
+                 "ALB processed bytes": wire_gb / ALB_GB_PER_LCU_HOUR * p["alb_lcu_hour"]}
+    apigw = {"S3 PUT": chunks * p["s3_put_per_thousand"] / 1000,
+             "S3 storage (1 month)": chunks * (len(wav_bytes(b"\0\0" * samples))) / 1e9 * p["s3_gb_month"],
+             "API Gateway messages": chunks * math.ceil(len(message) / APIGW_UNIT_BYTES)
+             * p["apigw_message_per_million"] / 1e6,
+             "Lambda requests": chunks * p["lambda_request_per_million"] / 1e6}
+    return {"container": {"lines": container, "total": sum(container.values()), "puts": 3600 / OBJECT_SECONDS},
+            "apigw": {"lines": apigw, "total": sum(apigw.values()), "puts": chunks},
+            "message_bytes": len(message), "object_bytes": object_bytes, "stored_mb": stored_gb * 1000,
+            "parse_cpu_ms_per_chunk": parse_ms, "chunk_seconds": chunk_seconds, "write_units": 0}
+
+
 def table(estimates: list[dict]) -> str:
     """A Markdown table: one column per (ingress, profile), one row per line item."""
     columns = [e for e in estimates if e["fits"]]
@@ -644,6 +683,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nparticipant events and transcript of one participant per hour (speaking a quarter of it): "
           f"${context['total']:.5f} ({context['items']} items, {context['write_units']:.0f} write units; "
           f"event item {context['event_item_bytes']} B, utterance item {context['utterance_item_bytes']} B)")
+    audio = audio_per_participant_hour()
+    for ingress, what in (("container", "container receiver"), ("apigw", "API Gateway + Lambda")):
+        a = audio[ingress]
+        print(f"\naudio, one stream per hour on the {what}: ${a['total']:.4f} ({a['puts']:,.0f} PUTs; "
+              + ", ".join(f"{k} ${v:.4f}" for k, v in a["lines"].items()) + ")")
+    print(f"  ({audio['chunk_seconds']:g} s chunks of {audio['message_bytes']:,} B as messages, "
+          f"{audio['stored_mb']:.0f} MB of WAV stored per hour, no index writes; "
+          f"parse {audio['parse_cpu_ms_per_chunk']:.3f} ms CPU per chunk)")
     for prof in details["profiles"]:
         print(f"\n{prof['name']}: PNG {prof['png_bytes'] / 1024:.0f} KB, message {prof['message_bytes'] / 1024:.0f} KB, "
               f"index item {prof['index_item_bytes']} B, Lambda handler CPU {prof['lambda_handler_cpu_ms']:.2f} ms, "

@@ -261,3 +261,19 @@ def test_stored_objects_play_as_wav(svc):
     assert data["ContentType"] == "audio/wav"
     with wave.open(io.BytesIO(data["Body"].read())) as wav:
         assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth(), wav.getnframes()) == (SAMPLE_RATE, 1, 2, 800)
+
+
+def test_the_cost_model_prices_the_objects_the_receiver_writes(svc):
+    """bench/cost.py's audio line: its object size and PUTs per hour are those of the objects
+    BufferedAudio really writes (an hour of audio in 0.1 s chunks)."""
+    from bench.cost import audio_per_participant_hour
+
+    model = audio_per_participant_hour(repeats=1)
+    audio = BufferedAudio(svc.s3, svc.settings.bucket, idle_seconds=3600)
+    for begin, pcm in chunks(0, 0.0, 10.0):
+        audio.add(AudioChunk("rc", "1", begin, pcm, None, None))
+    audio.close()
+    sizes = [svc.s3.head_object(Bucket=svc.settings.bucket, Key=k)["ContentLength"] for k in keys(svc, "rc", "1")]
+    assert sizes == [model["object_bytes"]] * 2  # 10 s: two objects
+    assert model["container"]["puts"] == 3600 / 10 * len(sizes)
+    assert model["apigw"]["puts"] == 3600 / 0.1

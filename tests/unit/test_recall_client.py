@@ -264,7 +264,8 @@ def test_urls():
 def test_event_groups_ask_recall_for_what_they_need():
     """create-bot --events: groups expand to their events, frames always first; the transcript
     turns on Recall's streaming provider in low-latency mode (its realtime events otherwise
-    come 3-10 minutes late), audio its raw separate stream; by default what the stack stores."""
+    come 3-10 minutes late), audio the raw separate and mixed streams; by default what the stack
+    stores (all four)."""
     from framesink_core.meeting.recall import DEFAULT_EVENTS, PARTICIPANT_EVENTS, BotRequest, create_bot_body
 
     default = create_bot_body(BotRequest.from_json({"meeting_url": "https://zoom.us/j/123"}), "wss://x/?token=t")
@@ -272,13 +273,15 @@ def test_event_groups_ask_recall_for_what_they_need():
     assert config["realtime_endpoints"][0]["events"] == list(DEFAULT_EVENTS)
     assert DEFAULT_EVENTS[0] == "video_separate_png.data" and set(PARTICIPANT_EVENTS) <= set(DEFAULT_EVENTS)
     assert config["transcript"] == {"provider": {"recallai_streaming": {"mode": "prioritize_low_latency"}}}
-    assert "audio_separate_raw" not in config
+    assert config["audio_separate_raw"] == {} and config["audio_mixed_raw"] == {}
+    assert {"transcript.data", "audio_separate_raw.data", "audio_mixed_raw.data"} <= set(DEFAULT_EVENTS)
     only_video = create_bot_body(BotRequest.from_json({"meeting_url": "https://zoom.us/j/123", "events": ["video"]}),
                                  "wss://x/")
     assert only_video["recording_config"]["realtime_endpoints"][0]["events"] == ["video_separate_png.data"]
     assert "transcript" not in only_video["recording_config"]
+    assert "audio_separate_raw" not in only_video["recording_config"]
     audio = create_bot_body(BotRequest.from_json({"meeting_url": "https://zoom.us/j/123",
                                                   "events": ["audio", "participant_events.join", "audio"]}), "wss://x/")
     assert audio["recording_config"]["realtime_endpoints"][0]["events"] == [
-        "video_separate_png.data", "audio_separate_raw.data", "participant_events.join"]
-    assert audio["recording_config"]["audio_separate_raw"] == {}
+        "video_separate_png.data", "audio_separate_raw.data", "audio_mixed_raw.data", "participant_events.join"]
+    assert audio["recording_config"]["audio_separate_raw"] == {} and audio["recording_config"]["audio_mixed_raw"] == {}

@@ -46,12 +46,15 @@ EVENT_GROUPS: dict[str, tuple[str, ...]] = {
     "video": (FRAME_EVENT,),
     "participants": PARTICIPANT_EVENTS,  # recorded for every bot: no recording_config needed
     "transcript": ("transcript.data",),  # needs recording_config.transcript (Recall's streaming provider)
-    "audio": ("audio_separate_raw.data",),  # needs recording_config.audio_separate_raw; not stored yet
+    # each participant's audio (webcam MP4s' sound) and the mix (screenshare MP4s' sound):
+    # recording_config.audio_separate_raw and .audio_mixed_raw (ingest/audio.py)
+    "audio": ("audio_separate_raw.data", "audio_mixed_raw.data"),
 }
-# What this stack stores, so what a bot sends by default: frames, participant events and final
-# utterances (ingest/context_events.py). Recall bills its transcription per hour (README).
+# What this stack stores, so what a bot sends by default: frames, participant events, final
+# utterances (ingest/context_events.py) and audio (ingest/audio.py). Recall bills its
+# transcription per hour, and advises 4-core bots for separate audio (docs/costs.md).
 DEFAULT_EVENTS: tuple[str, ...] = (*EVENT_GROUPS["video"], *EVENT_GROUPS["participants"],
-                                   *EVENT_GROUPS["transcript"])
+                                   *EVENT_GROUPS["transcript"], *EVENT_GROUPS["audio"])
 # Recall's realtime transcription: low latency (1-3 s, English) rather than the default
 # accuracy mode, whose realtime events come 3-10 minutes late (Recall's transcription guide).
 TRANSCRIPT_PROVIDER = {"recallai_streaming": {"mode": "prioritize_low_latency"}}
