@@ -104,7 +104,10 @@ def run_one(args: argparse.Namespace) -> int:
     if job:
         print(f"\n  export: {job.get('job_status')} (trigger {job.get('trigger')}, attempts {job.get('attempts')})")
     for export in found["exports"]:
+        sound = f"  sound {clock(export['audio_ms'])}" if export.get("audio_ms") else "  no sound"
+        gap = (f"  ENDS EARLY: Recall's endpoint failed at {printable(str(export['endpoint_failed_at']))}"
+               if export.get("endpoint_failed_at") else "")
         print(f"  {export['participant_id']:>6} {export['type']:<11} {export['frames']:>6} frames "
-              f"{clock(export['duration_ms'])}  {export['bytes'] / 1e6:.1f} MB  {export['s3_key']}\n"
+              f"{clock(export['duration_ms'])}{sound}  {export['bytes'] / 1e6:.1f} MB  {export['s3_key']}{gap}\n"
               f"         {export['url']}")
     return 0

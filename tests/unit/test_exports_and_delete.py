@@ -312,3 +312,28 @@ def test_delete_route_is_a_dry_run_unless_confirmed(meeting, aws, lambda_context
     for params in ({}, {"confirm": "true"}):
         again = delete_handler.handler(api_event(f"/recordings/{REC}", params, method="DELETE"), lambda_context)
         assert again["statusCode"] == 404 and "has nothing stored" in again["body"]
+
+
+def test_exports_and_notes_say_when_recalls_endpoint_failed(meeting, aws, lambda_context, capsys):
+    """realtime_endpoint.failed on the recording (as meetings.py records it; its webhook is
+    tested in test_meetings): Recall stopped sending, so every export of it ends early; the
+    export items, `framesink recording` and the slide notes say so."""
+    from framesink_core.shared import schema
+    from framesink_core.shared.items import to_item
+
+    svc = meeting["svc"]
+    svc.dynamodb.update_item(
+        TableName=meeting["settings"].table, Key=to_item({"pk": schema.recording_pk(REC), "sk": schema.META_SK}),
+        UpdateExpression="SET endpoint_status = :s, endpoint_status_at = :at",
+        ExpressionAttributeValues=to_item({":s": "failed", ":at": "2026-11-23T19:00:22Z"}))
+    run_export(meeting, lambda_context)
+    found = svc.index.recording(REC)
+    assert [e["endpoint_failed_at"] for e in found["exports"]] == ["2026-11-23T19:00:22Z"] * 3
+    from framesink_core.read.notes import render
+
+    _, files = render(aws["s3"], meeting["settings"].bucket, svc.index, REC)  # what notes and the job write
+    assert "Incomplete:** Recall's realtime endpoint failed at 2026-11-23T19:00:22Z" in files["notes.md"][0].decode()
+    assert json.loads(files["notes.json"][0])["endpoint_failed_at"] == "2026-11-23T19:00:22Z"
+    capsys.readouterr()
+    assert main(["recording", REC, *target_args(meeting["settings"])]) == 0
+    assert capsys.readouterr().out.count("ENDS EARLY: Recall's endpoint failed at 2026-11-23T19:00:22Z") == 3

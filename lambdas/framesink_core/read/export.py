@@ -64,6 +64,9 @@ class StreamExport:
     filled: int
     audio_ms: int = 0  # the audio track's length (0: video only)
     audio_silent_ms: int = 0  # of it, where no audio was stored
+    # Recall's realtime endpoint failed (realtime_endpoint.failed): the stream ends early,
+    # whatever came after this time never reached framesink.
+    endpoint_failed_at: str | None = None
 
     def item(self, expires_at: int | None) -> dict:
         return {"pk": schema.recording_pk(self.recording_id), "sk": schema.export_sk(self.participant_id, self.frame_type),
@@ -72,6 +75,7 @@ class StreamExport:
                 "bytes": self.bytes, "width": self.width, "height": self.height,
                 "contact_sheet_key": self.contact_sheet_key, "skipped": self.skipped, "filled": self.filled,
                 "audio_ms": self.audio_ms, "audio_silent_ms": self.audio_silent_ms,
+                **({"endpoint_failed_at": self.endpoint_failed_at} if self.endpoint_failed_at else {}),
                 "created_at": int(time.time() * 1000), schema.TTL_ATTRIBUTE: expires_at}
 
 
@@ -305,6 +309,7 @@ class ExportJobs:
         result = export_stream(self.s3, self.bucket, self.index, recording_id, participant_id, frame_type,
                                gap_fill=self.gap_fill)
         if result is not None:
+            result.endpoint_failed_at = self.index.endpoint_failure(recording_id)
             latest = self.index.latest_frame(recording_id, participant_id, frame_type) or {}
             expires = schema.index_expires_at(latest.get("stored_at"), self.store.frame_expiry_days)
             self.dynamodb.put_item(TableName=self.table, Item=to_item(result.item(expires)))

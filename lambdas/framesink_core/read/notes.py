@@ -89,9 +89,13 @@ def _clock(ms: int | None) -> str:
     return f"{sign}{ms // 60000}:{ms // 1000 % 60:02d}"
 
 
-def markdown(recording_id: str, notes: list[SlideNote], image_names: dict[int, str]) -> str:
+def markdown(recording_id: str, notes: list[SlideNote], image_names: dict[int, str],
+             endpoint_failed_at: str | None = None) -> str:
     """The notes as Markdown, the slide images referenced by ``image_names`` (number -> file)."""
     lines = [f"# Slide notes: recording {recording_id}", ""]
+    if endpoint_failed_at:
+        lines += [f"> **Incomplete:** Recall's realtime endpoint failed at {_escape(endpoint_failed_at)} and Recall "
+                  "stopped sending: slides, speech and words after that are missing.", ""]
     if not notes:
         lines.append("No slides were found in this recording's shared screens.")
     for note in notes:
@@ -149,9 +153,11 @@ def render(s3, bucket: str, index: FrameIndex, recording_id: str) -> tuple[list[
                 raise
             continue
         images[note.number] = name
-    files["notes.md"] = (markdown(recording_id, notes, images).encode(), "text/markdown; charset=utf-8")
-    files["notes.json"] = ((json.dumps({"recording_id": recording_id, "slides": [n.as_dict() for n in notes]},
-                                       indent=2) + "\n").encode(), "application/json")
+    failed_at = index.endpoint_failure(recording_id)
+    files["notes.md"] = (markdown(recording_id, notes, images, failed_at).encode(), "text/markdown; charset=utf-8")
+    files["notes.json"] = ((json.dumps({"recording_id": recording_id, "endpoint_failed_at": failed_at,
+                                        "slides": [n.as_dict() for n in notes]}, indent=2) + "\n").encode(),
+                           "application/json")
     return notes, files
 
 

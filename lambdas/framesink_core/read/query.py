@@ -90,7 +90,8 @@ PARTICIPANT_EVENT_FIELDS = ("event", "participant_id", "participant_name", "rela
 UTTERANCE_FIELDS = ("participant_id", "participant_name", "start_ms", "end_ms", "text", "words")
 RESULT_FIELDS = ("analyzer", "recording_id", "participant_id", "type", "relative_ms", "s3_key", "analyzed_at")
 EXPORT_FIELDS = ("recording_id", "participant_id", "type", "s3_key", "frames", "duration_ms", "bytes",
-                 "width", "height", "created_at", "contact_sheet_key")
+                 "width", "height", "created_at", "contact_sheet_key", "audio_ms", "audio_silent_ms",
+                 "endpoint_failed_at")
 
 
 class QueryError(ValueError):
@@ -302,6 +303,16 @@ class FrameIndex:
             if page.cursor is None:
                 return
             cursor = page.cursor
+
+    def endpoint_failure(self, recording_id: str) -> str | None:
+        """When Recall's realtime endpoint failed for this recording (its realtime_endpoint.failed
+        webhook: Recall stopped sending, the bot maybe still in the call), or None."""
+        check_id(recording_id, "recording")
+        item = self.dynamodb.get_item(
+            TableName=self.table, Key=to_item({"pk": schema.recording_pk(recording_id), "sk": schema.META_SK}),
+            ProjectionExpression="endpoint_status, endpoint_status_at").get("Item")
+        meta = from_item(item) if item else {}
+        return str(meta.get("endpoint_status_at") or "unknown time") if meta.get("endpoint_status") == "failed" else None
 
     def latest_frame(self, recording_id: str, participant_id: str, frame_type: str | None = None) -> dict | None:
         """The participant's most recent frame (of one type, or of any)."""
