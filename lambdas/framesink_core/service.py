@@ -57,7 +57,7 @@ class Service:
         if self.batch_index_writes:
             from framesink_core.ingest.audio import BufferedAudio
 
-            audio = BufferedAudio(self.s3, self.settings.bucket)
+            audio = BufferedAudio(self.s3, self.settings.bucket, outlet=self.outlet)
         return FrameStore(self.settings.bucket, self.settings.table, self.s3, self.dynamodb,
                           frame_expiry_days=self.settings.frame_expiry_days, index_writer=writer,
                           totals_interval=interval, objects=objects, outlet=self.outlet, audio=audio)

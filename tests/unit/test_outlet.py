@@ -134,3 +134,42 @@ def test_a_refused_event_is_sent_again_and_a_lost_one_never_costs_the_frame(aws,
     assert [(line["reason"], line["s3_key"]) for line in lines] == [
         ("event_publish_failed", "recordings/rec-f/participants/7/webcam/0000000500.png")]
     assert "ThrottlingException" in lines[0]["detail"]
+
+
+def test_the_meetings_context_goes_on_the_bus_and_frame_rules_do_not_hear_it(aws, feed):
+    """A participant event, a final utterance and an audio object, once durable, are "Meeting
+    Event" / "Audio Stored" events on the same bus; the frame rule (frames_pattern) hears only
+    the frame. A rule on the new types receives them with the stored item's fields."""
+    from framesink.synthetic import audio_message, participant_event_message, spoken, transcript_message
+    from framesink_core.ingest.audio import audio_key
+    from framesink_core.ingest.outlet import AUDIO_STORED, MEETING_EVENT
+
+    settings, drain = feed
+    events = boto3.client("events", region_name=REGION)
+    sqs = boto3.client("sqs", region_name=REGION)
+    url = sqs.create_queue(QueueName=f"{settings.bucket}-context")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="context", EventBusName=settings.event_bus, EventPattern=json.dumps(
+        {"source": [SOURCE], "detail-type": [MEETING_EVENT, AUDIO_STORED]}))
+    events.put_targets(Rule="context", EventBusName=settings.event_bus, Targets=[{"Id": "q", "Arn": arn}])
+    svc = Service(settings, s3=aws["s3"], dynamodb=aws["dynamodb"])
+    outcomes = [svc.ingestor.handle(body).status for body in (
+        participant_event_message("speech_on", recording_id="rec-c", participant_id=7, relative=-0.5),
+        transcript_message(spoken("hello there", 1.0), recording_id="rec-c", participant_id=7),
+        audio_message(b"\1\0" * 1600, recording_id="rec-c", relative=1.0, participant_id=7),
+        audio_message(b"\1\0" * 1600, recording_id="rec-c", relative=1.0, participant_id=7),  # a duplicate: no event
+        message("rec-c", 0),
+    )]
+    assert outcomes == ["recorded", "recorded", "recorded", "recorded", "stored"]
+    assert [e["detail-type"] for e in drain()] == [FRAME_STORED]
+    got = []
+    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        got += [json.loads(m["Body"]) for m in messages]
+        for m in messages:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    by_type = sorted(((e["detail-type"], e["detail"].get("kind")) for e in got), key=str)
+    assert by_type == [(AUDIO_STORED, None), (MEETING_EVENT, "participant_event"), (MEETING_EVENT, "utterance")]
+    detail = {e["detail"].get("kind", "audio"): e["detail"] for e in got}
+    assert (detail["participant_event"]["event"], detail["participant_event"]["relative_ms"]) == ("speech_on", -500)
+    assert detail["utterance"]["text"] == "hello there"
+    assert (detail["audio"]["key"], detail["audio"]["duration_ms"]) == (audio_key("rec-c", "7", 1000), 100)

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pybase64 import b64decode
 
 from framesink_core.ingest.events import Rejected, _absolute, _id, _obj, bot_id_of
+from framesink_core.ingest.outlet import AUDIO_STORED
 from framesink_core.shared import schema
 from framesink_core.shared.observability import count, count_with_dimension, logger
 
@@ -237,6 +238,14 @@ def object_span(key: str, metadata: dict, body: bytes | None = None) -> tuple[in
     return start, samples
 
 
+def audio_event(bucket: str, chunk: AudioChunk, start_sample: int, samples: int) -> dict:
+    """The "Audio Stored" event's detail (outlet.py): where the object is and what it covers."""
+    return {"bucket": bucket, "key": audio_key(chunk.recording_id, chunk.participant_id, start_sample // SAMPLES_PER_MS),
+            "recording_id": chunk.recording_id, "participant_id": chunk.participant_id,
+            "start_ms": start_sample // SAMPLES_PER_MS, "duration_ms": samples * 1000 // SAMPLE_RATE,
+            "sample_rate": SAMPLE_RATE, "absolute": chunk.absolute, "bot_id": chunk.bot_id}
+
+
 def _record(outcome: str, chunk: AudioChunk, seconds: float) -> None:
     if outcome == "conflict":
         count("AudioConflict")
@@ -260,14 +269,18 @@ def _failed(exc: BaseException, chunk: AudioChunk) -> None:
 class DirectAudio:
     """A Lambda's: each chunk its own object, written before the invocation answers."""
 
-    def __init__(self, s3, bucket: str):
+    def __init__(self, s3, bucket: str, outlet=None):
         self.objects = AudioObjects(s3, bucket)
+        self.outlet = outlet
 
     def add(self, chunk: AudioChunk) -> Future:
         future: Future = Future()
         try:
             outcome = self.objects.write(chunk, chunk.start_sample, chunk.pcm)
             _record(outcome, chunk, chunk.samples / SAMPLE_RATE)
+            if outcome == "stored" and self.outlet is not None:
+                self.outlet.publish(audio_event(self.objects.bucket, chunk, chunk.start_sample, chunk.samples),
+                                    AUDIO_STORED)
             future.set_result(outcome)
         except Exception as exc:  # noqa: BLE001 - reported, never fatal to the connection
             _failed(exc, chunk)
@@ -287,8 +300,10 @@ class BufferedAudio:
     (on the receiver's event loop: it only appends); ``flush_due`` from the receiver's timer."""
 
     def __init__(self, s3, bucket: str, *, object_seconds: float = OBJECT_SECONDS,
-                 idle_seconds: float = IDLE_SECONDS, max_buffered_bytes: int = MAX_BUFFERED_BYTES, workers: int = 4):
+                 idle_seconds: float = IDLE_SECONDS, max_buffered_bytes: int = MAX_BUFFERED_BYTES, workers: int = 4,
+                 outlet=None):
         self.objects = AudioObjects(s3, bucket)
+        self.outlet = outlet
         self.object_samples = int(object_seconds * SAMPLE_RATE)
         self.idle_seconds = idle_seconds
         self.max_buffered_bytes = max_buffered_bytes
@@ -351,6 +366,9 @@ class BufferedAudio:
                 _failed(f.exception(), run.chunk)
             else:
                 _record(f.result(), run.chunk, seconds)
+                if f.result() == "stored" and self.outlet is not None:
+                    self.outlet.publish(audio_event(self.objects.bucket, run.chunk, run.start_sample, run.samples),
+                                        AUDIO_STORED)
 
         future.add_done_callback(done)
         return future

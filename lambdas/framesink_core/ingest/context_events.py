@@ -78,6 +78,9 @@ class ParticipantEvent:
             "relative_ms": self.relative_ms, "absolute": self.absolute, "text": self.text, "bot_id": self.bot_id,
         }, expires_at)
 
+    def detail(self) -> dict:
+        return _detail(self)
+
 
 @dataclass(frozen=True)
 class Utterance:
@@ -98,8 +101,16 @@ class Utterance:
             "text": self.text, "words": self.words, "bot_id": self.bot_id,
         }, expires_at)
 
+    def detail(self) -> dict:
+        return _detail(self)
+
 
 ContextEvent = ParticipantEvent | Utterance
+
+
+def _detail(event) -> dict:
+    """The "Meeting Event" on the bus (outlet.py): the item's fields, without keys and expiry."""
+    return {k: v for k, v in event.item(None).items() if k not in ("pk", "sk")}
 
 
 def _with_expiry(item: dict, expires_at: int | None) -> dict:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from framesink_core.ingest.audio import AUDIO_EVENTS, parse_audio
 from framesink_core.ingest.context_events import CONTEXT_EVENTS, Utterance, parse_context
 from framesink_core.ingest.events import Frame, OtherEvent, Rejected, parse_message
+from framesink_core.ingest.outlet import MEETING_EVENT
 from framesink_core.ingest.png import DEFAULT_MAX_PIXELS
 from framesink_core.ingest.spool import SPOOLABLE, Spool
 from framesink_core.ingest.storage import FrameConflict, FrameStore, StoreError, resolved
@@ -110,6 +111,8 @@ class Ingestor:
         def settled(future: Future) -> None:
             if future.exception() is not None:
                 self._context_failed(future.exception(), ids)
+            else:  # durable: say so on the bus (outlet.py)
+                self.store.outlet.publish(event.detail(), MEETING_EVENT)
 
         written.add_done_callback(settled)
         count_with_dimension("ContextRecorded", "kind", "utterance" if isinstance(event, Utterance) else "participant")

@@ -41,6 +41,12 @@ FRAME_STORED = "Frame Stored"
 # The novelty function's event for the same frame: its "Frame Stored" detail plus novel,
 # change_score and novel_reason (analyze/novelty.py); subscribe to it for novel frames only.
 FRAME_SCORED = "Frame Scored"
+# The meeting's context on the same bus, once durable: a participant event or a final
+# utterance (its index item's fields, ingest/context_events.py), and each audio object
+# (ingest/audio.py). Frame rules match "Frame Stored" only, so these reach only the rules
+# that ask for them (docs/live-feed.md).
+MEETING_EVENT = "Meeting Event"
+AUDIO_STORED = "Audio Stored"
 MAX_ENTRIES = 10  # PutEvents' limit per request
 DEFAULT_MAX_WAIT = 0.02
 DEFAULT_MAX_ATTEMPTS = 4

@@ -156,7 +156,7 @@ class FrameStore:
         if audio is None:
             from framesink_core.ingest.audio import DirectAudio
 
-            audio = DirectAudio(s3, bucket)
+            audio = DirectAudio(s3, bucket, self.outlet)
         self.audio = audio
 
     def submit_context(self, event) -> Future:
