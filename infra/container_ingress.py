@@ -230,7 +230,8 @@ class ContainerIngress(Construct):
         # (UpdateItem), FrameStore.put_frame (PutObject under recordings/, GetItem to check a
         # duplicate's index item, BatchWriteItem of index items), Service.secret (GetSecretValue).
         # A redelivered frame is compared with the stored one: GetObject (HeadObject is
-        # GetObject in IAM) under recordings/. BatchingOutlet: PutEvents on the stack's frame bus.
+        # GetObject in IAM) under recordings/. Audio objects (BufferedAudio): PutObject, and GetObject
+        # to compare a taken key, under recordings/ too. BatchingOutlet: PutEvents on the frame bus.
         # Receiver leases (ConnectionRegistry.renew_lease / sweep_lost / end_lease): Query and
         # DeleteItem only on the leases' partition, by the dynamodb:LeadingKeys condition key
         # ("access items that have a specific partition key value", DynamoDB developer guide,

@@ -81,7 +81,8 @@ class WebSocketIngress(Construct):
             statements=[table("UpdateItem")],
         )
         # FrameStore.put_frame: S3 PutObject under recordings/ (If-None-Match), GetObject there
-        # for a redelivery's comparison (HeadObject is GetObject in IAM), the index PutItem,
+        # for a redelivery's comparison (HeadObject is GetObject in IAM; the same two for audio
+        # objects, DirectAudio), the index PutItem,
         # GetItem (a duplicate's item exists?), UpdateItem of participant/recording totals;
         # ConnectionRegistry.bot_of (GetItem); DeletedRecordings (GetItem of a recording's tombstone);
         # DirectOutlet: PutEvents of the frame's event on the stack's frame bus, nowhere else.
