@@ -10,6 +10,7 @@ import signal
 import sys
 
 from framesink_core.service import Service
+from framesink_core.shared.observability import count_in_memory
 from framesink_core.shared.settings import Settings
 from framesink_receiver.config import ReceiverConfig, add_arguments, config_from_args
 from framesink_receiver.server import Receiver
@@ -49,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
         print("framesink receive: FRAMESINK_BUCKET and FRAMESINK_TABLE must be set "
               "(the task definition sets them; locally, use `framesink local --ingress direct`)", file=sys.stderr)
         return 2
+    # This process is the receiver alone: count metrics in memory, flushed every
+    # metrics_interval (observability.py; `framesink local` hosts Lambda handlers beside its
+    # receiver, and keeps Powertools' per-invocation batches).
+    count_in_memory()
     asyncio.run(serve_until_signalled(receiver_service(settings), config))
     return 0
 

@@ -15,7 +15,8 @@ from framesink.synthetic import frame_event, make_png
 from framesink_core.ingest.events import parse_message
 from framesink_core.ingest.native_objects import NativeObjects
 from framesink_core.ingest.storage import FrameConflict, FrameStore, StoreError, crc32_base64
-from framesink_core.shared.objects import CHECKSUM_METADATA, BotoObjects, WriteRace
+from framesink_core.ingest.png import inspect_png
+from framesink_core.shared.objects import CHECKSUM_METADATA, FINGERPRINT_METADATA, BotoObjects, WriteRace
 from tests.faultproxy import FaultProxy, route_native_puts
 from tests.procs import REGION, Moto
 
@@ -55,10 +56,11 @@ def test_either_client_stores_once_and_the_other_agrees_on_duplicates_and_confli
     head = moto.s3.head_object(Bucket=moto.bucket, Key=stored.key, ChecksumMode="ENABLED")
     assert head["ContentType"] == "image/png" and head["ContentLength"] == len(png)
     assert head["Metadata"]["participant-name"] == "Zo%C3%AB%20Nakamura"  # same metadata, reindexable
-    # obstore: the CRC32 as metadata. botocore: S3's checksum header (which moto's server,
-    # unlike S3 and in-process moto, does not echo; the duplicate is then compared by bytes).
-    expected = crc32_base64(png) if first == "native" else None
-    assert head["Metadata"].get(CHECKSUM_METADATA) == expected
+    # Both: the PNG walk's fingerprint as metadata (obstore then needs no CRC32 pass). botocore
+    # also sends S3's checksum header, which S3 verifies the body by (moto's server does not
+    # echo it). A spooled frame from before the fingerprint: the CRC32 as metadata (below).
+    assert head["Metadata"][FINGERPRINT_METADATA] == inspect_png(png).fingerprint
+    assert CHECKSUM_METADATA not in head["Metadata"]
 
     again = other.put_frame(frame(png, recording))
     assert again.duplicate and not again.repaired
@@ -67,6 +69,23 @@ def test_either_client_stores_once_and_the_other_agrees_on_duplicates_and_confli
     body = moto.s3.get_object(Bucket=moto.bucket, Key=stored.key)["Body"].read()
     assert body == png  # the first write won
     assert len(index_items(moto, recording)) == 1
+
+
+@pytest.mark.parametrize("first,second", [("native", "native"), ("native", "boto")])
+def test_frames_without_a_fingerprint_are_compared_by_crc32(moto, first, second):
+    """A frame spooled before fingerprints existed has none: written with the CRC32 as metadata,
+    and a fingerprinted redelivery of it is still a duplicate, other bytes a conflict."""
+    from dataclasses import replace
+
+    recording = f"objects-nofp-{first}-{second}"
+    png = make_png(160, 120, seed=5)
+    stored = make_store(moto, first).put_frame(replace(frame(png, recording), fingerprint=None))
+    head = moto.s3.head_object(Bucket=moto.bucket, Key=stored.key)
+    assert head["Metadata"][CHECKSUM_METADATA] == crc32_base64(png) and FINGERPRINT_METADATA not in head["Metadata"]
+    other = make_store(moto, second)
+    assert other.put_frame(frame(png, recording)).duplicate
+    with pytest.raises(FrameConflict):
+        other.put_frame(frame(make_png(160, 120, seed=6), recording))
 
 
 def test_a_native_put_whose_answer_was_lost_is_still_this_frames_write(moto):

@@ -103,3 +103,15 @@ def test_mutations_never_accepted_when_pillow_rejects(position, value, cut):
     except PngError:
         return
     assert pillow_accepts(data)
+
+
+def test_the_fingerprint_tells_frames_apart_as_a_crc32_would():
+    """The chunk walk's fingerprint (storage.py compares redeliveries by it instead of a
+    second CRC32 pass): equal for the same bytes, different for another frame of the same
+    size and length."""
+    frames = [make_png(64, 48, seed=s, detailed=False) for s in range(50)]
+    prints = [inspect_png(f).fingerprint for f in frames]
+    assert prints[0] == inspect_png(bytes(frames[0])).fingerprint and prints[0].startswith("png1:")
+    assert len(set(prints)) == len(set(frames))
+    same_length = [(a, b) for a in frames for b in frames if a != b and len(a) == len(b)]
+    assert all(inspect_png(a).fingerprint != inspect_png(b).fingerprint for a, b in same_length)

@@ -86,6 +86,7 @@ class Frame:
     png: bytes
     width: int
     height: int
+    fingerprint: str | None = None  # png.PngInfo.fingerprint: None for a frame built elsewhere
 
     @property
     def s3_key(self) -> str:
@@ -240,6 +241,7 @@ def parse_message(body: str | bytes, max_frame_bytes: int, max_pixels: int = DEF
             png=png,
             width=info.width,
             height=info.height,
+            fingerprint=info.fingerprint,
         )
     except Rejected as exc:
         exc.context = {**context, **exc.context}

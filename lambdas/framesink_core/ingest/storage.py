@@ -39,7 +39,14 @@ from framesink_core.ingest.stored_frame import MetadataError, StoredFrame
 from framesink_core.ingest.totals import DEFAULT_FLUSH_SECONDS, ParticipantTotals
 from framesink_core.shared import schema
 from framesink_core.shared.items import BOTO_CONFIG, to_item
-from framesink_core.shared.objects import CHECKSUM_METADATA, BotoObjects, ObjectExists, ObjectWriteError, WriteRace
+from framesink_core.shared.objects import (
+    CHECKSUM_METADATA,
+    FINGERPRINT_METADATA,
+    BotoObjects,
+    ObjectExists,
+    ObjectWriteError,
+    WriteRace,
+)
 from framesink_core.shared.objects import describe_client_error as _describe
 from framesink_core.shared.settings import DEFAULT_FRAME_EXPIRY_DAYS
 
@@ -184,7 +191,7 @@ class FrameStore:
             stored_at=int(time.time() * 1000),
         )
         write_id = uuid.uuid4().hex
-        result = self._put_object(record, frame.png, write_id)
+        result = self._put_object(record, frame.png, write_id, frame.fingerprint)
         if result is not None:  # a duplicate: decided (and its index repaired) already
             if result.repaired:  # its first writer died before the index: new to consumers
                 self.outlet.publish(frame_event(result.record, self.bucket))
@@ -210,18 +217,22 @@ class FrameStore:
     def expires_at(self, frame: StoredFrame) -> int | None:
         return frame.expires_at(self.frame_expiry_days)
 
-    def _put_object(self, record: StoredFrame, png: bytes, write_id: str) -> StoreResult | None:
+    def _put_object(self, record: StoredFrame, png: bytes, write_id: str,
+                     fingerprint: str | None = None) -> StoreResult | None:
         """None if this call wrote the object; a StoreResult for a duplicate."""
         metadata = {**record.metadata(), "write-id": write_id}
-        # Sent with the object (S3's checksum header, or metadata: objects.py); a duplicate is
-        # later compared by it (_existing).
-        checksum = crc32_base64(png)
+        # What a duplicate is later compared by (_existing): the PNG walk's fingerprint, free
+        # (png.py), and the CRC32 only where S3 verifies the body by it (botocore's header) or
+        # there is no fingerprint (objects.py): one pass over the bytes per frame, not two.
+        if fingerprint:
+            metadata[FINGERPRINT_METADATA] = fingerprint
+        checksum = crc32_base64(png) if self.objects.wants_crc32 or not fingerprint else None
         for attempt in range(CONFLICT_RETRIES + 1):
             try:
                 self.objects.put_new(record.key, png, metadata, checksum)
                 return None
             except ObjectExists:
-                return self._existing(record, png, write_id, checksum)
+                return self._existing(record, png, write_id, checksum, fingerprint)
             except WriteRace as exc:
                 if attempt < CONFLICT_RETRIES:
                     time.sleep(0.05 * 2**attempt)
@@ -231,15 +242,19 @@ class FrameStore:
                 raise StoreError("s3", str(exc)) from exc
         raise AssertionError("unreachable")
 
-    def _existing(self, record: StoredFrame, png: bytes, write_id: str, checksum: str) -> StoreResult | None:
+    def _existing(self, record: StoredFrame, png: bytes, write_id: str, checksum: str | None,
+                  fingerprint: str | None = None) -> StoreResult | None:
         key = record.key
         try:
             head = self.s3.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
             same = head["ContentLength"] == len(png)
             if same:
-                stored_checksum = head.get("ChecksumCRC32") or (head.get("Metadata") or {}).get(CHECKSUM_METADATA)
-                if stored_checksum:
-                    same = stored_checksum == checksum
+                meta = head.get("Metadata") or {}
+                stored_checksum = head.get("ChecksumCRC32") or meta.get(CHECKSUM_METADATA)
+                if meta.get(FINGERPRINT_METADATA) and fingerprint:
+                    same = meta[FINGERPRINT_METADATA] == fingerprint
+                elif stored_checksum:
+                    same = stored_checksum == (checksum or crc32_base64(png))
                 else:  # written with neither: compare the bytes themselves
                     same = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read() == png
         except (ClientError, BotoCoreError) as exc:

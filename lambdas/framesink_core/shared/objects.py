@@ -26,6 +26,7 @@ from __future__ import annotations
 from botocore.exceptions import BotoCoreError, ClientError
 
 CHECKSUM_METADATA = "crc32"  # NativeObjects: the CRC32 (S3's ChecksumCRC32 form) as metadata
+FINGERPRINT_METADATA = "png-chunks"  # png.PngInfo.fingerprint: the frame's identity without a CRC32 pass
 
 
 class ObjectExists(Exception):
@@ -57,15 +58,19 @@ def describe_client_error(exc: Exception) -> str:
 
 
 class BotoObjects:
+    # S3 verifies the body against the CRC32 sent with it: worth its pass over the bytes.
+    wants_crc32 = True
+
     def __init__(self, s3, bucket: str):
         self.s3 = s3
         self.bucket = bucket
 
-    def put_new(self, key: str, body: bytes, metadata: dict[str, str], crc32: str) -> None:
+    def put_new(self, key: str, body: bytes, metadata: dict[str, str], crc32: str | None) -> None:
         try:
             # Given, botocore sends the checksum as is (no checksum pass of its own).
+            checksum = {"ChecksumCRC32": crc32} if crc32 else {}
             self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="image/png",
-                               Metadata=metadata, IfNoneMatch="*", ChecksumCRC32=crc32)
+                               Metadata=metadata, IfNoneMatch="*", **checksum)
         except ClientError as exc:
             code = error_code(exc)
             if code == "PreconditionFailed":
