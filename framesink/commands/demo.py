@@ -233,7 +233,7 @@ async def _meeting_end(out: "_Printer", stack: LocalStack, recording_id: str, re
                                      {"webhook-id": "msg_forged", "webhook-timestamp": str(int(time.time())),
                                       "webhook-signature": "v1,Zm9yZ2Vk"})
     out.line(f"   (a delivery with a forged signature is answered {forged} and changes nothing)")
-    rows, ok = [], bool(found.get("exports"))
+    rows, ok, sounded = [], bool(found.get("exports")), False
     s3 = stack.client("s3")
     for export in sorted(found.get("exports", []), key=lambda e: (len(e["participant_id"]), e["participant_id"])):
         local = tmp / f"{export['participant_id']}-{export['type']}.mp4"
@@ -242,7 +242,9 @@ async def _meeting_end(out: "_Printer", stack: LocalStack, recording_id: str, re
         ok = ok and info.frames == export["frames"]
         # the sound: the participant's own in a webcam MP4, the meeting's mix in a screenshare's
         sound = f"{info.audio_codec} {info.audio_ms / 1000:.1f} s" if info.audio_codec else "none"
-        ok = ok and info.audio_codec == "aac" and abs(info.audio_ms - info.duration_ms) <= 64
+        # (a participant who never spoke has no audio: video only)
+        ok = ok and (info.audio_codec is None or abs(info.audio_ms - info.duration_ms) <= 64)
+        sounded = sounded or info.audio_codec == "aac"
         rows.append([export["s3_key"], f"{info.width}x{info.height}", info.codec, info.frames,
                      f"{info.duration_ms / 1000:.1f} s", sound, _kb(local.stat().st_size)])
     out.blank()
@@ -253,7 +255,7 @@ async def _meeting_end(out: "_Printer", stack: LocalStack, recording_id: str, re
         out.line("   no export was written: MISMATCH")
     out.blank()
     out.line(f"   (framesink recording --local {recording_id}; framesink export --video writes the same locally)")
-    return ok and meta.get("status") == "done" and forged == 401
+    return ok and sounded and meta.get("status") == "done" and forged == 401
 
 
 FACES_DIR = Path(__file__).resolve().parents[2] / "analyzers" / "faces"
