@@ -6,6 +6,7 @@ request failing exactly its frames."""
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -319,3 +320,35 @@ def test_a_frame_whose_index_write_fails_is_reported_failed_and_not_counted(stac
     assert (outcome.status, outcome.reason) == (FAILED, "index_write_failed")
     ingestor.store.close()
     assert participant(stack, aws, rec="rec-two-f") is None
+
+
+def test_under_load_batches_fill_and_slow_traffic_keeps_its_latency(stack, aws):
+    """Items arriving faster than 25 per fill_wait wait for a full batch (at most fill_wait);
+    items arriving slower are written at max_wait, as before."""
+    def run(gap: float, n: int) -> list[int]:
+        writer = BatchingIndexWriter(stack.table, aws["dynamodb"], max_wait=0.05, fill_wait=0.3, workers=1)
+        sizes = []
+        real = aws["dynamodb"].batch_write_item
+
+        def counted(**kwargs):
+            sizes.append(len(kwargs["RequestItems"][stack.table]))
+            return real(**kwargs)
+
+        aws["dynamodb"].batch_write_item = counted
+        try:
+            futures = []
+            for k in range(n):
+                futures.append(writer.submit(index_item(k + int(gap * 1e6))))
+                time.sleep(gap)
+            for future in futures:
+                future.result(10)
+        finally:
+            writer.close()
+            del aws["dynamodb"].batch_write_item
+        return sizes
+
+    fast_sizes = run(0.002, 100)  # 500 items/s: 25 in 50 ms
+    assert max(fast_sizes) == MAX_BATCH and len(fast_sizes) <= 6  # not the ~9 of 11 items max_wait alone gives
+    slow_sizes = run(0.04, 10)  # 25 a second: a batch would take a second to fill
+    # written at max_wait (1-2 items each), not held for fill_wait (which would gather ~7)
+    assert max(slow_sizes) <= 3 and sum(slow_sizes) == 10
