@@ -8,6 +8,8 @@ from one minute to the next while ratios hold. One module per topic:
 - coldstart: import time of each Lambda handler module vs ``import boto3``
 - assets:    zipped/unzipped size of each function's code asset in a fresh ``cdk synth``
 - e2e:       frames/s and send-to-stored latency through ``framesink local`` vs raw moto puts
+- receive_path: CPU per frame message of websocket server candidates (websockets, uvloop,
+  picows; those not installed are skipped: ``pip install picows uvloop``)
 - outlet:    the receiver's CPU per frame event, batched PutEvents vs one call per frame
 - novelty:   scoring a frame (decode + thumbnail + state) vs storing it; novel fractions
 - cost:      billable units per frame and cost per participant-hour (also ``python -m bench.cost``)
