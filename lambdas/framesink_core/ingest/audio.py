@@ -41,7 +41,15 @@ from dataclasses import dataclass
 
 from pybase64 import b64decode
 
-from framesink_core.ingest.events import Rejected, _absolute, _id, _obj, bot_id_of
+from framesink_core.ingest.events import (
+    Rejected,
+    _absolute,
+    _obj,
+    bot_id_of,
+    envelope,
+    participant_of,
+    recording_id_of,
+)
 from framesink_core.ingest.outlet import AUDIO_STORED
 from framesink_core.shared import schema
 from framesink_core.shared.observability import count, count_with_dimension, logger
@@ -106,17 +114,14 @@ def audio_prefix(recording_id: str, participant_id: str | None) -> str:
 def parse_audio(message: dict, event: str) -> AudioChunk:
     """One audio message into a chunk. Raises Rejected with the reason (linear in the
     message: one base64 pass, bounded before decoding)."""
-    outer = _obj(message.get("data"), "missing_data", "'data'")
-    inner = _obj(outer.get("data"), "missing_data", "'data.data'")
+    outer, inner = envelope(message)
     context: dict = {"event": event}
     try:
-        recording = _obj(outer.get("recording"), "missing_recording", "'data.recording'")
-        recording_id = context["recording_id"] = _id(recording.get("id"), "bad_recording_id", "recording id")
+        recording_id = context["recording_id"] = recording_id_of(outer)
         participant_id = None
         if event == SEPARATE_EVENT:
-            participant = _obj(inner.get("participant"), "missing_participant", "'data.data.participant'")
-            participant_id = context["participant_id"] = _id(participant.get("id"), "bad_participant_id",
-                                                             "participant id", allow_number=True)
+            _, participant_id = participant_of(inner)
+            context["participant_id"] = participant_id
         timestamp = _obj(inner.get("timestamp"), "bad_timestamp", "'data.data.timestamp'")
         relative = timestamp.get("relative")
         # Audio flows only while the bot records, so never before the recording's start.

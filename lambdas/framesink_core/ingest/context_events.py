@@ -24,10 +24,12 @@ from framesink_core.ingest.events import (
     MAX_NAME_BYTES,
     Rejected,
     _absolute,
-    _id,
     _obj,
     bot_id_of,
     bounded_text,
+    envelope,
+    participant_of,
+    recording_id_of,
 )
 from framesink_core.shared import schema
 
@@ -132,15 +134,12 @@ def relative_ms(value, what: str) -> int:
 def parse_context(message: dict, event: str) -> ContextEvent:
     """A participant event or a final utterance, from a message whose ``event`` is in
     CONTEXT_EVENTS. Raises Rejected with the reason."""
-    outer = _obj(message.get("data"), "missing_data", "'data'")
-    inner = _obj(outer.get("data"), "missing_data", "'data.data'")
+    outer, inner = envelope(message)
     context: dict = {"event": event}
     try:
-        recording = _obj(outer.get("recording"), "missing_recording", "'data.recording'")
-        recording_id = context["recording_id"] = _id(recording.get("id"), "bad_recording_id", "recording id")
-        participant = _obj(inner.get("participant"), "missing_participant", "'data.data.participant'")
-        participant_id = context["participant_id"] = _id(participant.get("id"), "bad_participant_id",
-                                                         "participant id", allow_number=True)
+        recording_id = context["recording_id"] = recording_id_of(outer)
+        participant, participant_id = participant_of(inner)
+        context["participant_id"] = participant_id
         name = bounded_text(participant.get("name"), MAX_NAME_BYTES)
         bot_id = bot_id_of(outer)
         if event == TRANSCRIPT_EVENT:

@@ -123,6 +123,23 @@ def _id(value, reason: str, what: str, allow_number: bool = False) -> str:
     return value
 
 
+def envelope(message: dict) -> tuple[dict, dict]:
+    """A realtime event's ``data`` and ``data.data`` (every event has both)."""
+    outer = _obj(message.get("data"), "missing_data", "'data'")
+    return outer, _obj(outer.get("data"), "missing_data", "'data.data'")
+
+
+def recording_id_of(outer: dict) -> str:
+    recording = _obj(outer.get("recording"), "missing_recording", "'data.recording'")
+    return _id(recording.get("id"), "bad_recording_id", "recording id")
+
+
+def participant_of(inner: dict) -> tuple[dict, str]:
+    """``data.data.participant`` and its id (Recall sends it as a number)."""
+    participant = _obj(inner.get("participant"), "missing_participant", "'data.data.participant'")
+    return participant, _id(participant.get("id"), "bad_participant_id", "participant id", allow_number=True)
+
+
 def bounded_text(value, max_bytes: int) -> str | None:
     """A string cut to ``max_bytes`` of UTF-8 at a character boundary; None if not a string."""
     if not isinstance(value, str):
