@@ -277,3 +277,25 @@ def test_the_cost_model_prices_the_objects_the_receiver_writes(svc):
     assert sizes == [model["object_bytes"]] * 2  # 10 s: two objects
     assert model["container"]["puts"] == 3600 / 10 * len(sizes)
     assert model["apigw"]["puts"] == 3600 / 0.1
+
+
+def test_a_stop_does_not_wait_past_its_bound_for_audio_s3_refuses(svc, caplog_json):
+    """The receiver's stop writes what is buffered; an object whose write hangs (S3 away) is
+    reported as left, and close returns."""
+    import threading
+
+    gate = threading.Event()
+
+    class Hanging:
+        def put_object(self, **kwargs):
+            gate.wait(30)
+            raise RuntimeError("S3 away")
+
+    audio = BufferedAudio(Hanging(), svc.settings.bucket, idle_seconds=3600)
+    audio.add(AudioChunk("rs", "1", 0, b"\0\0" * 160, None, None))
+    caplog_json()
+    audio.close(timeout=0.2)
+    gate.set()
+    flush_metrics()
+    lines = caplog_json()
+    assert any(line.get("message") == "audio not stored at shutdown" and line.get("objects") == 1 for line in lines)

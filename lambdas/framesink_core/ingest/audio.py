@@ -72,6 +72,7 @@ CONFLICT_RETRIES = 3
 # A stream quiet this long is forgotten (bounded memory over a receiver's life); a redelivery
 # after that meets S3's conditional PUT instead.
 FORGET_SECONDS = 600
+CLOSE_TIMEOUT = 10.0  # the receiver's stop waits this long for the last objects
 WAV_HEADER_BYTES = 44
 
 
@@ -393,10 +394,18 @@ class BufferedAudio:
                 self._write(stream)
             return list(self._pending)
 
-    def close(self) -> None:
-        """Write everything buffered and wait for it (the receiver's stop)."""
-        self.flush_all()
-        self._pool.shutdown(wait=True)
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Write everything buffered and wait for it, at most ``timeout`` seconds (the
+        receiver's stop runs within its grace; a write S3 keeps refusing is reported, not
+        waited on past it)."""
+        from concurrent.futures import wait
+
+        _, unfinished = wait(self.flush_all(), timeout)
+        if unfinished:
+            logger.error("audio not stored at shutdown", extra={"reason": "shutdown_timeout",
+                                                                "objects": len(unfinished)})
+            count("AudioLeftAtExit", len(unfinished))
+        self._pool.shutdown(wait=not unfinished, cancel_futures=True)
 
     @property
     def buffered_bytes(self) -> int:
