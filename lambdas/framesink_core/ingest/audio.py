@@ -29,9 +29,7 @@ their prefix, which lists in time order.
 
 from __future__ import annotations
 
-import binascii
 import io
-import math
 import re
 import threading
 import time
@@ -39,14 +37,14 @@ import wave
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from pybase64 import b64decode
-
 from framesink_core.ingest.events import (
     Rejected,
     _absolute,
     _obj,
     bot_id_of,
+    decoded_buffer,
     envelope,
+    media_relative,
     participant_of,
     recording_id_of,
 )
@@ -124,22 +122,8 @@ def parse_audio(message: dict, event: str) -> AudioChunk:
             _, participant_id = participant_of(inner)
             context["participant_id"] = participant_id
         timestamp = _obj(inner.get("timestamp"), "bad_timestamp", "'data.data.timestamp'")
-        relative = timestamp.get("relative")
-        # Audio flows only while the bot records, so never before the recording's start.
-        if (not isinstance(relative, (int, float)) or isinstance(relative, bool) or not math.isfinite(relative)
-                or not 0 <= relative <= (schema.MAX_RELATIVE_MS + 0.5) / 1000):
-            raise Rejected("bad_timestamp", f"timestamp.relative {repr(relative)[:40]} is not a number in 0 .. the "
-                           "frames' key range")
-        buffer = inner.get("buffer")
-        if not isinstance(buffer, str) or not buffer:
-            raise Rejected("missing_buffer", "'data.data.buffer' is missing, empty or not a string")
-        if len(buffer) // 4 * 3 > MAX_CHUNK_BYTES + 3:
-            raise Rejected("audio_too_large", f"audio chunk is about {len(buffer) // 4 * 3} bytes, over the "
-                           f"{MAX_CHUNK_BYTES}-byte maximum")
-        try:
-            pcm = b64decode(buffer, validate=True)
-        except (binascii.Error, ValueError):
-            raise Rejected("bad_base64", "'data.data.buffer' is not valid base64") from None
+        relative = media_relative(timestamp)
+        pcm = decoded_buffer(inner, MAX_CHUNK_BYTES, "audio_too_large", "audio chunk")
         if len(pcm) % SAMPLE_BYTES:
             raise Rejected("bad_audio", f"{len(pcm)} bytes is not a whole number of 16-bit samples")
         if not pcm:
@@ -199,6 +183,8 @@ class AudioObjects:
         botocore errors after botocore's retries."""
         from botocore.exceptions import ClientError
 
+        from framesink_core.shared.objects import error_code
+
         outcome = "stored"
         for _ in range(CONFLICT_RETRIES + 1):
             if not pcm:
@@ -217,7 +203,7 @@ class AudioObjects:
                                    IfNoneMatch="*", Metadata=metadata, ChecksumAlgorithm="CRC32")
                 return outcome
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412"):
+                if error_code(exc) not in ("PreconditionFailed", "412"):
                     raise
             existing = self.s3.get_object(Bucket=self.bucket, Key=key)
             held = existing["Body"].read()
@@ -252,6 +238,14 @@ def audio_event(bucket: str, chunk: AudioChunk, start_sample: int, samples: int)
             "sample_rate": SAMPLE_RATE, "absolute": chunk.absolute, "bot_id": chunk.bot_id}
 
 
+def _written(outcome: str, objects: AudioObjects, outlet, chunk: AudioChunk, start_sample: int,
+             samples: int) -> None:
+    """An object's write settled: its metrics and log line, and its event when it is new."""
+    _record(outcome, chunk, samples / SAMPLE_RATE)
+    if outcome == "stored" and outlet is not None:
+        outlet.publish(audio_event(objects.bucket, chunk, start_sample, samples), AUDIO_STORED)
+
+
 def _record(outcome: str, chunk: AudioChunk, seconds: float) -> None:
     if outcome == "conflict":
         count("AudioConflict")
@@ -283,10 +277,7 @@ class DirectAudio:
         future: Future = Future()
         try:
             outcome = self.objects.write(chunk, chunk.start_sample, chunk.pcm)
-            _record(outcome, chunk, chunk.samples / SAMPLE_RATE)
-            if outcome == "stored" and self.outlet is not None:
-                self.outlet.publish(audio_event(self.objects.bucket, chunk, chunk.start_sample, chunk.samples),
-                                    AUDIO_STORED)
+            _written(outcome, self.objects, self.outlet, chunk, chunk.start_sample, chunk.samples)
             future.set_result(outcome)
         except Exception as exc:  # noqa: BLE001 - reported, never fatal to the connection
             _failed(exc, chunk)
@@ -364,17 +355,13 @@ class BufferedAudio:
         self._written_to[stream] = (run.end_sample, time.monotonic())
         future = self._pool.submit(self.objects.write, run.chunk, run.start_sample, pcm)
         self._pending.add(future)
-        seconds = run.samples / SAMPLE_RATE
 
         def done(f: Future) -> None:
             self._pending.discard(f)
             if f.exception() is not None:
                 _failed(f.exception(), run.chunk)
             else:
-                _record(f.result(), run.chunk, seconds)
-                if f.result() == "stored" and self.outlet is not None:
-                    self.outlet.publish(audio_event(self.objects.bucket, run.chunk, run.start_sample, run.samples),
-                                        AUDIO_STORED)
+                _written(f.result(), self.objects, self.outlet, run.chunk, run.start_sample, run.samples)
 
         future.add_done_callback(done)
         return future

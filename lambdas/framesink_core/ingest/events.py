@@ -140,6 +140,36 @@ def participant_of(inner: dict) -> tuple[dict, str]:
     return participant, _id(participant.get("id"), "bad_participant_id", "participant id", allow_number=True)
 
 
+def media_relative(timestamp: dict) -> float:
+    """``timestamp.relative`` of a frame or an audio chunk: a finite number of seconds from 0
+    (media flows only while the bot records) to the frames' key range. Compared before any
+    multiplying: a huge float times 1000 is inf, and round(inf) raises."""
+    relative = timestamp.get("relative")
+    if not isinstance(relative, (int, float)) or isinstance(relative, bool) or not math.isfinite(relative) \
+            or relative < 0:
+        raise Rejected("bad_timestamp", f"timestamp.relative {repr(relative)[:40]} is not a finite number >= 0")
+    if relative > (MAX_RELATIVE_MS + 0.5) / 1000:
+        raise Rejected("bad_timestamp", f"timestamp.relative {repr(relative)[:40]} is beyond the key range")
+    return relative
+
+
+def decoded_buffer(inner: dict, max_bytes: int, too_large: str, noun: str) -> bytes:
+    """``data.data.buffer`` decoded from base64, refused over ``max_bytes`` (reason
+    ``too_large``) before decoding (base64 is 4/3 the size of what it carries) and after."""
+    buffer = inner.get("buffer")
+    if not isinstance(buffer, str) or not buffer:
+        raise Rejected("missing_buffer", "'data.data.buffer' is missing or not a string")
+    if len(buffer) // 4 * 3 > max_bytes + 3:
+        raise Rejected(too_large, f"{noun} is about {len(buffer) // 4 * 3} bytes, over the {max_bytes}-byte maximum")
+    try:
+        data = b64decode(buffer, validate=True)
+    except (binascii.Error, ValueError):
+        raise Rejected("bad_base64", "'data.data.buffer' is not valid base64") from None
+    if len(data) > max_bytes:
+        raise Rejected(too_large, f"{noun} is {len(data)} bytes, over the {max_bytes}-byte maximum")
+    return data
+
+
 def bounded_text(value, max_bytes: int) -> str | None:
     """A string cut to ``max_bytes`` of UTF-8 at a character boundary; None if not a string."""
     if not isinstance(value, str):
@@ -207,37 +237,9 @@ def parse_message(body: str | bytes, max_frame_bytes: int, max_pixels: int = DEF
             raise Rejected("bad_type", f"type {str(frame_type)[:40]!r} is not webcam or screenshare")
 
         timestamp = _obj(inner.get("timestamp"), "bad_timestamp", "'data.data.timestamp'")
-        relative = timestamp.get("relative")
-        if (
-            not isinstance(relative, (int, float))
-            or isinstance(relative, bool)
-            or not math.isfinite(relative)
-            or relative < 0
-        ):
-            raise Rejected("bad_timestamp", f"timestamp.relative {repr(relative)[:40]} is not a finite number >= 0")
-        # Compared before multiplying: a huge float times 1000 is inf, and round(inf) raises.
-        if relative > (MAX_RELATIVE_MS + 0.5) / 1000:
-            raise Rejected("bad_timestamp", f"timestamp.relative {repr(relative)[:40]} is beyond the key range")
-        relative_ms = min(round(relative * 1000), MAX_RELATIVE_MS)
+        relative_ms = min(round(media_relative(timestamp) * 1000), MAX_RELATIVE_MS)
         absolute = _absolute(timestamp.get("absolute"))
-
-        buffer = inner.get("buffer")
-        if not isinstance(buffer, str) or not buffer:
-            raise Rejected("missing_buffer", "'data.data.buffer' is missing or not a string")
-        # Refuse before decoding: base64 is 4/3 the size of what it carries.
-        if len(buffer) // 4 * 3 > max_frame_bytes + 3:
-            raise Rejected(
-                "frame_too_large",
-                f"frame is about {len(buffer) // 4 * 3} bytes, over the {max_frame_bytes}-byte maximum",
-            )
-        try:
-            png = b64decode(buffer, validate=True)
-        except (binascii.Error, ValueError):
-            raise Rejected("bad_base64", "'data.data.buffer' is not valid base64") from None
-        if len(png) > max_frame_bytes:
-            raise Rejected(
-                "frame_too_large", f"frame is {len(png)} bytes, over the {max_frame_bytes}-byte maximum"
-            )
+        png = decoded_buffer(inner, max_frame_bytes, "frame_too_large", "frame")
         try:
             info = inspect_png(png, max_pixels)
         except PngError as exc:

@@ -19,7 +19,6 @@ class PcmTimeline:
         self._segments: Iterator[tuple[int, bytes]] = iter(segments)
         self._current: tuple[int, bytes] | None = None
         self._done = False
-        self.segments_read = 0
 
     def _segment_covering(self, pos: int) -> tuple[int, bytes] | None:
         """The first segment that ends after ``pos`` (it may start later); None past the last."""
@@ -32,7 +31,6 @@ class PcmTimeline:
             if nxt is None:
                 self._done, self._current = True, None
                 return None
-            self.segments_read += 1
             self._current = nxt
 
     def read(self, start: int, end: int) -> tuple[bytes, int]:
