@@ -10,6 +10,9 @@ from one minute to the next while ratios hold. One module per topic:
 - e2e:       frames/s and send-to-stored latency through ``framesink local`` vs raw moto puts
 - receive_path: CPU per frame message of websocket server candidates (websockets, uvloop,
   picows; those not installed are skipped: ``pip install picows uvloop``)
+- store_path: CPU per S3 put, obstore's async put on the event loop vs a blocking put in a pool
+- sidebyside: the receiver's CPU per frame vs Recall's Node sample and a Python 2-call floor,
+  each its own process (and on Python 3.13, the image's, when one is found)
 - outlet:    the receiver's CPU per frame event, batched PutEvents vs one call per frame
 - novelty:   scoring a frame (decode + thumbnail + state) vs storing it; novel fractions
 - cost:      billable units per frame and cost per participant-hour (also ``python -m bench.cost``)

@@ -16,7 +16,7 @@ import traceback
 
 from . import RESULTS_DIR, Row, machine
 
-TOPICS = ["hotpath", "coldstart", "assets", "e2e", "sidebyside", "receive_path", "feed", "analyze", "outlet", "novelty", "export", "cost"]
+TOPICS = ["hotpath", "coldstart", "assets", "e2e", "sidebyside", "receive_path", "store_path", "feed", "analyze", "outlet", "novelty", "export", "cost"]
 
 
 def _fmt(value: float | None, unit: str = "") -> str:

@@ -13,6 +13,11 @@ round's stored frames are counted in S3 (framesink, floor) or by the Node proces
 The Node receiver is built by the bench itself (`npm install` of its one dependency, ws,
 into bench/node_receiver/node_modules); without Node or npm that subject is skipped.
 
+The container image runs Python 3.13 (container/Dockerfile), the dev machine 3.11: when a 3.13
+interpreter is found (``FRAMESINK_BENCH_PYTHON313``, ``python3.13`` on the PATH, or pyenv's),
+the receiver also runs under it as a fourth subject, from a venv of the image's own
+requirements (container/requirements.txt) built once under build/bench-py313.
+
     python -m bench.sidebyside [--quick]
 """
 
@@ -44,6 +49,37 @@ def _node_ready() -> bool:
         subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent"], cwd=NODE_DIR, check=True,
                        timeout=300, stdout=subprocess.DEVNULL)
     return True
+
+
+def _python313() -> str | None:
+    """A venv interpreter of Python 3.13 with the container's requirements, or None."""
+    import glob
+
+    venv = ROOT / "build" / "bench-py313"
+    python = venv / "bin" / "python"
+    requirements = ROOT / "container" / "requirements.txt"
+    stamp = venv / ".requirements"
+    if python.exists() and stamp.exists() and stamp.read_text() == requirements.read_text():
+        return str(python)
+    candidates = [os.environ.get("FRAMESINK_BENCH_PYTHON313"), shutil.which("python3.13"), "/usr/bin/python3.13",
+                  *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.13*/bin/python3.13")))]
+    for base in filter(None, candidates):
+        try:  # (a pyenv shim is on the PATH but fails when 3.13 is not the selected version)
+            version = subprocess.run([base, "-c", "import sys; print(sys.version_info[:2] == (3, 13))"],
+                                     capture_output=True, text=True, timeout=30)
+        except OSError:
+            continue
+        if version.returncode != 0 or version.stdout.strip() != "True":
+            continue
+        shutil.rmtree(venv, ignore_errors=True)
+        made = subprocess.run([base, "-m", "venv", str(venv)], capture_output=True, timeout=120)
+        installed = made.returncode == 0 and subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "-r", str(requirements)], capture_output=True,
+            timeout=600).returncode == 0
+        if installed:
+            stamp.write_text(requirements.read_text())
+            return str(python)
+    return None
 
 
 class Subject:
@@ -113,6 +149,13 @@ def run(quick: bool = False) -> tuple[list[Row], dict]:
         subjects["framesink receiver"] = Subject(
             "framesink receiver", [sys.executable, "-m", "framesink_receiver", "--port", "0"], receiver_env,
             lambda p: f"ws://127.0.0.1:{p}/?token={token}")
+        py313 = None if quick else _python313()
+        if py313:
+            subjects["framesink receiver 3.13"] = Subject(
+                "framesink receiver 3.13", [py313, "-m", "framesink_receiver", "--port", "0"], receiver_env,
+                lambda p: f"ws://127.0.0.1:{p}/?token={token}")
+        else:
+            details["python313"] = "skipped: no Python 3.13 found" if not quick else "skipped: --quick"
         subjects["python 2-call floor"] = Subject(
             "python 2-call floor", [sys.executable, "-m", "bench.floor_receiver", bucket, table], base_env,
             lambda p: f"ws://127.0.0.1:{p}/")
@@ -135,7 +178,7 @@ def run(quick: bool = False) -> tuple[list[Row], dict]:
                 after = _wait_cpu_idle(subject.proc.pid)
                 sent = len(result["sent"])
                 per_frame.setdefault(name, []).append((after["cpu_seconds"] - before["cpu_seconds"]) * 1000 / sent)
-                if name != "node sample receiver":
+                if name != "node sample receiver":  # (both framesink subjects store)
                     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"recordings/{prefix}")
                     stored.setdefault(name, []).append(sum(len(p.get("Contents", [])) for p in pages))
                 if result["errors"]:
@@ -173,6 +216,22 @@ def run(quick: bool = False) -> tuple[list[Row], dict]:
                         note=f"rounds {min(node_paired):.2f}-{max(node_paired):.2f}x"))
     else:
         details["node"] = "skipped: node/npm not found"
+    py313 = "framesink receiver 3.13"
+    if py313 in per_frame:  # the image's interpreter against the dev machine's, round by round
+        versus = [a / b for a, b in zip(per_frame[py313], per_frame[ours])]
+        details["ratio_313_to_311_per_round"] = [round(x, 2) for x in versus]
+        rows.append(Row("sidebyside", "receiver CPU per frame on Python 3.13 (the image's) vs 3.11", med[py313], "ms",
+                        baseline=med[ours], baseline_name="the same receiver on 3.11",
+                        paired_ratio=statistics.median(versus),
+                        note=f"rounds {min(versus):.2f}-{max(versus):.2f}x; stored {stored.get(py313)} of "
+                             f"{frames_per_round} per round"))
+        if node_name in per_frame:
+            node313 = [a / b for a, b in zip(per_frame[py313], per_frame[node_name])]
+            details["ratio_313_to_node_per_round"] = [round(x, 2) for x in node313]
+            rows.append(Row("sidebyside", "receiver CPU per frame on Python 3.13 vs Recall's Node sample",
+                            med[py313], "ms", baseline=med[node_name], baseline_name="JSON.parse + base64 + append",
+                            paired_ratio=statistics.median(node313),
+                            note=f"rounds {min(node313):.2f}-{max(node313):.2f}x"))
     return rows, details
 
 
