@@ -36,6 +36,7 @@ from contextlib import contextmanager, redirect_stdout
 
 from . import Row, percentile, proc_stats
 from .loadgen import call_times_at
+from .procs import Subject, wait_cpu_idle
 
 TARGET = 0.9  # end to end vs the 2-call moto ceiling (issue 15)
 MEETING_SIZE = 5
@@ -120,7 +121,9 @@ def local_stack(ingress: str):
     from framesink.local import LocalConfig, background_stack
 
     logging.getLogger("framesink").setLevel(logging.WARNING)
-    config = LocalConfig.isolated("bench", ingress=ingress)
+    # Without the novelty function's workers: in AWS a Lambda of its own, here they would
+    # decode every frame in the ingress's process (docs/performance.md).
+    config = LocalConfig.isolated("bench", ingress=ingress, novelty=False)
     with background_stack(config, timeout=GUARD) as stack:
         yield stack, stack.run
 
@@ -178,19 +181,6 @@ def ceiling(stack, size: str, threads: int, frames: int, calls: int = 2) -> dict
                        size=size, frames=frames, threads=threads, calls=calls)
 
 
-def _wait_cpu_idle(pid: int, timeout: float = 90) -> dict:
-    """/proc figures once the process has used under 5% of a CPU for a whole second."""
-    last = proc_stats(pid)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        time.sleep(1.0)
-        now = proc_stats(pid)
-        if now["cpu_seconds"] - last["cpu_seconds"] < 0.05:
-            return now
-        last = now
-    return last
-
-
 def receiver_memory(stack, run, participants: int, seconds: float) -> dict:
     """A standalone receiver process (the container's CMD) under ``participants`` at 2 fps."""
     env = {
@@ -223,7 +213,7 @@ def receiver_memory(stack, run, participants: int, seconds: float) -> dict:
         result = loadgen("bots", "--url", f"ws://127.0.0.1:{port}/?token={stack.token}", "--participants",
                          str(participants), "--meeting-size", str(MEETING_SIZE), "--ticks", str(ticks),
                          "--fps", "2", "--size", "webcam", "--recording-prefix", f"bench-rss-{uuid.uuid4().hex[:6]}")
-        loaded = _wait_cpu_idle(proc.pid)  # every frame read has been stored
+        loaded = wait_cpu_idle(proc.pid)  # every frame read has been stored
         frames = len(result["sent"])
         return {
             "participants": participants, "frames": frames, "seconds": result["seconds"],
@@ -240,6 +230,128 @@ def receiver_memory(stack, run, participants: int, seconds: float) -> dict:
             proc.wait()
 
 
+MOTO = r"""
+import json, time
+from moto.server import ThreadedMotoServer
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+print(json.dumps({"port": server.get_host_and_port()[1]}), flush=True)
+while True:
+    time.sleep(3600)
+"""
+
+
+def separate_receiver(quick: bool) -> dict:
+    """The container receiver end to end with every part its own process (issue 25, item 5):
+    moto (a ThreadedMotoServer, alone in its interpreter), the receiver (``python -m
+    framesink_receiver`` through bench/e2e_receiver.py, which only adds the stored clock), the
+    bots (bench/loadgen.py) and the 2-call ceiling (``loadgen ceiling``: plain boto3 put_object
+    + put_item from 8 threads, the receiver's index batches' counterpart), so no subject shares
+    an interpreter, or its GIL, with moto or with another subject.
+
+    Paced runs first (10, 50, 100 participants at 2 fps: latency, and the receiver's peak RSS
+    under them), then saturated runs (as fast as the receiver reads), the ceiling before and
+    after them (the better one counts). The receiver publishes each frame's event on an
+    EventBridge bus, as deployed (no rule matches here: moto drops them)."""
+    import tempfile
+
+    import boto3
+
+    from framesink.local.aws import provision
+
+    from . import ROOT
+
+    counts = PARTICIPANTS[:2] if quick else PARTICIPANTS
+    paced_ticks = 3 if quick else 4
+    ceiling_frames = 150 if quick else 400
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+           "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "lambdas")]), "PYTHONUNBUFFERED": "1"}
+    tmp = tempfile.mkdtemp(prefix="framesink-e2e-")
+    moto = receiver = None
+    try:
+        moto = Subject("moto", [sys.executable, "-c", MOTO], env, lambda p: f"http://127.0.0.1:{p}")
+        endpoint = moto.url
+
+        def client(name):
+            return boto3.client(name, endpoint_url=endpoint, region_name="us-east-1",
+                                aws_access_key_id="testing", aws_secret_access_key="testing")
+
+        suffix = uuid.uuid4().hex[:8]
+        bucket, token = f"e2e-{suffix}", f"tok-{suffix}"
+        settings_env = provision(s3=client("s3"), dynamodb=client("dynamodb"), secretsmanager=client("secretsmanager"),
+                                 bucket=bucket, table=bucket, token=token, token_secret_name=f"e2e/{suffix}")
+        client("events").create_event_bus(Name=f"{bucket}-frames")
+        clock_file = os.path.join(tmp, "stored.json")
+        receiver = Subject(
+            "receiver", [sys.executable, "-m", "bench.e2e_receiver", "--port", "0"],
+            {**env, **settings_env, "AWS_ENDPOINT_URL": endpoint, "FRAMESINK_BUCKET": bucket,
+             "FRAMESINK_TABLE": bucket, "FRAMESINK_EVENT_BUS": f"{bucket}-frames",
+             "FRAMESINK_SPOOL_DIR": os.path.join(tmp, "spool"), "FRAMESINK_BENCH_CLOCK": clock_file,
+             "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_TRACE_DISABLED": "true"},
+            lambda p: f"ws://127.0.0.1:{p}/?token={token}")
+
+        def ceiling_now() -> dict:
+            return loadgen("ceiling", "--endpoint", endpoint, "--bucket", bucket, "--table", bucket,
+                           "--frames", str(ceiling_frames), "--threads", "8", "--size", "webcam")
+
+        def bots(n: int, fps: float, ticks: int, tag: str) -> dict:
+            result = loadgen("bots", "--url", receiver.url, "--participants", str(n), "--meeting-size",
+                             str(MEETING_SIZE), "--ticks", str(ticks), "--fps", str(fps), "--size", "webcam",
+                             "--recording-prefix", f"bench-{tag}-{uuid.uuid4().hex[:6]}")
+            return {"sent": dict(result["sent"]), "errors": result["errors"], "expected": n * ticks,
+                    "participants": n}
+
+        idle = wait_cpu_idle(receiver.proc.pid)
+        paced = {}
+        for n in counts:
+            before = wait_cpu_idle(receiver.proc.pid)
+            paced[n] = bots(n, 2.0, paced_ticks, f"sep-{n}-paced")
+            after = wait_cpu_idle(receiver.proc.pid)
+            paced[n]["cpu_ms_per_frame"] = (after["cpu_seconds"] - before["cpu_seconds"]) * 1000 / max(
+                1, len(paced[n]["sent"]))
+        after_paced = proc_stats(receiver.proc.pid)
+        ceilings = [ceiling_now()]
+        saturated = {}
+        for n in counts:
+            before = wait_cpu_idle(receiver.proc.pid)
+            saturated[n] = bots(n, 0.0, max(MIN_STREAM_FRAMES, 120 // n), f"sep-{n}-sat")
+            after = wait_cpu_idle(receiver.proc.pid)
+            saturated[n]["cpu_ms_per_frame"] = (after["cpu_seconds"] - before["cpu_seconds"]) * 1000 / max(
+                1, len(saturated[n]["sent"]))
+        ceilings.append(ceiling_now())
+        receiver.stop()  # its clock file is written as it exits
+        with open(clock_file) as f:
+            stored_at = json.load(f)
+    finally:
+        for subject in (receiver, moto):
+            if subject is not None and subject.proc.poll() is None:
+                subject.proc.kill()
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def summary(run: dict) -> dict:
+        sent = run["sent"]
+        latencies = [stored_at[k] - t for k, t in sent.items() if k in stored_at]
+        span = (max(stored_at[k] for k in sent if k in stored_at) - min(sent.values())) / 1000 if latencies else 0
+        return {"participants": run["participants"], "sent": len(sent), "expected": run["expected"],
+                "stored": len(latencies), "lost": run["expected"] - len(latencies), "errors": run["errors"],
+                "fps": len(latencies) / span if span else 0.0,
+                "p50_ms": percentile(latencies, 50) if latencies else None,
+                "p99_ms": percentile(latencies, 99) if latencies else None,
+                **({"cpu_ms_per_frame": run["cpu_ms_per_frame"]} if "cpu_ms_per_frame" in run else {})}
+
+    return {
+        "results": [{"paced": summary(paced[n]), "saturated": summary(saturated[n]), "ceiling_threads": 8}
+                    for n in counts],
+        "ceilings": ceilings, "ceiling_fps": max(c["fps"] for c in ceilings),
+        "memory": {"participants": max(counts), "idle_rss_bytes": idle["VmRSS"],
+                   "peak_rss_bytes": after_paced["VmHWM"]},
+    }
+
+
 def run(quick: bool = False) -> tuple[list[Row], dict]:
     # Powertools prints an EMF line every 100 values of a metric even with metrics disabled
     # (its add_metric auto-flush); the local stack's in-process ingress would fill the table.
@@ -252,7 +364,10 @@ def _run(quick: bool) -> tuple[list[Row], dict]:
     paced_ticks = 3 if quick else 4  # frames per participant at 2 fps
     rows: list[Row] = []
     details: dict = {"meeting_size": MEETING_SIZE, "runs": {}}
-    for ingress, size, sat_frames in (("apigw", "small", 200), ("direct", "webcam", 120)):
+    # The API Gateway path in `framesink local`'s own layout: its emulator calls the Lambda
+    # handlers in the process that hosts moto, as `framesink local` runs them. The container
+    # receiver, a process of its own when deployed, is measured as one: separate_receiver().
+    for ingress, size, sat_frames in (("apigw", "small", 200),):
         if quick:
             sat_frames //= 2
         with local_stack(ingress) as (stack, run_):
@@ -281,8 +396,6 @@ def _run(quick: bool) -> tuple[list[Row], dict]:
                 results.append({"paced": paced, "saturated": saturated, "ceiling_threads": concurrency[n]})
             for threads in ceilings:  # again after the runs: the ceiling is the better of the two
                 ceilings[threads].append(ceiling(stack, size, threads, sat_frames * 2 // 3))
-            memory = receiver_memory(stack, run_, 100 if not quick else 50, 2) \
-                if ingress == "direct" else None
         best = {t: max(c["fps"] for c in cs) for t, cs in ceilings.items()}
         core = core_ceiling["fps"]
         label = "API Gateway emulator + Lambda handlers, ~2 KB frames" if ingress == "apigw" \
@@ -312,14 +425,33 @@ def _run(quick: bool) -> tuple[list[Row], dict]:
         ))
         details["runs"][ingress] = {"label": label, "frame_size": size, "results": results,
                                     "ceilings": ceilings, "put_frame_ceiling": core_ceiling, "call_ms": calls}
-        if memory:
-            details["receiver_memory"] = memory
-            rows.append(Row(
-                "memory", f"receiver peak RSS, {memory['participants']} participants (~250 KB frames)",
-                memory["peak_rss_bytes"] / 2**20, "MiB", baseline=memory["idle_rss_bytes"] / 2**20,
-                baseline_name="same process idle", note=f"{memory['cpu_ms_per_frame']:.1f} ms CPU per frame",
-            ))
-            details["receiver_cpu_ms_per_frame"] = {"webcam 480x360": memory["cpu_ms_per_frame"]}
+    sep = separate_receiver(quick)
+    details["runs"]["direct"] = {"label": "container receiver, ~250 KB frames; moto, receiver, bots and ceiling "
+                                          "each their own process", "frame_size": "webcam", **sep}
+    for r in sep["results"]:
+        n, p, s = r["paced"]["participants"], r["paced"], r["saturated"]
+        lost = p["lost"] + s["lost"]
+        rows.append(Row(
+            "e2e", f"direct {n} participants: saturated frames/s (separate processes)", s["fps"], "frames/s",
+            baseline=sep["ceiling_fps"], baseline_name="2-call ceiling, own process (8 threads)",
+            target=TARGET, higher_is_better=True,
+            note=f"loss {lost}" + ("" if lost == 0 else " (LOST FRAMES)")
+            + f"; receiver {s['cpu_ms_per_frame']:.2f} ms CPU per frame"))
+        rows.append(Row(
+            "e2e", f"direct {n} participants at 2 fps: p50 / p99 send-to-stored (separate processes)",
+            p["p50_ms"] or 0, "ms",
+            note=(f"p99 {p['p99_ms']:.0f} ms, {p['fps']:.0f} frames/s stored" if p["p99_ms"] is not None else "")
+            + f"; receiver {p['cpu_ms_per_frame']:.2f} ms CPU per frame",
+            extra={"p99_ms": p["p99_ms"]}))
+    memory = sep["memory"]
+    details["receiver_memory"] = memory
+    rows.append(Row(
+        "memory", f"receiver peak RSS, up to {memory['participants']} participants at 2 fps (~250 KB frames)",
+        memory["peak_rss_bytes"] / 2**20, "MiB", baseline=memory["idle_rss_bytes"] / 2**20,
+        baseline_name="same process idle"))
+    # bench/cost.py prices Fargate from this: the receiver's CPU per frame at 2 fps (a real
+    # meeting's pace), the most participants measured, its own process as in a task.
+    details["receiver_cpu_ms_per_frame"] = {"webcam 480x360": sep["results"][-1]["paced"]["cpu_ms_per_frame"]}
     return rows, details
 
 

@@ -26,7 +26,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-SIZES = {"small": (480, 360, False), "webcam": (480, 360, True)}
+SIZES = {"small": (480, 360, False), "webcam": (480, 360, True), "hd": (1280, 720, True)}
 POOL = 4
 
 

@@ -30,16 +30,20 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 from . import ROOT, Row, proc_stats
-from .e2e import _wait_cpu_idle, loadgen
+from .e2e import loadgen
+from .procs import Subject, wait_cpu_idle
 
 TARGET = 0.7  # framesink's receiver CPU per frame vs the 2-call floor (issue 15)
 NODE_DIR = Path(__file__).resolve().parent / "node_receiver"
 MEETING = 5
+# (tag, label, loadgen size, participants per connection, frames per round); not in --quick
+VARIANTS = [("many", "480x360, 40 participants per connection", "webcam", 40, 400),
+            ("hd", "1280x720, 5 participants per connection", "hd", 5, 100)]
+VARIANT_ROUNDS = 4
 
 
 def _node_ready() -> bool:
@@ -82,38 +86,6 @@ def _python313() -> str | None:
     return None
 
 
-class Subject:
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], url_of):
-        self.name = name
-        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.port = None
-        deadline = time.monotonic() + 60
-        while self.port is None and time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"{name} exited: {self.proc.stderr.read()[-2000:]}")
-            try:
-                ready = json.loads(line)
-            except ValueError:
-                continue
-            self.port = ready.get("port")
-        if self.port is None:
-            raise RuntimeError(f"{name} did not start")
-        import threading
-
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # keep draining
-        self.url = url_of(self.port)
-
-    def stop(self) -> str:
-        self.proc.terminate()
-        try:
-            _, err = self.proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, err = self.proc.communicate()
-        return err or ""
-
-
 def run(quick: bool = False) -> tuple[list[Row], dict]:
     import boto3
     from moto.server import ThreadedMotoServer
@@ -141,6 +113,7 @@ def run(quick: bool = False) -> tuple[list[Row], dict]:
     subjects: dict[str, Subject] = {}
     per_frame: dict[str, list[float]] = {}
     stored: dict[str, list[int]] = {}
+    variants: dict[str, dict[str, list[float]]] = {}
     details: dict = {"frames_per_round": frames_per_round, "rounds": rounds, "png": "480x360 camera-like"}
     try:
         receiver_env = {**base_env, "FRAMESINK_BUCKET": bucket, "FRAMESINK_TABLE": table, **secret_env,
@@ -165,29 +138,41 @@ def run(quick: bool = False) -> tuple[list[Row], dict]:
                 {"PATH": os.environ.get("PATH", "")}, lambda p: f"ws://127.0.0.1:{p}/")
         names = list(subjects)
         s3 = client("s3")
+
+        def cpu_per_frame(name: str, tag: str, size: str, meeting: int, ticks: int) -> float:
+            subject = subjects[name]
+            prefix = f"side-{tag}-{name.split()[0]}-{uuid.uuid4().hex[:6]}"
+            wait_cpu_idle(subject.proc.pid)
+            before = proc_stats(subject.proc.pid)
+            result = loadgen("bots", "--url", subject.url, "--participants", str(meeting), "--meeting-size",
+                             str(meeting), "--ticks", str(ticks), "--fps", "0", "--size", size,
+                             "--recording-prefix", prefix)
+            after = wait_cpu_idle(subject.proc.pid)
+            if name != "node sample receiver":  # (both framesink subjects store)
+                pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"recordings/{prefix}")
+                stored.setdefault(f"{name} {tag.split('-')[0]}", []).append(
+                    sum(len(p.get("Contents", [])) for p in pages))
+            if result["errors"]:
+                details.setdefault("errors", []).extend(result["errors"])
+            return (after["cpu_seconds"] - before["cpu_seconds"]) * 1000 / len(result["sent"])
+
         for r in range(rounds):
             order = names[r % len(names):] + names[: r % len(names)]
             for name in order:
-                subject = subjects[name]
-                prefix = f"side-{r}-{name.split()[0]}-{uuid.uuid4().hex[:6]}"
-                _wait_cpu_idle(subject.proc.pid)
-                before = proc_stats(subject.proc.pid)
-                result = loadgen("bots", "--url", subject.url, "--participants", str(MEETING), "--meeting-size",
-                                 str(MEETING), "--ticks", str(ticks), "--fps", "0", "--size", "webcam",
-                                 "--recording-prefix", prefix)
-                after = _wait_cpu_idle(subject.proc.pid)
-                sent = len(result["sent"])
-                per_frame.setdefault(name, []).append((after["cpu_seconds"] - before["cpu_seconds"]) * 1000 / sent)
-                if name != "node sample receiver":  # (both framesink subjects store)
-                    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"recordings/{prefix}")
-                    stored.setdefault(name, []).append(sum(len(p.get("Contents", [])) for p in pages))
-                if result["errors"]:
-                    details.setdefault("errors", []).extend(result["errors"])
+                per_frame.setdefault(name, []).append(cpu_per_frame(name, f"main-{r}", "webcam", MEETING, ticks))
+        # The goal's other shapes (issue 25): many participants on one connection, and HD
+        # frames; framesink against the Node sample only, rounds alternated as above.
+        pair = [n for n in ("framesink receiver", "node sample receiver") if n in subjects]
+        for tag, label, size, meeting, frames in ([] if quick or len(pair) < 2 else VARIANTS):
+            for r in range(VARIANT_ROUNDS):
+                for name in (pair if r % 2 == 0 else pair[::-1]):
+                    variants.setdefault(label, {}).setdefault(name, []).append(
+                        cpu_per_frame(name, f"{tag}-{r}", size, meeting, frames // meeting))
         for name, subject in subjects.items():
             err = subject.stop()
             if name == "node sample receiver":
                 counted = [json.loads(line)["frames"] for line in err.splitlines() if line.startswith("{")]
-                stored[name] = counted
+                stored[name] = counted  # (its total over every round: all it was sent)
     finally:
         for subject in subjects.values():
             if subject.proc.poll() is None:
@@ -205,7 +190,7 @@ def run(quick: bool = False) -> tuple[list[Row], dict]:
     rows = [Row("sidebyside", "receiver CPU per frame vs the Python 2-call floor", med[ours], "ms",
                 baseline=med[floor_name], baseline_name="json.loads + b64decode + put_object + put_item",
                 target=TARGET, paired_ratio=statistics.median(paired),
-                note=f"rounds {min(paired):.2f}-{max(paired):.2f}x; stored {stored.get(ours)} of "
+                note=f"rounds {min(paired):.2f}-{max(paired):.2f}x; stored {stored.get(ours + ' main')} of "
                      f"{frames_per_round} per round")]
     if node_name in per_frame:
         node_paired = [a / b for a, b in zip(per_frame[ours], per_frame[node_name])]
@@ -223,7 +208,7 @@ def run(quick: bool = False) -> tuple[list[Row], dict]:
         rows.append(Row("sidebyside", "receiver CPU per frame on Python 3.13 (the image's) vs 3.11", med[py313], "ms",
                         baseline=med[ours], baseline_name="the same receiver on 3.11",
                         paired_ratio=statistics.median(versus),
-                        note=f"rounds {min(versus):.2f}-{max(versus):.2f}x; stored {stored.get(py313)} of "
+                        note=f"rounds {min(versus):.2f}-{max(versus):.2f}x; stored {stored.get(py313 + ' main')} of "
                              f"{frames_per_round} per round"))
         if node_name in per_frame:
             node313 = [a / b for a, b in zip(per_frame[py313], per_frame[node_name])]
@@ -232,6 +217,17 @@ def run(quick: bool = False) -> tuple[list[Row], dict]:
                             med[py313], "ms", baseline=med[node_name], baseline_name="JSON.parse + base64 + append",
                             paired_ratio=statistics.median(node313),
                             note=f"rounds {min(node313):.2f}-{max(node313):.2f}x"))
+    for label, by_name in variants.items():
+        ratios = [a / b for a, b in zip(by_name[ours], by_name[node_name])]
+        tag = next(t for t, lbl, *_ in VARIANTS if lbl == label)
+        details.setdefault("variants", {})[label] = {"stored_per_round": stored.get(f"{ours} {tag}"),
+            "cpu_ms_per_frame": {n: [round(x, 2) for x in v] for n, v in by_name.items()},
+            "ratio_to_node_per_round": [round(x, 2) for x in ratios]}
+        rows.append(Row("sidebyside", f"receiver CPU per frame vs Recall's Node sample, {label}",
+                        statistics.median(by_name[ours]), "ms", baseline=statistics.median(by_name[node_name]),
+                        baseline_name="JSON.parse + base64 + append to a file",
+                        paired_ratio=statistics.median(ratios),
+                        note=f"rounds {min(ratios):.2f}-{max(ratios):.2f}x; stored {stored.get(f'{ours} {tag}')}"))
     return rows, details
 
 

@@ -20,12 +20,12 @@ def provision(*, s3, dynamodb, secretsmanager, bucket: str, table: str, token: s
               token_secret_name: str = "framesink/connection-token",
               verification_secret: str | None = None,
               verification_secret_name: str = "framesink/recall-verification-secret",
-              events=None, sqs=None, frame_queue: bool = False) -> dict:
+              events=None, sqs=None, frame_queue: bool = False, novelty: bool = True) -> dict:
     """Create the resources; returns the settings env entries that name the secrets and, with
     ``events`` and ``sqs`` clients, the event bus (``FRAMESINK_EVENT_BUS``), the analyzer's and
     the novelty function's queue URLs (``analyzer_queue_url``, ``novelty_queue_url``) and, with
     ``frame_queue`` (the deploy's ``-c frameQueue=true``), the frame queue's (``frame_queue_url``,
-    else None)."""
+    else None); without ``novelty``, no novelty queue (``novelty_queue_url`` None)."""
     s3.create_bucket(Bucket=bucket)
     dynamodb.create_table(**schema.create_table_kwargs(table))
     dynamodb.get_waiter("table_exists").wait(TableName=table)
@@ -52,7 +52,8 @@ def provision(*, s3, dynamodb, secretsmanager, bucket: str, table: str, token: s
         env["analyzer_queue_url"] = _queue_rule(events, sqs, bus, f"{bucket}-screenshares",
                                                 frames_pattern(frame_type="screenshare"))
         # Every frame, to the novelty function (deployed: a rule invoking it directly).
-        env["novelty_queue_url"] = _queue_rule(events, sqs, bus, f"{bucket}-novelty", frames_pattern())
+        env["novelty_queue_url"] = _queue_rule(events, sqs, bus, f"{bucket}-novelty", frames_pattern()) \
+            if novelty else None
     return env
 
 

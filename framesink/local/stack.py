@@ -80,6 +80,10 @@ class LocalConfig:
     # workers and the analyzers. Measured (docs/performance.md): at 10 participants the frame
     # queue's stored -> seen p50 went from ~4 s to ~0.2 s. False: a thread of this process.
     moto_process: bool = True
+    # The novelty function (every frame decoded and scored) and its queue. In AWS it is a
+    # Lambda of its own; here its workers share this process with the ingress, so
+    # bench/e2e.py turns it off to measure the ingress alone.
+    novelty: bool = True
 
     @classmethod
     def isolated(cls, name: str, **changes) -> "LocalConfig":
@@ -129,7 +133,7 @@ class LocalStack:
                 token_secret_name=cfg.token_secret_name,
                 verification_secret=cfg.verification_secret,
                 verification_secret_name=cfg.token_secret_name + "-verification",
-                frame_queue=cfg.frame_queue,
+                frame_queue=cfg.frame_queue, novelty=cfg.novelty,
             )
             frame_queue_url = secret_env.pop("frame_queue_url")
             analyzer_queue_url = secret_env.pop("analyzer_queue_url")
@@ -157,7 +161,8 @@ class LocalStack:
             # Novelty on every frame: Lambda runs one invocation per event at once; NOVELTY_WORKERS
             # loops keep up with a local meeting (the stream's state item orders them).
             self.novelty = [QueueWorker(self.client("sqs"), novelty_queue_url, handler_of("novelty"),
-                                        f"framesink-novelty-{n}") for n in range(NOVELTY_WORKERS)]
+                                        f"framesink-novelty-{n}") for n in range(NOVELTY_WORKERS)] \
+                if novelty_queue_url else []
             for worker in self.novelty:
                 worker.start()
             # The export job, fed by its queue as Lambda's SQS event source feeds it (batch 1).
