@@ -241,7 +241,7 @@ while True:
 """
 
 
-def separate_receiver(quick: bool) -> dict:
+def separate_receiver(quick: bool, receiver_lambdas: str | None = None) -> dict:
     """The container receiver end to end with every part its own process (issue 25, item 5):
     moto (a ThreadedMotoServer, alone in its interpreter), the receiver (``python -m
     framesink_receiver`` through bench/e2e_receiver.py, which only adds the stored clock), the
@@ -252,7 +252,10 @@ def separate_receiver(quick: bool) -> dict:
     Paced runs first (10, 50, 100 participants at 2 fps: latency, and the receiver's peak RSS
     under them), then saturated runs (as fast as the receiver reads), the ceiling before and
     after them (the better one counts). The receiver publishes each frame's event on an
-    EventBridge bus, as deployed (no rule matches here: moto drops them)."""
+    EventBridge bus, as deployed (no rule matches here: moto drops them).
+
+    ``receiver_lambdas``: another checkout's ``lambdas`` directory, put first on the
+    receiver's path, for an A/B of two receivers in the same layout (``--receiver-lambdas``)."""
     import tempfile
 
     import boto3
@@ -267,7 +270,8 @@ def separate_receiver(quick: bool) -> dict:
     env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
            "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "lambdas")]), "PYTHONUNBUFFERED": "1"}
+           "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [receiver_lambdas]), str(ROOT / "lambdas")]),
+           "PYTHONUNBUFFERED": "1"}
     tmp = tempfile.mkdtemp(prefix="framesink-e2e-")
     moto = receiver = None
     try:
@@ -455,7 +459,13 @@ def _run(quick: bool) -> tuple[list[Row], dict]:
     return rows, details
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and "--separate" in sys.argv:  # the receiver's layout alone (A/B runs)
+    lambdas_dir = sys.argv[sys.argv.index("--receiver-lambdas") + 1] if "--receiver-lambdas" in sys.argv else None
+    measured = separate_receiver("--quick" in sys.argv, lambdas_dir)
+    print(json.dumps({"ceiling_fps": round(measured["ceiling_fps"], 1), "memory": measured["memory"], "results": [
+        {kind: {k: (round(v, 2) if isinstance(v, float) else v) for k, v in r[kind].items() if k != "errors"}
+         for kind in ("paced", "saturated")} for r in measured["results"]]}, indent=1))
+elif __name__ == "__main__":
     result_rows, result_details = run(quick="--quick" in sys.argv)
     for row in result_rows:
         ratio = f" = {row.ratio:.2f}x of {row.baseline:.1f}" if row.ratio is not None else ""
