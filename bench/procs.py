@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections import deque
 import threading
 import time
+from collections import deque
 
 from . import proc_stats
 
