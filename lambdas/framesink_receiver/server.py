@@ -97,6 +97,11 @@ from framesink_receiver.config import (
 )
 from framesink_receiver.connection import Accepted, BoundedConnection, Conn, client_ip, close_of
 
+# glibc's heap (return_large_buffers_to_the_os): larger buffers are mapped and unmapped when
+# freed; the heap's free pages go back to the OS this often.
+MMAP_THRESHOLD = 2 * 1024 * 1024
+HEAP_TRIM_SECONDS = 1.0
+
 
 @dataclass
 class Stats:
@@ -177,7 +182,8 @@ class Receiver:
         return f"ws://{self.config.host}:{self.port}/"
 
     async def start(self) -> None:
-        return_large_buffers_to_the_os()  # every receiver, also `framesink local`'s (process-wide, idempotent)
+        # every receiver, also `framesink local`'s (process-wide, idempotent)
+        self._trim_heap = return_large_buffers_to_the_os()
         self._slots = asyncio.Semaphore(self.config.max_in_flight)
         if self.config.spool_max_bytes > 0:
             self.spool = Spool(self.config.spool_dir or default_spool_dir(self.service.settings),
@@ -217,6 +223,8 @@ class Receiver:
             self.health_port = self._health_server.sockets[0].getsockname()[1]
         self._tasks = [asyncio.create_task(self._flush_metrics_periodically()),
                        asyncio.create_task(self._flush_totals_periodically())]
+        if self._trim_heap is not None:
+            self._tasks.append(asyncio.create_task(self._trim_heap_periodically()))
         if self.config.deregistration_watch:
             self._tasks.append(asyncio.create_task(self._watch_deregistration()))
         if self.config.token_recheck:
@@ -675,6 +683,14 @@ class Receiver:
             await asyncio.sleep(self.config.totals_tick)
             await loop.run_in_executor(self._control_pool, self._flush_totals)
 
+    async def _trim_heap_periodically(self) -> None:
+        """The heap's free pages back to the OS (return_large_buffers_to_the_os), every
+        second, off the event loop; a few ms of CPU when a flood has just been freed."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(HEAP_TRIM_SECONDS)
+            await loop.run_in_executor(self._control_pool, self._trim_heap)
+
     async def _recheck_tokens_periodically(self) -> None:
         """Close the connections whose bot token was revoked or expired since their handshake
         (1008, "token revoked or expired"): a revoke means new handshakes are refused *and*
@@ -769,17 +785,25 @@ def _internal_error(exc: BaseException | None = None) -> str:
     return FAILED
 
 
-def return_large_buffers_to_the_os() -> None:
+def return_large_buffers_to_the_os():
     """Messages of megabytes come and go: with glibc's default, its mmap threshold rises after
     the first large free, so later messages come from the heap and a flood's peak stays
     resident (40 connections of 5.4 MB messages: 62 MB idle, 684 MB a minute after). A fixed
-    128 KB threshold (what MALLOC_MMAP_THRESHOLD_ sets) maps each large buffer and unmaps it
-    when freed: 80 MB after the same flood. No-op off glibc."""
+    threshold (what MALLOC_MMAP_THRESHOLD_ sets) maps each larger buffer and unmaps it when
+    freed: 80 MB after the same flood. Fixed at 2 MiB, not lower: a frame's buffers (the
+    message, its base64 text, the PNG: 0.25-1.7 MB for 480x360 to 1280x720) then come from the
+    heap and are reused, where at 128 KB each was a fresh mapping whose pages the kernel
+    faulted in and zeroed, then unmapped: 0.72-0.76x the receiver's CPU per 480x360 frame
+    (docs/performance.md). What the heap holds free after a flood (its buffers below 2 MiB:
+    213 MiB resident where 84 was idle) goes back through the returned ``malloc_trim``, which
+    the receiver calls every second. Returns None off glibc (nothing done)."""
     import ctypes
     import ctypes.util
 
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+        libc.mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
+        trim = libc.malloc_trim
     except (OSError, AttributeError):
-        pass
+        return None
+    return lambda: trim(0)
