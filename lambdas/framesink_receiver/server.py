@@ -793,7 +793,7 @@ def return_large_buffers_to_the_os():
     freed: 80 MB after the same flood. Fixed at 2 MiB, not lower: a frame's buffers (the
     message, its base64 text, the PNG: 0.25-1.7 MB for 480x360 to 1280x720) then come from the
     heap and are reused, where at 128 KB each was a fresh mapping whose pages the kernel
-    faulted in and zeroed, then unmapped: 0.72-0.76x the receiver's CPU per 480x360 frame
+    faulted in and zeroed, then unmapped: 0.71-0.81x the receiver's CPU per 480x360 frame
     (docs/performance.md). What the heap holds free after a flood (its buffers below 2 MiB:
     213 MiB resident where 84 was idle) goes back through the returned ``malloc_trim``, which
     the receiver calls every second. Returns None off glibc (nothing done)."""
