@@ -85,10 +85,6 @@ TILE = """const t = document.getElementById(arguments[0] || 'x');
   return t && t.querySelector('img').complete && t.querySelector('img').naturalWidth > 0 ? t.innerText : null;"""
 
 
-def tile(driver, participant: str, frame_type: str) -> str | None:
-    return driver.execute_script(TILE.replace("arguments[0]", f"'tile-{participant}-{frame_type}'"))
-
-
 def test_the_live_page_shows_every_participant_from_two_receivers_and_updates_by_push(browser, two_receivers):
     stack, (first, second) = two_receivers
     rec = f"live-{uuid.uuid4().hex[:8]}"
@@ -126,7 +122,8 @@ def test_the_live_page_shows_every_participant_from_two_receivers_and_updates_by
         assert "Ada Lovelace (webcam)" in shown[("100", "webcam")] and "Grace Hopper" in shown[("200", "webcam")]
         wait_for(browser, "return document.querySelector('#tile-200-webcam .time').textContent === '1.0 s'",
                  "Grace's newest frame")
-        assert "lag" in tile(browser, "200", "webcam")
+        # (waited for too: the time's text changes before the newer frame's image has loaded)
+        assert "lag" in wait_for(browser, TILE.replace("arguments[0]", "'tile-200-webcam'"), "Grace's loaded tile")
         # the two slides of the deck, found by the novelty function and pushed
         wait_for(browser, "return document.getElementById('slide-count').textContent === '2'", "2 slides")
         # a frame stored later updates the tile in place: pushed, no reload
