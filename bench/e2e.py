@@ -28,7 +28,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
@@ -190,30 +189,15 @@ def receiver_memory(stack, run, participants: int, seconds: float) -> dict:
         "AWS_ENDPOINT_URL": stack.endpoint_url, "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
         "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_TRACE_DISABLED": "true", "PYTHONUNBUFFERED": "1",
     }
-    proc = subprocess.Popen([sys.executable, "-m", "framesink_receiver", "--port", "0"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    receiver = Subject("receiver", [sys.executable, "-m", "framesink_receiver", "--port", "0"], env,
+                       lambda port: f"ws://127.0.0.1:{port}/?token={stack.token}")
     try:
-        port = None
-        deadline = time.monotonic() + 60
-        while port is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            try:
-                ready = json.loads(line)
-            except ValueError:
-                continue
-            if ready.get("framesink_receiver") == "ready":
-                port = ready["port"]
-        if port is None:
-            raise RuntimeError("the receiver did not start")
-        threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep draining its stdout
-        idle = proc_stats(proc.pid)
+        idle = proc_stats(receiver.proc.pid)
         ticks = max(2, round(seconds * 2))
-        result = loadgen("bots", "--url", f"ws://127.0.0.1:{port}/?token={stack.token}", "--participants",
+        result = loadgen("bots", "--url", receiver.url, "--participants",
                          str(participants), "--meeting-size", str(MEETING_SIZE), "--ticks", str(ticks),
                          "--fps", "2", "--size", "webcam", "--recording-prefix", f"bench-rss-{uuid.uuid4().hex[:6]}")
-        loaded = wait_cpu_idle(proc.pid)  # every frame read has been stored
+        loaded = wait_cpu_idle(receiver.proc.pid)  # every frame read has been stored
         frames = len(result["sent"])
         return {
             "participants": participants, "frames": frames, "seconds": result["seconds"],
@@ -222,28 +206,12 @@ def receiver_memory(stack, run, participants: int, seconds: float) -> dict:
             "errors": result["errors"],
         }
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-MOTO = r"""
-import json, time
-from moto.server import ThreadedMotoServer
-server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-server.start()
-print(json.dumps({"port": server.get_host_and_port()[1]}), flush=True)
-while True:
-    time.sleep(3600)
-"""
+        receiver.stop()
 
 
 def separate_receiver(quick: bool, receiver_lambdas: str | None = None) -> dict:
     """The container receiver end to end with every part its own process (issue 25, item 5):
-    moto (a ThreadedMotoServer, alone in its interpreter), the receiver (``python -m
+    moto (`framesink local`'s MotoProcess, alone in its interpreter), the receiver (``python -m
     framesink_receiver`` through bench/e2e_receiver.py, which only adds the stored clock), the
     bots (bench/loadgen.py) and the 2-call ceiling (``loadgen ceiling``: plain boto3 put_object
     + put_item from 8 threads, the receiver's index batches' counterpart), so no subject shares
@@ -261,6 +229,7 @@ def separate_receiver(quick: bool, receiver_lambdas: str | None = None) -> dict:
     import boto3
 
     from framesink.local.aws import provision
+    from framesink.local.stack import MotoProcess
 
     from . import ROOT
 
@@ -273,10 +242,9 @@ def separate_receiver(quick: bool, receiver_lambdas: str | None = None) -> dict:
            "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [receiver_lambdas]), str(ROOT / "lambdas")]),
            "PYTHONUNBUFFERED": "1"}
     tmp = tempfile.mkdtemp(prefix="framesink-e2e-")
-    moto = receiver = None
+    moto, receiver = MotoProcess(), None
     try:
-        moto = Subject("moto", [sys.executable, "-c", MOTO], env, lambda p: f"http://127.0.0.1:{p}")
-        endpoint = moto.url
+        endpoint = moto.start()
 
         def client(name):
             return boto3.client(name, endpoint_url=endpoint, region_name="us-east-1",
@@ -301,37 +269,29 @@ def separate_receiver(quick: bool, receiver_lambdas: str | None = None) -> dict:
                            "--frames", str(ceiling_frames), "--threads", "8", "--size", "webcam")
 
         def bots(n: int, fps: float, ticks: int, tag: str) -> dict:
+            """One run of ``n`` participants, and the receiver's CPU over it (idle to idle)."""
+            before = wait_cpu_idle(receiver.proc.pid)
             result = loadgen("bots", "--url", receiver.url, "--participants", str(n), "--meeting-size",
                              str(MEETING_SIZE), "--ticks", str(ticks), "--fps", str(fps), "--size", "webcam",
                              "--recording-prefix", f"bench-{tag}-{uuid.uuid4().hex[:6]}")
+            after = wait_cpu_idle(receiver.proc.pid)
             return {"sent": dict(result["sent"]), "errors": result["errors"], "expected": n * ticks,
-                    "participants": n}
+                    "participants": n, "cpu_ms_per_frame": (after["cpu_seconds"] - before["cpu_seconds"]) * 1000
+                    / max(1, len(result["sent"]))}
 
         idle = wait_cpu_idle(receiver.proc.pid)
-        paced = {}
-        for n in counts:
-            before = wait_cpu_idle(receiver.proc.pid)
-            paced[n] = bots(n, 2.0, paced_ticks, f"sep-{n}-paced")
-            after = wait_cpu_idle(receiver.proc.pid)
-            paced[n]["cpu_ms_per_frame"] = (after["cpu_seconds"] - before["cpu_seconds"]) * 1000 / max(
-                1, len(paced[n]["sent"]))
+        paced = {n: bots(n, 2.0, paced_ticks, f"sep-{n}-paced") for n in counts}
         after_paced = proc_stats(receiver.proc.pid)
         ceilings = [ceiling_now()]
-        saturated = {}
-        for n in counts:
-            before = wait_cpu_idle(receiver.proc.pid)
-            saturated[n] = bots(n, 0.0, max(MIN_STREAM_FRAMES, 120 // n), f"sep-{n}-sat")
-            after = wait_cpu_idle(receiver.proc.pid)
-            saturated[n]["cpu_ms_per_frame"] = (after["cpu_seconds"] - before["cpu_seconds"]) * 1000 / max(
-                1, len(saturated[n]["sent"]))
+        saturated = {n: bots(n, 0.0, max(MIN_STREAM_FRAMES, 120 // n), f"sep-{n}-sat") for n in counts}
         ceilings.append(ceiling_now())
         receiver.stop()  # its clock file is written as it exits
         with open(clock_file) as f:
             stored_at = json.load(f)
     finally:
-        for subject in (receiver, moto):
-            if subject is not None and subject.proc.poll() is None:
-                subject.proc.kill()
+        if receiver is not None and receiver.proc.poll() is None:
+            receiver.proc.kill()
+        moto.stop()
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
@@ -345,7 +305,7 @@ def separate_receiver(quick: bool, receiver_lambdas: str | None = None) -> dict:
                 "fps": len(latencies) / span if span else 0.0,
                 "p50_ms": percentile(latencies, 50) if latencies else None,
                 "p99_ms": percentile(latencies, 99) if latencies else None,
-                **({"cpu_ms_per_frame": run["cpu_ms_per_frame"]} if "cpu_ms_per_frame" in run else {})}
+                "cpu_ms_per_frame": run["cpu_ms_per_frame"]}
 
     return {
         "results": [{"paced": summary(paced[n]), "saturated": summary(saturated[n]), "ceiling_threads": 8}

@@ -166,7 +166,7 @@ def run(quick: bool = False) -> tuple[list[Row], dict]:
         for tag, label, size, meeting, frames in ([] if quick or len(pair) < 2 else VARIANTS):
             for r in range(VARIANT_ROUNDS):
                 for name in (pair if r % 2 == 0 else pair[::-1]):
-                    variants.setdefault(label, {}).setdefault(name, []).append(
+                    variants.setdefault(tag, {}).setdefault(name, []).append(
                         cpu_per_frame(name, f"{tag}-{r}", size, meeting, frames // meeting))
         for name, subject in subjects.items():
             err = subject.stop()
@@ -180,54 +180,49 @@ def run(quick: bool = False) -> tuple[list[Row], dict]:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    med = {name: statistics.median(v) for name, v in per_frame.items()}
     details["cpu_ms_per_frame"] = {name: [round(x, 2) for x in v] for name, v in per_frame.items()}
     details["stored"] = stored
     floor_name, node_name, ours = "python 2-call floor", "node sample receiver", "framesink receiver"
-    # per-round ratios (same round, adjacent in time): their median, and their spread
-    paired = [a / b for a, b in zip(per_frame[ours], per_frame[floor_name])]
-    details["ratio_to_floor_per_round"] = [round(x, 2) for x in paired]
-    rows = [Row("sidebyside", "receiver CPU per frame vs the Python 2-call floor", med[ours], "ms",
-                baseline=med[floor_name], baseline_name="json.loads + b64decode + put_object + put_item",
-                target=TARGET, paired_ratio=statistics.median(paired),
-                note=f"rounds {min(paired):.2f}-{max(paired):.2f}x; stored {stored.get(ours + ' main')} of "
-                     f"{frames_per_round} per round")]
+    py313 = "framesink receiver 3.13"
+    node_baseline = "JSON.parse + base64 + append to a file"
+    per_round = f"of {frames_per_round} per round"
+
+    def versus(key: str, name: str, values: list[float], baseline: list[float], baseline_name: str,
+               note: str = "", into: dict = details, **row) -> Row:
+        """``values`` against ``baseline`` round by round (same round, adjacent in time): the
+        median of the per-round ratios, and their spread; the ratios also go in into[key]."""
+        ratios = [a / b for a, b in zip(values, baseline)]
+        into[key] = [round(x, 2) for x in ratios]
+        return Row("sidebyside", name, statistics.median(values), "ms", baseline=statistics.median(baseline),
+                   baseline_name=baseline_name, paired_ratio=statistics.median(ratios),
+                   note=f"rounds {min(ratios):.2f}-{max(ratios):.2f}x" + (f"; {note}" if note else ""), **row)
+
+    rows = [versus("ratio_to_floor_per_round", "receiver CPU per frame vs the Python 2-call floor",
+                   per_frame[ours], per_frame[floor_name], "json.loads + b64decode + put_object + put_item",
+                   f"stored {stored.get(ours + ' main')} {per_round}", target=TARGET)]
     if node_name in per_frame:
-        node_paired = [a / b for a, b in zip(per_frame[ours], per_frame[node_name])]
-        details["ratio_to_node_per_round"] = [round(x, 2) for x in node_paired]
-        rows.append(Row("sidebyside", "receiver CPU per frame vs Recall's Node sample (stores nothing)", med[ours],
-                        "ms", baseline=med[node_name], baseline_name="JSON.parse + base64 + append to a file",
-                        paired_ratio=statistics.median(node_paired),
-                        note=f"rounds {min(node_paired):.2f}-{max(node_paired):.2f}x"))
+        rows.append(versus("ratio_to_node_per_round", "receiver CPU per frame vs Recall's Node sample (stores nothing)",
+                           per_frame[ours], per_frame[node_name], node_baseline))
     else:
         details["node"] = "skipped: node/npm not found"
-    py313 = "framesink receiver 3.13"
     if py313 in per_frame:  # the image's interpreter against the dev machine's, round by round
-        versus = [a / b for a, b in zip(per_frame[py313], per_frame[ours])]
-        details["ratio_313_to_311_per_round"] = [round(x, 2) for x in versus]
-        rows.append(Row("sidebyside", "receiver CPU per frame on Python 3.13 (the image's) vs 3.11", med[py313], "ms",
-                        baseline=med[ours], baseline_name="the same receiver on 3.11",
-                        paired_ratio=statistics.median(versus),
-                        note=f"rounds {min(versus):.2f}-{max(versus):.2f}x; stored {stored.get(py313 + ' main')} of "
-                             f"{frames_per_round} per round"))
+        rows.append(versus("ratio_313_to_311_per_round", "receiver CPU per frame on Python 3.13 (the image's) vs 3.11",
+                           per_frame[py313], per_frame[ours], "the same receiver on 3.11",
+                           f"stored {stored.get(py313 + ' main')} {per_round}"))
         if node_name in per_frame:
-            node313 = [a / b for a, b in zip(per_frame[py313], per_frame[node_name])]
-            details["ratio_313_to_node_per_round"] = [round(x, 2) for x in node313]
-            rows.append(Row("sidebyside", "receiver CPU per frame on Python 3.13 vs Recall's Node sample",
-                            med[py313], "ms", baseline=med[node_name], baseline_name="JSON.parse + base64 + append",
-                            paired_ratio=statistics.median(node313),
-                            note=f"rounds {min(node313):.2f}-{max(node313):.2f}x"))
-    for label, by_name in variants.items():
-        ratios = [a / b for a, b in zip(by_name[ours], by_name[node_name])]
-        tag = next(t for t, lbl, *_ in VARIANTS if lbl == label)
-        details.setdefault("variants", {})[label] = {"stored_per_round": stored.get(f"{ours} {tag}"),
-            "cpu_ms_per_frame": {n: [round(x, 2) for x in v] for n, v in by_name.items()},
-            "ratio_to_node_per_round": [round(x, 2) for x in ratios]}
-        rows.append(Row("sidebyside", f"receiver CPU per frame vs Recall's Node sample, {label}",
-                        statistics.median(by_name[ours]), "ms", baseline=statistics.median(by_name[node_name]),
-                        baseline_name="JSON.parse + base64 + append to a file",
-                        paired_ratio=statistics.median(ratios),
-                        note=f"rounds {min(ratios):.2f}-{max(ratios):.2f}x; stored {stored.get(f'{ours} {tag}')}"))
+            rows.append(versus("ratio_313_to_node_per_round",
+                               "receiver CPU per frame on Python 3.13 vs Recall's Node sample",
+                               per_frame[py313], per_frame[node_name], node_baseline))
+    for tag, label, *_ in VARIANTS:
+        if tag not in variants:
+            continue
+        by_name = variants[tag]
+        shape = details.setdefault("variants", {})[label] = {
+            "stored_per_round": stored.get(f"{ours} {tag}"),
+            "cpu_ms_per_frame": {n: [round(x, 2) for x in v] for n, v in by_name.items()}}
+        rows.append(versus("ratio_to_node_per_round", f"receiver CPU per frame vs Recall's Node sample, {label}",
+                           by_name[ours], by_name[node_name], node_baseline, f"stored {stored.get(f'{ours} {tag}')}",
+                           into=shape))
     return rows, details
 
 
