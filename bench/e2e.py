@@ -1,25 +1,29 @@
-"""End to end through the local stack: frames per second and send-to-stored latency, per ingress.
+"""End to end: frames per second and send-to-stored latency, per ingress.
 
-The system under test is `framesink local`'s LocalStack (moto server + the API Gateway
-emulator feeding the real Lambda handlers, or the container receiver), hosted in this process
-so that a botocore hook on the ingress's own DynamoDB client can timestamp each frame's index
-write. The load comes from another process (bench/loadgen.py): simulated Recall bots, one
-websocket per bot, 5 participants per bot.
+- API Gateway: `framesink local`'s LocalStack (the emulator feeding the real Lambda handlers,
+  without the novelty function), hosted in this process so that a botocore hook on the
+  ingress's own DynamoDB client can timestamp each frame's index write.
+- The container receiver: moto, the receiver, the bots and the 2-call ceiling each a process
+  of its own (separate_receiver); the same hook runs inside the receiver
+  (bench/e2e_receiver.py) and hands its timestamps over when it exits.
 
-- stored: the frame's index PutItem has returned (its S3 object was written just before);
-  latency = that moment minus the client's send time (same machine, same clock).
+The load comes from another process (bench/loadgen.py): simulated Recall bots, one websocket
+per bot, 5 participants per bot.
+
+- stored: the frame's index write (PutItem, or the BatchWriteItem carrying it) has returned
+  (its S3 object was written just before); latency = that moment minus the client's send time
+  (same machine, same clock).
 - paced: every participant at 2 fps for a few seconds; p50/p99 latency, frames/s, loss.
 - saturated: the bots send as fast as the ingress reads (websocket backpressure); frames/s,
   against the raw moto put ceiling measured in the same run against the same moto server
-  (plain boto3 put_object + put_item from threads, no ingress) at the same concurrency,
-  and against FrameStore.put_frame's own ceiling (its three calls, no ingress); each call's
-  time, one at a time, says why the two differ.
+  (plain boto3 put_object + put_item from threads, no ingress); for API Gateway also against
+  FrameStore.put_frame's own ceiling (its three calls, no ingress), and each call's time,
+  one at a time, says why the two differ.
 - API Gateway frames are small flat 480x360 PNGs (~2 KB) because real camera frames do not
   fit its 32 KB frame limit; the receiver gets camera-like 480x360 frames (~250 KB).
 
-The container receiver's peak memory under 100 participants is measured as its own process
-(``python -m framesink_receiver``, as the container runs it) against the same moto server:
-VmHWM from /proc, and its CPU time per frame (which bench/cost.py turns into Fargate cost).
+The receiver's peak memory (VmHWM from /proc) is read after its paced runs, and its CPU time
+per frame at 2 fps is what bench/cost.py turns into Fargate cost.
 """
 
 from __future__ import annotations
